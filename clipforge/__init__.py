@@ -1,0 +1,64 @@
+"""clipforge: invert CLIP models, with every part of the run supplied by a plugin.
+
+This module is the public API: what notebooks and plugin authors import. Anything not listed in
+``__all__`` may change without notice. ``API_VERSION`` changes its major number when something
+listed here changes incompatibly.
+"""
+
+from clipforge.components import (
+    AugmentContext,
+    Augmentation,
+    Backbone,
+    Callback,
+    Component,
+    Options,
+    Parameterization,
+    Regularizer,
+    RegularizerOptions,
+    Row,
+    RunInfo,
+    StepState,
+    draw_per_image,
+    option_error,
+)
+from clipforge.engine import Engine, InversionResult, invert
+from clipforge.hookspecs import hookimpl
+from clipforge.outputs import image_grid, save_png, to_display
+from clipforge.registry import PluginError, Registry, build_registry, default_registry
+from clipforge.spec import Prompt, RunSpec, SpecError, load_spec
+
+__version__ = "0.1.0"
+API_VERSION = "1.0"
+
+__all__ = [
+    "API_VERSION",
+    "AugmentContext",
+    "Augmentation",
+    "Backbone",
+    "Callback",
+    "Component",
+    "Engine",
+    "InversionResult",
+    "Options",
+    "Parameterization",
+    "PluginError",
+    "Prompt",
+    "Registry",
+    "Regularizer",
+    "RegularizerOptions",
+    "Row",
+    "RunInfo",
+    "RunSpec",
+    "SpecError",
+    "StepState",
+    "build_registry",
+    "default_registry",
+    "draw_per_image",
+    "hookimpl",
+    "image_grid",
+    "invert",
+    "load_spec",
+    "option_error",
+    "save_png",
+    "to_display",
+]

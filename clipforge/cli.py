@@ -1,0 +1,182 @@
+"""The ``clipforge`` command: invert, validate, schema, plugins.
+
+Errors in what the user gave (a spec, a file, a plugin name) are printed as one line each, naming
+the place, with exit status 2 and no traceback (``--traceback`` shows it for debugging).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from clipforge.registry import PluginError, Registry, build_registry
+from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, check_components, load_spec
+
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    registry = build_registry(
+        autoload=False if args.no_autoload else None,
+        only=args.plugins.split(",") if args.plugins else None,
+        block=args.block or (),
+        strict=args.strict_plugins,
+    )
+    for failure in registry.failures:
+        err.print(f"warning: {failure}")
+    return registry
+
+
+def _load(args: argparse.Namespace, registry: Registry) -> RunSpec:
+    spec = load_spec(args.spec, args.set or [])
+    try:
+        check_components(spec, registry)
+    except SpecError as exc:
+        raise SpecError(exc.problems, args.spec) from None
+    return spec
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    from clipforge.engine import Engine
+
+    registry = _registry(args)
+    spec = _load(args, registry)
+    out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}-{spec.hash()}"
+    engine = Engine(spec, registry=registry, out_dir=out_dir)
+    result = engine.run()
+    if result.interrupted:
+        err.print(f"interrupted at step {result.steps_done}/{spec.steps}; current images saved in {out_dir}")
+        return 130
+    final = result.metrics[-1] if result.metrics else None
+    out.print(f"wrote {len(result.rows)} image(s) to {out_dir} in {result.seconds:.1f} s")
+    if final:
+        for row in result.rows:
+            out.print(f"  {row.slug}: similarity {final['similarity'][row.index]:.3f}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    spec = _load(args, registry)
+    images = len(spec.prompts) * len(spec.seeds)
+    names = ", ".join(b.options.get("model", b.name) if b.options else b.name for b in spec.backbones)
+    out.print(f"ok: {args.spec} is valid ({images} image(s), {spec.steps} steps, backbones: {names})")
+    return 0
+
+
+def full_schema(registry: Registry) -> dict[str, Any]:
+    """The run spec's JSON Schema, with the options of every installed component."""
+    schema = RunSpec.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for field, kind in COMPONENT_FIELDS.items():
+        variants: list[dict[str, Any]] = []
+        for entry in sorted(registry.entries[kind].values(), key=lambda e: e.name):
+            options = entry.cls.Options.model_json_schema()
+            defs.update(options.pop("$defs", {}))
+            variants.append({
+                "type": "object",
+                "description": f"{kind} {entry.name!r} from {entry.provider}",
+                "properties": {"name": {"const": entry.name}, "options": options},
+                "required": ["name"],
+                "additionalProperties": False,
+            })
+        names = registry.names(kind)
+        variants.append({"type": "string", "enum": names, "description": f"a {kind} with default options"})
+        ref_name = f"{kind.title()}Ref"
+        defs[ref_name] = {"anyOf": variants}
+        prop = schema["properties"][field]
+        if prop.get("type") == "array":
+            prop["items"] = {"$ref": f"#/$defs/{ref_name}"}
+        else:
+            prop.pop("$ref", None)
+            prop.pop("allOf", None)
+            prop["$ref"] = f"#/$defs/{ref_name}"
+    return schema
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(full_schema(_registry(args)), indent=2))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.json:
+        print(json.dumps({
+            "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "hooks": p.hooks,
+                         "components": [{"kind": e.kind, "name": e.name} for e in registry.all() if e.plugin == p.name]}
+                        for p in registry.plugins],
+            "failures": [{"plugin": f.plugin, "distribution": f.distribution, "error": f.error}
+                         for f in registry.failures],
+        }, indent=2))
+        return 0
+    table = Table(title="clipforge components")
+    for column in ("kind", "name", "plugin", "distribution"):
+        table.add_column(column)
+    for e in registry.all():
+        dist = f"{e.distribution} {e.version}" if e.distribution else "-"
+        table.add_row(e.kind, e.name, e.plugin, dist)
+    out.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipforge", description="Invert CLIP models.")
+    parser.add_argument("--block", action="append", metavar="PLUGIN", help="do not load this plugin (repeatable)")
+    parser.add_argument("--plugins", metavar="A,B", help="load only these entry-point plugins")
+    parser.add_argument("--no-autoload", action="store_true", help="load no entry-point plugins")
+    parser.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal")
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("invert", help="run the inversion described by a spec file")
+    p.add_argument("spec", help="a JSON run spec")
+    p.add_argument("--out", help="output directory (must not exist or be empty)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a spec value, e.g. steps=100 or regularizers[0].options.weight=0.01")
+    p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("validate", help="check a spec without running it")
+    p.add_argument("spec")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of run specs, with every installed plugin's options")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("plugins", help="list installed components and the plugins providing them")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        for line in exc.format().splitlines():
+            err.print(f"error: {line}")
+        return 2
+    except (PluginError, FileExistsError) as exc:
+        err.print(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as exc:
+        if args.traceback:
+            raise
+        err.print(f"error: {type(exc).__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

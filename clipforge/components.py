@@ -1,0 +1,271 @@
+"""Base classes for the five kinds of component a plugin can provide.
+
+Every component has a ``name`` (how a spec refers to it) and a nested pydantic ``Options`` model
+that rejects unknown keys. The engine builds each component once per run and then calls its
+methods directly, so no plugin-manager dispatch happens inside the optimisation loop.
+
+Image convention: images are float tensors of shape (B, 3, H, W), nominally in [0, 1]. During a
+step, ``B * K`` augmented copies are processed, laid out image-major (the K copies of image 0,
+then the K copies of image 1, ...). Every random draw goes through the per-image
+``torch.Generator`` objects handed to the component, so a seed reproduces a run and an image's
+result does not depend on which other images share its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from clipforge.spec import RunSpec
+
+
+class Options(BaseModel):
+    """Base for component options: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def option_error(field: str, message: str, value: Any = None) -> ValidationError:
+    """An error about one option, for an ``Options`` model validator to raise: unlike a plain
+    ``ValueError`` it carries the field's name, so the message names the option's full JSON path."""
+    detail = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=(field,), input=value)
+    return ValidationError.from_exception_data("Options", [detail])
+
+
+class Component:
+    """Common base: a name, an options model, and the validated options."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
+
+
+# --------------------------------------------------------------------------- random draws
+
+
+def draw_per_image(
+    generators: Sequence[torch.Generator],
+    shape: Sequence[int],
+    device: torch.device,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> torch.Tensor:
+    """Uniform draws of ``shape`` for each image from its own generator: returns (B, *shape).
+
+    Draws are made on the CPU (where the generators live) and moved to ``device``, so results do
+    not depend on the device either.
+    """
+    draws = [torch.rand(tuple(shape), generator=g) for g in generators]
+    out = torch.stack(draws) * (high - low) + low
+    return out.to(device, non_blocking=True)
+
+
+@dataclass
+class AugmentContext:
+    """What an augmentation may need to know about the current step."""
+
+    generators: Sequence[torch.Generator]  # one per image
+    copies: int  # K copies of each image
+    model_size: tuple[int, int]  # input size of the (first) backbone
+    step: int
+    resize_count: int  # how many resolution increases have happened so far
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.generators)
+
+    def per_copy(self, shape: Sequence[int], device: torch.device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        """Uniform draws for every copy: (B * K, *shape), each image's copies from its generator."""
+        out = draw_per_image(self.generators, (self.copies, *shape), device, low, high)
+        return out.reshape(self.batch_size * self.copies, *shape)
+
+    def per_image(self, shape: Sequence[int], device: torch.device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        """Uniform draws shared by all copies of an image: (B, *shape)."""
+        return draw_per_image(self.generators, shape, device, low, high)
+
+
+# --------------------------------------------------------------------------- kinds
+
+
+class Backbone(Component):
+    """A frozen CLIP-like model: it embeds images and texts in one space.
+
+    Subclasses set ``input_size`` (H, W) and take care of their own normalisation: the engine hands
+    ``encode_image`` pixels in [0, 1] (give or take what augmentations do) at ``input_size``.
+    """
+
+    kind = "backbone"
+    input_size: tuple[int, int] = (224, 224)
+    interpolation: str = "bicubic"
+
+    def __init__(self, options: Options, device: torch.device) -> None:
+        super().__init__(options)
+        self.device = device
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Embed (N, 3, H, W) pixels; returns (N, D), not necessarily normalised."""
+        raise NotImplementedError
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Embed texts; returns (T, D), not necessarily normalised."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """A short human-readable identity for reports."""
+        return self.name
+
+
+class Parameterization(Component):
+    """How the optimised variables become images.
+
+    Every parameter tensor returned by ``parameters()`` has the batch as its first dimension, so the
+    engine can clip each image's gradient separately.
+    """
+
+    kind = "parameterization"
+
+    def __init__(
+        self,
+        options: Options,
+        batch_size: int,
+        size: tuple[int, int],
+        generators: Sequence[torch.Generator],
+        device: torch.device,
+    ) -> None:
+        super().__init__(options)
+        self.batch_size = batch_size
+        self.size = size
+        self.device = device
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The leaf tensors the optimiser updates (batch-first)."""
+        raise NotImplementedError
+
+    def image(self) -> torch.Tensor:
+        """The current images, (B, 3, H, W), differentiable with respect to ``parameters()``."""
+        raise NotImplementedError
+
+    def resize(self, size: tuple[int, int]) -> None:
+        """Carry the current state over to a larger image size (new leaf tensors)."""
+        raise NotImplementedError
+
+    def after_backward(self) -> None:
+        """Called after the backward pass and gradient clipping, before the optimiser step."""
+
+    def resize_state(self, tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Map an optimiser-state tensor shaped like a parameter onto the resized parameter.
+
+        Only used when the optimiser state is carried across a resize. The default starts afresh.
+        """
+        raise NotImplementedError(f"{self.name} cannot carry optimiser state across a resize")
+
+
+class Augmentation(Component):
+    """A random transform of the (B * K, 3, H, W) copies, drawn through ``ctx``'s generators."""
+
+    kind = "augmentation"
+
+    def __call__(self, copies: torch.Tensor, ctx: AugmentContext) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class RegularizerOptions(Options):
+    weight: float = Field(1.0, description="Multiplier of this regulariser in the loss.")
+
+
+class Regularizer(Component):
+    """A penalty on the un-augmented images: returns one value per image, (B,).
+
+    The engine multiplies it by ``options.weight`` and skips it when the weight is zero.
+    """
+
+    kind = "regularizer"
+    Options: ClassVar[type[Options]] = RegularizerOptions
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class Row:
+    """One independent image of a run: a prompt (index into the spec) and a seed."""
+
+    index: int
+    prompt_index: int
+    seed: int
+    label: str  # human-readable prompt text
+    slug: str  # file-name-safe identifier, unique within the run
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "prompt_index": self.prompt_index, "seed": self.seed,
+                "label": self.label, "slug": self.slug}
+
+
+@dataclass
+class RunInfo:
+    """What callbacks can see of a run."""
+
+    spec: "RunSpec"
+    rows: list[Row]
+    device: torch.device
+    out_dir: Path | None
+    spec_hash: str
+    total_steps: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepState:
+    """The state of the loop after an optimiser step; ``images()`` is computed only when asked."""
+
+    step: int  # steps completed so far (1-based)
+    size: tuple[int, int]
+    _images: Any = None
+
+    def images(self) -> torch.Tensor:
+        """The current images, detached, clamped to [0, 1], on the CPU."""
+        return self._images()
+
+
+class Callback(Component):
+    """Observes a run. Every method is optional; none of them is called once per copy.
+
+    ``on_metrics`` receives the per-step records gathered since the last call: the engine gathers
+    metrics from the device every ``log_every`` steps so it does not wait on the device each step.
+    """
+
+    kind = "callback"
+
+    def on_run_start(self, run: RunInfo) -> None:
+        """Before the first step."""
+
+    def on_step_end(self, run: RunInfo, state: StepState) -> None:
+        """After every optimiser step (keep it cheap: no device syncs unless needed)."""
+
+    def on_metrics(self, run: RunInfo, records: list[dict[str, Any]]) -> None:
+        """Per-step metric records (loss, data term, similarity, regularisers, per image)."""
+
+    def on_run_end(self, run: RunInfo, result: Any) -> None:
+        """After the loop, with the final result (also after an interruption)."""
+
+
+KINDS: dict[str, type[Component]] = {
+    "backbone": Backbone,
+    "parameterization": Parameterization,
+    "augmentation": Augmentation,
+    "regularizer": Regularizer,
+    "callback": Callback,
+}

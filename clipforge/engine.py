@@ -1,0 +1,365 @@
+"""The optimisation loop: one place where an inversion happens.
+
+A run optimises a batch of independent images (prompts x seeds) in every step. Each image has its
+own ``torch.Generator`` (seeded with its seed), its own loss term, its own gradient clipping, and
+Adam is element-wise, so an image comes out the same whether it is optimised alone or in a batch
+(up to floating-point summation order).
+
+One step, as in the authors' code:
+
+1. images = parameterisation.image()                       (B, 3, h, w)
+2. K copies of each, through the augmentation pipeline     (B*K, 3, ., .)
+3. each backbone embeds the copies (resized to its input); data term per image:
+   mean over copies of sum over the prompt's terms of weight * distance(embedding, target)
+4. loss per image = data term (averaged over backbones) + sum of weighted regularisers
+5. backward; clip each image's gradient norm; parameterisation.after_backward() (clamp); Adam step
+
+At the steps of the resolution schedule the parameterisation grows the image and, by default, a
+fresh optimiser starts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from clipforge.components import (
+    AugmentContext,
+    Augmentation,
+    Backbone,
+    Callback,
+    Parameterization,
+    Regularizer,
+    Row,
+    RunInfo,
+    StepState,
+)
+from clipforge.registry import Registry, default_registry
+from clipforge.spec import RunSpec, check_components, load_spec, resolved_spec
+
+
+@dataclass
+class InversionResult:
+    """What a run produced. ``images`` are (B, 3, H, W) in [0, 1] on the CPU, one per row."""
+
+    images: torch.Tensor
+    rows: list[Row]
+    metrics: list[dict[str, Any]]
+    spec: RunSpec
+    spec_hash: str
+    device: str
+    steps_done: int
+    interrupted: bool
+    seconds: float
+    out_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def image(self, prompt: int | str = 0, seed: int | None = None) -> torch.Tensor:
+        """The (3, H, W) image of a prompt (index or text) and seed (the first seed by default)."""
+        for row in self.rows:
+            hit = row.prompt_index == prompt if isinstance(prompt, int) else row.label == prompt
+            if hit and (seed is None or row.seed == seed):
+                return self.images[row.index]
+        raise KeyError(f"no image for prompt {prompt!r}, seed {seed!r}")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for, but CUDA is not available here; use 'auto' or 'cpu'")
+    return device
+
+
+def make_rows(spec: RunSpec) -> list[Row]:
+    rows, used = [], set()
+    for p, prompt in enumerate(spec.prompts):
+        text = prompt.display()
+        base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "prompt"
+        for seed in spec.seeds:
+            slug = f"{p:02d}-{base}-seed{seed}"
+            while slug in used:
+                slug += "x"
+            used.add(slug)
+            rows.append(Row(index=len(rows), prompt_index=p, seed=seed, label=text, slug=slug))
+    return rows
+
+
+@dataclass
+class Targets:
+    """Each image's target terms in one backbone's space: embeddings (B, T, D), weights (B, T)."""
+
+    embeddings: torch.Tensor
+    weights: torch.Tensor
+    similarity_weights: torch.Tensor  # positive weights, normalised per image: the "similarity" metric
+
+
+def embed_targets(backbone: Backbone, spec: RunSpec, rows: Sequence[Row]) -> Targets:
+    """Encode every distinct text once, before the loop, and lay the terms out per image."""
+    terms = [spec.prompts[row.prompt_index].resolved_terms() for row in rows]
+    texts = sorted({t.text for row_terms in terms for t in row_terms})
+    with torch.no_grad():
+        embedded = F.normalize(backbone.encode_text(texts).float(), dim=-1)
+    index = {t: i for i, t in enumerate(texts)}
+    width = max(len(t) for t in terms)
+    emb = torch.zeros(len(rows), width, embedded.shape[-1], device=embedded.device)
+    weights = torch.zeros(len(rows), width, device=embedded.device)
+    for b, row_terms in enumerate(terms):
+        for j, term in enumerate(row_terms):
+            emb[b, j] = embedded[index[term.text]]
+            weights[b, j] = term.weight
+    positive = weights.clamp_min(0)
+    sim_w = positive / positive.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return Targets(emb, weights, sim_w)
+
+
+def clip_grad_per_image(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip each image's gradient norm (over all parameter tensors) like ``clip_grad_norm_`` would
+    clip it alone. Returns the norms before clipping, (B,)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    squares = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads]).sum(dim=0)
+    norms = squares.sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+    return norms
+
+
+def data_term(
+    embeddings: torch.Tensor, targets: Targets, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image data term and similarity. ``embeddings`` are normalised, (B, K, D)."""
+    cos = torch.einsum("bkd,btd->bkt", embeddings, targets.embeddings)
+    if kind == "l2":
+        dist = (embeddings[:, :, None, :] - targets.embeddings[:, None, :, :]).norm(dim=-1)
+    else:
+        dist = 1.0 - cos
+    loss = (dist * targets.weights[:, None, :]).sum(dim=-1).mean(dim=1)
+    similarity = (cos * targets.similarity_weights[:, None, :]).sum(dim=-1).mean(dim=1)
+    return loss, similarity
+
+
+class Engine:
+    """Builds a run's components from a spec and runs the loop.
+
+    :param spec: the run spec (a path, a dict or a :class:`RunSpec`).
+    :param registry: where components are looked up (default: the installed plugins).
+    :param out_dir: where results are written; ``None`` keeps everything in memory.
+    :param callbacks: extra callback objects (for notebooks and tests), besides the spec's.
+    """
+
+    def __init__(
+        self,
+        spec: RunSpec | dict[str, Any] | str | Path,
+        registry: Registry | None = None,
+        out_dir: str | Path | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.registry = registry or default_registry()
+        spec = load_spec(spec)
+        self.components = check_components(spec, self.registry)
+        self.spec = resolved_spec(spec, self.components)
+        self.spec_hash = self.spec.hash()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.extra_callbacks = list(callbacks)
+
+    # ------------------------------------------------------------------ setup
+
+    def _build(self) -> None:
+        spec, comps = self.spec, self.components
+        self.device = pick_device(spec.device)
+        self.rows = make_rows(spec)
+        self.backbones: list[Backbone] = [entry.cls(opts, self.device) for entry, opts in comps["backbones"]]
+        self.targets = [embed_targets(bb, spec, self.rows) for bb in self.backbones]
+        self.generators = [torch.Generator().manual_seed(row.seed) for row in self.rows]
+        (p_entry, p_opts), = comps["parameterization"]
+        size = spec.size_at(0)
+        self.param: Parameterization = p_entry.cls(p_opts, len(self.rows), (size, size), self.generators, self.device)
+        self.augmentations: list[Augmentation] = [e.cls(o) for e, o in comps["augmentations"]]
+        self.regularizers: list[Regularizer] = [e.cls(o) for e, o in comps["regularizers"]]
+        self.active_regularizers = [r for r in self.regularizers if getattr(r.options, "weight", 1.0) != 0]
+        self.callbacks: list[Callback] = [e.cls(o) for e, o in comps["callbacks"]] + self.extra_callbacks
+        self.run_info = RunInfo(
+            spec=spec, rows=self.rows, device=self.device, out_dir=self.out_dir,
+            spec_hash=self.spec_hash, total_steps=spec.steps,
+            extra={"backbones": [bb.label for bb in self.backbones]},
+        )
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        o = self.spec.optimizer
+        return torch.optim.Adam(self.param.parameters(), lr=o.lr, betas=o.betas, eps=o.eps)
+
+    def _carry_optimizer(self, old: torch.optim.Optimizer, old_params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        new = self._new_optimizer()
+        for old_p, new_p in zip(old_params, self.param.parameters()):
+            state = old.state.get(old_p)
+            if not state:
+                continue
+            new.state[new_p] = {
+                k: (self.param.resize_state(v, tuple(new_p.shape)) if torch.is_tensor(v) and v.shape == old_p.shape else v)
+                for k, v in state.items()
+            }
+        return new
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self, optimizer: torch.optim.Optimizer, ctx: AugmentContext) -> torch.Tensor:
+        """One optimisation step. Returns the step's metrics as a (M, B) tensor on the device."""
+        spec = self.spec
+        optimizer.zero_grad(set_to_none=True)
+        images = self.param.image()
+        batch = images.shape[0]
+        copies = images.repeat_interleave(spec.copies, dim=0)
+        for aug in self.augmentations:
+            copies = aug(copies, ctx)
+        data = images.new_zeros(batch)
+        similarity = images.new_zeros(batch)
+        for backbone, targets in zip(self.backbones, self.targets):
+            x = copies
+            if tuple(x.shape[-2:]) != tuple(backbone.input_size):
+                x = F.interpolate(x, size=backbone.input_size, mode=backbone.interpolation)
+            emb = F.normalize(backbone.encode_image(x).float(), dim=-1).view(batch, spec.copies, -1)
+            d, s = data_term(emb, targets, spec.data_term)
+            data = data + d
+            similarity = similarity + s
+        n = len(self.backbones)
+        data, similarity = data / n, similarity / n
+        loss = data
+        reg_values = []
+        for reg in self.active_regularizers:
+            value = reg(images)
+            reg_values.append(value)
+            loss = loss + reg.options.weight * value
+        loss.sum().backward()
+        params = self.param.parameters()
+        if spec.optimizer.grad_clip is not None:
+            clip_grad_per_image(params, spec.optimizer.grad_clip)
+        self.param.after_backward()
+        optimizer.step()
+        return torch.stack([loss, data, similarity, *reg_values]).detach()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _records(self, pending: list[tuple[int, int, torch.Tensor]]) -> list[dict[str, Any]]:
+        if not pending:
+            return []
+        values = torch.stack([m for _, _, m in pending]).cpu().tolist()
+        names = [r.name for r in self.active_regularizers]
+        records = []
+        for (step, size, _), v in zip(pending, values):
+            rec = {"step": step, "size": size, "loss": v[0], "data": v[1], "similarity": v[2]}
+            rec["regularizers"] = {name: v[3 + i] for i, name in enumerate(names)}
+            records.append(rec)
+        return records
+
+    def run(self) -> InversionResult:
+        from clipforge import outputs
+
+        if self.out_dir is not None:
+            created = not self.out_dir.exists()
+            outputs.prepare_out_dir(self.out_dir)
+        try:
+            self._build()
+        except BaseException:
+            if self.out_dir is not None and created and not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()  # leave no empty directory behind a failed start
+            raise
+        spec = self.spec
+        start = time.perf_counter()
+        if self.out_dir is not None:
+            outputs.write_run_start(self.out_dir, self.run_info)
+        for cb in self.callbacks:
+            cb.on_run_start(self.run_info)
+
+        optimizer = self._new_optimizer()
+        size = spec.size_at(0)
+        resize_count = 0
+        metrics: list[dict[str, Any]] = []
+        pending: list[tuple[int, int, torch.Tensor]] = []
+        steps_done = 0
+        interrupted = False
+        failure: BaseException | None = None
+
+        def flush() -> None:
+            records = self._records(pending)
+            pending.clear()
+            if records:
+                metrics.extend(records)
+                for cb in self.callbacks:
+                    cb.on_metrics(self.run_info, records)
+
+        def current_images() -> torch.Tensor:
+            with torch.no_grad():
+                return self.param.image().detach().clamp(0, 1).float().cpu()
+
+        try:
+            for i in range(spec.steps):
+                new_size = spec.size_at(i)
+                if new_size != size:
+                    old_params = self.param.parameters()
+                    self.param.resize((new_size, new_size))
+                    size = new_size
+                    resize_count += 1
+                    if spec.optimizer.reset_on_resize:
+                        optimizer = self._new_optimizer()
+                    else:
+                        optimizer = self._carry_optimizer(optimizer, old_params)
+                ctx = AugmentContext(self.generators, spec.copies, tuple(self.backbones[0].input_size), i, resize_count)
+                pending.append((i + 1, size, self.step(optimizer, ctx)))
+                steps_done = i + 1
+                if steps_done % spec.log_every == 0 or steps_done == spec.steps:
+                    flush()
+                state = StepState(step=steps_done, size=(size, size), _images=current_images)
+                for cb in self.callbacks:
+                    cb.on_step_end(self.run_info, state)
+        except KeyboardInterrupt:
+            interrupted = True
+        except BaseException as exc:  # save what we have, then re-raise
+            failure = exc
+            interrupted = True
+        try:
+            flush()
+        except Exception:
+            pass
+
+        result = InversionResult(
+            images=current_images(), rows=self.rows, metrics=metrics, spec=spec, spec_hash=self.spec_hash,
+            device=str(self.device), steps_done=steps_done, interrupted=interrupted,
+            seconds=time.perf_counter() - start, out_dir=self.out_dir,
+        )
+        if self.out_dir is not None:
+            outputs.write_results(self.out_dir, result, self.run_info)
+        for cb in self.callbacks:
+            try:
+                cb.on_run_end(self.run_info, result)
+            except Exception:
+                if failure is None:
+                    raise
+        if failure is not None:
+            raise failure
+        return result
+
+
+def invert(
+    spec: RunSpec | dict[str, Any] | str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    registry: Registry | None = None,
+    callbacks: Sequence[Callback] = (),
+    overrides: list[str] | None = None,
+) -> InversionResult:
+    """Run an inversion and return its images and metrics (the notebook entry point).
+
+    ``spec`` may be a path to a JSON file, a dict, or a :class:`RunSpec`; it is never modified.
+    Results are written to ``out_dir`` (or the spec's ``output_dir``) when one is given.
+    """
+    spec = load_spec(spec, overrides)
+    out = out_dir if out_dir is not None else spec.output_dir
+    return Engine(spec, registry=registry, out_dir=out, callbacks=callbacks).run()

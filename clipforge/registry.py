@@ -1,0 +1,241 @@
+"""Finding plugins and the components they provide.
+
+Plugins are Python modules (or objects) implementing hooks from :mod:`clipforge.hookspecs`. They are
+found through the ``clipforge`` entry-point group, built-in ones included, so every plugin can be
+listed and blocked by name. A plugin that fails to import or to register is reported with its name,
+distribution and error, and the others keep working (unless ``strict``).
+
+Environment variables (the CLI has matching flags):
+
+- ``CLIPFORGE_BLOCK_PLUGINS``: comma-separated plugin names not to load.
+- ``CLIPFORGE_PLUGINS``: comma-separated plugin names; when set, only these are loaded.
+- ``CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD``: any non-empty value: load no entry-point plugins at all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pluggy
+from pydantic import BaseModel
+
+from clipforge import hookspecs
+from clipforge.components import KINDS, Component
+
+
+class PluginError(Exception):
+    """A plugin or component is broken or misconfigured."""
+
+
+class DuplicateComponentError(PluginError):
+    pass
+
+
+class UnknownComponentError(PluginError):
+    def __init__(self, kind: str, name: str, known: list[str]):
+        self.kind, self.name, self.known = kind, name, known
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        available = ", ".join(sorted(known)) or "none installed"
+        super().__init__(f"unknown {kind} {name!r}{hint} (available: {available})")
+
+
+@dataclass(frozen=True)
+class ComponentEntry:
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    @property
+    def provider(self) -> str:
+        dist = f" ({self.distribution} {self.version})" if self.distribution else ""
+        return f"plugin {self.plugin!r}{dist}"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: str
+    distribution: str | None
+    error: str
+
+    def __str__(self) -> str:
+        dist = f" from {self.distribution}" if self.distribution else ""
+        return f"plugin {self.plugin!r}{dist} failed to load: {self.error}"
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Registry:
+    """Every component of every kind, with the plugin that provided it."""
+
+    entries: dict[str, dict[str, ComponentEntry]]
+    plugins: list[PluginInfo]
+    failures: list[PluginFailure]
+
+    def get(self, kind: str, name: str) -> ComponentEntry:
+        by_name = self.entries.get(kind, {})
+        if name not in by_name:
+            raise UnknownComponentError(kind, name, list(by_name))
+        return by_name[name]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries.get(kind, {}))
+
+    def all(self) -> list[ComponentEntry]:
+        return [e for kind in KINDS for e in sorted(self.entries.get(kind, {}).values(), key=lambda e: e.name)]
+
+
+def _env_list(var: str) -> list[str]:
+    return [s.strip() for s in os.environ.get(var, "").split(",") if s.strip()]
+
+
+def build_registry(
+    *,
+    autoload: bool | None = None,
+    only: Iterable[str] | None = None,
+    block: Iterable[str] = (),
+    extra_plugins: Iterable[tuple[str, Any]] = (),
+    strict: bool = False,
+) -> Registry:
+    """Load plugins and collect their components.
+
+    :param autoload: load entry-point plugins (default: unless ``CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD``).
+    :param only: load only the entry-point plugins with these names (default: ``CLIPFORGE_PLUGINS``).
+    :param block: plugin names not to load (added to ``CLIPFORGE_BLOCK_PLUGINS``).
+    :param extra_plugins: ``(name, module_or_object)`` pairs registered directly, e.g. in tests.
+    :param strict: raise on the first plugin failure instead of reporting it.
+    """
+    if autoload is None:
+        autoload = not os.environ.get("CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD")
+    if only is None:
+        only = _env_list("CLIPFORGE_PLUGINS") or None
+    only_set = set(only) if only is not None else None
+    blocked = set(block) | set(_env_list("CLIPFORGE_BLOCK_PLUGINS"))
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    failures: list[PluginFailure] = []
+    dist_of: dict[str, tuple[str | None, str | None]] = {}
+
+    def fail(name: str, dist: str | None, error: BaseException | str) -> None:
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        failure = PluginFailure(name, dist, text)
+        if strict:
+            raise PluginError(str(failure)) from (error if isinstance(error, BaseException) else None)
+        failures.append(failure)
+
+    candidates: list[tuple[str, Any, str | None, str | None]] = []
+    if autoload:
+        for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+            if ep.name in blocked or (only_set is not None and ep.name not in only_set):
+                continue
+            dist = ep.dist.metadata["Name"] if ep.dist else None
+            version = ep.dist.version if ep.dist else None
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not take the others down
+                fail(ep.name, dist, exc)
+                continue
+            candidates.append((ep.name, plugin, dist, version))
+    for name, plugin in extra_plugins:
+        if name not in blocked:
+            candidates.append((name, plugin, None, None))
+
+    for name, plugin, dist, version in candidates:
+        if pm.has_plugin(name):
+            fail(name, dist, f"a plugin named {name!r} is already registered")
+            continue
+        try:
+            pm.register(plugin, name=name)
+            _check_hook_names(pm, plugin)
+        except Exception as exc:
+            if pm.has_plugin(name):
+                pm.unregister(name=name)
+            fail(name, dist, exc)
+            continue
+        dist_of[name] = (dist, version)
+
+    entries: dict[str, dict[str, ComponentEntry]] = {kind: {} for kind in KINDS}
+    plugin_hooks: dict[str, list[str]] = {name: [] for name in dist_of}
+    for hook_name, kind in hookspecs.HOOK_KINDS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            plugin_name = impl.plugin_name
+            dist, version = dist_of.get(plugin_name, (None, None))
+            plugin_hooks.setdefault(plugin_name, []).append(hook_name)
+            found: list[type] = []
+            try:
+                impl.function(register=found.append)
+                new = [_make_entry(kind, cls, plugin_name, dist, version) for cls in found]
+            except PluginError as exc:
+                fail(plugin_name, dist, str(exc))
+                continue
+            except Exception as exc:
+                fail(plugin_name, dist, exc)
+                continue
+            for entry in new:
+                existing = entries[kind].get(entry.name)
+                if existing is not None:
+                    raise DuplicateComponentError(
+                        f"two {kind}s are named {entry.name!r}: one from {existing.provider}, "
+                        f"one from {entry.provider}; block one of the plugins "
+                        f"(--block NAME or CLIPFORGE_BLOCK_PLUGINS)"
+                    )
+                entries[kind][entry.name] = entry
+
+    plugins = [PluginInfo(n, *dist_of[n], hooks=plugin_hooks.get(n, [])) for n in dist_of]
+    return Registry(entries, plugins, failures)
+
+
+def _check_hook_names(pm: pluggy.PluginManager, plugin: Any) -> None:
+    """Catch misspelled hook implementations (``register_backbone`` for ``register_backbones``)."""
+    for attr in dir(plugin):
+        if attr.startswith("register_") and attr not in hookspecs.HOOK_KINDS:
+            if callable(getattr(plugin, attr, None)) and hasattr(getattr(plugin, attr), "clipforge_impl"):
+                close = difflib.get_close_matches(attr, list(hookspecs.HOOK_KINDS), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise PluginError(f"unknown hook {attr!r}{hint}")
+
+
+def _make_entry(kind: str, cls: Any, plugin: str, dist: str | None, version: str | None) -> ComponentEntry:
+    base = KINDS[kind]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"register_{kind}s registered {cls!r}, which is not a subclass of clipforge.{base.__name__}")
+    if not getattr(cls, "name", ""):
+        raise PluginError(f"{kind} class {cls.__name__} has no 'name'")
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise PluginError(f"{kind} {cls.name!r} has no pydantic 'Options' model")
+    if options.model_config.get("extra") != "forbid":
+        raise PluginError(f"{kind} {cls.name!r}: Options must reject unknown keys (subclass clipforge.Options)")
+    return ComponentEntry(kind, cls.name, cls, plugin, dist, version)
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The registry of installed plugins, built once per process (settings from the environment)."""
+    global _default
+    if _default is None:
+        _default = build_registry()
+    return _default
+
+
+def reset_default_registry() -> None:
+    """Forget the cached registry (after installing a plugin, or in tests)."""
+    global _default
+    _default = None

@@ -1,0 +1,383 @@
+"""The run spec: what a JSON file passed to ``clipforge invert`` may contain.
+
+Every default reproduces the paper's setup (../shared/PAPER.md): a spec that gives only a prompt
+inverts it on OpenAI's ViT-B/16 exactly as the authors did. Components (backbones, the
+parameterisation, augmentations, regularisers, callbacks) are named, and their options are
+validated by the component's own ``Options`` model in a second pass (:func:`check_components`), so
+every error carries the JSON path where it happened, e.g. ``regularizers[1].options.weight``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from clipforge.registry import Registry, UnknownComponentError
+
+
+class SpecError(Exception):
+    """A spec is invalid. ``problems`` holds (JSON path, message) pairs, one per problem."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        lines = [f"{where}{path}: {msg}" if path else f"{where}{msg}" for path, msg in self.problems]
+        return "\n".join(lines)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- parts
+
+
+class ComponentRef(StrictModel):
+    """A component by name, with its options (validated later by the component's own model)."""
+
+    name: str = Field(description="The component's registered name (see `clipforge plugins`).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The component's options.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class PromptTerm(StrictModel):
+    """One term of a prompt's objective; a negative weight pushes the image away from it."""
+
+    text: str = Field(min_length=1)
+    weight: float = 1.0
+
+
+class Prompt(StrictModel):
+    """A target: one text, or a weighted mix of texts. Each prompt gives independent images."""
+
+    text: str | None = Field(None, min_length=1, description="The prompt text.")
+    weight: float = Field(1.0, description="Multiplier of this prompt's data term.")
+    terms: list[PromptTerm] | None = Field(None, min_length=1, description="Weighted texts, instead of `text`.")
+    label: str | None = Field(None, description="Name used in file names and reports.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"text": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_of_text_or_terms(self) -> "Prompt":
+        if (self.text is None) == (self.terms is None):
+            raise ValueError("give exactly one of 'text' or 'terms'")
+        return self
+
+    def resolved_terms(self) -> list[PromptTerm]:
+        if self.terms is not None:
+            return [PromptTerm(text=t.text, weight=t.weight * self.weight) for t in self.terms]
+        return [PromptTerm(text=self.text, weight=self.weight)]  # type: ignore[arg-type]
+
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        if self.text is not None:
+            return self.text
+        return " + ".join(f"{t.weight:g}*{t.text}" for t in self.terms or [])
+
+
+class ResolutionStep(StrictModel):
+    step: int = Field(ge=0, description="From this step on...")
+    size: int = Field(ge=1, description="...the image is this many pixels square.")
+
+
+class OptimizerSpec(StrictModel):
+    name: Literal["adam"] = "adam"
+    lr: float = Field(0.1, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip each image's gradient norm to this.")
+    reset_on_resize: bool = Field(True, description="A fresh optimiser at every resize (the paper's).")
+
+
+class OutputSpec(StrictModel):
+    rescale: Literal["minmax", "clamp"] = Field(
+        "minmax", description="PNGs: 'minmax' rescales each image to [0, 1] (the paper's); 'clamp' clips."
+    )
+
+
+def _paper_backbone() -> list[ComponentRef]:
+    return [ComponentRef(name="open_clip", options={"model": "ViT-B-16", "pretrained": "openai"})]
+
+
+def _paper_augmentations() -> list[ComponentRef]:
+    return [
+        ComponentRef(name="random_affine"),
+        ComponentRef(name="resize"),
+        ComponentRef(name="color_shift"),
+    ]
+
+
+def _paper_regularizers() -> list[ComponentRef]:
+    return [ComponentRef(name="tv", options={"weight": 0.005}), ComponentRef(name="l1", options={"weight": 0.0})]
+
+
+def _paper_resolution() -> list[ResolutionStep]:
+    return [ResolutionStep(step=0, size=64), ResolutionStep(step=900, size=128), ResolutionStep(step=1800, size=224)]
+
+
+def _default_callbacks() -> list[ComponentRef]:
+    return [ComponentRef(name="progress"), ComponentRef(name="metrics"), ComponentRef(name="snapshots")]
+
+
+class RunSpec(StrictModel):
+    """One inversion run: prompts x seeds images, optimised together."""
+
+    prompts: list[Prompt] = Field(min_length=1, description="Targets; each gives one image per seed.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="One image per seed and prompt.")
+    backbones: list[ComponentRef] = Field(
+        default_factory=_paper_backbone, min_length=1, description="Models to invert; their losses are averaged."
+    )
+    parameterization: ComponentRef = Field(default_factory=lambda: ComponentRef(name="pixel"))
+    augmentations: list[ComponentRef] = Field(
+        default_factory=_paper_augmentations, description="Applied in order to every copy."
+    )
+    copies: int = Field(13, ge=1, description="Augmented copies of each image per step.")
+    regularizers: list[ComponentRef] = Field(default_factory=_paper_regularizers)
+    data_term: Literal["l2", "cosine"] = Field(
+        "l2", description="'l2': distance between normalised embeddings (the authors' code); 'cosine': 1 - cos."
+    )
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    steps: int = Field(3400, ge=1)
+    resolution: list[ResolutionStep] = Field(default_factory=_paper_resolution, min_length=1)
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    output_dir: str | None = Field(None, description="Where results go (the CLI's --out wins).")
+    callbacks: list[ComponentRef] = Field(default_factory=_default_callbacks)
+    log_every: int = Field(1, ge=1, description="Gather metrics from the device every N steps.")
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_backbone(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("backbones"), (dict, str)):
+            value = {**value, "backbones": [value["backbones"]]}
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"device must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N', not {value!r}")
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _schedule(cls, value: list[ResolutionStep]) -> list[ResolutionStep]:
+        if value[0].step != 0:
+            raise ValueError("the first resolution entry must start at step 0")
+        for a, b in zip(value, value[1:]):
+            if b.step <= a.step:
+                raise ValueError(f"resolution steps must increase (step {b.step} after {a.step})")
+            if b.size < a.size:
+                raise ValueError(f"resolution sizes may only grow ({b.size} after {a.size})")
+        return value
+
+    def size_at(self, step: int) -> int:
+        size = self.resolution[0].size
+        for entry in self.resolution:
+            if entry.step <= step:
+                size = entry.size
+        return size
+
+    def hash(self) -> str:
+        """A short digest of everything that affects the images (not where they are written)."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "callbacks", "log_every", "device"})
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# fields of RunSpec that name components, and the kind of component each names
+COMPONENT_FIELDS: dict[str, str] = {
+    "backbones": "backbone",
+    "parameterization": "parameterization",
+    "augmentations": "augmentation",
+    "regularizers": "regularizer",
+    "callbacks": "callback",
+}
+
+
+# --------------------------------------------------------------------------- errors and loading
+
+
+def format_loc(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    problems = []
+    for e in error.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] not in ("missing", "value_error") and "input" in e and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg} (got {e['input']!r})"
+        problems.append((format_loc(e["loc"], prefix), msg))
+    return problems
+
+
+def parse_spec(data: Any, source: str | None = None) -> RunSpec:
+    """Validate the spec's own structure (component options are checked by :func:`check_components`)."""
+    if not isinstance(data, dict):
+        raise SpecError([("", f"a spec must be a JSON object, not {type(data).__name__}")], source)
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc), source) from None
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([("", "no such file")], str(path)) from None
+    except OSError as exc:
+        raise SpecError([("", f"cannot read: {exc.strerror}")], str(path)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError([("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")], str(path)) from None
+    return data
+
+
+_SET_PATH = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path[0].x=value`` overrides; values are JSON where they parse, else strings."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        top = re.split(r"[.\[]", item.split("=", 1)[0], maxsplit=1)[0]
+        if top not in data and top in RunSpec.model_fields:  # start from the default value
+            default = RunSpec.model_fields[top].get_default(call_default_factory=True)
+            data[top] = _jsonable(default)
+        if "=" not in item:
+            raise SpecError([("--set", f"expected KEY=VALUE, got {item!r}")])
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        parts: list[str | int] = []
+        pos = 0
+        for m in _SET_PATH.finditer(key):
+            if m.start() != pos and key[pos:m.start()] != ".":
+                raise SpecError([("--set", f"cannot parse key {key!r}")])
+            parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+            pos = m.end()
+        if not parts or pos != len(key):
+            raise SpecError([("--set", f"cannot parse key {key!r}")])
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = format_loc(parts[: i + 1])
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    raise SpecError([("--set " + key, f"{where} does not exist")])
+                if last:
+                    node[part] = value
+                else:
+                    node = node[part]
+            else:
+                if not isinstance(node, dict):
+                    raise SpecError([("--set " + key, f"{format_loc(parts[:i])} is not an object")])
+                if last:
+                    node[part] = value
+                else:
+                    if part not in node:
+                        node[part] = {} if isinstance(parts[i + 1], str) else None
+                    if node[part] is None:
+                        raise SpecError([("--set " + key, f"{where} is not set in the spec; set the whole list")])
+                    node = node[part]
+    return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def check_components(spec: RunSpec, registry: Registry) -> dict[str, list[Any]]:
+    """Look up every named component and validate its options with the component's own model.
+
+    Returns, per component field, a list of ``(ComponentEntry, Options)``. Raises :class:`SpecError`
+    listing every problem, each with its JSON path.
+    """
+    problems: list[tuple[str, str]] = []
+    resolved: dict[str, list[Any]] = {}
+    for field, kind in COMPONENT_FIELDS.items():
+        value = getattr(spec, field)
+        refs = value if isinstance(value, list) else [value]
+        resolved[field] = []
+        for i, ref in enumerate(refs):
+            path = f"{field}[{i}]" if isinstance(value, list) else field
+            try:
+                entry = registry.get(kind, ref.name)
+            except UnknownComponentError as exc:
+                problems.append((f"{path}.name", str(exc)))
+                continue
+            try:
+                options = entry.cls.Options.model_validate(ref.options)
+            except ValidationError as exc:
+                problems.extend((p, f"{m} [{kind} {ref.name!r} from {entry.provider}]")
+                                for p, m in _problems(exc, f"{path}.options"))
+                continue
+            resolved[field].append((entry, options))
+    if problems:
+        raise SpecError(problems)
+    return resolved
+
+
+def resolved_spec(spec: RunSpec, components: dict[str, list[Any]]) -> RunSpec:
+    """The spec with every component's options filled in with their defaults."""
+    update: dict[str, Any] = {}
+    for field in COMPONENT_FIELDS:
+        refs = [ComponentRef(name=entry.name, options=opts.model_dump(mode="json")) for entry, opts in components[field]]
+        update[field] = refs if isinstance(getattr(spec, field), list) else refs[0]
+    return spec.model_copy(update=update)
+
+
+def load_spec(
+    source: str | Path | dict[str, Any] | RunSpec,
+    overrides: list[str] | None = None,
+) -> RunSpec:
+    """A RunSpec from a file path, a dict or a RunSpec, with optional ``--set`` style overrides."""
+    if isinstance(source, RunSpec):
+        if not overrides:
+            return source
+        data, name = source.model_dump(mode="json"), None
+    elif isinstance(source, dict):
+        data, name = source, None
+    else:
+        data, name = read_spec_file(source), str(source)
+    if overrides:
+        try:
+            data = apply_overrides(data, overrides)
+        except SpecError as exc:
+            raise SpecError(exc.problems, name) from None
+    return parse_spec(data, name)

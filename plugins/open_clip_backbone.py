@@ -1,0 +1,215 @@
+"""open_clip models as backbones: any open_clip model name with a pretrained tag or checkpoint
+file, ``local-dir:`` folders, ``hf-hub:`` repos, inline architecture configs (random weights, for
+tests and speed measurements), and the offline models bundled with clipforge (``toyworld-*``).
+
+Each model brings its own normalisation (mean/std) and input size from its pretrained config.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from pydantic import Field, model_validator
+
+from clipforge import Backbone, Options, hookimpl, option_error
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+OFFLINE_DEFAULT = "toyworld-vit"
+
+
+def bundled_models() -> dict[str, Path]:
+    """The offline models shipped inside clipforge, by name."""
+    try:
+        from clipforge.toyworld.models import bundled_models as found
+    except ImportError:
+        return {}
+    return found()
+
+
+def _offline_hint() -> str:
+    return (
+        "Without a network, point 'pretrained' at a local checkpoint file, use "
+        "'model': 'local-dir:/path/to/folder' (open_clip_config.json + weights), or use the offline "
+        f"default model: {{\"name\": \"open_clip\", \"options\": {{\"model\": \"{OFFLINE_DEFAULT}\"}}}}."
+    )
+
+
+class OpenClipOptions(Options):
+    model: str = Field(
+        "ViT-B-16",
+        description="An open_clip model name (e.g. 'ViT-B-16', 'RN50'), 'local-dir:PATH', 'hf-hub:ORG/REPO', "
+        "or a bundled offline model ('toyworld-vit', ...).",
+    )
+    pretrained: str | None = Field(
+        None, description="A pretrained tag (e.g. 'openai', 'laion2b_s34b_b88k'), a checkpoint file, or "
+        "'random' for random weights. Default: 'openai' where the model has it (random with 'config'). "
+        "Ignored for local-dir:, hf-hub: and bundled models.",
+    )
+    config: dict[str, Any] | None = Field(
+        None, description="An open_clip architecture (model_cfg: embed_dim, vision_cfg, text_cfg) to build "
+        "instead of a named model; weights from 'pretrained' (a file) or random.",
+    )
+    init_seed: int = Field(0, description="Seed for randomly initialised weights.")
+    mean: tuple[float, float, float] | None = Field(None, description="Override the model's normalisation mean.")
+    std: tuple[float, float, float] | None = Field(None, description="Override the model's normalisation std.")
+    cache_dir: str | None = Field(None, description="Where downloaded weights are cached.")
+
+    @model_validator(mode="after")
+    def _known_model(self) -> "OpenClipOptions":
+        if self.config is not None:
+            if self.pretrained not in (None, "random") and not os.path.isfile(self.pretrained):
+                raise option_error("pretrained", "with 'config', 'pretrained' must be a checkpoint file or "
+                                   f"'random'; no file {self.pretrained!r}", self.pretrained)
+            return self
+        if ":" in self.model or self.model in bundled_models():
+            return self
+        name = self.model.replace("/", "-")
+        known = open_clip.list_models()
+        if name not in known:
+            names = known + list(bundled_models())
+            close = difflib.get_close_matches(self.model, names, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise option_error("model", f"unknown open_clip model {self.model!r}{hint} "
+                               "(see open_clip.list_models())", self.model)
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if self.pretrained is None:
+            if "openai" not in tags:
+                raise option_error("pretrained", f"{self.model!r} has no 'openai' weights; choose one of "
+                                   f"{', '.join(tags) or 'none'}, a checkpoint file, or 'random'")
+            self.pretrained = "openai"
+        elif self.pretrained != "random" and not os.path.isfile(self.pretrained) and self.pretrained not in tags:
+            raise option_error(
+                "pretrained", f"{self.pretrained!r} is neither a pretrained tag of {self.model!r} nor an "
+                f"existing file (tags: {', '.join(tags) or 'none'}; or 'random')", self.pretrained,
+            )
+        return self
+
+    def weights(self) -> str | None:
+        """The pretrained value to hand to open_clip (None: random weights)."""
+        return None if self.pretrained in (None, "random") else self.pretrained
+
+
+class BackboneLoadError(RuntimeError):
+    pass
+
+
+@contextmanager
+def _quiet_root_logger():
+    """open_clip logs download failures on the root logger; we raise a clearer error instead."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+class OpenClipBackbone(Backbone):
+    """A frozen open_clip model in fp32."""
+
+    name = "open_clip"
+    Options = OpenClipOptions
+
+    def __init__(self, options: OpenClipOptions, device: torch.device) -> None:
+        super().__init__(options, device)
+        with torch.random.fork_rng(devices=[]):  # random init must not touch the global RNG
+            torch.manual_seed(options.init_seed)
+            model, self.tokenizer, preprocess = self._load()
+        model = model.to(device).eval().float()
+        model.requires_grad_(False)
+        self.model = model
+        size = model.visual.image_size
+        self.input_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        mean = options.mean or tuple(preprocess.get("mean", OPENAI_MEAN))
+        std = options.std or tuple(preprocess.get("std", OPENAI_STD))
+        self.interpolation = preprocess.get("interpolation", "bicubic") or "bicubic"
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+    @property
+    def label(self) -> str:
+        o = self.options
+        if o.config is not None:
+            return f"open_clip:config({o.weights() or 'random'})"
+        if ":" in o.model or o.model in bundled_models():
+            return f"open_clip:{o.model}"
+        return f"open_clip:{o.model}/{o.weights() or 'random'}"
+
+    def _load(self) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+        o = self.options
+        if o.config is not None:
+            return self._from_config(copy.deepcopy(o.config), o.weights())
+        bundled = bundled_models()
+        if o.model in bundled:
+            return self._from_bundled(bundled[o.model])
+        if o.model.startswith("local-dir:"):
+            folder = Path(o.model.removeprefix("local-dir:"))
+            if (folder / "tokenizer.json").is_file():
+                return self._from_bundled(folder)
+        return self._from_open_clip()
+
+    def _from_open_clip(self) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+        o = self.options
+        name = o.model.replace("/", "-") if ":" not in o.model else o.model
+        weights = o.weights() if ":" not in name else None
+        quick_gelu = False
+        if weights and not os.path.isfile(weights):  # e.g. OpenAI's weights were trained with QuickGELU
+            quick_gelu = bool(open_clip.get_pretrained_cfg(name, weights).get("quick_gelu", False))
+        try:
+            with _quiet_root_logger():
+                model = open_clip.create_model(
+                    name, pretrained=weights, cache_dir=o.cache_dir, force_quick_gelu=quick_gelu,
+                )
+        except (RuntimeError, OSError, ValueError) as exc:
+            what = f"{o.model!r} with pretrained {o.pretrained!r}" if ":" not in name else repr(o.model)
+            if "download" in str(exc).lower() or "hub" in str(exc).lower() or "connect" in str(exc).lower():
+                raise BackboneLoadError(
+                    f"open_clip backbone: could not download the weights of {what}; this machine may be "
+                    f"offline ({exc}). {_offline_hint()}"
+                ) from None
+            raise BackboneLoadError(f"open_clip backbone: could not load {what}: {exc}") from None
+        tokenizer = open_clip.get_tokenizer(name)
+        return model, tokenizer, dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+
+    def _from_config(self, cfg: dict[str, Any], checkpoint: str | None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+        preprocess = cfg.pop("preprocess_cfg", {})
+        custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+        cls = open_clip.CustomTextCLIP if custom else open_clip.CLIP
+        try:
+            model = cls(**cfg)
+        except TypeError as exc:
+            raise BackboneLoadError(f"open_clip backbone: invalid 'config': {exc}") from None
+        if checkpoint:
+            open_clip.load_checkpoint(model, checkpoint)
+        context = cfg.get("text_cfg", {}).get("context_length", 77)
+        return model, open_clip.SimpleTokenizer(context_length=context), preprocess
+
+    def _from_bundled(self, folder: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+        from clipforge.toyworld.tokenizer import WordTokenizer
+
+        config = json.loads((folder / "open_clip_config.json").read_text())
+        model = open_clip.create_model(f"local-dir:{folder}")
+        return model, WordTokenizer.load(folder / "tokenizer.json"), config.get("preprocess_cfg", {})
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image((pixels - self.mean) / self.std)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.model.encode_text(tokens)
+
+
+@hookimpl
+def register_backbones(register):
+    register(OpenClipBackbone)

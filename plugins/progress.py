@@ -1,0 +1,54 @@
+"""A rich progress bar: step, loss, similarity, elapsed time and ETA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from clipforge import Callback, Options, RunInfo, hookimpl
+
+
+class ProgressOptions(Options):
+    disable: bool = Field(False, description="Show nothing.")
+
+
+class ProgressBar(Callback):
+    name = "progress"
+    Options = ProgressOptions
+
+    def __init__(self, options: ProgressOptions) -> None:
+        super().__init__(options)
+        self.progress: Progress | None = None
+
+    def on_run_start(self, run: RunInfo) -> None:
+        if self.options.disable:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  sim {task.fields[sim]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+        )
+        label = f"{len(run.rows)} image{'s' if len(run.rows) != 1 else ''}"
+        self.task = self.progress.add_task(f"inverting {label}", total=run.total_steps, loss="-", sim="-")
+        self.progress.start()
+
+    def on_metrics(self, run: RunInfo, records: list[dict[str, Any]]) -> None:
+        if self.progress is None:
+            return
+        last = records[-1]
+        mean = lambda values: sum(values) / len(values)  # noqa: E731
+        self.progress.update(self.task, completed=last["step"], loss=f"{mean(last['loss']):.4f}",
+                             sim=f"{mean(last['similarity']):.3f}")
+
+    def on_run_end(self, run: RunInfo, result: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+@hookimpl
+def register_callbacks(register):
+    register(ProgressBar)

@@ -1,0 +1,51 @@
+"""The paper's regularisers: total variation in four directions, and L1."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from clipforge import Regularizer, RegularizerOptions, hookimpl
+
+
+class TVOptions(RegularizerOptions):
+    weight: float = Field(0.005, description="Multiplier in the loss (the paper's 0.005).")
+    p: float = Field(2.0, gt=0, description="Norm of each difference map (2: L2, not squared).")
+
+
+class TotalVariation(Regularizer):
+    """For each of four difference maps (horizontal, vertical, both diagonals), the p-norm over
+    H x W of each channel, averaged over channels, then summed over the four maps."""
+
+    name = "tv"
+    Options = TVOptions
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        maps = (
+            x[:, :, :, 1:] - x[:, :, :, :-1],
+            x[:, :, 1:, :] - x[:, :, :-1, :],
+            x[:, :, 1:, 1:] - x[:, :, :-1, :-1],
+            x[:, :, 1:, :-1] - x[:, :, :-1, 1:],
+        )
+        return sum(m.norm(p=self.options.p, dim=(2, 3)).mean(dim=1) for m in maps)
+
+
+class L1Options(RegularizerOptions):
+    weight: float = Field(description="Multiplier in the loss (the paper's default is 0, i.e. off).")
+
+
+class L1(Regularizer):
+    """The sum of absolute pixel values of each image."""
+
+    name = "l1"
+    Options = L1Options
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.abs().flatten(1).sum(dim=1)
+
+
+@hookimpl
+def register_regularizers(register):
+    register(TotalVariation)
+    register(L1)

@@ -1,0 +1,47 @@
+"""Shared fixtures. Tests never download: tiny open_clip models are built from configs."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub download must fail fast, never hang on retries
+
+import pytest
+import torch
+
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def tiny_backbone(seed: int = 0) -> dict:
+    return {"name": "open_clip", "options": {"config": copy.deepcopy(TINY_CONFIG), "init_seed": seed}}
+
+
+def tiny_spec_dict(**overrides) -> dict:
+    spec = {
+        "prompts": ["a red circle", "a blue square"],
+        "seeds": [0, 1],
+        "backbones": [tiny_backbone()],
+        "steps": 6,
+        "copies": 3,
+        "resolution": [{"step": 0, "size": 16}, {"step": 3, "size": 32}],
+        "callbacks": [{"name": "progress", "options": {"disable": True}}, "metrics",
+                      {"name": "snapshots", "options": {"every": 2}}],
+    }
+    spec.update(overrides)
+    return spec
+
+
+@pytest.fixture
+def tiny_spec() -> dict:
+    return tiny_spec_dict()
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+    yield

@@ -1,0 +1,181 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import clipforge
+from clipforge import Callback, Options, SpecError, invert
+from clipforge.cli import main
+from conftest import TINY_CONFIG, tiny_spec_dict
+
+
+def run_cli(tmp_path, spec, out_name="out", *extra):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / out_name
+    return main(["invert", str(path), "--out", str(out), *extra]), out
+
+
+def test_cli_invert_writes_every_output(tmp_path, tiny_spec):
+    code, out = run_cli(tmp_path, tiny_spec)
+    assert code == 0
+    rows = json.loads((out / "run.json").read_text())["rows"]
+    assert len(rows) == 4
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "finished" and run["steps_done"] == 6 and run["device"] == "cpu"
+    assert {"torch", "open_clip_torch", "clipforge", "python"} <= set(run["versions"])
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["regularizers"][0] == {"name": "tv", "options": {"weight": 0.005, "p": 2.0}}
+    # the resolved spec runs again as it is
+    assert clipforge.load_spec(out / "spec.json").hash() == run["spec_hash"]
+    for row in rows:
+        png = Image.open(out / "images" / f"{row['slug']}.png")
+        assert png.size == (32, 32)
+        assert png.text["prompt"] == row["label"] and png.text["seed"] == str(row["seed"])
+        assert png.text["spec_hash"] == run["spec_hash"]
+    tensors = load_file(str(out / "images.safetensors"))
+    assert tensors["images"].shape == (4, 3, 32, 32)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    record = json.loads(lines[-1])
+    assert record["step"] == 6 and len(record["similarity"]) == 4 and len(record["regularizers"]["tv"]) == 4
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [
+        "step_000002.png", "step_000004.png", "step_000006.png"]
+
+
+def test_same_seed_gives_bit_identical_images(tmp_path, tiny_spec):
+    code_a, out_a = run_cli(tmp_path, tiny_spec, "a")
+    code_b, out_b = run_cli(tmp_path, tiny_spec, "b")
+    assert code_a == code_b == 0
+    a = load_file(str(out_a / "images.safetensors"))["images"]
+    b = load_file(str(out_b / "images.safetensors"))["images"]
+    assert torch.equal(a, b)
+    assert (out_a / "images" / "00-a-red-circle-seed0.png").read_bytes() == \
+        (out_b / "images" / "00-a-red-circle-seed0.png").read_bytes()
+    # and a different seed gives a different image
+    assert not torch.equal(a[0], a[1])
+
+
+def test_batched_rows_equal_single_runs(tiny_spec):
+    spec = tiny_spec_dict(callbacks=[], steps=5)
+    batched = invert(spec)
+    for row in batched.rows:
+        alone = invert({**spec, "prompts": [spec["prompts"][row.prompt_index]], "seeds": [row.seed]})
+        # equal up to floating-point summation order (Adam can magnify those in a few pixels)
+        assert (alone.images[0] - batched.images[row.index]).abs().max() < 1e-3, row
+        assert alone.metrics[-1]["loss"][0] == pytest.approx(batched.metrics[-1]["loss"][row.index], abs=1e-5)
+
+
+def test_existing_output_directory_is_never_overwritten(tmp_path, tiny_spec, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.png").write_bytes(b"results")
+    code, _ = run_cli(tmp_path, tiny_spec)
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "precious.png").read_bytes() == b"results"
+    assert sorted(p.name for p in out.iterdir()) == ["precious.png"]
+
+
+class StopAt(Callback):
+    name = "stop_at"
+
+    def on_step_end(self, run, state):
+        if state.step == 3:
+            raise KeyboardInterrupt
+
+
+def test_interrupt_stops_cleanly_and_saves_current_images(tmp_path):
+    result = invert(tiny_spec_dict(steps=50), tmp_path / "out", callbacks=[StopAt(Options())])
+    assert result.interrupted and result.steps_done == 3
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["steps_done"] == 3
+    assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4
+    assert len((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+class Boom(Callback):
+    name = "boom"
+
+    def on_step_end(self, run, state):
+        if state.step == 2:
+            raise RuntimeError("callback bug")
+
+
+def test_a_failing_run_still_saves_what_it_had(tmp_path):
+    with pytest.raises(RuntimeError, match="callback bug"):
+        invert(tiny_spec_dict(steps=50), tmp_path / "out", callbacks=[Boom(Options())])
+    assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4
+
+
+def test_python_api_returns_images_and_metrics_without_writing(tiny_spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec_dict(callbacks=[])
+    result = invert(spec)
+    assert result.images.shape == (4, 3, 32, 32)
+    assert 0 <= result.images.min() and result.images.max() <= 1
+    assert len(result.metrics) == 6 and result.out_dir is None
+    assert result.image("a blue square", seed=1).shape == (3, 32, 32)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_optimisation_raises_similarity():
+    spec = tiny_spec_dict(callbacks=[], steps=30, seeds=[0], prompts=["a red circle"],
+                          resolution=[{"step": 0, "size": 32}], regularizers=[])
+    result = invert(spec)
+    assert result.metrics[-1]["similarity"][0] > result.metrics[0]["similarity"][0] + 0.2
+
+
+def test_several_backbones_average_their_losses():
+    two = [{"name": "open_clip", "options": {"config": TINY_CONFIG, "init_seed": s}} for s in (0, 1)]
+    result = invert(tiny_spec_dict(callbacks=[], steps=2, backbones=two))
+    assert result.images.shape[0] == 4
+
+
+def test_local_dir_model_loads_through_the_backbone(tmp_path):
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_CONFIG)
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CONFIG, "preprocess_cfg": {
+        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}))
+    save_file(model.state_dict(), str(folder / "open_clip_model.safetensors"))
+    entry = clipforge.default_registry().get("backbone", "open_clip")
+    backbone = entry.cls(entry.cls.Options(model=f"local-dir:{folder}"), torch.device("cpu"))
+    assert backbone.input_size == (32, 32)
+    assert torch.allclose(backbone.std.flatten(), torch.tensor([0.25] * 3))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(backbone.encode_image(x), model.encode_image((x - 0.5) / 0.25), atol=1e-5)
+    # a checkpoint file with an inline config loads the same weights
+    ckpt = backbone_from_file = entry.cls(entry.cls.Options(config=TINY_CONFIG, pretrained=str(
+        folder / "open_clip_model.safetensors")), torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.allclose(ckpt.model.encode_image(x), model.encode_image(x), atol=1e-5)
+    del backbone_from_file
+
+
+def test_missing_pretrained_weights_fail_with_a_clear_message(tmp_path, capsys):
+    code, out = run_cli(tmp_path, {"prompts": ["a dog"], "steps": 1})
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "could not download the weights of 'ViT-B-16'" in err
+    assert "toyworld-vit" in err and "local checkpoint" in err
+    assert not out.exists()
+
+
+def test_set_overrides_from_the_command_line(tmp_path, tiny_spec):
+    code, out = run_cli(tmp_path, tiny_spec, "out", "--set", "steps=2", "--set", "seeds=[5]")
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["steps_done"] == 2 and [r["seed"] for r in run["rows"]] == [5, 5]
+
+
+def test_bad_spec_in_api_raises_spec_error():
+    with pytest.raises(SpecError, match=r"regularizers\[0\].name: unknown regularizer 'tvv'"):
+        invert(tiny_spec_dict(regularizers=["tvv"]))

@@ -1,0 +1,162 @@
+import importlib.metadata
+import types
+
+import pytest
+import torch
+
+import clipforge
+from clipforge import Options, Regularizer, build_registry, hookimpl, invert
+from clipforge.cli import main
+from clipforge.registry import DuplicateComponentError, PluginError
+from conftest import tiny_spec_dict
+
+BUILTIN_PLUGINS = {"open_clip", "pixel", "paper_augmentations", "regularizers", "progress", "metrics_log", "snapshots"}
+
+
+class Brightness(Regularizer):
+    name = "brightness"
+
+    def __call__(self, images):
+        return images.mean(dim=(1, 2, 3))
+
+
+def plugin_module(name="fake", **hooks):
+    module = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(module, hook, hookimpl(fn))
+    return module
+
+
+def registers(*classes):
+    def register_regularizers(register):
+        for cls in classes:
+            register(cls)
+    return register_regularizers
+
+
+def test_builtins_are_entry_point_plugins_with_their_distribution():
+    registry = build_registry()
+    assert BUILTIN_PLUGINS <= {p.name for p in registry.plugins}
+    tv = registry.get("regularizer", "tv")
+    assert tv.plugin == "regularizers" and tv.distribution == "clipforge"
+    assert registry.failures == []
+
+
+def test_a_plugin_can_be_blocked_by_name(monkeypatch):
+    registry = build_registry(block=["regularizers"])
+    assert registry.names("regularizer") == []
+    with pytest.raises(PluginError, match="unknown regularizer 'tv'"):
+        registry.get("regularizer", "tv")
+    monkeypatch.setenv("CLIPFORGE_BLOCK_PLUGINS", "snapshots, progress")
+    assert build_registry().names("callback") == ["metrics"]
+
+
+def test_only_and_no_autoload():
+    assert build_registry(only=["pixel"]).names("parameterization") == ["pixel"]
+    assert build_registry(only=["pixel"]).names("backbone") == []
+    assert build_registry(autoload=False).all() == []
+
+
+def test_extra_plugin_components_are_usable_in_a_spec():
+    registry = build_registry(extra_plugins=[("mine", plugin_module(register_regularizers=registers(Brightness)))])
+    entry = registry.get("regularizer", "brightness")
+    assert entry.plugin == "mine"
+    spec = tiny_spec_dict(callbacks=[], steps=2, regularizers=[{"name": "brightness", "options": {"weight": 0.1}}])
+    result = invert(spec, registry=registry)
+    assert "brightness" in result.metrics[-1]["regularizers"]
+
+
+def test_duplicate_names_are_an_error_naming_both_plugins():
+    class TV(Regularizer):
+        name = "tv"
+
+        def __call__(self, images):
+            return images.sum()
+
+    with pytest.raises(DuplicateComponentError) as info:
+        build_registry(extra_plugins=[("copycat", plugin_module(register_regularizers=registers(TV)))])
+    message = str(info.value)
+    assert "'regularizers'" in message and "'copycat'" in message and "'tv'" in message
+
+
+@pytest.mark.parametrize("bad, words", [
+    (type("NoName", (Regularizer,), {}), "has no 'name'"),
+    (type("Loose", (Regularizer,), {"name": "loose", "Options": type("O", (clipforge.components.BaseModel,), {})}),
+     "must reject unknown keys"),
+    (int, "not a subclass of clipforge.Regularizer"),
+])
+def test_invalid_components_are_reported_with_their_plugin(bad, words):
+    registry = build_registry(extra_plugins=[("badplug", plugin_module(register_regularizers=registers(bad)))])
+    assert len(registry.failures) == 1
+    failure = registry.failures[0]
+    assert failure.plugin == "badplug" and words in failure.error
+    assert registry.get("regularizer", "tv")  # the rest still works
+    with pytest.raises(PluginError, match="badplug"):
+        build_registry(extra_plugins=[("badplug", plugin_module(register_regularizers=registers(bad)))], strict=True)
+
+
+def test_misspelled_hook_is_reported():
+    registry = build_registry(extra_plugins=[("typo", plugin_module(register_regularizer=registers(Brightness)))])
+    assert "did you mean 'register_regularizers'" in registry.failures[0].error
+
+
+class FakeEntryPoint:
+    def __init__(self, name, target, dist):
+        self.name, self.group, self._target, self.dist = name, "clipforge", target, dist
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+class FakeDist:
+    version = "9.9"
+    metadata = {"Name": "clipforge-broken"}
+
+
+def test_a_broken_entry_point_plugin_leaves_the_rest_usable(monkeypatch, capsys):
+    real = importlib.metadata.entry_points
+
+    def entry_points(group):
+        eps = list(real(group=group))
+        eps.append(FakeEntryPoint("broken", ImportError("No module named 'kornia'"), FakeDist()))
+        eps.append(FakeEntryPoint("bright", plugin_module(register_regularizers=registers(Brightness)), FakeDist()))
+        return eps
+
+    monkeypatch.setattr("clipforge.registry.importlib.metadata.entry_points", entry_points)
+    registry = build_registry()
+    assert [str(f) for f in registry.failures] == [
+        "plugin 'broken' from clipforge-broken failed to load: ImportError: No module named 'kornia'"]
+    assert registry.get("regularizer", "brightness").distribution == "clipforge-broken"
+    assert registry.get("regularizer", "tv")
+    assert main(["plugins"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("plugin 'broken'") == 1 and "brightness" in captured.out
+    assert main(["--strict-plugins", "plugins"]) == 2
+
+
+def test_plugins_command_lists_components(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for name in ("open_clip", "pixel", "random_affine", "tv", "snapshots"):
+        assert name in out
+    assert main(["plugins", "--json"]) == 0
+    import json
+    data = json.loads(capsys.readouterr().out)
+    regs = [p for p in data["plugins"] if p["name"] == "regularizers"][0]
+    assert {"kind": "regularizer", "name": "tv"} in regs["components"]
+    assert regs["distribution"] == "clipforge" and regs["hooks"] == ["register_regularizers"]
+
+
+def test_builtin_plugins_use_only_the_public_api():
+    import pathlib
+    import re
+
+    folder = pathlib.Path(__file__).parent.parent / "plugins"
+    for path in folder.glob("*.py"):
+        for line in path.read_text().splitlines():
+            m = re.match(r"\s*(?:from|import) (clipforge[\w.]*)", line)
+            if m:
+                assert m.group(1) in ("clipforge", "clipforge.toyworld", "clipforge.toyworld.models",
+                                      "clipforge.toyworld.tokenizer"), (path.name, line)
