@@ -69,7 +69,9 @@ def draw_per_image(
     """
     draws = [torch.rand(tuple(shape), generator=g) for g in generators]
     out = torch.stack(draws) * (high - low) + low
-    return out.to(device, non_blocking=True)
+    if device.type == "cuda":  # pinned memory: the copy does not wait for the GPU to catch up
+        return out.pin_memory().to(device, non_blocking=True)
+    return out.to(device)
 
 
 @dataclass

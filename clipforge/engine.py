@@ -132,18 +132,28 @@ def clip_grad_per_image(params: Sequence[torch.Tensor], max_norm: float) -> torc
     return norms
 
 
-def data_term(
-    embeddings: torch.Tensor, targets: Targets, kind: str
+def copy_losses(
+    embeddings: torch.Tensor, image_index: torch.Tensor, targets: Targets, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image data term and similarity. ``embeddings`` are normalised, (B, K, D)."""
-    cos = torch.einsum("bkd,btd->bkt", embeddings, targets.embeddings)
+    """Data term and similarity of each copy. ``embeddings`` are normalised, (N, D); copy ``n``
+    belongs to image ``image_index[n]``. Returns two (N,) tensors."""
+    target = targets.embeddings[image_index]  # (N, T, D)
+    cos = torch.einsum("nd,ntd->nt", embeddings, target)
     if kind == "l2":
-        dist = (embeddings[:, :, None, :] - targets.embeddings[:, None, :, :]).norm(dim=-1)
+        dist = (embeddings[:, None, :] - target).norm(dim=-1)
     else:
         dist = 1.0 - cos
-    loss = (dist * targets.weights[:, None, :]).sum(dim=-1).mean(dim=1)
-    similarity = (cos * targets.similarity_weights[:, None, :]).sum(dim=-1).mean(dim=1)
+    loss = (dist * targets.weights[image_index]).sum(dim=-1)
+    similarity = (cos * targets.similarity_weights[image_index]).sum(dim=-1)
     return loss, similarity
+
+
+def data_term(embeddings: torch.Tensor, targets: Targets, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image data term and similarity, averaged over copies. ``embeddings``: (B, K, D)."""
+    batch, copies, _ = embeddings.shape
+    index = torch.arange(batch, device=embeddings.device).repeat_interleave(copies)
+    loss, sim = copy_losses(embeddings.reshape(batch * copies, -1), index, targets, kind)
+    return loss.view(batch, copies).mean(dim=1), sim.view(batch, copies).mean(dim=1)
 
 
 class Engine:
@@ -178,6 +188,12 @@ class Engine:
         self.rows = make_rows(spec)
         self.backbones: list[Backbone] = [entry.cls(opts, self.device) for entry, opts in comps["backbones"]]
         self.targets = [embed_targets(bb, spec, self.rows) for bb in self.backbones]
+        perf = spec.performance
+        self.encode = {}
+        for bb in self.backbones:
+            if perf.channels_last and isinstance(getattr(bb, "model", None), torch.nn.Module):
+                bb.model.to(memory_format=torch.channels_last)
+            self.encode[bb] = torch.compile(bb.encode_image, dynamic=False) if perf.compile else bb.encode_image
         self.generators = [torch.Generator().manual_seed(row.seed) for row in self.rows]
         (p_entry, p_opts), = comps["parameterization"]
         size = spec.size_at(0)
@@ -210,40 +226,71 @@ class Engine:
 
     # ------------------------------------------------------------------ the step
 
-    def step(self, optimizer: torch.optim.Optimizer, ctx: AugmentContext) -> torch.Tensor:
-        """One optimisation step. Returns the step's metrics as a (M, B) tensor on the device."""
-        spec = self.spec
-        optimizer.zero_grad(set_to_none=True)
-        images = self.param.image()
-        batch = images.shape[0]
-        copies = images.repeat_interleave(spec.copies, dim=0)
-        for aug in self.augmentations:
-            copies = aug(copies, ctx)
-        data = images.new_zeros(batch)
-        similarity = images.new_zeros(batch)
+    def _embed_losses(self, copies: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data term and similarity of the flat copies ``start ...`` (N,), averaged over backbones."""
+        spec, perf = self.spec, self.spec.performance
+        index = torch.arange(start, start + copies.shape[0], device=copies.device) // spec.copies
+        loss = similarity = None
         for backbone, targets in zip(self.backbones, self.targets):
             x = copies
             if tuple(x.shape[-2:]) != tuple(backbone.input_size):
                 x = F.interpolate(x, size=backbone.input_size, mode=backbone.interpolation)
-            emb = F.normalize(backbone.encode_image(x).float(), dim=-1).view(batch, spec.copies, -1)
-            d, s = data_term(emb, targets, spec.data_term)
-            data = data + d
-            similarity = similarity + s
+            if perf.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=perf.precision == "bf16"):
+                features = self.encode[backbone](x)
+            emb = F.normalize(features.float(), dim=-1)
+            d, s = copy_losses(emb, index, targets, spec.data_term)
+            loss = d if loss is None else loss + d
+            similarity = s if similarity is None else similarity + s
         n = len(self.backbones)
-        data, similarity = data / n, similarity / n
-        loss = data
-        reg_values = []
-        for reg in self.active_regularizers:
-            value = reg(images)
-            reg_values.append(value)
-            loss = loss + reg.options.weight * value
-        loss.sum().backward()
+        return loss / n, similarity / n
+
+    def step(self, optimizer: torch.optim.Optimizer, ctx: AugmentContext) -> torch.Tensor:
+        """One optimisation step. Returns the step's metrics as a (M, B) tensor on the device.
+
+        With ``performance.chunk_copies`` the copies go through the backbones in chunks, each with
+        its own backward into the (detached) copies; their gradient then flows back through the
+        augmentations in one pass. Same result, a fraction of the activation memory.
+        """
+        spec = self.spec
+        optimizer.zero_grad(set_to_none=True)
+        images = self.param.image()
+        batch, k = images.shape[0], spec.copies
+        copies = images.repeat_interleave(k, dim=0)
+        for aug in self.augmentations:
+            copies = aug(copies, ctx)
+        reg_values = [reg(images) for reg in self.active_regularizers]
+        reg_loss = sum((reg.options.weight * v for reg, v in zip(self.active_regularizers, reg_values)),
+                       images.new_zeros(batch))
+        n = copies.shape[0]
+        chunk = spec.performance.chunk_copies or n
+        if chunk >= n:
+            per_copy, sim = self._embed_losses(copies, 0)
+            data = per_copy.view(batch, k).mean(dim=1)
+            (data + reg_loss).sum().backward()
+        else:
+            leaf = copies.detach().requires_grad_(True)
+            parts, sims = [], []
+            for start in range(0, n, chunk):
+                part, s = self._embed_losses(leaf[start:start + chunk], start)
+                (part.sum() / k).backward()
+                parts.append(part.detach())
+                sims.append(s.detach())
+            per_copy, sim = torch.cat(parts), torch.cat(sims)
+            data = per_copy.view(batch, k).mean(dim=1)
+            if reg_loss.requires_grad:
+                torch.autograd.backward([copies, reg_loss.sum()], [leaf.grad, None])
+            else:
+                copies.backward(leaf.grad)
+        similarity = sim.view(batch, k).mean(dim=1)
         params = self.param.parameters()
         if spec.optimizer.grad_clip is not None:
             clip_grad_per_image(params, spec.optimizer.grad_clip)
         self.param.after_backward()
         optimizer.step()
-        return torch.stack([loss, data, similarity, *reg_values]).detach()
+        return torch.stack([data.detach() + reg_loss.detach(), data.detach(), similarity.detach(),
+                            *[v.detach() for v in reg_values]])
 
     # ------------------------------------------------------------------ the loop
 
@@ -299,6 +346,9 @@ class Engine:
             with torch.no_grad():
                 return self.param.image().detach().clamp(0, 1).float().cpu()
 
+        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        if self.device.type == "cuda" and spec.performance.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         try:
             for i in range(spec.steps):
                 new_size = spec.size_at(i)
@@ -324,6 +374,8 @@ class Engine:
         except BaseException as exc:  # save what we have, then re-raise
             failure = exc
             interrupted = True
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         try:
             flush()
         except Exception:

@@ -112,6 +112,21 @@ class OutputSpec(StrictModel):
     )
 
 
+class PerformanceSpec(StrictModel):
+    """How fast, not what: none of these change the objective. The defaults are exact fp32."""
+
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="'bf16': autocast the backbones' forward passes (images and loss stay fp32)."
+    )
+    tf32: bool = Field(False, description="Allow TF32 for fp32 matmuls and convolutions on CUDA.")
+    compile: bool = Field(False, description="torch.compile each backbone's image encoder.")
+    channels_last: bool = Field(False, description="Channels-last memory layout (for convolutional towers).")
+    chunk_copies: int | None = Field(
+        None, ge=1, description="Send at most this many copies through the backbones at once, accumulating "
+        "gradients (same result, less memory).",
+    )
+
+
 def _paper_backbone() -> list[ComponentRef]:
     return [ComponentRef(name="open_clip", options={"model": "ViT-B-16", "pretrained": "openai"})]
 
@@ -161,6 +176,7 @@ class RunSpec(StrictModel):
     callbacks: list[ComponentRef] = Field(default_factory=_default_callbacks)
     log_every: int = Field(1, ge=1, description="Gather metrics from the device every N steps.")
     output: OutputSpec = Field(default_factory=OutputSpec)
+    performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
 
     @model_validator(mode="before")
     @classmethod

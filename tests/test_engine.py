@@ -179,3 +179,20 @@ def test_set_overrides_from_the_command_line(tmp_path, tiny_spec):
 def test_bad_spec_in_api_raises_spec_error():
     with pytest.raises(SpecError, match=r"regularizers\[0\].name: unknown regularizer 'tvv'"):
         invert(tiny_spec_dict(regularizers=["tvv"]))
+
+
+def test_chunked_copies_give_the_same_result():
+    spec = tiny_spec_dict(callbacks=[], steps=4, copies=5)
+    whole = invert(spec)
+    for chunk in (1, 3, 7):
+        chunked = invert({**spec, "performance": {"chunk_copies": chunk}})
+        assert (whole.images - chunked.images).abs().max() < 1e-3, chunk
+        assert whole.metrics[-1]["loss"] == pytest.approx(chunked.metrics[-1]["loss"], abs=1e-5)
+
+
+def test_bf16_autocast_runs_and_stays_close_to_fp32():
+    spec = tiny_spec_dict(callbacks=[], steps=3)
+    fp32 = invert(spec)
+    bf16 = invert({**spec, "performance": {"precision": "bf16"}})
+    assert bf16.images.dtype == torch.float32
+    assert bf16.metrics[0]["similarity"] == pytest.approx(fp32.metrics[0]["similarity"], abs=0.05)
