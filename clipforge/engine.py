@@ -101,20 +101,55 @@ class Targets:
     similarity_weights: torch.Tensor  # positive weights, normalised per image: the "similarity" metric
 
 
-def embed_targets(backbone: Backbone, spec: RunSpec, rows: Sequence[Row]) -> Targets:
-    """Encode every distinct text once, before the loop, and lay the terms out per image."""
-    terms = [spec.prompts[row.prompt_index].resolved_terms() for row in rows]
-    texts = sorted({t.text for row_terms in terms for t in row_terms})
+def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:
+    """An image file as (3, H, W) in [0, 1] at ``size``."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        array = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
+        w, h = img.size
+    image = array.view(h, w, 3).permute(2, 0, 1).float() / 255
+    return F.interpolate(image[None], size=size, mode="bicubic", antialias=True)[0].clamp(0, 1)
+
+
+def embed_terms(backbone: Backbone, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], torch.Tensor]:
+    """Normalised embeddings of text and image terms, each computed once."""
+    texts = sorted({v for kind, v in keys if kind == "text"})
+    images = sorted({v for kind, v in keys if kind == "image"})
+    out: dict[tuple[str, str], torch.Tensor] = {}
     with torch.no_grad():
-        embedded = F.normalize(backbone.encode_text(texts).float(), dim=-1)
-    index = {t: i for i, t in enumerate(texts)}
-    width = max(len(t) for t in terms)
-    emb = torch.zeros(len(rows), width, embedded.shape[-1], device=embedded.device)
-    weights = torch.zeros(len(rows), width, device=embedded.device)
-    for b, row_terms in enumerate(terms):
-        for j, term in enumerate(row_terms):
-            emb[b, j] = embedded[index[term.text]]
-            weights[b, j] = term.weight
+        if texts:
+            for t, e in zip(texts, F.normalize(backbone.encode_text(texts).float(), dim=-1)):
+                out[("text", t)] = e
+        if images:
+            pixels = torch.stack([load_image(p, tuple(backbone.input_size)) for p in images]).to(backbone.device)
+            for p, e in zip(images, F.normalize(backbone.encode_image(pixels).float(), dim=-1)):
+                out[("image", p)] = e
+    return out
+
+
+def embed_targets(backbone: Backbone, spec: RunSpec, rows: Sequence[Row]) -> Targets:
+    """Encode every distinct term once, before the loop, and lay the terms out per image."""
+    prompts = [spec.prompts[row.prompt_index] for row in rows]
+    terms = [p.resolved_terms() for p in prompts]
+    embedded = embed_terms(backbone, [t.key for row_terms in terms for t in row_terms])
+    per_row: list[list[tuple[torch.Tensor, float]]] = []
+    for prompt, row_terms in zip(prompts, terms):
+        pairs = [(embedded[t.key], t.weight) for t in row_terms]
+        if prompt.combine == "embedding":
+            positive = [(e, w) for e, w in pairs if w > 0]
+            mixed = F.normalize(sum(w * e for e, w in positive), dim=-1)
+            pairs = [(mixed, prompt.weight)] + [(e, w) for e, w in pairs if w <= 0]
+        per_row.append(pairs)
+    width = max(len(p) for p in per_row)
+    dim = next(iter(embedded.values())).shape[-1]
+    device = next(iter(embedded.values())).device
+    emb = torch.zeros(len(rows), width, dim, device=device)
+    weights = torch.zeros(len(rows), width, device=device)
+    for b, pairs in enumerate(per_row):
+        for j, (e, w) in enumerate(pairs):
+            emb[b, j] = e
+            weights[b, j] = w
     positive = weights.clamp_min(0)
     sim_w = positive / positive.sum(dim=1, keepdim=True).clamp_min(1e-12)
     return Targets(emb, weights, sim_w)

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from clipforge.registry import Registry, UnknownComponentError
 
@@ -53,20 +53,28 @@ class ComponentRef(StrictModel):
         return {"name": value} if isinstance(value, str) else value
 
 
-class PromptTerm(StrictModel):
-    """One term of a prompt's objective; a negative weight pushes the image away from it."""
+def _existing_image(value: str | None, info: ValidationInfo) -> str | None:
+    """Resolve an image path against the spec file's folder and check that it exists."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    if not path.is_file():
+        raise ValueError(f"no such image file: {str(path)!r}")
+    return str(path.resolve())
 
-    text: str = Field(min_length=1)
+
+class PromptTerm(StrictModel):
+    """One term of a prompt's objective: a text or an image (encoded by each backbone). A negative
+    weight pushes the image away from it."""
+
+    text: str | None = Field(None, min_length=1)
+    image: str | None = Field(None, description="An image file used as a target (path relative to the spec).")
     weight: float = 1.0
 
-
-class Prompt(StrictModel):
-    """A target: one text, or a weighted mix of texts. Each prompt gives independent images."""
-
-    text: str | None = Field(None, min_length=1, description="The prompt text.")
-    weight: float = Field(1.0, description="Multiplier of this prompt's data term.")
-    terms: list[PromptTerm] | None = Field(None, min_length=1, description="Weighted texts, instead of `text`.")
-    label: str | None = Field(None, description="Name used in file names and reports.")
+    _image_exists = field_validator("image")(_existing_image)
 
     @model_validator(mode="before")
     @classmethod
@@ -74,22 +82,56 @@ class Prompt(StrictModel):
         return {"text": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _one_of_text_or_terms(self) -> "Prompt":
-        if (self.text is None) == (self.terms is None):
-            raise ValueError("give exactly one of 'text' or 'terms'")
+    def _one_source(self) -> "PromptTerm":
+        if (self.text is None) == (self.image is None):
+            raise ValueError("give exactly one of 'text' or 'image'")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return ("image", self.image) if self.image is not None else ("text", self.text)  # type: ignore[return-value]
+
+    def display(self) -> str:
+        return self.text if self.text is not None else f"image:{Path(self.image or '').name}"
+
+
+class Prompt(StrictModel):
+    """A target: a text, an image, or weighted terms. Each prompt gives independent images."""
+
+    text: str | None = Field(None, min_length=1, description="The prompt text.")
+    image: str | None = Field(None, description="An image file as the target.")
+    terms: list[PromptTerm] | None = Field(None, min_length=1, description="Weighted texts or images.")
+    weight: float = Field(1.0, description="Multiplier of this prompt's data term.")
+    combine: Literal["losses", "embedding"] = Field(
+        "losses", description="How terms combine: 'losses' sums weighted distances to each term; 'embedding' "
+        "aims at the normalised weighted sum of the positive terms' embeddings (negative terms stay separate).",
+    )
+    label: str | None = Field(None, description="Name used in file names and reports.")
+
+    _image_exists = field_validator("image")(_existing_image)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"text": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Prompt":
+        if sum(x is not None for x in (self.text, self.image, self.terms)) != 1:
+            raise ValueError("give exactly one of 'text', 'image' or 'terms'")
         return self
 
     def resolved_terms(self) -> list[PromptTerm]:
         if self.terms is not None:
-            return [PromptTerm(text=t.text, weight=t.weight * self.weight) for t in self.terms]
-        return [PromptTerm(text=self.text, weight=self.weight)]  # type: ignore[arg-type]
+            return [t.model_copy(update={"weight": t.weight * self.weight}) for t in self.terms]
+        return [PromptTerm(text=self.text, image=self.image, weight=self.weight)]
 
     def display(self) -> str:
         if self.label:
             return self.label
-        if self.text is not None:
-            return self.text
-        return " + ".join(f"{t.weight:g}*{t.text}" for t in self.terms or [])
+        if self.terms is None:
+            return self.text if self.text is not None else f"image:{Path(self.image or '').name}"
+        return " + ".join(f"{t.weight:g}*{t.display()}" for t in self.terms)
 
 
 class ResolutionStep(StrictModel):
@@ -254,11 +296,15 @@ def _problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]
 
 
 def parse_spec(data: Any, source: str | None = None) -> RunSpec:
-    """Validate the spec's own structure (component options are checked by :func:`check_components`)."""
+    """Validate the spec's own structure (component options are checked by :func:`check_components`).
+
+    Relative image paths are taken relative to the spec file's folder.
+    """
     if not isinstance(data, dict):
         raise SpecError([("", f"a spec must be a JSON object, not {type(data).__name__}")], source)
+    base_dir = str(Path(source).parent) if source else None
     try:
-        return RunSpec.model_validate(data)
+        return RunSpec.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise SpecError(_problems(exc), source) from None
 

@@ -196,3 +196,36 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32():
     bf16 = invert({**spec, "performance": {"precision": "bf16"}})
     assert bf16.images.dtype == torch.float32
     assert bf16.metrics[0]["similarity"] == pytest.approx(fp32.metrics[0]["similarity"], abs=0.05)
+
+
+def test_image_targets_relative_to_the_spec_file(tmp_path, capsys):
+    from clipforge.outputs import save_png
+
+    (tmp_path / "pics").mkdir()
+    save_png(torch.rand(3, 20, 24), tmp_path / "pics" / "target.png")
+    spec = tiny_spec_dict(callbacks=[], steps=3, seeds=[0],
+                          prompts=[{"image": "pics/target.png"},
+                                   {"terms": [{"image": "pics/target.png"}, {"text": "a dog", "weight": -0.5}]}])
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    result = invert(path)
+    assert result.images.shape[0] == 2 and result.rows[0].label == "image:target.png"
+    spec["prompts"] = [{"image": "pics/missing.png"}]
+    path.write_text(json.dumps(spec))
+    assert main(["validate", str(path)]) == 2
+    assert "prompts[0].image: no such image file" in capsys.readouterr().err
+
+
+def test_embedding_combination_aims_at_the_mixed_embedding():
+    from clipforge.engine import embed_targets, make_rows
+    from clipforge.judge import load_backbone
+
+    backbone = load_backbone({"name": "open_clip", "options": {"config": TINY_CONFIG}})
+    spec = clipforge.load_spec(tiny_spec_dict(prompts=[{"terms": ["a cat", "a dog", {"text": "fur", "weight": -1}],
+                                                         "combine": "embedding"}]))
+    targets = embed_targets(backbone, spec, make_rows(spec))
+    texts = torch.nn.functional.normalize(backbone.encode_text(["a cat", "a dog", "fur"]).float(), dim=-1)
+    mixed = torch.nn.functional.normalize(texts[0] + texts[1], dim=-1)
+    assert torch.allclose(targets.embeddings[0, 0], mixed, atol=1e-5)
+    assert torch.allclose(targets.embeddings[0, 1], texts[2], atol=1e-5)
+    assert targets.weights[0].tolist() == [1.0, -1.0]

@@ -1,0 +1,240 @@
+"""Throughput of batched inversion against a faithful naive loop (the authors' code's shape).
+
+The naive loop inverts one prompt at a time in fp32 with the paper's setup and reads the loss back
+with ``.item()`` every step (the authors print it), as their ``invert.py`` does. The batched
+engine inverts many prompts x seeds per step; on CUDA it also uses bf16 autocast for the backbone,
+TF32 and gathers metrics every 50 steps. Both run in this process, on the same model and shapes.
+
+A "step" costs about the same at every resolution of the schedule (the model always sees its full
+input size), but not exactly, so each method is timed for ``--steps`` steps in each of the three
+phases (64, 128, 224 px) and the phases are weighted by their share of the paper's 3400 steps.
+
+    python benchmarks/speed.py --json                                    # CPU, offline model
+    python benchmarks/speed.py --json --model vit-b-16 --steps 2 --batch 2   # CPU, random ViT-B/16
+    python benchmarks/speed.py --json --model vit-b-16 --device cuda --batch 32 --steps 20   # GPU
+    python benchmarks/speed.py --json --model vit-b-16 --device cuda --batch 32 --full        # GPU, all 3400 steps
+
+Prints images per hour, seconds per step, peak memory and the ratios; ``--json``: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import threading
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from clipforge import Callback, Options, StepState
+from clipforge.engine import Engine
+from clipforge.judge import load_backbone
+
+PAPER_STEPS = 3400
+PAPER_PHASES = (900, 900, 1600)  # steps at 64, 128 and 224 px (scaled for smaller models)
+MODELS = {
+    "toyworld": ({"name": "open_clip", "options": {"model": "toyworld-vit"}}, (16, 32, 64)),
+    "vit-b-16": ({"name": "open_clip", "options": {"model": "ViT-B-16", "pretrained": "random"}}, (64, 128, 224)),
+}
+
+
+class PeakMemory:
+    """Peak memory while a block runs: CUDA's allocator peak, or the process's RSS sampled on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            self.base = self.peak_rss = self._rss()
+            self.running = True
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak_rss = max(self.peak_rss, self._rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self.running = False
+            self.thread.join()
+            self.peak = self.peak_rss - self.base  # growth over the start: the model was loaded before
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def naive_inversion(backbone, prompt: str, sizes: tuple[int, int, int], steps_per_phase: int, copies: int,
+                    device: torch.device) -> list[float]:
+    """One prompt, fp32, exactly the authors' loop; returns seconds for each phase."""
+    model, mean, std, size = backbone.model, backbone.mean, backbone.std, backbone.input_size
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(backbone.tokenizer([prompt]).to(device)), dim=-1)
+    image = torch.rand(1, 3, sizes[0], sizes[0], device=device).requires_grad_(True)
+    times = []
+    for phase, side in enumerate(sizes):
+        if phase:
+            image = F.interpolate(image.detach(), size=(side, side), mode="bicubic").requires_grad_(True)
+        optimizer = torch.optim.Adam([image], lr=0.1)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps_per_phase):
+            optimizer.zero_grad()
+            tv = sum(d.norm(dim=(2, 3)).mean() for d in (
+                image[..., :, 1:] - image[..., :, :-1], image[..., 1:, :] - image[..., :-1, :],
+                image[..., 1:, 1:] - image[..., :-1, :-1], image[..., 1:, :-1] - image[..., :-1, 1:]))
+            x = image.repeat(copies, 1, 1, 1)
+            u = torch.rand(copies, 5, device=device)
+            angle = (u[:, 0] * 2 - 1) * math.radians(30)
+            tx, ty = (u[:, 1] * 2 - 1) * 0.1, (u[:, 2] * 2 - 1) * 0.1
+            s = 0.7 + u[:, 3] * 0.5
+            cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+            theta = torch.stack([torch.stack([cos, sin, -2 * (cos * tx + sin * ty)], 1),
+                                 torch.stack([-sin, cos, -2 * (-sin * tx + cos * ty)], 1)], 1)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            moved = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+            x = torch.where((u[:, 4] < 0.5).view(-1, 1, 1, 1), moved, x)
+            x = F.interpolate(x, size=size, mode="bicubic")
+            features = F.normalize(model.encode_image((x - mean) / std), dim=-1)
+            loss = (features - text).norm(dim=1).mean() + 0.005 * tv
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([image], 1.0)
+            image.data = torch.clamp(image.data, 0, 1)
+            optimizer.step()
+            loss.item()  # the authors log the loss every step: a host sync
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class PhaseClock(Callback):
+    """Times each resolution phase of an engine run."""
+
+    name = "phase_clock"
+
+    def __init__(self, device: torch.device, steps_per_phase: int):
+        super().__init__(Options())
+        self.device, self.per_phase, self.times = device, steps_per_phase, []
+
+    def on_run_start(self, run) -> None:
+        sync(self.device)
+        self.start = time.perf_counter()
+
+    def on_step_end(self, run, state: StepState) -> None:
+        if state.step % self.per_phase == 0:
+            sync(self.device)
+            now = time.perf_counter()
+            self.times.append(now - self.start)
+            self.start = now
+
+
+def batched_inversion(backbone_ref: dict, prompts: list[str], sizes: tuple[int, int, int], steps_per_phase: int,
+                      copies: int, device: torch.device, fast: bool, chunk: int | None) -> list[float]:
+    spec = {
+        "prompts": prompts,
+        "backbones": [backbone_ref],
+        "steps": 3 * steps_per_phase, "copies": copies,
+        "resolution": [{"step": i * steps_per_phase, "size": s} for i, s in enumerate(sizes)],
+        "callbacks": [], "device": str(device),
+        "log_every": 50 if fast else 1,
+        "performance": {"precision": "bf16" if fast else "fp32", "tf32": fast, "chunk_copies": chunk},
+    }
+    clock = PhaseClock(device, steps_per_phase)
+    Engine(spec, callbacks=[clock]).run()
+    return clock.times
+
+
+def weighted_seconds_per_step(phase_seconds: list[float], steps_per_phase: int) -> float:
+    per_step = [t / steps_per_phase for t in phase_seconds]
+    return sum(p * n for p, n in zip(per_step, PAPER_PHASES)) / PAPER_STEPS
+
+
+def measure(fn: Callable[[], list[float]], device: torch.device, repeats: int, steps_per_phase: int) -> dict:
+    runs, peak = [], 0
+    for _ in range(repeats):
+        with PeakMemory(device) as mem:
+            times = fn()
+        peak = max(peak, mem.peak)
+        runs.append(weighted_seconds_per_step(times, steps_per_phase))
+    return {"seconds_per_step": statistics.median(runs), "peak_memory_mib": round(peak / 2**20, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="toyworld")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=24, help="prompts inverted together by the engine")
+    parser.add_argument("--naive-prompts", type=int, default=1, help="prompts the naive loop inverts (one at a time)")
+    parser.add_argument("--steps", type=int, default=10, help="steps timed in each of the three phases")
+    parser.add_argument("--full", action="store_true", help="time all of the paper's 3400 steps (900/900/1600)")
+    parser.add_argument("--copies", type=int, default=13)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--chunk", type=int, default=None, help="copies per backbone pass (memory)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    ref, sizes = MODELS[args.model]
+    fast = device.type == "cuda"
+    steps = args.steps
+    if args.full:
+        steps = PAPER_STEPS // 3  # three equal phases of the same total length
+    prompts = [f"a prompt number {i}" if args.model != "toyworld" else p for i, p in enumerate(
+        ["a red circle on a gray background", "a blue square on a black background",
+         "a green triangle on a white background", "a yellow cross on a gray background"] * 64)][: args.batch]
+
+    backbone = load_backbone(ref, device)
+    # warm-up (allocator, kernels, autocast caches)
+    naive_inversion(backbone, prompts[0], sizes, 1, args.copies, device)
+    batched_inversion(ref, prompts[:2], sizes, 1, args.copies, device, fast, args.chunk)
+
+    naive = measure(lambda: [sum(t) for t in zip(*[naive_inversion(
+        backbone, p, sizes, steps, args.copies, device) for p in prompts[: args.naive_prompts]])],
+        device, args.repeats, steps)
+    naive["seconds_per_step"] /= args.naive_prompts  # one image per step
+    naive["images_per_hour"] = 3600 / (naive["seconds_per_step"] * PAPER_STEPS)
+    batched = measure(lambda: batched_inversion(ref, prompts, sizes, steps, args.copies, device, fast, args.chunk),
+                      device, args.repeats, steps)
+    batched["images_per_hour"] = 3600 * args.batch / (batched["seconds_per_step"] * PAPER_STEPS)
+    batched["seconds_per_image_full_setup"] = batched["seconds_per_step"] * PAPER_STEPS / args.batch
+    naive["seconds_per_image_full_setup"] = naive["seconds_per_step"] * PAPER_STEPS
+    report = {
+        "benchmark": "speed", "model": args.model, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if fast else "cpu",
+        "threads": args.threads, "batch": args.batch, "copies": args.copies, "steps_per_phase": steps,
+        "engine_settings": {"precision": "bf16" if fast else "fp32", "tf32": fast,
+                            "log_every": 50 if fast else 1, "chunk_copies": args.chunk},
+        "memory_measure": "CUDA max_memory_allocated" if fast else "growth of the process's RSS during the run",
+        "naive": naive, "batched": batched,
+        "throughput_ratio": batched["images_per_hour"] / naive["images_per_hour"],
+        "memory_ratio": batched["peak_memory_mib"] / max(naive["peak_memory_mib"], 1e-9),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
