@@ -242,6 +242,14 @@ class StepState:
         return self._images()
 
 
+@dataclass
+class Screened:
+    """What a screening callback lets through: (possibly altered) images and rows to withhold."""
+
+    images: torch.Tensor  # (N, 3, H, W)
+    withheld: torch.Tensor  # (N,) bool: these rows are not written or shown at all
+
+
 class Callback(Component):
     """Observes a run. Every method is optional; none of them is called once per copy.
 
@@ -262,6 +270,12 @@ class Callback(Component):
 
     def on_run_end(self, run: RunInfo, result: Any) -> None:
         """After the loop, with the final result (also after an interruption)."""
+
+    def screen(self, run: RunInfo, images: torch.Tensor, step: int, final: bool) -> Screened | None:
+        """Inspect images before anything shows them: snapshots, the final files and the result
+        returned to the caller. Return replacements (blurred, say) and rows to withhold, or None to
+        let them through unchanged. ``images`` are (N, 3, H, W) in [0, 1] on the CPU."""
+        return None
 
 
 KINDS: dict[str, type[Component]] = {

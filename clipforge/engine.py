@@ -38,6 +38,7 @@ from clipforge.components import (
     Regularizer,
     Row,
     RunInfo,
+    Screened,
     StepState,
 )
 from clipforge.registry import Registry, default_registry
@@ -58,6 +59,7 @@ class InversionResult:
     interrupted: bool
     seconds: float
     out_dir: Path | None = None
+    withheld: list[bool] = field(default_factory=list)  # rows a screening callback withheld (zeroed)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def image(self, prompt: int | str = 0, seed: int | None = None) -> torch.Tensor:
@@ -329,6 +331,17 @@ class Engine:
 
     # ------------------------------------------------------------------ the loop
 
+    def screen(self, images: torch.Tensor, step: int, final: bool) -> Screened:
+        """Let every screening callback inspect the images before anything shows them."""
+        screened = Screened(images, torch.zeros(images.shape[0], dtype=torch.bool))
+        for cb in self.callbacks:
+            verdict = cb.screen(self.run_info, screened.images, step, final)
+            if verdict is not None:
+                screened = Screened(verdict.images, screened.withheld | verdict.withheld)
+        if screened.withheld.any():
+            screened.images[screened.withheld] = 0.0
+        return screened
+
     def _records(self, pending: list[tuple[int, int, torch.Tensor]]) -> list[dict[str, Any]]:
         if not pending:
             return []
@@ -377,9 +390,10 @@ class Engine:
                 for cb in self.callbacks:
                     cb.on_metrics(self.run_info, records)
 
-        def current_images() -> torch.Tensor:
+        def current_images(final: bool = False) -> Screened:
             with torch.no_grad():
-                return self.param.image().detach().clamp(0, 1).float().cpu()
+                images = self.param.image().detach().clamp(0, 1).float().cpu()
+            return self.screen(images, steps_done, final)
 
         tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         if self.device.type == "cuda" and spec.performance.tf32:
@@ -401,7 +415,7 @@ class Engine:
                 steps_done = i + 1
                 if steps_done % spec.log_every == 0 or steps_done == spec.steps:
                     flush()
-                state = StepState(step=steps_done, size=(size, size), _images=current_images)
+                state = StepState(step=steps_done, size=(size, size), _images=lambda: current_images().images)
                 for cb in self.callbacks:
                     cb.on_step_end(self.run_info, state)
         except KeyboardInterrupt:
@@ -416,8 +430,9 @@ class Engine:
         except Exception:
             pass
 
+        final = current_images(final=True)
         result = InversionResult(
-            images=current_images(), rows=self.rows, metrics=metrics, spec=spec, spec_hash=self.spec_hash,
+            images=final.images, withheld=final.withheld.tolist(), rows=self.rows, metrics=metrics, spec=spec, spec_hash=self.spec_hash,
             device=str(self.device), steps_done=steps_done, interrupted=interrupted,
             seconds=time.perf_counter() - start, out_dir=self.out_dir,
         )

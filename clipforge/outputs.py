@@ -119,7 +119,10 @@ def write_results(out_dir: Path, result: "InversionResult", run: RunInfo) -> Non
     images_dir.mkdir(exist_ok=True)
     shown = to_display(result.images, result.spec.output.rescale)
     version = library_versions().get("clipforge", "unknown")
+    withheld = result.withheld or [False] * len(result.rows)
     for row in result.rows:
+        if withheld[row.index]:
+            continue
         save_png(shown[row.index], images_dir / f"{row.slug}.png", {
             "prompt": row.label, "seed": str(row.seed), "spec_hash": result.spec_hash,
             "step": str(result.steps_done), "software": f"clipforge {version}",
@@ -135,6 +138,7 @@ def write_results(out_dir: Path, result: "InversionResult", run: RunInfo) -> Non
     run_json.update({
         "status": "interrupted" if result.interrupted else "finished",
         "steps_done": result.steps_done,
+        "withheld": [row.slug for row in result.rows if withheld[row.index]],
         "seconds": round(result.seconds, 3),
         "final": {"loss": final.get("loss"), "similarity": final.get("similarity")},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

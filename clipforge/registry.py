@@ -160,6 +160,7 @@ def build_registry(
             fail(name, dist, f"a plugin named {name!r} is already registered")
             continue
         try:
+            _check_api_version(plugin)
             pm.register(plugin, name=name)
             _check_hook_names(pm, plugin)
         except Exception as exc:
@@ -198,6 +199,26 @@ def build_registry(
 
     plugins = [PluginInfo(n, *dist_of[n], hooks=plugin_hooks.get(n, [])) for n in dist_of]
     return Registry(entries, plugins, failures)
+
+
+def _check_api_version(plugin: Any) -> None:
+    """A plugin may declare ``CLIPFORGE_API = "MAJOR.MINOR"``, the public API it was written for.
+    It is refused when the major versions differ or it needs a newer minor version."""
+    from clipforge import API_VERSION
+
+    wanted = getattr(plugin, "CLIPFORGE_API", None)
+    if wanted is None:
+        return
+    try:
+        w_major, w_minor = (int(x) for x in str(wanted).split("."))
+    except ValueError:
+        raise PluginError(f"CLIPFORGE_API must look like '1.0', not {wanted!r}") from None
+    major, minor = (int(x) for x in API_VERSION.split("."))
+    if w_major != major or w_minor > minor:
+        raise PluginError(
+            f"written for clipforge API {wanted}, but this clipforge provides API {API_VERSION}; "
+            f"install a version of the plugin made for API {major}.x (or a clipforge that provides {wanted})"
+        )
 
 
 def _check_hook_names(pm: pluggy.PluginManager, plugin: Any) -> None:

@@ -160,3 +160,16 @@ def test_builtin_plugins_use_only_the_public_api():
             if m:
                 assert m.group(1) in ("clipforge", "clipforge.toyworld", "clipforge.toyworld.models",
                                       "clipforge.toyworld.tokenizer"), (path.name, line)
+
+
+@pytest.mark.parametrize("declared, ok", [("1.0", True), ("1.99", False), ("2.0", False), ("0.9", False),
+                                          ("one", False), (None, True)])
+def test_plugins_declaring_an_incompatible_api_are_refused(declared, ok):
+    module = plugin_module(register_regularizers=registers(Brightness))
+    if declared is not None:
+        module.CLIPFORGE_API = declared
+    registry = build_registry(extra_plugins=[("versioned", module)])
+    assert ("brightness" in registry.names("regularizer")) == ok
+    if not ok:
+        assert registry.failures[0].plugin == "versioned"
+        assert "API" in registry.failures[0].error
