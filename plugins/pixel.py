@@ -46,7 +46,8 @@ class Pixel(Parameterization):
         self.size = size
 
     def resize_state(self, tensor: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-        return F.interpolate(tensor, size=tuple(size[-2:]), mode="bilinear").clamp_min(0) if tensor.dim() == 4 else tensor
+        # bilinear weights are convex, so a non-negative second moment stays non-negative
+        return F.interpolate(tensor, size=tuple(size[-2:]), mode="bilinear") if tensor.dim() == 4 else tensor
 
     def after_backward(self) -> None:
         if self.options.clamp:
