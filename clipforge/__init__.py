@@ -24,6 +24,7 @@ from clipforge.components import (
 )
 from clipforge.engine import Engine, InversionResult, invert
 from clipforge.hookspecs import hookimpl
+from clipforge.judge import Judge, Verdicts, load_backbone
 from clipforge.outputs import image_grid, save_png, to_display
 from clipforge.registry import PluginError, Registry, build_registry, default_registry
 from clipforge.spec import Prompt, RunSpec, SpecError, load_spec
@@ -40,6 +41,7 @@ __all__ = [
     "Component",
     "Engine",
     "InversionResult",
+    "Judge",
     "Options",
     "Parameterization",
     "PluginError",
@@ -59,8 +61,10 @@ __all__ = [
     "hookimpl",
     "image_grid",
     "invert",
+    "load_backbone",
     "load_spec",
     "option_error",
     "save_png",
     "to_display",
+    "Verdicts",
 ]

@@ -71,6 +71,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+ANALYSES = {
+    "probe": ("clipforge.analyses.probe", "ProbeSpec", "run_probe", "probe_table",
+              "attribute (bias) probe: proportions of attribute values in inversions, with 95%% intervals"),
+    "screen": ("clipforge.analyses.screen", "ScreenSpec", "run_screen", "screen_table",
+               "safety screen of inversions, with flag rates and the text-side similarity table"),
+    "compare": ("clipforge.analyses.compare", "CompareSpec", "run_compare", "compare_table",
+                "the same prompts and seeds on several backbones, scored by one judge"),
+    "blend": ("clipforge.analyses.blend", "BlendSpec", "run_blend", "blend_table",
+              "do inversions of combined prompts show both concepts?"),
+}
+
+
+def cmd_analysis(args: argparse.Namespace) -> int:
+    import importlib
+
+    from clipforge.analyses.common import load_analysis_spec
+
+    module_name, spec_cls, run_fn, table_fn = ANALYSES[args.command][:4]
+    module = importlib.import_module(module_name)
+    registry = _registry(args)
+    try:
+        spec = load_analysis_spec(getattr(module, spec_cls), args.spec)
+    except SpecError as exc:
+        raise SpecError(exc.problems, args.spec) from None
+    out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}"
+    try:
+        report = getattr(module, run_fn)(spec, out_dir, registry)
+    except SpecError as exc:
+        raise SpecError(exc.problems, args.spec) from None
+    out.print(getattr(module, table_fn)(report))
+    out.print(f"report: {Path(out_dir) / 'report.md'}")
+    return 0
+
+
 def full_schema(registry: Registry) -> dict[str, Any]:
     """The run spec's JSON Schema, with the options of every installed component."""
     schema = RunSpec.model_json_schema()
@@ -147,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_validate)
+
+    for name, (*_, help_text) in ANALYSES.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("spec", help=f"a JSON {name} spec")
+        p.add_argument("--out", help="output directory (must not exist or be empty)")
+        p.set_defaults(func=cmd_analysis)
 
     p = sub.add_parser("schema", help="print the JSON Schema of run specs, with every installed plugin's options")
     p.set_defaults(func=cmd_schema)

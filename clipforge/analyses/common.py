@@ -1,0 +1,155 @@
+"""What every analysis shares: its spec's common part, running inversions under one progress bar,
+confidence intervals, and writing reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from pydantic import Field, field_validator
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from clipforge.components import Callback, Options, RunInfo, StepState
+from clipforge.engine import Engine, InversionResult
+from clipforge.outputs import image_grid, prepare_out_dir, save_png, to_display
+from clipforge.registry import Registry, default_registry
+from clipforge.spec import ComponentRef, RunSpec, SpecError, StrictModel, check_components, parse_spec, read_spec_file
+
+
+class AnalysisSpec(StrictModel):
+    """Fields every analysis spec has. ``run`` holds inversion settings (any run-spec field but
+    ``prompts`` and ``seeds``, which the analysis fills in)."""
+
+    run: dict[str, Any] = Field(default_factory=dict, description="Inversion settings, as in a run spec.")
+    seeds: int | list[int] = Field(4, description="Seeds per prompt: a count (0..N-1) or a list.")
+    judge: ComponentRef = Field(description="The held-out backbone that judges the inversions.")
+    output_dir: str | None = None
+
+    @field_validator("run")
+    @classmethod
+    def _no_prompts(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in ("prompts", "seeds"):
+            if key in value:
+                raise ValueError(f"'run' must not set {key!r}: the analysis sets it")
+        return value
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def run_spec(self, prompts: Sequence[Any], backbones: list[dict[str, Any]] | None = None,
+                 where: str = "run") -> RunSpec:
+        data = {**self.run, "prompts": list(prompts), "seeds": self.seed_list(), "callbacks": []}
+        if backbones is not None:
+            data["backbones"] = backbones
+        try:
+            return parse_spec(data)
+        except SpecError as exc:
+            raise SpecError([(f"{where}.{p}" if p else where, m) for p, m in exc.problems]) from None
+
+
+def load_analysis_spec(cls: type[AnalysisSpec], source: str | Path | dict[str, Any]) -> AnalysisSpec:
+    from pydantic import ValidationError
+
+    from clipforge.spec import _problems
+
+    name = None if isinstance(source, dict) else str(source)
+    data = source if isinstance(source, dict) else read_spec_file(source)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc), name) from None
+
+
+def check_run(spec: RunSpec, registry: Registry, where: str = "run") -> None:
+    try:
+        check_components(spec, registry)
+    except SpecError as exc:
+        raise SpecError([(f"{where}.{p}", m) for p, m in exc.problems]) from None
+
+
+class SharedProgress:
+    """One progress bar across all of an analysis's inversions."""
+
+    def __init__(self, total_steps: int, description: str, enabled: bool = True):
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled,
+        )
+        self.task = self.progress.add_task(description, total=total_steps)
+
+    def __enter__(self) -> "SharedProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def callback(self) -> Callback:
+        bar = self
+
+        class Advance(Callback):
+            name = "shared_progress"
+
+            def on_step_end(self, run: RunInfo, state: StepState) -> None:
+                bar.progress.advance(bar.task)
+
+        return Advance(Options())
+
+
+def run_inversions(spec: RunSpec, registry: Registry | None, progress: SharedProgress | None,
+                   extra_callbacks: Sequence[Callback] = ()) -> InversionResult:
+    callbacks = list(extra_callbacks) + ([progress.callback()] if progress else [])
+    return Engine(spec, registry=registry or default_registry(), callbacks=callbacks).run()
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion (95 % by default).
+
+    Unlike the normal approximation it stays inside [0, 1] and behaves at 0 or N successes, which
+    is where small bias probes often land.
+    """
+    if trials <= 0:
+        return (0.0, 1.0)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        path.write_text("", encoding="utf-8")
+        return
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_grid(path: Path, images: torch.Tensor, columns: int) -> None:
+    save_png(image_grid(to_display(images, "clamp"), columns), path)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def prepare(out_dir: str | Path) -> Path:
+    path = Path(out_dir)
+    prepare_out_dir(path)
+    return path

@@ -1,0 +1,117 @@
+"""Attribute probes (the paper's gender-bias analysis).
+
+Each neutral prompt is inverted over N seeds; a judge classifies every inversion zero-shot against
+the values of an attribute ("a photo of a man" / "a photo of a woman" by default), and the report
+gives, per prompt, the proportion of each value with a 95 % Wilson interval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+from rich.table import Table
+
+from clipforge.analyses.common import (
+    AnalysisSpec, SharedProgress, check_run, markdown_table, prepare, run_inversions, wilson_interval, write_csv,
+    write_grid, write_json,
+)
+from clipforge.judge import Judge, load_backbone
+from clipforge.registry import Registry, default_registry
+
+GENDER = {"man": ["a photo of a man"], "woman": ["a photo of a woman"]}
+
+
+class ProbeSpec(AnalysisSpec):
+    prompts: list[str] = Field(min_length=1, description="Neutral prompts to invert.")
+    attribute: str = Field("gender", description="Name of the attribute, for the report.")
+    values: dict[str, list[str] | str] = Field(
+        default_factory=lambda: dict(GENDER),
+        description="Attribute value -> prompt(s) the judge compares against (several are averaged).",
+    )
+
+    @field_validator("values")
+    @classmethod
+    def _two_or_more(cls, value: dict[str, list[str] | str]) -> dict[str, list[str] | str]:
+        if len(value) < 2:
+            raise ValueError("an attribute needs at least two values")
+        return value
+
+    def value_prompts(self) -> dict[str, list[str]]:
+        return {k: [v] if isinstance(v, str) else list(v) for k, v in self.values.items()}
+
+
+def classify(judge: Judge, images: torch.Tensor, value_prompts: dict[str, list[str]]) -> tuple[list[str], torch.Tensor]:
+    """Each image's attribute value (the value whose prompts it is most similar to, on average)."""
+    sims = judge.similarities(images)
+    index = {c: i for i, c in enumerate(judge.captions)}
+    names = list(value_prompts)
+    per_value = torch.stack([sims[:, [index[p] for p in value_prompts[n]]].mean(dim=1) for n in names], dim=1)
+    return [names[i] for i in per_value.argmax(dim=1).tolist()], per_value
+
+
+def run_probe(spec: ProbeSpec, out_dir: str | Path | None, registry: Registry | None = None,
+              show_progress: bool = True) -> dict[str, Any]:
+    registry = registry or default_registry()
+    run_spec = spec.run_spec(spec.prompts)
+    check_run(run_spec, registry)
+    out = prepare(out_dir) if out_dir is not None else None
+    with SharedProgress(run_spec.steps, f"probing {len(spec.prompts)} prompt(s)", show_progress) as bar:
+        result = run_inversions(run_spec, registry, bar)
+    value_prompts = spec.value_prompts()
+    judge = Judge(load_backbone(spec.judge, result.device, registry),
+                  [p for ps in value_prompts.values() for p in ps])
+    labels, scores = classify(judge, result.images, value_prompts)
+
+    per_prompt: dict[str, Any] = {}
+    csv_rows = []
+    for p, prompt in enumerate(spec.prompts):
+        rows = [r for r in result.rows if r.prompt_index == p]
+        n = len(rows)
+        counts = {v: sum(labels[r.index] == v for r in rows) for v in value_prompts}
+        entry = {"images": n, "counts": counts, "proportions": {}}
+        for value, k in counts.items():
+            low, high = wilson_interval(k, n)
+            entry["proportions"][value] = {"p": k / n, "ci95": [low, high]}
+            csv_rows.append({"prompt": prompt, "value": value, "count": k, "images": n, "proportion": k / n,
+                             "ci95_low": low, "ci95_high": high})
+        per_prompt[prompt] = entry
+    report = {
+        "analysis": "probe", "attribute": spec.attribute, "values": value_prompts, "judge": spec.judge.model_dump(),
+        "seeds": spec.seed_list(), "spec_hash": result.spec_hash, "prompts": per_prompt,
+        "images": [{"prompt": r.label, "seed": r.seed, "value": labels[r.index],
+                    "scores": dict(zip(value_prompts, scores[r.index].tolist()))} for r in result.rows],
+    }
+    if out is not None:
+        write_json(out / "report.json", report)
+        write_csv(out / "probe.csv", csv_rows)
+        md = [f"# Attribute probe: {spec.attribute}", "",
+              f"Judge: `{spec.judge.model_dump()}`; {len(spec.seed_list())} seeds per prompt; 95 % Wilson intervals.", ""]
+        header = ["prompt", "images"] + [f"{v} (95 % CI)" for v in value_prompts]
+        table = [[prompt, e["images"]] + [f"{e['proportions'][v]['p']:.2f} [{e['proportions'][v]['ci95'][0]:.2f}, "
+                                             f"{e['proportions'][v]['ci95'][1]:.2f}]" for v in value_prompts]
+                 for prompt, e in per_prompt.items()]
+        md += [markdown_table(header, table), ""]
+        for p, prompt in enumerate(spec.prompts):
+            rows = [r for r in result.rows if r.prompt_index == p]
+            write_grid(out / f"grid_{p:02d}.png", result.images[[r.index for r in rows]], len(rows))
+            md += [f"## {prompt}", "", "Judged: " + ", ".join(labels[r.index] for r in rows), "",
+                   f"![{prompt}](grid_{p:02d}.png)", ""]
+        (out / "report.md").write_text("\n".join(md), encoding="utf-8")
+    return report
+
+
+def probe_table(report: dict[str, Any]) -> Table:
+    values = list(report["values"])
+    table = Table(title=f"attribute probe: {report['attribute']}")
+    table.add_column("prompt")
+    table.add_column("n", justify="right")
+    for v in values:
+        table.add_column(f"{v} (95% CI)", justify="right")
+    for prompt, e in report["prompts"].items():
+        table.add_row(prompt, str(e["images"]), *[
+            f"{e['proportions'][v]['p']:.2f} [{e['proportions'][v]['ci95'][0]:.2f}, {e['proportions'][v]['ci95'][1]:.2f}]"
+            for v in values])
+    return table

@@ -1,0 +1,118 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from clipforge import invert
+from clipforge.analyses.blend import BlendSpec, run_blend
+from clipforge.analyses.common import wilson_interval
+from clipforge.analyses.compare import CompareSpec, run_compare
+from clipforge.analyses.probe import ProbeSpec, run_probe
+from clipforge.analyses.screen import ScreenSpec, run_screen
+from clipforge.cli import main
+from conftest import tiny_backbone, tiny_spec_dict
+
+RUN = {"backbones": [tiny_backbone(0)], "steps": 3, "copies": 2, "resolution": [{"step": 0, "size": 32}]}
+JUDGE = tiny_backbone(1)
+
+
+@pytest.mark.parametrize("k, n, low, high", [
+    (8, 10, 0.4902, 0.9433), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (50, 100, 0.4038, 0.5962)])
+def test_wilson_interval(k, n, low, high):
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def test_wilson_interval_shrinks_with_more_trials():
+    narrow = wilson_interval(80, 100)
+    wide = wilson_interval(8, 10)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_probe_report(tmp_path):
+    spec = ProbeSpec(run=RUN, seeds=3, judge=JUDGE, prompts=["a nurse", "a pilot"], attribute="colour",
+                     values={"red": "a red thing", "blue": ["a blue thing", "something blue"]})
+    report = run_probe(spec, tmp_path / "probe", show_progress=False)
+    for prompt in ("a nurse", "a pilot"):
+        entry = report["prompts"][prompt]
+        assert entry["images"] == 3 and sum(entry["counts"].values()) == 3
+        for value in ("red", "blue"):
+            p, (lo, hi) = entry["proportions"][value]["p"], entry["proportions"][value]["ci95"]
+            assert lo <= p <= hi
+    out = tmp_path / "probe"
+    assert json.loads((out / "report.json").read_text())["attribute"] == "colour"
+    csv_lines = (out / "probe.csv").read_text().splitlines()
+    assert csv_lines[0] == "prompt,value,count,images,proportion,ci95_low,ci95_high" and len(csv_lines) == 5
+    assert "a nurse" in (out / "report.md").read_text()
+    assert Image.open(out / "grid_00.png").size[0] > 3 * 32
+
+
+def test_probe_needs_two_values_and_no_prompts_in_run():
+    with pytest.raises(Exception, match="at least two values"):
+        ProbeSpec(judge=JUDGE, prompts=["x"], values={"a": "a"})
+    with pytest.raises(Exception, match="must not set 'prompts'"):
+        ProbeSpec(judge=JUDGE, prompts=["x"], run={"prompts": ["y"]})
+
+
+def screen_spec(action, threshold):
+    return tiny_spec_dict(steps=3, seeds=[0], callbacks=[{"name": "safety_screen", "options": {
+        "concepts": ["a red circle"], "threshold": threshold, "action": action, "judge": JUDGE}}])
+
+
+def test_screen_blurs_flagged_images(tmp_path):
+    raw = invert({**screen_spec("flag", -10.0), "callbacks": []})
+    blurred = invert(screen_spec("blur", -10.0), tmp_path / "blur")
+    def tv(x):
+        return (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+    assert tv(blurred.images) < 0.5 * tv(raw.images)
+    report = json.loads((tmp_path / "blur" / "safety.json").read_text())
+    assert all(r["flagged"] for r in report["images"]) and report["flag_rates"]["a red circle"]["rate"] == 1.0
+    saved = load_file(str(tmp_path / "blur" / "images.safetensors"))["images"]
+    assert torch.equal(saved, blurred.images)  # the raw images are not kept
+
+
+def test_screen_withholds_flagged_images(tmp_path):
+    result = invert(screen_spec("withhold", -10.0), tmp_path / "out")
+    assert all(result.withheld) and float(result.images.abs().max()) == 0.0
+    assert list((tmp_path / "out" / "images").glob("*.png")) == []
+    assert len(json.loads((tmp_path / "out" / "run.json").read_text())["withheld"]) == 2
+
+
+def test_screen_keeps_raw_only_when_asked_and_passes_unflagged_images():
+    raw = invert({**screen_spec("flag", -10.0), "callbacks": []})
+    assert torch.equal(invert(screen_spec("flag", -10.0)).images, raw.images)
+    assert torch.equal(invert(screen_spec("blur", 10.0)).images, raw.images)
+
+
+def test_screen_analysis_reports_flag_rates_and_text_table(tmp_path):
+    spec = ScreenSpec(run=RUN, seeds=2, judge=JUDGE, prompts=["a calm landscape", "a calm seascape"],
+                      concepts=["a checkerboard"], threshold=-10.0, words=["zorblax", "circle"])
+    report = run_screen(spec, tmp_path / "screen", show_progress=False)
+    assert report["flag_rates"]["a calm landscape"]["rate"] == 1.0
+    assert set(report["text_similarity"]) == {"a calm landscape", "a calm seascape", "zorblax", "circle"}
+    assert "Text-side similarity" in (tmp_path / "screen" / "report.md").read_text()
+
+
+def test_compare_and_blend(tmp_path):
+    spec = CompareSpec(run=RUN, seeds=2, judge=JUDGE, prompts=["a cat", "a dog"],
+                       backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
+    report = run_compare(spec, tmp_path / "compare", show_progress=False)
+    assert set(report["results"]) == {"small", "other"} and len(report["ranking_by_judge_similarity"]) == 2
+    assert report["results"]["small"]["images"] == 4
+    blend = run_blend(BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")]), tmp_path / "blend",
+                      show_progress=False)
+    assert set(blend["summary"]) == {"a", "b", "blend"}
+    assert (tmp_path / "blend" / "pair_00.png").exists()
+
+
+def test_analysis_cli_errors_name_the_place(tmp_path, capsys):
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps({"judge": JUDGE, "prompts": ["x"], "run": {"steps": "many"}}))
+    assert main(["probe", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "run.steps: Input should be a valid integer" in capsys.readouterr().err
+    path.write_text(json.dumps({"judge": JUDGE, "prompts": ["x"], "seeds": "many"}))
+    assert main(["probe", str(path)]) == 2
+    assert "seeds" in capsys.readouterr().err
