@@ -95,6 +95,13 @@ def cmd_analysis(args: argparse.Namespace) -> int:
         spec = load_analysis_spec(getattr(module, spec_cls), args.spec)
     except SpecError as exc:
         raise SpecError(exc.problems, args.spec) from None
+    try:
+        spec.check(registry)
+    except SpecError as exc:
+        raise SpecError(exc.problems, args.spec) from None
+    if args.check:
+        out.print(f"ok: {args.spec} is a valid {args.command} spec")
+        return 0
     out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}"
     try:
         report = getattr(module, run_fn)(spec, out_dir, registry)
@@ -186,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("spec", help=f"a JSON {name} spec")
         p.add_argument("--out", help="output directory (must not exist or be empty)")
+        p.add_argument("--check", action="store_true", help="validate the spec without running it")
         p.set_defaults(func=cmd_analysis)
 
     p = sub.add_parser("schema", help="print the JSON Schema of run specs, with every installed plugin's options")

@@ -236,10 +236,13 @@ class StepState:
     step: int  # steps completed so far (1-based)
     size: tuple[int, int]
     _images: Any = None
+    _cached: torch.Tensor | None = None
 
     def images(self) -> torch.Tensor:
-        """The current images, detached, clamped to [0, 1], on the CPU."""
-        return self._images()
+        """The current images, detached, clamped to [0, 1], screened, on the CPU (computed once per step)."""
+        if self._cached is None:
+            self._cached = self._images()
+        return self._cached
 
 
 @dataclass

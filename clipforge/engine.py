@@ -238,6 +238,10 @@ class Engine:
         self.augmentations: list[Augmentation] = [e.cls(o) for e, o in comps["augmentations"]]
         self.regularizers: list[Regularizer] = [e.cls(o) for e, o in comps["regularizers"]]
         self.active_regularizers = [r for r in self.regularizers if getattr(r.options, "weight", 1.0) != 0]
+        self.regularizer_names: list[str] = []  # metric keys: "tv", and "tv#2" for a second tv
+        for r in self.active_regularizers:
+            count = sum(n.split("#")[0] == r.name for n in self.regularizer_names)
+            self.regularizer_names.append(r.name if count == 0 else f"{r.name}#{count + 1}")
         self.callbacks: list[Callback] = [e.cls(o) for e, o in comps["callbacks"]] + self.extra_callbacks
         self.run_info = RunInfo(
             spec=spec, rows=self.rows, device=self.device, out_dir=self.out_dir,
@@ -346,7 +350,7 @@ class Engine:
         if not pending:
             return []
         values = torch.stack([m for _, _, m in pending]).cpu().tolist()
-        names = [r.name for r in self.active_regularizers]
+        names = self.regularizer_names
         records = []
         for (step, size, _), v in zip(pending, values):
             rec = {"step": step, "size": size, "loss": v[0], "data": v[1], "similarity": v[2]}

@@ -22,8 +22,10 @@ class AffineOptions(Options):
     translate: float = Field(0.1, ge=0, le=1, description="Shift per axis, as a fraction of the size.")
     scale: tuple[float, float] = Field((0.7, 1.2), description="Zoom factor range.")
     p: float = Field(0.5, ge=0, le=1, description="Probability that a copy is transformed at all.")
-    padding: Literal["border", "zeros", "reflection"] = "border"
-    interpolation: Literal["bilinear", "nearest", "bicubic"] = "bilinear"
+    padding: Literal["border", "zeros", "reflection"] = Field(
+        "border", description="How pixels outside the image are filled (the paper repeats the border).")
+    interpolation: Literal["bilinear", "nearest", "bicubic"] = Field(
+        "bilinear", description="Sampling of the transformed image.")
 
     @model_validator(mode="after")
     def _scale_range(self) -> "AffineOptions":
@@ -59,7 +61,7 @@ class RandomAffine(Augmentation):
 
 class ResizeOptions(Options):
     size: int | None = Field(None, ge=1, description="Target size; omitted: the model's input size.")
-    mode: Literal["bicubic", "bilinear", "nearest", "area"] = "bicubic"
+    mode: Literal["bicubic", "bilinear", "nearest", "area"] = Field("bicubic", description="Interpolation.")
 
 
 class Resize(Augmentation):

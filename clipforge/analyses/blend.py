@@ -15,12 +15,13 @@ from pydantic import Field
 from rich.table import Table
 
 from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, check_run, markdown_table, prepare, run_inversions, wilson_interval, write_grid,
+    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, write_grid,
     write_json,
 )
 from clipforge.analyses.compare import candidate_captions
 from clipforge.judge import Judge, load_backbone
 from clipforge.registry import Registry, default_registry
+from clipforge.spec import RunSpec
 
 
 class BlendSpec(AnalysisSpec):
@@ -32,6 +33,16 @@ class BlendSpec(AnalysisSpec):
                                              "offline world's); the concepts are added.")
     top_k: int = Field(2, ge=1, description="A concept is present when it is among the judge's top k captions.")
 
+    def prompts(self) -> list[Any]:
+        """A alone, B alone and their blend, for every pair."""
+        out: list[Any] = []
+        for a, b in self.pairs:
+            out += [a, b, _blend_prompt(a, b, self.combine)]
+        return out
+
+    def inversion_specs(self) -> dict[str, RunSpec]:
+        return {"run": self.run_spec(self.prompts())}
+
 
 def _blend_prompt(a: str, b: str, combine: str) -> Any:
     if combine == "text":
@@ -42,11 +53,8 @@ def _blend_prompt(a: str, b: str, combine: str) -> Any:
 def run_blend(spec: BlendSpec, out_dir: str | Path | None, registry: Registry | None = None,
               show_progress: bool = True) -> dict[str, Any]:
     registry = registry or default_registry()
-    prompts: list[Any] = []
-    for a, b in spec.pairs:
-        prompts += [a, b, _blend_prompt(a, b, spec.combine)]
-    run_spec = spec.run_spec(prompts)
-    check_run(run_spec, registry)
+    spec.check(registry)
+    run_spec = spec.inversion_specs()["run"]
     out = prepare(out_dir) if out_dir is not None else None
     with SharedProgress(run_spec.steps, f"blending {len(spec.pairs)} pair(s)", show_progress) as bar:
         result = run_inversions(run_spec, registry, bar)

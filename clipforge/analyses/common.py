@@ -52,6 +52,29 @@ class AnalysisSpec(StrictModel):
             raise SpecError([(f"{where}.{p}" if p else where, m) for p, m in exc.problems]) from None
 
 
+    def inversion_specs(self) -> dict[str, RunSpec]:
+        """The run specs this analysis will invert, by the spec path that configures them."""
+        return {"run": self.run_spec(getattr(self, "prompts"))}
+
+    def check(self, registry: Registry) -> None:
+        """Validate every inversion's components and the judge's options without running anything."""
+        for where, spec in self.inversion_specs().items():
+            check_run(spec, registry, where)
+        entry_problems: list[tuple[str, str]] = []
+        try:
+            entry = registry.get("backbone", self.judge.name)
+            entry.cls.Options.model_validate(self.judge.options)
+        except Exception as exc:  # UnknownComponentError or ValidationError
+            from pydantic import ValidationError
+
+            from clipforge.spec import _problems
+
+            entry_problems = _problems(exc, "judge.options") if isinstance(exc, ValidationError) else [
+                ("judge.name", str(exc))]
+        if entry_problems:
+            raise SpecError(entry_problems)
+
+
 def load_analysis_spec(cls: type[AnalysisSpec], source: str | Path | dict[str, Any]) -> AnalysisSpec:
     from pydantic import ValidationError
 

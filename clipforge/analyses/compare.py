@@ -12,12 +12,12 @@ from pydantic import Field
 from rich.table import Table
 
 from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, check_run, markdown_table, prepare, run_inversions, wilson_interval, write_grid,
+    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, write_grid,
     write_json,
 )
 from clipforge.judge import Judge, load_backbone
 from clipforge.registry import Registry, default_registry
-from clipforge.spec import ComponentRef
+from clipforge.spec import ComponentRef, RunSpec
 
 
 def candidate_captions(value: list[str] | str | None, prompts: list[str]) -> list[str]:
@@ -37,13 +37,16 @@ class CompareSpec(AnalysisSpec):
         None, description="The judge's candidate captions ('toyworld' for the offline world's); prompts are added.")
 
 
+    def inversion_specs(self) -> dict[str, RunSpec]:
+        return {f"backbones.{label}": self.run_spec(self.prompts, [ref.model_dump()], where=f"backbones.{label}")
+                for label, ref in self.backbones.items()}
+
+
 def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registry | None = None,
                 show_progress: bool = True) -> dict[str, Any]:
     registry = registry or default_registry()
-    run_specs = {label: spec.run_spec(spec.prompts, [ref.model_dump()], where=f"backbones.{label}")
-                 for label, ref in spec.backbones.items()}
-    for label, rs in run_specs.items():
-        check_run(rs, registry, where=f"backbones.{label}")
+    spec.check(registry)
+    run_specs = dict(zip(spec.backbones, spec.inversion_specs().values()))
     out = prepare(out_dir) if out_dir is not None else None
     total = sum(rs.steps for rs in run_specs.values())
     results = {}

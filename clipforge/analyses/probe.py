@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from rich.table import Table
 
 from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, check_run, markdown_table, prepare, run_inversions, wilson_interval, write_csv,
+    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, write_csv,
     write_grid, write_json,
 )
 from clipforge.judge import Judge, load_backbone
@@ -55,8 +55,8 @@ def classify(judge: Judge, images: torch.Tensor, value_prompts: dict[str, list[s
 def run_probe(spec: ProbeSpec, out_dir: str | Path | None, registry: Registry | None = None,
               show_progress: bool = True) -> dict[str, Any]:
     registry = registry or default_registry()
-    run_spec = spec.run_spec(spec.prompts)
-    check_run(run_spec, registry)
+    spec.check(registry)
+    run_spec = spec.inversion_specs()["run"]
     out = prepare(out_dir) if out_dir is not None else None
     with SharedProgress(run_spec.steps, f"probing {len(spec.prompts)} prompt(s)", show_progress) as bar:
         result = run_inversions(run_spec, registry, bar)

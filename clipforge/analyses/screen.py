@@ -17,7 +17,7 @@ from pydantic import Field
 from rich.table import Table
 
 from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, check_run, markdown_table, prepare, run_inversions, wilson_interval, write_grid,
+    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, write_grid,
     write_json,
 )
 from clipforge.judge import load_backbone
@@ -43,8 +43,8 @@ def text_table(backbone, rows: list[str], concepts: list[str]) -> torch.Tensor:
 def run_screen(spec: ScreenSpec, out_dir: str | Path | None, registry: Registry | None = None,
                show_progress: bool = True) -> dict[str, Any]:
     registry = registry or default_registry()
-    run_spec = spec.run_spec(spec.prompts)
-    check_run(run_spec, registry)
+    spec.check(registry)
+    run_spec = spec.inversion_specs()["run"]
     entry = registry.get("callback", "safety_screen")
     screen = entry.cls(entry.cls.Options(concepts=spec.concepts, references=spec.references, threshold=spec.threshold,
                                          action=spec.action, judge=spec.judge.model_dump()))

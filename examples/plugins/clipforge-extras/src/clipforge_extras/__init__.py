@@ -1,0 +1,44 @@
+"""clipforge-extras: an example third-party clipforge plugin.
+
+This module is the plugin itself: the ``clipforge`` entry point ``extras`` names it, clipforge checks
+its ``CLIPFORGE_API`` and calls the hooks below once, when it builds its registry. It provides
+
+- ``gaussian_noise`` (augmentation): per-copy Gaussian pixel noise;
+- ``saturation`` (regulariser): pulls each image's mean chroma towards a target;
+- ``progress_gif`` (callback): an animated GIF of the images during the run.
+
+Everything is written against ``from clipforge import ...`` only, like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from clipforge import hookimpl
+
+from clipforge_extras.gif import ProgressGif
+from clipforge_extras.noise import GaussianNoise
+from clipforge_extras.saturation import Saturation
+
+__version__ = "0.1.0"
+
+# The clipforge public API this plugin was written for: clipforge refuses to load it when its own
+# API_VERSION has another major number, or an older minor one.
+CLIPFORGE_API = "1.0"
+
+__all__ = ["CLIPFORGE_API", "GaussianNoise", "ProgressGif", "Saturation"]
+
+
+@hookimpl
+def register_augmentations(register: Callable[[type], None]) -> None:
+    register(GaussianNoise)
+
+
+@hookimpl
+def register_regularizers(register: Callable[[type], None]) -> None:
+    register(Saturation)
+
+
+@hookimpl
+def register_callbacks(register: Callable[[type], None]) -> None:
+    register(ProgressGif)
