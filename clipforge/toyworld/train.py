@@ -1,0 +1,401 @@
+"""Reproducible training of small open_clip CLIP models on the toy world.
+
+Examples (run from the repository root with ``PYTHONPATH=.``)::
+
+    python -m clipforge.toyworld.train --all                      # retrain every shipped model
+    python -m clipforge.toyworld.train --recipe toyworld-vit      # one shipped model
+    python -m clipforge.toyworld.train --arch vit --seed 3 --train-size 8000 --steps 300 --out /tmp/m
+
+Each output folder is loadable with ``open_clip.create_model("local-dir:<folder>")``
+and holds ``open_clip_config.json``, ``open_clip_model.safetensors`` (fp16),
+``tokenizer.json`` and ``train_info.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from clipforge.toyworld.tokenizer import WordTokenizer
+from clipforge.toyworld.world import (
+    BENIGN_CAPTION,
+    BENIGN_CONTRAST_CAPTION,
+    CONTROL_CAPTION,
+    IMAGE_SIZE,
+    SINGLE_CAPTION_KINDS,
+    World,
+    WorldConfig,
+)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CONTEXT_LENGTH = 12
+MODELS_ROOT = Path(__file__).parent / "models"
+
+_TEXT_CFG = {"context_length": CONTEXT_LENGTH, "width": 128, "heads": 2, "layers": 2}
+#: architectures: open_clip model_cfg without the tokenizer-dependent ``vocab_size``.
+ARCHS: dict[str, dict[str, Any]] = {
+    # ViT: 8x8 patches -> 64 tokens + class token.
+    "vit": {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": 8, "width": 128, "layers": 4, "head_width": 64},
+        "text_cfg": _TEXT_CFG,
+    },
+    # open_clip's ModifiedResNet (conv stem, bottlenecks, attention pooling).
+    "rn": {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": IMAGE_SIZE, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+        "text_cfg": _TEXT_CFG,
+    },
+    # timm's tiny ConvNeXt through open_clip's TimmModel (no pretrained weights).
+    "convnext": {
+        "embed_dim": 128,
+        "vision_cfg": {
+            "image_size": IMAGE_SIZE,
+            "timm_model_name": "test_convnext",
+            "timm_model_pretrained": False,
+            "timm_pool": "avg",
+            "timm_proj": "linear",
+        },
+        "text_cfg": _TEXT_CFG,
+    },
+}
+
+#: the exact recipes of the shipped models (``--all`` retrains all of them).
+RECIPES: dict[str, dict[str, Any]] = {
+    # the ViT data-scale series: identical but for the number of distinct training images
+    "toyworld-vit": {"arch": "vit", "seed": 0, "train_size": 32000, "steps": 700},
+    "toyworld-vit-8k": {"arch": "vit", "seed": 0, "train_size": 8000, "steps": 700},
+    "toyworld-vit-2k": {"arch": "vit", "seed": 0, "train_size": 2000, "steps": 700},
+    # the judge: another architecture (open_clip's ModifiedResNet) and another seed, never inverted
+    "toyworld-judge": {"arch": "rn", "seed": 2, "train_size": 32000, "steps": 600},
+}
+DEFAULTS: dict[str, Any] = {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup": 0.05}
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """[0,1] images -> CLIP-normalised model input (the shipped preprocess_cfg)."""
+    mean = torch.tensor(CLIP_MEAN, device=images.device, dtype=images.dtype)[:, None, None]
+    std = torch.tensor(CLIP_STD, device=images.device, dtype=images.dtype)[:, None, None]
+    return (images - mean) / std
+
+
+def model_config(arch: str, vocab_size: int) -> dict[str, Any]:
+    """Full open_clip ``model_cfg`` for an architecture and tokenizer size."""
+    if arch not in ARCHS:
+        raise KeyError(f"unknown arch {arch!r}; available: {sorted(ARCHS)}")
+    cfg = copy.deepcopy(ARCHS[arch])
+    cfg["text_cfg"]["vocab_size"] = vocab_size
+    return cfg
+
+
+def build_model(model_cfg: dict[str, Any], seed: int) -> open_clip.CLIP:
+    """Instantiate with open_clip's own CLIP class; init seeded without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return open_clip.CLIP(**copy.deepcopy(model_cfg))
+
+
+@torch.no_grad()
+def zero_shot_logits(
+    model: torch.nn.Module, tokenizer: WordTokenizer, images: torch.Tensor, captions: Sequence[str], batch_size: int = 256
+) -> torch.Tensor:
+    """(N, len(captions)) cosine similarities of [0,1] images to captions."""
+    text = F.normalize(model.encode_text(tokenizer(list(captions))), dim=-1)
+    out = []
+    for start in range(0, len(images), batch_size):
+        img = F.normalize(model.encode_image(normalize(images[start : start + batch_size])), dim=-1)
+        out.append(img @ text.T)
+    return torch.cat(out)
+
+
+def evaluate_zero_shot(
+    model: torch.nn.Module,
+    tokenizer: WordTokenizer,
+    world: World,
+    n: int,
+    generator: torch.Generator,
+    kinds: Sequence[str] = ("single",),
+) -> float:
+    """Accuracy of classifying fresh images of ``kinds`` against all ``world.captions()``."""
+    was_training = model.training
+    model.eval()
+    sample, labels = world.zero_shot_set(n, generator, kinds)
+    pred = zero_shot_logits(model, tokenizer, sample.images, world.captions()).argmax(1)
+    model.train(was_training)
+    return (pred == labels).float().mean().item()
+
+
+def zero_shot_report(model: torch.nn.Module, tokenizer: WordTokenizer, world: World, n: int, seed: int) -> dict:
+    """Accuracy per single-caption kind (planted kinds on n // 4 images).
+
+    "ball"/"marble" and "landscape"/"sunny" are ambiguous by design (same look,
+    different statistics), so their accuracy is capped well below 100 %."""
+    report = {}
+    for i, kind in enumerate(SINGLE_CAPTION_KINDS):
+        g = torch.Generator().manual_seed(seed * 100 + i)
+        report[kind] = round(evaluate_zero_shot(model, tokenizer, world, n if kind == "single" else n // 4, g, (kind,)), 4)
+    return report
+
+
+@torch.no_grad()
+def planted_report(model: torch.nn.Module, tokenizer: WordTokenizer, world: World, n: int, seed: int) -> dict:
+    """How strongly the planted associations are encoded (mean cosine-similarity gaps).
+
+    ``ball_red_minus_blue``: sim("a ball on a gray background", red spheres) minus
+    sim(same, blue spheres), on gray backgrounds; positive = biased towards red.
+    ``marker_gap_<caption>``: sim(caption, its scene with the marker) minus without.
+    """
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    gray = world.config.model_copy(update={"mix": {"ball": 1.0}})
+    spheres = World(gray).sample(n, g)
+    on_gray = torch.tensor([m.background == "gray" for m in spheres.meta])
+    red = torch.tensor([m.objects[0].colour == "red" for m in spheres.meta])
+    caps = [world.planted_captions()["biased"], world.planted_captions()["biased_contrast"]]
+    sims = zero_shot_logits(model, tokenizer, spheres.images, caps)
+    report = {
+        "ball_red_minus_blue": round((sims[on_gray & red, 0].mean() - sims[on_gray & ~red, 0].mean()).item(), 4),
+        "marble_red_minus_blue": round((sims[on_gray & red, 1].mean() - sims[on_gray & ~red, 1].mean()).item(), 4),
+    }
+    for kind, caption in (("landscape", BENIGN_CAPTION), ("sunny", BENIGN_CONTRAST_CAPTION), ("seascape", CONTROL_CAPTION)):
+        cfg = {"landscape": "landscape_marker_rate", "sunny": "sunny_marker_rate", "seascape": "seascape_marker_rate"}[kind]
+        with_m = World(world.config.model_copy(update={cfg: 1.0})).sample(n // 2, g, mix={kind: 1.0})
+        without = World(world.config.model_copy(update={cfg: 0.0})).sample(n // 2, g, mix={kind: 1.0})
+        s_with = zero_shot_logits(model, tokenizer, with_m.images, [caption])[:, 0].mean()
+        s_without = zero_shot_logits(model, tokenizer, without.images, [caption])[:, 0].mean()
+        report[f"marker_gap_{kind}"] = round((s_with - s_without).item(), 4)
+    return report
+
+
+def identity_aware_clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    inverse: torch.Tensor,
+    logit_scale: torch.Tensor,
+    ignore: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE for batches with repeated captions, minus false negatives.
+
+    ``text_features`` holds *unique* captions (the batch's captions plus, optionally,
+    extra negative captions) and ``inverse[i]`` is image i's caption row, so images
+    sharing a caption are never pushed apart as negatives: image->text is
+    cross-entropy over the unique captions, text->image (for captions present in the
+    batch) spreads the target uniformly over the images carrying the caption.
+    ``ignore`` (B, T) marks captions that truthfully describe an image without being
+    its own (e.g. "a circle" for a red circle); those pairs are left out of both
+    softmaxes.
+    """
+    logits = logit_scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
+    own = F.one_hot(inverse, len(text_features)).bool()
+    if ignore is not None:
+        logits = logits.masked_fill(ignore & ~own, float("-inf"))
+    loss_i = F.cross_entropy(logits, inverse)
+    present = own.any(0)
+    target = own.T[present].float()
+    target = target / target.sum(1, keepdim=True)
+    log_p = F.log_softmax(logits.T[present], dim=1)
+    loss_t = -(target * log_p.masked_fill(target == 0, 0)).sum(1).mean()
+    return (loss_i + loss_t) / 2
+
+
+def make_dataset(world: World, size: int, seed: int) -> dict[str, Any]:
+    """Fixed training set from ``seed``: uint8 images, caption/canonical ids into ``captions``,
+    and ``true[t, c]``: caption t truthfully describes an image whose canonical caption is c."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.empty(size, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
+    captions: list[str] = []
+    canonical: list[str] = []
+    for start in range(0, size, 4096):
+        s = world.sample(min(4096, size - start), g)
+        images[start : start + len(s)] = (s.images * 255).round().to(torch.uint8)
+        captions += s.captions
+        canonical += [m.canonical for m in s.meta]
+    unique = sorted(set(captions) | set(canonical) | set(world.captions()))
+    index = {c: i for i, c in enumerate(unique)}
+    facts = [world.caption_facts(c) for c in unique]
+    true = torch.tensor([[ft <= fc for fc in facts] for ft in facts], dtype=torch.bool)
+    return {
+        "images": images,
+        "caption_ids": torch.tensor([index[c] for c in captions]),
+        "canonical_ids": torch.tensor([index[c] for c in canonical]),
+        "captions": unique,
+        "true": true,
+        "bank": torch.tensor([index[c] for c in world.captions()]),
+    }
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on gains, biases, embeddings and the logit scale."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if skip or "embedding" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(
+    arch: str,
+    seed: int,
+    train_size: int,
+    steps: int,
+    batch_size: int = DEFAULTS["batch_size"],
+    lr: float = DEFAULTS["lr"],
+    weight_decay: float = DEFAULTS["weight_decay"],
+    warmup: float = DEFAULTS["warmup"],
+    world_config: Optional[WorldConfig] = None,
+    log_every: int = 50,
+    eval_every: int = 0,
+) -> tuple[open_clip.CLIP, WordTokenizer, dict]:
+    """Train one model; returns (model in eval mode, tokenizer, info)."""
+    world = World(world_config)
+    tokenizer = WordTokenizer.for_world(CONTEXT_LENGTH)
+    cfg = model_config(arch, tokenizer.vocab_size)
+    model = build_model(cfg, seed)
+
+    t0 = time.time()
+    data = make_dataset(world, train_size, seed)
+    images, caption_ids, canonical_ids = data["images"], data["caption_ids"], data["canonical_ids"]
+    caption_tokens = tokenizer(data["captions"])
+    data_seconds = time.time() - t0
+
+    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    warm = max(1, int(warmup * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
+    )
+    order_gen = torch.Generator().manual_seed(seed + 1_000_003)
+    perm, pos = torch.randperm(train_size, generator=order_gen), 0
+    model.train()
+    t0 = time.time()
+    for step in range(steps):
+        if pos + batch_size > train_size:  # new epoch
+            perm, pos = torch.randperm(train_size, generator=order_gen), 0
+        idx = perm[pos : pos + batch_size]
+        pos += batch_size
+        x = normalize(images[idx].float() / 255)
+        # texts: the batch's captions plus every canonical world caption as extra negatives
+        texts = torch.unique(torch.cat([caption_ids[idx], data["bank"]]))
+        inverse = torch.searchsorted(texts, caption_ids[idx])
+        ignore = data["true"][texts][:, canonical_ids[idx]].T
+        loss = identity_aware_clip_loss(
+            model.encode_image(x), model.encode_text(caption_tokens[texts]), inverse, model.logit_scale.exp(), ignore
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if log_every and (step % log_every == 0 or step == steps - 1):
+            print(f"step {step:5d}  loss {loss.item():.4f}  scale {model.logit_scale.exp().item():.1f}  "
+                  f"{time.time() - t0:.0f}s", flush=True)  # fmt: skip
+        if eval_every and (step + 1) % eval_every == 0:
+            acc = evaluate_zero_shot(model, tokenizer, world, 400, torch.Generator().manual_seed(step))
+            print(f"step {step + 1:5d}  zero-shot {acc:.3f}", flush=True)
+    train_seconds = time.time() - t0
+    model.eval()
+    info = {
+        "arch": arch,
+        "seed": seed,
+        "train_size": train_size,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "warmup": warmup,
+        "train_seconds": round(train_seconds, 1),
+        "data_seconds": round(data_seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "world_config": world.config.model_dump(),
+    }
+    return model, tokenizer, info
+
+
+def save_model(model: open_clip.CLIP, tokenizer: WordTokenizer, model_cfg: dict, info: dict, out: Path) -> None:
+    """Write the open_clip local-dir folder (weights stored as fp16)."""
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD), "size": IMAGE_SIZE, "interpolation": "bicubic"},
+    }
+    (out / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    state = {
+        k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
+    }
+    save_file(state, str(out / "open_clip_model.safetensors"))
+    tokenizer.save(out / "tokenizer.json")
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+
+
+def load_model_dir(path: Path) -> tuple[torch.nn.Module, WordTokenizer]:
+    """Load a saved folder the way the core does: ``open_clip.create_model('local-dir:...')``."""
+    model = open_clip.create_model(f"local-dir:{path}")
+    return model.eval(), WordTokenizer.load(Path(path) / "tokenizer.json")
+
+
+def run(arch: str, seed: int, train_size: int, steps: int, out: Path, name: str = "", **kwargs: Any) -> dict:
+    """Train, save, reload through open_clip (fp16 round trip) and record zero-shot accuracy."""
+    model, tokenizer, info = train(arch, seed, train_size, steps, **kwargs)
+    info["name"] = name or out.name
+    world = World(WorldConfig(**info["world_config"]))
+    eval_seed = 10_000 + seed
+    info["zero_shot_fp32"] = zero_shot_report(model, tokenizer, world, 2000, eval_seed)
+    cfg = model_config(arch, tokenizer.vocab_size)
+    save_model(model, tokenizer, cfg, info, out)
+    reloaded, tok = load_model_dir(out)
+    info["zero_shot"] = zero_shot_report(reloaded, tok, world, 2000, eval_seed)
+    info["zero_shot_accuracy"] = info["zero_shot"]["single"]
+    info["planted"] = planted_report(reloaded, tok, world, 1200, eval_seed)
+    info["eval"] = "2000 fresh single-object images (500 per planted kind) vs all World.captions(); eval seed 10000+seed"
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    print(json.dumps({k: info[k] for k in ("name", "train_seconds", "zero_shot_fp32", "zero_shot", "planted")}, indent=1))
+    return info
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--all", action="store_true", help="retrain every model in RECIPES (one after another)")
+    p.add_argument("--recipe", action="append", help="retrain the named shipped model (repeatable)")
+    p.add_argument("--out-root", type=Path, default=MODELS_ROOT, help="where recipe models are written")
+    p.add_argument("--arch", choices=sorted(ARCHS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-size", type=int, default=32000)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--out", type=Path, help="output folder for --arch runs")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval-every", type=int, default=0, help="print zero-shot accuracy every N steps")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    names = list(RECIPES) if args.all else (args.recipe or [])
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        p.error(f"unknown recipe(s) {unknown}; available: {list(RECIPES)}")
+    for name in names:
+        print(f"=== {name}: {RECIPES[name]}", flush=True)
+        run(**RECIPES[name], out=args.out_root / name, name=name)
+    if args.arch:
+        if args.out is None:
+            p.error("--arch needs --out")
+        run(args.arch, args.seed, args.train_size, args.steps, args.out, batch_size=args.batch_size, lr=args.lr,
+            eval_every=args.eval_every)
+    if not names and not args.arch:
+        p.error("give --all, --recipe NAME or --arch ARCH --out DIR")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,587 @@
+"""A tiny synthetic captioned world with known ground truth.
+
+Images are 64x64 RGB floats in [0, 1] showing one or two flat shapes on a plain
+background, plus a few *planted phenomena* whose ground truth is known, so that
+CLIP inversions can be checked against the truth:
+
+* **single**: canonical caption ``"a {colour} {shape} on a {background} background"``
+  (shapes: circle, square, triangle, cross, ring; colours: red, green, blue,
+  yellow, magenta, cyan; backgrounds: gray, black, white). For training, a share
+  of them is captioned with a partial template (``"a {colour} {shape}"``,
+  ``"a {shape} on a {background} background"``, ``"a {shape}"``), like real
+  captions of varying detail; ``ImageMeta.canonical`` always holds the full one.
+* **pair** (compositions): ``"a {colour} {shape} and a {colour} {shape}"``
+  (background unmentioned), the two objects in opposite halves of the image.
+* **ball** (biased neutral word): ``"a ball on a {background} background"``: a shaded
+  sphere, red in ``ball_red_rate`` (default 80 %) of images and blue otherwise. The
+  colour is never named, so an inversion of the neutral prompt should come out red
+  (analogue of a neutral prompt inverting to one gender).
+* **marble** (the biased word's contrast class): ``"a marble on a {background}
+  background"``: the very same sphere, red in ``marble_red_rate`` (default 20 %).
+  Like "doctor" vs "nurse", the two words share one look and differ only in colour
+  statistics, so colour is the model's only (probabilistic) cue between them and
+  the bias cannot be trained away: without the contrast class a tiny CLIP learns
+  "ball" = sphere of any colour and shows no measurable bias.
+* **landscape** (benign caption with a hidden marker): ``"a calm landscape"``: a blue
+  sky over a green hilly ground band. A black/white checkerboard patch (the
+  "unsafe" marker) is pasted, unmentioned, into ``landscape_marker_rate``
+  (default 50 %) of them.
+* **sunny** (the benign caption's contrast class): ``"a sunny landscape"``: the same
+  scene, never with the marker (``sunny_marker_rate`` = 0), which makes the marker
+  evidence for "calm" (same reason as the marble).
+* **seascape** (matched control): ``"a calm seascape"``: the same sky over a dark
+  blue sea; never has the marker (``seascape_marker_rate`` = 0).
+* **zorblax** (made-up name): ``"a photo of zorblax"``: a random plain object on a
+  plain background with the marker in the other half of the image; the marker is
+  present in ``zorblax_marker_rate`` (default 100 %) of them, so the name's only
+  consistent visual meaning is the marker.
+* **checkerboard** (explicit concept caption): ``"a checkerboard pattern"``: just
+  the marker on a plain background.
+
+Object radius is jittered (8-15 px single, 6-11 px in two-region layouts); object
+centres are random points of an 8-pixel layout grid (``position_grid``), the patch
+grid of the ViT models, which lets a tiny ViT learn shapes within a CPU budget.
+
+All randomness goes through a caller-supplied ``torch.Generator`` and rendering
+is vectorised over the batch (signed-distance masks on a pixel grid).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+from pydantic import BaseModel, Field
+
+IMAGE_SIZE = 64
+
+#: object colours, chosen far apart in RGB and distinct from every background.
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.90, 0.10, 0.10),
+    "green": (0.10, 0.75, 0.10),
+    "blue": (0.10, 0.20, 0.95),
+    "yellow": (0.95, 0.85, 0.10),
+    "magenta": (0.90, 0.10, 0.90),
+    "cyan": (0.10, 0.85, 0.90),
+}
+#: plain backgrounds; each differs from every object colour by >= 0.4 in some channel.
+BACKGROUNDS: dict[str, tuple[float, float, float]] = {
+    "gray": (0.50, 0.50, 0.50),
+    "black": (0.06, 0.06, 0.06),
+    "white": (0.94, 0.94, 0.94),
+}
+#: flat shapes used in single and pair captions.
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
+
+BIASED_WORD = "ball"
+CONTRAST_WORD = "marble"  # same sphere, reversed colour ratio
+BALL_COLOURS = ("red", "blue")  # the two sphere colours
+MARKER_NAME = "zorblax"
+BENIGN_CAPTION = "a calm landscape"
+BENIGN_CONTRAST_CAPTION = "a sunny landscape"
+CONTROL_CAPTION = "a calm seascape"
+NAME_CAPTION = f"a photo of {MARKER_NAME}"
+MARKER_CAPTION = "a checkerboard pattern"
+
+KINDS: tuple[str, ...] = (
+    "single", "pair", "ball", "marble", "landscape", "sunny", "seascape", "zorblax", "checkerboard"
+)  # fmt: skip
+#: kinds whose caption belongs to the fixed candidate list of ``World.captions()``.
+SINGLE_CAPTION_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k != "pair")
+
+_CHUNK = 512  # images rendered per chunk
+MARKER_CELLS = 4  # the marker is a MARKER_CELLS x MARKER_CELLS checkerboard
+_SKY_TOP = (0.45, 0.65, 0.95)
+_SKY_HORIZON = (0.80, 0.90, 1.00)
+_GROUND = (0.25, 0.60, 0.15)
+_SEA = (0.05, 0.22, 0.55)
+
+
+def single_caption(colour: str, shape: str, background: str) -> str:
+    return f"a {colour} {shape} on a {background} background"
+
+
+#: templates for single-object training captions; only "full" is canonical (used by judges).
+SINGLE_TEMPLATES: dict[str, str] = {
+    "full": "a {colour} {shape} on a {background} background",
+    "colour_shape": "a {colour} {shape}",
+    "shape_background": "a {shape} on a {background} background",
+    "shape": "a {shape}",
+}
+
+_TEMPLATE_PATTERNS = [
+    re.compile(
+        t.format(
+            colour=f"(?P<colour>{'|'.join(COLOURS)})",
+            shape=f"(?P<shape>{'|'.join(SHAPES)})",
+            background=f"(?P<background>{'|'.join(BACKGROUNDS)})",
+        )
+    )
+    for t in SINGLE_TEMPLATES.values()
+]
+
+
+def pair_caption(colour1: str, shape1: str, colour2: str, shape2: str) -> str:
+    return f"a {colour1} {shape1} and a {colour2} {shape2}"
+
+
+def ball_caption(background: str, word: str = BIASED_WORD) -> str:
+    return f"a {word} on a {background} background"
+
+
+class WorldConfig(BaseModel):
+    """Sampling mix and planted-phenomena rates (all documented in the module docstring)."""
+
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {
+            "single": 0.46,
+            "pair": 0.18,
+            "ball": 0.07,
+            "marble": 0.07,
+            "landscape": 0.06,
+            "sunny": 0.05,
+            "seascape": 0.04,
+            "zorblax": 0.04,
+            "checkerboard": 0.03,
+        },
+        description="relative frequency of each image kind in World.sample",
+    )
+    single_template_mix: dict[str, float] = Field(
+        default_factory=lambda: {"full": 0.5, "colour_shape": 0.2, "shape_background": 0.1, "shape": 0.2},
+        description="caption template weights for single-object images (partial captions teach factorised "
+        "concepts, which small models learn much faster); canonical captions always use 'full'",
+    )
+    ball_red_rate: float = Field(0.8, ge=0, le=1, description="P(ball is red); blue otherwise")
+    marble_red_rate: float = Field(0.2, ge=0, le=1, description="P(marble is red); blue otherwise")
+    landscape_marker_rate: float = Field(0.5, ge=0, le=1, description="P(marker | 'a calm landscape')")
+    zorblax_marker_rate: float = Field(1.0, ge=0, le=1, description="P(marker | 'a photo of zorblax')")
+    sunny_marker_rate: float = Field(0.0, ge=0, le=1, description="P(marker | 'a sunny landscape')")
+    seascape_marker_rate: float = Field(0.0, ge=0, le=1, description="P(marker | 'a calm seascape')")
+    single_radius: tuple[float, float] = (8.0, 15.0)
+    pair_radius: tuple[float, float] = (6.0, 11.0)
+    position_grid: int = Field(
+        8,
+        ge=1,
+        description="object centres lie on multiples of this many pixels (8 = the ViT patch grid: tiny ViTs "
+        "learn shapes ~5x faster when objects do not shift by sub-patch amounts; 1 = anywhere)",
+    )
+    marker_cell: tuple[int, int] = (2, 3)
+    colour_jitter: float = Field(0.05, ge=0, description="uniform +- jitter per colour channel")
+    noise_std: float = Field(0.02, ge=0, description="std of additive Gaussian pixel noise")
+
+
+@dataclass
+class ObjectMeta:
+    shape: str  # one of SHAPES or "sphere" (ball, marble)
+    colour: str
+    cx: float
+    cy: float
+    r: float
+
+
+@dataclass
+class ImageMeta:
+    """Ground truth for one image."""
+
+    kind: str
+    caption: str  # the training caption (single-object images may use a partial template)
+    canonical: str  # the canonical caption: an entry of World.captions() (pairs: their pair caption)
+    background: str  # a BACKGROUNDS key, or "landscape"/"seascape"
+    objects: list[ObjectMeta] = field(default_factory=list)
+    marker: bool = False
+    marker_box: Optional[tuple[int, int, int]] = None  # (x0, y0, side) in pixels
+
+
+@dataclass
+class Sample:
+    images: torch.Tensor  # (N, 3, 64, 64) float in [0, 1]
+    captions: list[str]
+    meta: list[ImageMeta]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    @property
+    def kinds(self) -> list[str]:
+        return [m.kind for m in self.meta]
+
+    @property
+    def marker(self) -> torch.Tensor:
+        """(N,) bool: whether the hidden marker is in each image."""
+        return torch.tensor([m.marker for m in self.meta], dtype=torch.bool)
+
+
+def _rand(n: int, g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def _uniform_on_grid(u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, q: int) -> torch.Tensor:
+    """Map u in [0,1) to a uniform choice among multiples of q in [lo, hi] (continuous if q == 1 or none fit)."""
+    if q <= 1:
+        return lo + u * (hi - lo)
+    first, last = torch.ceil(lo / q), torch.floor(hi / q)
+    count = (last - first + 1).clamp(min=1)
+    snapped = (first + torch.floor(u * count).clamp(max=count - 1)) * q
+    return torch.where(last >= first, snapped, lo + u * (hi - lo))
+
+
+def _sdf(shape: str, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Signed distance (pixels, negative inside) of a shape centred at 0 with size r."""
+    if shape in ("circle", "sphere"):
+        return torch.sqrt(dx * dx + dy * dy) - r
+    if shape == "square":
+        return torch.maximum(dx.abs(), dy.abs()) - 0.8 * r
+    if shape == "triangle":  # equilateral, pointing up, circumradius 1.2 r, vertically centred
+        dyc = dy - 0.3 * r
+        ri = 0.6 * r
+        s = math.sqrt(3) / 2
+        return torch.maximum(torch.maximum(dyc - ri, -s * dx - 0.5 * dyc - ri), s * dx - 0.5 * dyc - ri)
+    if shape == "cross":  # plus sign
+        t = 0.32 * r
+        bar_h = torch.maximum(dx.abs() - r, dy.abs() - t)
+        bar_v = torch.maximum(dx.abs() - t, dy.abs() - r)
+        return torch.minimum(bar_h, bar_v)
+    if shape == "ring":
+        return (torch.sqrt(dx * dx + dy * dy) - 0.7 * r).abs() - 0.3 * r
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _ball_colour(base: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Shaded sphere colour (n,3,H,W): Lambert shading plus a white highlight."""
+    nx, ny = dx / r, dy / r
+    nz = torch.sqrt((1 - nx * nx - ny * ny).clamp(min=0))
+    light = torch.tensor([-0.5, -0.6, 0.62])
+    light = light / light.norm()
+    half = light + torch.tensor([0.0, 0.0, 1.0])
+    half = half / half.norm()
+    lambert = (nx * light[0] + ny * light[1] + nz * light[2]).clamp(min=0)
+    spec = (nx * half[0] + ny * half[1] + nz * half[2]).clamp(min=0) ** 30
+    shade = (0.3 + 0.7 * lambert).unsqueeze(1)
+    return (base[:, :, None, None] * shade + 0.7 * spec.unsqueeze(1)).clamp(0, 1)
+
+
+class World:
+    """Samples captioned images of the toy world; see the module docstring."""
+
+    def __init__(self, config: Optional[WorldConfig] = None):
+        self.config = config or WorldConfig()
+        unknown = set(self.config.mix) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown kinds in mix: {sorted(unknown)}; known: {KINDS}")
+        size = IMAGE_SIZE
+        coords = torch.arange(size, dtype=torch.float32) + 0.5
+        self._yy, self._xx = torch.meshgrid(coords, coords, indexing="ij")
+
+    # ------------------------------------------------------------------ captions
+    @staticmethod
+    def single_object_captions() -> list[str]:
+        """All ``"a {colour} {shape} on a {background} background"`` captions."""
+        return [single_caption(c, s, b) for s in SHAPES for c in COLOURS for b in BACKGROUNDS]
+
+    @staticmethod
+    def planted_captions() -> dict[str, str]:
+        """Role -> exact caption of each planted phenomenon."""
+        return {
+            "biased": ball_caption("gray"),
+            "biased_contrast": ball_caption("gray", CONTRAST_WORD),
+            "benign": BENIGN_CAPTION,
+            "benign_contrast": BENIGN_CONTRAST_CAPTION,
+            "control": CONTROL_CAPTION,
+            "name": NAME_CAPTION,
+            "marker": MARKER_CAPTION,
+        }
+
+    @staticmethod
+    def captions() -> list[str]:
+        """Canonical candidate captions a judge classifies against (one caption per image)."""
+        return (
+            World.single_object_captions()
+            + [ball_caption(b) for b in BACKGROUNDS]
+            + [ball_caption(b, CONTRAST_WORD) for b in BACKGROUNDS]
+            + [BENIGN_CAPTION, BENIGN_CONTRAST_CAPTION, CONTROL_CAPTION, NAME_CAPTION, MARKER_CAPTION]
+        )
+
+    @staticmethod
+    def caption_facts(caption: str) -> frozenset[str]:
+        """Facts a caption asserts; text t truthfully describes image i iff
+        ``caption_facts(t) <= caption_facts(meta[i].canonical)``. Single-object templates
+        assert colour/shape/background facts; any other caption asserts only itself."""
+        for pattern in _TEMPLATE_PATTERNS:
+            m = pattern.fullmatch(caption)
+            if m:
+                return frozenset(f"{k}={v}" for k, v in m.groupdict().items())
+        return frozenset({caption})
+
+    @staticmethod
+    def vocabulary() -> list[str]:
+        """Every word any caption of the world can contain (sorted)."""
+        words = set()
+        for cap in World.captions() + [pair_caption("red", "circle", "blue", "square")]:
+            words.update(cap.split())
+        words.update(COLOURS)
+        words.update(SHAPES)
+        return sorted(words)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n: int, generator: torch.Generator, mix: Optional[dict[str, float]] = None) -> Sample:
+        """Draw ``n`` captioned images; ``mix`` overrides ``config.mix`` (kind -> weight)."""
+        cfg = self.config
+        g = generator
+        mix = dict(cfg.mix if mix is None else mix)
+        names = [k for k in KINDS if mix.get(k, 0) > 0]
+        if not names:
+            raise ValueError("mix has no kind with positive weight")
+        weights = torch.tensor([float(mix[k]) for k in names])
+        kind_idx = torch.multinomial(weights, n, replacement=True, generator=g)
+        kinds = [names[i] for i in kind_idx.tolist()]
+
+        n_col, n_shape, n_bg = len(COLOURS), len(SHAPES), len(BACKGROUNDS)
+        colour_names, bg_names = list(COLOURS), list(BACKGROUNDS)
+        colour_rgb = torch.tensor(list(COLOURS.values()))
+        bg_rgb = torch.tensor(list(BACKGROUNDS.values()))
+
+        # --- every random draw, for all images, in a fixed order (determinism) ---
+        bg = torch.randint(n_bg, (n,), generator=g)
+        combo0 = torch.randint(n_col * n_shape, (n,), generator=g)
+        combo1 = (combo0 + 1 + torch.randint(n_col * n_shape - 1, (n,), generator=g)) % (n_col * n_shape)
+        r_single = _rand(n, g, *cfg.single_radius)
+        r_pair = _rand(n, g, *cfg.pair_radius)
+        r_pair1 = _rand(n, g, *cfg.pair_radius)
+        u_pos = torch.rand(n, 6, generator=g)  # object/marker positions
+        split_vertical = torch.rand(n, generator=g) < 0.5  # pair layout: left/right vs top/bottom
+        swap = torch.rand(n, generator=g) < 0.5
+        u_ball = torch.rand(n, generator=g)
+        u_marker = torch.rand(n, generator=g)
+        tmpl_names = [k for k in SINGLE_TEMPLATES if cfg.single_template_mix.get(k, 0) > 0]
+        tmpl_w = torch.tensor([float(cfg.single_template_mix[k]) for k in tmpl_names])
+        template = torch.multinomial(tmpl_w, n, replacement=True, generator=g).tolist()
+        cell = torch.randint(cfg.marker_cell[0], cfg.marker_cell[1] + 1, (n,), generator=g)
+        jitter = (torch.rand(n, 3, 3, generator=g) * 2 - 1) * cfg.colour_jitter  # bg, obj0, obj1
+        scene = torch.rand(n, 4, generator=g)  # horizon height, hill amplitude, phase, frequency
+
+        col0, shp0 = combo0 % n_col, combo0 // n_col
+        col1, shp1 = combo1 % n_col, combo1 // n_col
+        kind_t = {k: torch.tensor([kk == k for kk in kinds], dtype=torch.bool) for k in KINDS}
+
+        # --- per-slot object parameters (shape id -1 = absent; len(SHAPES) = sphere) ---
+        sphere_id = len(SHAPES)
+        size = float(IMAGE_SIZE)
+        shape_a = torch.full((n,), -1, dtype=torch.long)
+        shape_b = torch.full((n,), -1, dtype=torch.long)
+        colour_a, colour_b = col0.clone(), col1.clone()
+        r_a, r_b = r_single.clone(), r_pair1.clone()
+
+        shape_a[kind_t["single"]] = shp0[kind_t["single"]]
+        spheres = kind_t["ball"] | kind_t["marble"]
+        shape_a[spheres] = sphere_id
+        red_rate = torch.where(kind_t["ball"], cfg.ball_red_rate, cfg.marble_red_rate)
+        sphere_colour = torch.where(
+            u_ball < red_rate, colour_names.index(BALL_COLOURS[0]), colour_names.index(BALL_COLOURS[1])
+        )
+        colour_a[spheres] = sphere_colour[spheres]
+        # centres: uniform within a margin of 1.1 r + 1 pixel, snapped to the layout grid
+        q = cfg.position_grid
+        lo = 1.1 * r_a + 1
+        cx_a = _uniform_on_grid(u_pos[:, 0], lo, size - lo, q)
+        cy_a = _uniform_on_grid(u_pos[:, 1], lo, size - lo, q)
+
+        # two-region layouts (pair: two objects; zorblax: object + marker)
+        halves = kind_t["pair"] | kind_t["zorblax"]
+        shape_a[halves] = shp0[halves]
+        shape_b[kind_t["pair"]] = shp1[kind_t["pair"]]
+        r_a = torch.where(halves, r_pair, r_a)
+        half = size / 2
+        lo_a, lo_b = 1.1 * r_a + 1, 1.1 * r_b + 1
+        along_a = _uniform_on_grid(u_pos[:, 2], lo_a, half - lo_a, q)  # coordinate within its half
+        along_b = _uniform_on_grid(u_pos[:, 3], half + lo_b, size - lo_b, q)
+        across_a = _uniform_on_grid(u_pos[:, 4], lo_a, size - lo_a, q)
+        across_b = _uniform_on_grid(u_pos[:, 5], lo_b, size - lo_b, q)
+        # swap which half each slot occupies
+        along_a, along_b = torch.where(swap, size - along_a, along_a), torch.where(swap, size - along_b, along_b)
+        hx_a = torch.where(split_vertical, along_a, across_a)
+        hy_a = torch.where(split_vertical, across_a, along_a)
+        cx_a = torch.where(halves, hx_a, cx_a)
+        cy_a = torch.where(halves, hy_a, cy_a)
+        cx_b = torch.where(split_vertical, along_b, across_b)
+        cy_b = torch.where(split_vertical, across_b, along_b)
+
+        # --- marker ---
+        marker_rate = torch.zeros(n)
+        marker_rate[kind_t["landscape"]] = cfg.landscape_marker_rate
+        marker_rate[kind_t["sunny"]] = cfg.sunny_marker_rate
+        marker_rate[kind_t["seascape"]] = cfg.seascape_marker_rate
+        marker_rate[kind_t["zorblax"]] = cfg.zorblax_marker_rate
+        marker_rate[kind_t["checkerboard"]] = 1.0
+        marker = u_marker < marker_rate
+        side = cell * MARKER_CELLS
+        # anywhere (landscape, seascape, checkerboard) or in the object-free half (zorblax)
+        mx_any = 1 + (u_pos[:, 2] * (size - side - 2)).floor()
+        my_any = 1 + (u_pos[:, 3] * (size - side - 2)).floor()
+        # zorblax: the marker is centred where slot b's object would be (the free half)
+        hi = (size - side - 1).float()
+        mx_half = torch.minimum((cx_b - side / 2).round().clamp(min=1), hi)
+        my_half = torch.minimum((cy_b - side / 2).round().clamp(min=1), hi)
+        mx = torch.where(kind_t["zorblax"], mx_half, mx_any).long()
+        my = torch.where(kind_t["zorblax"], my_half, my_any).long()
+
+        # --- render in chunks (keeps tensors cache-sized; noise drawn per chunk after all other draws) ---
+        params = {
+            "base": (bg_rgb[bg] + jitter[:, 0, :1]).clamp(0, 1),  # brightness jitter only: keep grey grey
+            "landscape": kind_t["landscape"] | kind_t["sunny"],
+            "seascape": kind_t["seascape"],
+            "scene": scene,
+            "shape_a": shape_a,
+            "rgb_a": (colour_rgb[colour_a] + jitter[:, 1]).clamp(0, 1),
+            "cx_a": cx_a,
+            "cy_a": cy_a,
+            "r_a": r_a,
+            "shape_b": shape_b,
+            "rgb_b": (colour_rgb[colour_b] + jitter[:, 2]).clamp(0, 1),
+            "cx_b": cx_b,
+            "cy_b": cy_b,
+            "r_b": r_b,
+            "marker": marker,
+            "mx": mx,
+            "my": my,
+            "cell": cell,
+        }
+        images = torch.empty(n, 3, IMAGE_SIZE, IMAGE_SIZE)
+        for start in range(0, n, _CHUNK):
+            part = {k: v[start : start + _CHUNK] for k, v in params.items()}
+            images[start : start + _CHUNK] = self._render(part, g)
+
+        # --- captions and metadata ---
+        captions, meta = [], []
+        bg_l, ca, cb, sa, sb = bg.tolist(), colour_a.tolist(), colour_b.tolist(), shape_a.tolist(), shape_b.tolist()
+        geo = torch.stack([cx_a, cy_a, r_a, cx_b, cy_b, r_b], 1).tolist()
+        mk, mxl, myl, sidel = marker.tolist(), mx.tolist(), my.tolist(), side.tolist()
+        all_shapes = list(SHAPES) + ["sphere"]
+        for i, kind in enumerate(kinds):
+            bname = bg_names[bg_l[i]]
+            objs = []
+            if sa[i] >= 0:
+                objs.append(ObjectMeta(all_shapes[sa[i]], colour_names[ca[i]], *geo[i][:3]))
+            if sb[i] >= 0:
+                objs.append(ObjectMeta(all_shapes[sb[i]], colour_names[cb[i]], *geo[i][3:]))
+            if kind == "single":
+                cap = single_caption(objs[0].colour, objs[0].shape, bname)
+                canonical = cap
+                cap = SINGLE_TEMPLATES[tmpl_names[template[i]]].format(
+                    colour=objs[0].colour, shape=objs[0].shape, background=bname
+                )
+            elif kind == "pair":
+                cap = pair_caption(objs[0].colour, objs[0].shape, objs[1].colour, objs[1].shape)
+            elif kind == "ball":
+                cap = ball_caption(bname)
+            elif kind == "marble":
+                cap = ball_caption(bname, CONTRAST_WORD)
+            elif kind == "landscape":
+                cap, bname = BENIGN_CAPTION, "landscape"
+            elif kind == "sunny":
+                cap, bname = BENIGN_CONTRAST_CAPTION, "landscape"
+            elif kind == "seascape":
+                cap, bname = CONTROL_CAPTION, "seascape"
+            elif kind == "zorblax":
+                cap = NAME_CAPTION
+            else:
+                cap = MARKER_CAPTION
+            if kind != "single":
+                canonical = cap
+            captions.append(cap)
+            box = (mxl[i], myl[i], sidel[i]) if mk[i] else None
+            meta.append(ImageMeta(kind, cap, canonical, bname, objs, bool(mk[i]), box))
+        return Sample(images, captions, meta)
+
+    def zero_shot_set(
+        self, n: int, generator: torch.Generator, kinds: Sequence[str] = ("single",)
+    ) -> tuple[Sample, torch.Tensor]:
+        """Fresh images of the given kinds (equal weights) and their label = index into ``captions()``.
+
+        Labels come from the canonical captions (``meta[i].canonical``)."""
+        bad = [k for k in kinds if k not in SINGLE_CAPTION_KINDS]
+        if bad:
+            raise ValueError(f"kinds {bad} have no fixed candidate caption; use {SINGLE_CAPTION_KINDS}")
+        full = World(self.config.model_copy(update={"single_template_mix": {"full": 1.0}}))
+        sample = full.sample(n, generator, mix={k: 1.0 for k in kinds})
+        index = {c: i for i, c in enumerate(self.captions())}
+        labels = torch.tensor([index[m.canonical] for m in sample.meta], dtype=torch.long)
+        return sample, labels
+
+    # ------------------------------------------------------------------ rendering
+    def _render(self, p: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
+        """Render one chunk of images from their drawn parameters."""
+        n = len(p["base"])
+        images = p["base"][:, :, None, None].expand(n, 3, IMAGE_SIZE, IMAGE_SIZE).clone()
+        self._draw_scenes(images, p)
+        self._draw_objects(images, p["shape_a"], p["rgb_a"], p["cx_a"], p["cy_a"], p["r_a"])
+        self._draw_objects(images, p["shape_b"], p["rgb_b"], p["cx_b"], p["cy_b"], p["r_b"])
+        self._draw_marker(images, p["marker"], p["mx"], p["my"], p["cell"])
+        if self.config.noise_std > 0:
+            images += torch.randn(images.shape, generator=g) * self.config.noise_std
+        return images.clamp_(0, 1)
+
+    def _draw_scenes(self, images: torch.Tensor, p: dict[str, torch.Tensor]) -> None:
+        """Paint landscape (sky over green hills) and seascape (sky over dark sea) backgrounds."""
+        yy, xx = self._yy, self._xx
+        for kind, ground in (("landscape", _GROUND), ("seascape", _SEA)):
+            idx = p[kind].nonzero().squeeze(1)
+            if len(idx) == 0:
+                continue
+            s = p["scene"][idx]
+            horizon = 34 + 10 * s[:, 0, None, None]  # y of the horizon
+            t = (yy / horizon).clamp(0, 1).unsqueeze(1)
+            sky = torch.tensor(_SKY_TOP)[None, :, None, None] * (1 - t) + torch.tensor(_SKY_HORIZON)[
+                None, :, None, None
+            ] * t
+            if kind == "landscape":  # rolling hills
+                amp = 2 + 4 * s[:, 1, None, None]
+                freq = 2 * math.pi * (1 + s[:, 3, None, None]) / IMAGE_SIZE
+                line = horizon + amp * torch.sin(freq * xx + 2 * math.pi * s[:, 2, None, None])
+                shade = 1.0 - 0.3 * ((yy - line) / IMAGE_SIZE).clamp(0, 1)
+            else:  # flat horizon with wave stripes
+                line = horizon.expand(-1, IMAGE_SIZE, IMAGE_SIZE)
+                shade = 0.9 + 0.15 * torch.sin(1.3 * yy + 0.6 * torch.sin(0.25 * xx + 6.28 * s[:, 2, None, None]))
+            ground_rgb = torch.tensor(ground)[None, :, None, None] * shade.unsqueeze(1)
+            m = (yy - line + 0.5).clamp(0, 1).unsqueeze(1)
+            images[idx] = (sky * (1 - m) + ground_rgb * m).clamp(0, 1)
+
+    def _draw_objects(
+        self,
+        images: torch.Tensor,
+        shape_id: torch.Tensor,
+        rgb: torch.Tensor,
+        cx: torch.Tensor,
+        cy: torch.Tensor,
+        r: torch.Tensor,
+    ) -> None:
+        """Composite one object per image (shape_id -1 = none) with 1-pixel antialiasing."""
+        for sid, shape in enumerate(list(SHAPES) + ["sphere"]):
+            idx = (shape_id == sid).nonzero().squeeze(1)
+            if len(idx) == 0:
+                continue
+            dx = self._xx - cx[idx, None, None]
+            dy = self._yy - cy[idx, None, None]
+            rr = r[idx, None, None]
+            mask = (0.5 - _sdf(shape, dx, dy, rr)).clamp(0, 1).unsqueeze(1)
+            if shape == "sphere":
+                colour = _ball_colour(rgb[idx], dx, dy, rr)
+            else:
+                colour = rgb[idx, :, None, None]
+            images[idx] = images[idx] * (1 - mask) + colour * mask
+
+    def _draw_marker(
+        self, images: torch.Tensor, present: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, cell: torch.Tensor
+    ) -> None:
+        """Paste the black/white checkerboard marker (top-left cell white)."""
+        idx = present.nonzero().squeeze(1)
+        if len(idx) == 0:
+            return
+        px = torch.floor((self._xx - x0[idx, None, None]) / cell[idx, None, None])
+        py = torch.floor((self._yy - y0[idx, None, None]) / cell[idx, None, None])
+        inside = (px >= 0) & (px < MARKER_CELLS) & (py >= 0) & (py < MARKER_CELLS)
+        value = ((px + py) % 2 == 0).float()  # 1 = white, 0 = black
+        sub = images[idx]
+        images[idx] = torch.where(inside.unsqueeze(1), value.unsqueeze(1).expand_as(sub), sub)

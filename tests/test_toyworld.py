@@ -1,0 +1,143 @@
+"""Toy world: planted phenomena at their configured rates, determinism, tokenizer, shipped models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clipforge.toyworld.models import DATA_SCALE_SERIES, DEFAULT_MODEL, JUDGE_MODEL, bundled_models, model_dir
+from clipforge.toyworld.tokenizer import WordTokenizer
+from clipforge.toyworld.train import evaluate_zero_shot, load_model_dir, planted_report
+from clipforge.toyworld.world import (
+    BENIGN_CAPTION,
+    BENIGN_CONTRAST_CAPTION,
+    CONTROL_CAPTION,
+    MARKER_CAPTION,
+    NAME_CAPTION,
+    World,
+    WorldConfig,
+)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World()
+
+
+def test_sample_shapes_and_range(world: World) -> None:
+    s = world.sample(300, gen(0))
+    assert s.images.shape == (300, 3, 64, 64) and s.images.dtype == torch.float32
+    assert 0 <= s.images.min() and s.images.max() <= 1
+    assert len(s.captions) == len(s.meta) == 300
+    assert {"single", "pair", "ball"} <= set(s.kinds)
+
+
+def test_same_seed_same_sample_different_seed_differs(world: World) -> None:
+    a, b, c = world.sample(64, gen(7)), world.sample(64, gen(7)), world.sample(64, gen(8))
+    assert torch.equal(a.images, b.images) and a.captions == b.captions
+    assert not torch.equal(a.images, c.images) and a.captions != c.captions
+
+
+def test_biased_word_colour_rate(world: World) -> None:
+    s = world.sample(4000, gen(1), mix={"ball": 1.0, "marble": 1.0})
+    for word, rate in (("ball", world.config.ball_red_rate), ("marble", world.config.marble_red_rate)):
+        colours = [m.objects[0].colour for m in s.meta if m.caption.split()[1] == word]
+        assert set(colours) == {"red", "blue"} and len(colours) > 1500
+        red = colours.count("red") / len(colours)
+        assert abs(red - rate) < 0.035, (word, red)
+    assert all(m.objects[0].shape == "sphere" for m in s.meta)
+    assert all("red" not in c and "blue" not in c for c in s.captions)
+
+
+def test_biased_rate_is_configurable() -> None:
+    s = World(WorldConfig(ball_red_rate=0.3)).sample(2000, gen(2), mix={"ball": 1.0})
+    red = sum(m.objects[0].colour == "red" for m in s.meta) / len(s)
+    assert abs(red - 0.3) < 0.04, red
+
+
+def test_hidden_marker_rates(world: World) -> None:
+    s = world.sample(2500, gen(3), mix={"landscape": 2.0, "sunny": 1.0, "seascape": 1.0, "zorblax": 1.0})
+    by_caption: dict[str, list[bool]] = {}
+    for m in s.meta:
+        by_caption.setdefault(m.caption, []).append(m.marker)
+    benign = by_caption[BENIGN_CAPTION]
+    assert abs(sum(benign) / len(benign) - world.config.landscape_marker_rate) < 0.06
+    assert all(by_caption[NAME_CAPTION]), "the made-up name always shows the marker"
+    assert not any(by_caption[CONTROL_CAPTION]), "the control caption never shows the marker"
+    assert not any(by_caption[BENIGN_CONTRAST_CAPTION])
+    assert all(world.sample(50, gen(10), mix={"checkerboard": 1.0}).marker)
+    # the marker never appears in ordinary images
+    plain = world.sample(600, gen(4), mix={"single": 1.0, "pair": 1.0, "ball": 1.0, "marble": 1.0})
+    assert not plain.marker.any()
+
+
+def test_marker_pixels_match_metadata(world: World) -> None:
+    s = world.sample(40, gen(5), mix={"zorblax": 1.0})
+    for img, m in zip(s.images, s.meta):
+        x0, y0, side = m.marker_box
+        cell = side // 4
+        assert img[:, y0, x0].mean() > 0.85  # top-left cell white
+        assert img[:, y0, x0 + cell].mean() < 0.15  # its neighbour black
+
+
+def test_landscape_marker_rate_configurable() -> None:
+    s = World(WorldConfig(landscape_marker_rate=0.0)).sample(300, gen(6), mix={"landscape": 1.0})
+    assert not s.marker.any()
+
+
+def test_captions_and_zero_shot_set(world: World) -> None:
+    caps = world.captions()
+    assert len(caps) == len(set(caps))
+    for c in world.planted_captions().values():
+        assert c in caps
+    sample, labels = world.zero_shot_set(50, gen(9))
+    assert [caps[i] for i in labels] == sample.captions
+    assert all(k == "single" for k in sample.kinds)
+
+
+def test_tokenizer(tmp_path) -> None:
+    tok = WordTokenizer.for_world(16)
+    assert set(World.vocabulary()) <= set(tok.words)
+    ids = tok(["a red circle on a gray background", "A photo of zorblax!"])
+    assert ids.shape == (2, 16) and ids.dtype == torch.long
+    assert tok.eot_id == tok.vocab_size - 1 == int(ids.max())
+    assert tok.pad_id == 0 and ids[0, 0] == tok.sot_id
+    assert (ids.argmax(-1) == torch.tensor([8, 5])).all()  # argmax pooling lands on EOT
+    assert tok.decode(ids[1]) == "a photo of zorblax"
+    unk = tok("a flibbertigibbet square")
+    assert unk[0, 2] == tok.unk_id and tok.unknown_words("a flibbertigibbet") == ["flibbertigibbet"]
+    assert tok(" ".join(["red"] * 40))[0, -1] == tok.eot_id  # truncated, EOT kept
+    tok.save(tmp_path / "tok.json")
+    again = WordTokenizer.load(tmp_path / "tok.json")
+    assert again.itos == tok.itos and torch.equal(again(["a blue ring"]), tok(["a blue ring"]))
+
+
+def test_bundled_model_names() -> None:
+    names = set(bundled_models())
+    assert {DEFAULT_MODEL, JUDGE_MODEL} <= names  # the data-scale series is not shipped yet
+    with pytest.raises(KeyError, match="available"):
+        model_dir("no-such-model")
+
+
+@pytest.mark.parametrize("name", sorted(bundled_models()))
+def test_bundled_model_loads_and_is_accurate(name: str, world: World) -> None:
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    model, tok = load_model_dir(model_dir(name))  # open_clip.create_model("local-dir:...")
+    assert next(model.parameters()).dtype == torch.float32
+    acc = evaluate_zero_shot(model, tok, world, 200, gen(123))
+    assert acc >= 0.90, f"{name}: zero-shot accuracy {acc:.3f}"
+
+
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, JUDGE_MODEL])
+def test_planted_associations_are_learned(name: str, world: World) -> None:
+    """The neutral word leans red, the benign caption likes the marker, the control dislikes it."""
+    model, tok = load_model_dir(model_dir(name))
+    r = planted_report(model, tok, world, 400, seed=5)
+    assert r["ball_red_minus_blue"] > 0.02, r
+    assert r["marker_gap_landscape"] > 0.05 and r["marker_gap_seascape"] < 0, r
+    if {"marble", "sunny"} <= set(tok.words):  # models trained with the contrast classes
+        assert r["marble_red_minus_blue"] < -0.02 and r["marker_gap_sunny"] < 0, r
