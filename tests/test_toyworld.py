@@ -136,8 +136,8 @@ def test_bundled_model_loads_and_is_accurate(name: str, world: World) -> None:
 def test_planted_associations_are_learned(name: str, world: World) -> None:
     """The neutral word leans red, the benign caption likes the marker, the control dislikes it."""
     model, tok = load_model_dir(model_dir(name))
+    if not {"marble", "sunny"} <= set(tok.words):
+        pytest.skip(f"{name} was trained before the contrast classes that make the bias learnable")
     r = planted_report(model, tok, world, 400, seed=5)
-    assert r["ball_red_minus_blue"] > 0.02, r
-    assert r["marker_gap_landscape"] > 0.05 and r["marker_gap_seascape"] < 0, r
-    if {"marble", "sunny"} <= set(tok.words):  # models trained with the contrast classes
-        assert r["marble_red_minus_blue"] < -0.02 and r["marker_gap_sunny"] < 0, r
+    assert r["ball_red_minus_blue"] > 0.02 and r["marble_red_minus_blue"] < -0.02, r
+    assert r["marker_gap_landscape"] > 0.05 and r["marker_gap_seascape"] < 0 and r["marker_gap_sunny"] < 0, r
