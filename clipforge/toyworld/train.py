@@ -74,9 +74,9 @@ ARCHS: dict[str, dict[str, Any]] = {
 #: the exact recipes of the shipped models (``--all`` retrains all of them).
 RECIPES: dict[str, dict[str, Any]] = {
     # the ViT data-scale series: identical but for the number of distinct training images
-    "toyworld-vit": {"arch": "vit", "seed": 0, "train_size": 32000, "steps": 700},
-    "toyworld-vit-8k": {"arch": "vit", "seed": 0, "train_size": 8000, "steps": 700},
-    "toyworld-vit-2k": {"arch": "vit", "seed": 0, "train_size": 2000, "steps": 700},
+    "toyworld-vit": {"arch": "vit", "seed": 0, "train_size": 32000, "steps": 900},
+    "toyworld-vit-8k": {"arch": "vit", "seed": 0, "train_size": 8000, "steps": 900},
+    "toyworld-vit-2k": {"arch": "vit", "seed": 0, "train_size": 2000, "steps": 900},
     # the judge: another architecture (open_clip's ModifiedResNet) and another seed, never inverted
     "toyworld-judge": {"arch": "rn", "seed": 2, "train_size": 32000, "steps": 600},
 }
