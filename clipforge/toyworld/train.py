@@ -335,6 +335,7 @@ def save_model(model: open_clip.CLIP, tokenizer: WordTokenizer, model_cfg: dict,
         k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
     }
     save_file(state, str(out / "open_clip_model.safetensors"))
+    (out / "open_clip_model.safetensors").chmod(0o644)  # safetensors writes 0600
     tokenizer.save(out / "tokenizer.json")
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
 
