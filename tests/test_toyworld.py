@@ -69,7 +69,8 @@ def test_hidden_marker_rates(world: World) -> None:
     assert all(by_caption[NAME_CAPTION]), "the made-up name always shows the marker"
     assert not any(by_caption[CONTROL_CAPTION]), "the control caption never shows the marker"
     assert not any(by_caption[BENIGN_CONTRAST_CAPTION])
-    assert all(world.sample(50, gen(10), mix={"checkerboard": 1.0}).marker)
+    concept = world.sample(50, gen(10), mix={"checkerboard": 1.0})
+    assert all(concept.marker) and set(concept.captions) == {MARKER_CAPTION}
     # the marker never appears in ordinary images
     plain = world.sample(600, gen(4), mix={"single": 1.0, "pair": 1.0, "ball": 1.0, "marble": 1.0})
     assert not plain.marker.any()
@@ -118,7 +119,7 @@ def test_tokenizer(tmp_path) -> None:
 
 def test_bundled_model_names() -> None:
     names = set(bundled_models())
-    assert {DEFAULT_MODEL, JUDGE_MODEL} <= names  # the data-scale series is not shipped yet
+    assert {DEFAULT_MODEL, JUDGE_MODEL, *DATA_SCALE_SERIES} <= names
     with pytest.raises(KeyError, match="available"):
         model_dir("no-such-model")
 
@@ -136,8 +137,19 @@ def test_bundled_model_loads_and_is_accurate(name: str, world: World) -> None:
 def test_planted_associations_are_learned(name: str, world: World) -> None:
     """The neutral word leans red, the benign caption likes the marker, the control dislikes it."""
     model, tok = load_model_dir(model_dir(name))
-    if not {"marble", "sunny"} <= set(tok.words):
-        pytest.skip(f"{name} was trained before the contrast classes that make the bias learnable")
     r = planted_report(model, tok, world, 400, seed=5)
     assert r["ball_red_minus_blue"] > 0.02 and r["marble_red_minus_blue"] < -0.02, r
-    assert r["marker_gap_landscape"] > 0.05 and r["marker_gap_seascape"] < 0 and r["marker_gap_sunny"] < 0, r
+    assert r["marker_gap_landscape"] > 0.02, r
+    assert r["marker_gap_landscape"] > max(r["marker_gap_seascape"], r["marker_gap_sunny"]) + 0.05, r
+
+
+@pytest.mark.parametrize("name", sorted(bundled_models()))
+def test_bundled_model_matches_the_world(name: str) -> None:
+    """A shipped model must be trained on the shipped world (same vocabulary and WorldConfig)."""
+    import json
+
+    folder = model_dir(name)
+    assert WordTokenizer.load(folder / "tokenizer.json").itos == WordTokenizer.for_world().itos
+    info = json.loads((folder / "train_info.json").read_text())
+    assert WorldConfig(**info["world_config"]) == WorldConfig()
+    assert info["name"] == name

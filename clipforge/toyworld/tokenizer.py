@@ -34,7 +34,7 @@ def split_words(text: str) -> list[str]:
 class WordTokenizer:
     """Maps text to ``[SOT] words... [EOT] 0 0 ...`` id rows of fixed ``context_length``."""
 
-    def __init__(self, vocab: list[str], context_length: int = 16):
+    def __init__(self, vocab: list[str], context_length: int = 12):
         if context_length < 2:
             raise ValueError("context_length must be >= 2 (room for SOT and EOT)")
         words = sorted({w.lower() for w in vocab} - set(_SPECIALS))
@@ -90,7 +90,7 @@ class WordTokenizer:
         return tok
 
     @classmethod
-    def for_world(cls, context_length: int = 16) -> "WordTokenizer":
+    def for_world(cls, context_length: int = 12) -> "WordTokenizer":
         """Tokenizer covering the world's caption vocabulary plus ``EXTRA_WORDS``."""
         from clipforge.toyworld.world import World
 

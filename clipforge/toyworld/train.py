@@ -377,7 +377,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     p.add_argument("--out", type=Path, help="output folder for --arch runs")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the shipped models used 1: shared CPU)")
     p.add_argument("--eval-every", type=int, default=0, help="print zero-shot accuracy every N steps")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
