@@ -2,8 +2,9 @@
 
 The naive loop inverts one prompt at a time in fp32 with the paper's setup and reads the loss back
 with ``.item()`` every step (the authors print it), as their ``invert.py`` does. The batched
-engine inverts many prompts x seeds per step; on CUDA it also uses bf16 autocast for the backbone,
-TF32 and gathers metrics every 50 steps. Both run in this process, on the same model and shapes.
+engine inverts many prompts x seeds per step and gathers metrics every 50 steps (no host sync in
+between); on CUDA it also uses bf16 autocast for the backbone and TF32; ``--compile`` adds
+``torch.compile`` of the backbone (compile time excluded: a warm-up runs first). Both run in this process, on the same model and shapes.
 
 A "step" costs about the same at every resolution of the schedule (the model always sees its full
 input size), but not exactly, so each method is timed for ``--steps`` steps in each of the three
@@ -149,15 +150,17 @@ class PhaseClock(Callback):
 
 
 def batched_inversion(backbone_ref: dict, prompts: list[str], sizes: tuple[int, int, int], steps_per_phase: int,
-                      copies: int, device: torch.device, fast: bool, chunk: int | None) -> list[float]:
+                      copies: int, device: torch.device, fast: bool, chunk: int | None,
+                      compile: bool = False) -> list[float]:
     spec = {
         "prompts": prompts,
         "backbones": [backbone_ref],
         "steps": 3 * steps_per_phase, "copies": copies,
         "resolution": [{"step": i * steps_per_phase, "size": s} for i, s in enumerate(sizes)],
         "callbacks": [], "device": str(device),
-        "log_every": 50 if fast else 1,
-        "performance": {"precision": "bf16" if fast else "fp32", "tf32": fast, "chunk_copies": chunk},
+        "log_every": 50,
+        "performance": {"precision": "bf16" if fast else "fp32", "tf32": fast, "chunk_copies": chunk,
+                        "compile": compile},
     }
     clock = PhaseClock(device, steps_per_phase)
     Engine(spec, callbacks=[clock]).run()
@@ -190,6 +193,8 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=13)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=None, help="copies per backbone pass (memory)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the backbone in batched mode "
+                        "(compile time is excluded: warm-up runs first)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -207,15 +212,15 @@ def main() -> None:
     backbone = load_backbone(ref, device)
     # warm-up (allocator, kernels, autocast caches)
     naive_inversion(backbone, prompts[0], sizes, 1, args.copies, device)
-    batched_inversion(ref, prompts[:2], sizes, 1, args.copies, device, fast, args.chunk)
+    batched_inversion(ref, prompts, sizes, 1, args.copies, device, fast, args.chunk, args.compile)
 
     naive = measure(lambda: [sum(t) for t in zip(*[naive_inversion(
         backbone, p, sizes, steps, args.copies, device) for p in prompts[: args.naive_prompts]])],
         device, args.repeats, steps)
     naive["seconds_per_step"] /= args.naive_prompts  # one image per step
     naive["images_per_hour"] = 3600 / (naive["seconds_per_step"] * PAPER_STEPS)
-    batched = measure(lambda: batched_inversion(ref, prompts, sizes, steps, args.copies, device, fast, args.chunk),
-                      device, args.repeats, steps)
+    batched = measure(lambda: batched_inversion(ref, prompts, sizes, steps, args.copies, device, fast, args.chunk,
+                                                args.compile), device, args.repeats, steps)
     batched["images_per_hour"] = 3600 * args.batch / (batched["seconds_per_step"] * PAPER_STEPS)
     batched["seconds_per_image_full_setup"] = batched["seconds_per_step"] * PAPER_STEPS / args.batch
     naive["seconds_per_image_full_setup"] = naive["seconds_per_step"] * PAPER_STEPS
@@ -224,11 +229,12 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device) if fast else "cpu",
         "threads": args.threads, "batch": args.batch, "copies": args.copies, "steps_per_phase": steps,
         "engine_settings": {"precision": "bf16" if fast else "fp32", "tf32": fast,
-                            "log_every": 50 if fast else 1, "chunk_copies": args.chunk},
+                            "log_every": 50, "chunk_copies": args.chunk, "compile": args.compile},
         "memory_measure": "CUDA max_memory_allocated" if fast else "growth of the process's RSS during the run",
         "naive": naive, "batched": batched,
         "throughput_ratio": batched["images_per_hour"] / naive["images_per_hour"],
-        "memory_ratio": batched["peak_memory_mib"] / max(naive["peak_memory_mib"], 1e-9),
+        # RSS growth of the naive loop can be 0 (its buffers fit in memory the warm-up already took)
+        "memory_ratio": batched["peak_memory_mib"] / naive["peak_memory_mib"] if naive["peak_memory_mib"] else None,
     }
     if args.json:
         print(json.dumps(report))

@@ -8,10 +8,12 @@ judge (another architecture and seed, never the inverted model) to classify ever
 against every caption of the world.
 
     python benchmarks/toyworld_eval.py --json
-    python benchmarks/toyworld_eval.py --json --models toyworld-vit-2k,toyworld-vit-8k,toyworld-vit
+    python benchmarks/toyworld_eval.py --json --models toyworld-vit-3k,toyworld-vit-8k,toyworld-vit
+    python benchmarks/toyworld_eval.py --json --set parameterization.name=multires --set optimizer.lr=0.05
 
+``--set`` changes the scaled paper spec (clipforge's ``--set`` syntax), for ablations.
 Prints one JSON object: transfer accuracy, judge margin, similarity and seconds per inversion, per
-model.
+model, and how often the judge's top caption names the prompt's colour, shape and background.
 """
 
 from __future__ import annotations
@@ -50,9 +52,22 @@ def scaled_paper_spec(model: str, prompts: list[str], steps: int, seeds: list[in
     }
 
 
-def evaluate(model: str, judge: Judge, prompts: list[str], steps: int, seeds: list[int]) -> dict[str, Any]:
+def attribute_accuracy(prompts: list[str], judged: list[str]) -> dict[str, float]:
+    """Fraction of inversions whose judged caption states the prompt's colour, shape, background."""
+    hits = {"colour": 0, "shape": 0, "background": 0}
+    for prompt, top in zip(prompts, judged):
+        facts = World.caption_facts(top)
+        for fact in World.caption_facts(prompt):
+            key = fact.split("=")[0]
+            if key in hits and fact in facts:
+                hits[key] += 1
+    return {k: v / len(prompts) for k, v in hits.items()}
+
+
+def evaluate(model: str, judge: Judge, prompts: list[str], steps: int, seeds: list[int],
+             overrides: list[str] = ()) -> dict[str, Any]:
     start = time.perf_counter()
-    result = invert(scaled_paper_spec(model, prompts, steps, seeds))
+    result = invert(scaled_paper_spec(model, prompts, steps, seeds), overrides=list(overrides))
     seconds = time.perf_counter() - start
     row_prompts = [prompts[row.prompt_index] for row in result.rows]
     verdicts = judge.judge(result.images, row_prompts)
@@ -64,6 +79,7 @@ def evaluate(model: str, judge: Judge, prompts: list[str], steps: int, seeds: li
         "judge_margin": verdicts.mean_margin,
         "judge_similarity": sum(verdicts.similarity) / len(verdicts.similarity),
         "model_similarity": sum(final["similarity"]) / len(final["similarity"]),
+        "attribute_accuracy": attribute_accuracy(row_prompts, verdicts.top),
         "seconds_per_inversion": seconds / len(result.rows),
         "wrong": [{"prompt": p, "judged": t} for p, t, ok in zip(row_prompts, verdicts.top, verdicts.correct) if not ok],
         "_images": result.images,
@@ -79,6 +95,8 @@ def main() -> None:
     parser.add_argument("--prompt-seed", type=int, default=0, help="seed of the random draw of prompts")
     parser.add_argument("--steps", type=int, default=340)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the scaled paper spec (repeatable), e.g. optimizer.lr=0.05")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet PNG (one row per model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -91,7 +109,7 @@ def main() -> None:
     for model in args.models.split(","):
         if model == args.judge:
             sys.exit(f"the judge {args.judge!r} must not be a model being inverted")
-        results.append(evaluate(model, judge, prompts, args.steps, seeds))
+        results.append(evaluate(model, judge, prompts, args.steps, seeds, args.overrides))
         print(f"{model}: transfer accuracy {results[-1]['transfer_accuracy']:.3f}", file=sys.stderr)
     if args.sheet:
         from clipforge import image_grid, save_png, to_display
@@ -103,6 +121,7 @@ def main() -> None:
     report = {
         "benchmark": "toyworld_eval", "judge": args.judge, "steps": args.steps, "copies": 13,
         "prompts": len(prompts), "seeds": seeds, "prompt_seed": args.prompt_seed, "threads": args.threads,
+        "overrides": args.overrides,
         "results": results,
     }
     if args.json:

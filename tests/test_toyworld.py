@@ -153,3 +153,46 @@ def test_bundled_model_matches_the_world(name: str) -> None:
     info = json.loads((folder / "train_info.json").read_text())
     assert WorldConfig(**info["world_config"]) == WorldConfig()
     assert info["name"] == name
+
+
+@pytest.mark.parametrize("name", sorted(bundled_models()))
+def test_bundled_model_is_its_recipe(name: str) -> None:
+    """Each shipped model was trained by its recipe and reached >= 95 % zero-shot accuracy
+    on 2000 fresh images (the figure recorded by the training script after the fp16 reload)."""
+    import json
+
+    from clipforge.toyworld.train import RECIPES
+
+    info = json.loads((model_dir(name) / "train_info.json").read_text())
+    assert name in RECIPES, f"{name} has no recipe in clipforge.toyworld.train.RECIPES"
+    assert {k: info[k] for k in RECIPES[name]} == RECIPES[name]
+    assert info["zero_shot_accuracy"] >= 0.95, info["zero_shot"]
+
+
+def test_adversarial_examples_stay_in_the_ball_and_in_range() -> None:
+    from clipforge.toyworld.train import build_model, fgsm_perturb, model_config
+
+    tok = WordTokenizer.for_world()
+    model = build_model(model_config("vit", tok.vocab_size), seed=0)
+    pixels = torch.rand(4, 3, 64, 64, generator=gen(0))
+    pixels[0] = 0.0  # at the border of the pixel range
+    text = model.encode_text(tok(["a red circle", "a blue square"])).detach()
+    inverse = torch.tensor([0, 1, 0, 1])
+    ignore = torch.zeros(4, 2, dtype=torch.bool)
+    moved = fgsm_perturb(model, pixels, text, inverse, ignore, eps=0.03, generator=gen(1))
+    assert moved.shape == pixels.shape and moved.min() >= 0 and moved.max() <= 1
+    assert (moved - pixels).abs().max() <= 0.03 + 1e-6
+    assert (moved - pixels).abs().max() > 0.02  # it did move: one step of 1.25 eps, clipped to the ball
+    again = fgsm_perturb(model, pixels, text, inverse, ignore, eps=0.03, generator=gen(1))
+    assert torch.equal(moved, again)  # seeded
+
+
+def test_training_is_reproducible_from_its_seed() -> None:
+    """Same recipe and seed -> the same weights (what makes the shipped models reproducible)."""
+    from clipforge.toyworld.train import train
+
+    runs = [train("vit", seed=4, train_size=96, steps=3, batch_size=32, log_every=0)[0] for _ in range(2)]
+    other = train("vit", seed=5, train_size=96, steps=3, batch_size=32, log_every=0)[0]
+    first, second, third = (r.state_dict() for r in (*runs, other))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], third[k]) for k in first)

@@ -19,7 +19,7 @@ MODELS_ROOT = Path(__file__).parent / "models"
 DEFAULT_MODEL = "toyworld-vit"  # the model to invert
 JUDGE_MODEL = "toyworld-judge"  # a different architecture and seed, for judging inversions
 #: the ViT data-scale series, smallest training set first (same arch, seed and steps).
-DATA_SCALE_SERIES = ("toyworld-vit-2k", "toyworld-vit-8k", "toyworld-vit")
+DATA_SCALE_SERIES = ("toyworld-vit-3k", "toyworld-vit-8k", "toyworld-vit")
 
 
 def bundled_models() -> dict[str, Path]:

@@ -5,6 +5,8 @@ Examples (run from the repository root with ``PYTHONPATH=.``)::
     python -m clipforge.toyworld.train --all                      # retrain every shipped model
     python -m clipforge.toyworld.train --recipe toyworld-vit      # one shipped model
     python -m clipforge.toyworld.train --arch vit --seed 3 --train-size 8000 --steps 300 --out /tmp/m
+    python -m clipforge.toyworld.train --arch vit --steps 300 --lr 3e-4 --adv-eps 0.016 \
+        --init-from clipforge/toyworld/models/toyworld-vit --out /tmp/robust   # adversarial fine-tune
 
 Each output folder is loadable with ``open_clip.create_model("local-dir:<folder>")``
 and holds ``open_clip_config.json``, ``open_clip_model.safetensors`` (fp16),
@@ -76,11 +78,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the ViT data-scale series: identical but for the number of distinct training images
     "toyworld-vit": {"arch": "vit", "seed": 0, "train_size": 32000, "steps": 900},
     "toyworld-vit-8k": {"arch": "vit", "seed": 0, "train_size": 8000, "steps": 900},
-    "toyworld-vit-2k": {"arch": "vit", "seed": 0, "train_size": 2000, "steps": 900},
+    "toyworld-vit-3k": {"arch": "vit", "seed": 0, "train_size": 3000, "steps": 900},
     # the judge: another architecture (open_clip's ModifiedResNet) and another seed, never inverted
     "toyworld-judge": {"arch": "rn", "seed": 2, "train_size": 32000, "steps": 600},
 }
-DEFAULTS: dict[str, Any] = {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup": 0.05}
+DEFAULTS: dict[str, Any] = {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup": 0.05, "adv_eps": 0.0, "noise_std": 0.0}
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -235,6 +237,28 @@ def make_dataset(world: World, size: int, seed: int) -> dict[str, Any]:
     }
 
 
+def fgsm_perturb(
+    model: open_clip.CLIP,
+    pixels: torch.Tensor,
+    text_features: torch.Tensor,
+    inverse: torch.Tensor,
+    ignore: torch.Tensor,
+    eps: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One FGSM step from a random start inside the eps-ball (Wong et al., "Fast is better
+    than free"): the [0, 1] images that most raise the contrastive loss, for training on."""
+    delta = (torch.rand(pixels.shape, generator=generator) * 2 - 1) * eps
+    delta.requires_grad_(True)
+    loss = identity_aware_clip_loss(
+        model.encode_image(normalize((pixels + delta).clamp(0, 1))), text_features, inverse,
+        model.logit_scale.exp().detach(), ignore,
+    )
+    (grad,) = torch.autograd.grad(loss, delta)
+    delta = (delta.detach() + 1.25 * eps * grad.sign()).clamp(-eps, eps)
+    return (pixels + delta).clamp(0, 1)
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on gains, biases, embeddings and the logit scale."""
     decay, no_decay = [], []
@@ -256,12 +280,25 @@ def train(
     world_config: Optional[WorldConfig] = None,
     log_every: int = 50,
     eval_every: int = 0,
+    adv_eps: float = DEFAULTS["adv_eps"],
+    init_from: Optional[Path] = None,
+    noise_std: float = DEFAULTS["noise_std"],
 ) -> tuple[open_clip.CLIP, WordTokenizer, dict]:
-    """Train one model; returns (model in eval mode, tokenizer, info)."""
+    """Train one model; returns (model in eval mode, tokenizer, info).
+
+    Options for studying invertibility (none is used by the shipped recipes):
+    ``adv_eps`` > 0 trains the image tower adversarially (FGSM with a random start in an
+    L-infinity ball of that radius, [0, 1] pixel units), ``noise_std`` > 0 on noisy images,
+    and ``init_from`` fine-tunes a saved model instead of starting fresh. Robust classifiers
+    are known to have gradients that point towards images of the class rather than noise;
+    for these small CLIPs neither option made inversions transfer better
+    (benchmarks/RESULTS.md), so the recipes train on clean images."""
     world = World(world_config)
     tokenizer = WordTokenizer.for_world(CONTEXT_LENGTH)
     cfg = model_config(arch, tokenizer.vocab_size)
     model = build_model(cfg, seed)
+    if init_from is not None:  # fine-tune a saved model (e.g. adversarially) instead of starting fresh
+        model.load_state_dict(load_model_dir(Path(init_from))[0].float().state_dict())
 
     t0 = time.time()
     data = make_dataset(world, train_size, seed)
@@ -275,6 +312,7 @@ def train(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
     )
     order_gen = torch.Generator().manual_seed(seed + 1_000_003)
+    attack_gen = torch.Generator().manual_seed(seed + 2_000_003)
     perm, pos = torch.randperm(train_size, generator=order_gen), 0
     model.train()
     t0 = time.time()
@@ -283,13 +321,19 @@ def train(
             perm, pos = torch.randperm(train_size, generator=order_gen), 0
         idx = perm[pos : pos + batch_size]
         pos += batch_size
-        x = normalize(images[idx].float() / 255)
+        pixels = images[idx].float() / 255
         # texts: the batch's captions plus every canonical world caption as extra negatives
         texts = torch.unique(torch.cat([caption_ids[idx], data["bank"]]))
         inverse = torch.searchsorted(texts, caption_ids[idx])
         ignore = data["true"][texts][:, canonical_ids[idx]].T
+        text_features = model.encode_text(caption_tokens[texts])
+        if noise_std > 0:  # Gaussian noise of a per-image strength drawn from U(0, noise_std)
+            sigma = torch.rand(len(pixels), 1, 1, 1, generator=attack_gen) * noise_std
+            pixels = (pixels + sigma * torch.randn(pixels.shape, generator=attack_gen)).clamp(0, 1)
+        if adv_eps > 0:
+            pixels = fgsm_perturb(model, pixels, text_features.detach(), inverse, ignore, adv_eps, attack_gen)
         loss = identity_aware_clip_loss(
-            model.encode_image(x), model.encode_text(caption_tokens[texts]), inverse, model.logit_scale.exp(), ignore
+            model.encode_image(normalize(pixels)), text_features, inverse, model.logit_scale.exp(), ignore
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -314,6 +358,9 @@ def train(
         "lr": lr,
         "weight_decay": weight_decay,
         "warmup": warmup,
+        "adv_eps": adv_eps,
+        "noise_std": noise_std,
+        "init_from": str(init_from) if init_from else None,
         "train_seconds": round(train_seconds, 1),
         "data_seconds": round(data_seconds, 1),
         "torch_threads": torch.get_num_threads(),
@@ -377,8 +424,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     p.add_argument("--out", type=Path, help="output folder for --arch runs")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (the shipped models used 1: shared CPU)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (train_info.json records the number used)")
     p.add_argument("--eval-every", type=int, default=0, help="print zero-shot accuracy every N steps")
+    p.add_argument("--init-from", type=Path, help="start from this saved model folder (fine-tuning)")
+    p.add_argument("--noise-std", type=float, default=0.0, help="train on images with Gaussian noise, std ~ U(0, this)")
+    p.add_argument("--adv-eps", type=float, default=0.0, help="adversarial training radius (L-inf, [0,1] pixels)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -393,7 +443,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         if args.out is None:
             p.error("--arch needs --out")
         run(args.arch, args.seed, args.train_size, args.steps, args.out, batch_size=args.batch_size, lr=args.lr,
-            eval_every=args.eval_every)
+            eval_every=args.eval_every, adv_eps=args.adv_eps, init_from=args.init_from,
+            noise_std=args.noise_std)
     if not names and not args.arch:
         p.error("give --all, --recipe NAME or --arch ARCH --out DIR")
 
