@@ -21,7 +21,7 @@ train adv4-finetune --arch vit --steps 300 --lr 3e-4 --adv-eps 0.016 --init-from
 train noise-finetune --arch vit --steps 300 --lr 3e-4 --noise-std 0.3 --init-from "$vit"
 train noise-judge --arch rn --seed 2 --steps 300 --lr 3e-4 --noise-std 0.3 --init-from "$judge"
 
-eval() {  # eval NAME ARGS...: toyworld_eval on 12 prompts x 150 steps
+eval() {  # eval NAME ARGS...: toyworld_eval on 12 prompts x 150 steps (unless ARGS say otherwise)
     echo "== ablation_$1: ${*:2}" >&2
     python benchmarks/toyworld_eval.py --json --prompts 12 --steps 150 "${@:2}" > "$out/ablation_$1.json"
 }
@@ -29,6 +29,8 @@ eval models --models "toyworld-vit,local-dir:$models/adv8-scratch,local-dir:$mod
 eval tv0.02 --set "regularizers[0].options.weight=0.02"
 eval tv0.08 --set "regularizers[0].options.weight=0.08"
 eval multires --set parameterization.name=multires --set optimizer.lr=0.05
+eval steps340 --steps 340
+eval multires-steps340 --steps 340 --set parameterization.name=multires --set optimizer.lr=0.05
 eval noise-judge --judge "local-dir:$models/noise-judge"
 eval noise-judge-multires --judge "local-dir:$models/noise-judge" --set parameterization.name=multires --set optimizer.lr=0.05
 for f in "$out"/ablation_*.json; do
