@@ -30,7 +30,7 @@ from clipforge.judge import Judge, load_backbone
 from clipforge.toyworld import World
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speed import PeakMemory  # noqa: E402
+from speed import PeakMemory, PhaseClock  # noqa: E402
 from toyworld_eval import draw_prompts, scaled_paper_spec  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -146,21 +146,6 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-class RunClock(Callback):
-    """Seconds from the first step's start to the last step's end (model building excluded)."""
-
-    name = "run_clock"
-
-    def __init__(self) -> None:
-        super().__init__(Options())
-
-    def on_run_start(self, run) -> None:
-        self.start = time.perf_counter()
-
-    def on_run_end(self, run, result) -> None:
-        self.seconds = time.perf_counter() - self.start
-
-
 def speed_only(args: argparse.Namespace) -> dict[str, Any]:
     """Seconds per step of each parameterisation on a random-weight ViT-B/16 at the paper's shapes."""
     specs = {
@@ -173,10 +158,10 @@ def speed_only(args: argparse.Namespace) -> dict[str, Any]:
         invert({**spec, "steps": 1})
     results = {}
     for label, spec in specs.items():
-        clock = RunClock()
+        clock = PhaseClock(torch.device(args.device), args.speed_steps)  # one phase: the steps, not the set-up
         with PeakMemory(torch.device(args.device)) as mem:
             invert(spec, callbacks=[clock])
-        seconds = clock.seconds
+        seconds = sum(clock.times)
         results[label] = {"seconds_per_step": seconds / args.speed_steps, "peak_memory_mib": round(mem.peak / 2**20, 1)}
         print(f"{label}: {results[label]['seconds_per_step']:.2f} s/step", file=sys.stderr)
     return {"benchmark": "compare_parameterizations (speed only)", "model": "ViT-B-16, random weights",

@@ -4,7 +4,8 @@ The naive loop inverts one prompt at a time in fp32 with the paper's setup and r
 with ``.item()`` every step (the authors print it), as their ``invert.py`` does. The batched
 engine inverts many prompts x seeds per step and gathers metrics every 50 steps (no host sync in
 between); on CUDA it also uses bf16 autocast for the backbone and TF32; ``--compile`` adds
-``torch.compile`` of the backbone (compile time excluded: a warm-up runs first). Both run in this process, on the same model and shapes.
+``torch.compile`` of the backbone (compile time excluded: a warm-up runs first). Both run in this
+process, on the same model and shapes.
 
 A "step" costs about the same at every resolution of the schedule (the model always sees its full
 input size), but not exactly, so each method is timed for ``--steps`` steps in each of the three

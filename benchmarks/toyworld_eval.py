@@ -29,6 +29,8 @@ import torch
 
 from clipforge import invert
 from clipforge.judge import Judge, load_backbone
+from clipforge.registry import default_registry
+from clipforge.spec import RunSpec, SpecError, check_components, load_spec
 from clipforge.toyworld import World
 
 
@@ -64,10 +66,16 @@ def attribute_accuracy(prompts: list[str], judged: list[str]) -> dict[str, float
     return {k: v / len(prompts) for k, v in hits.items()}
 
 
-def evaluate(model: str, judge: Judge, prompts: list[str], steps: int, seeds: list[int],
-             overrides: list[str] = ()) -> dict[str, Any]:
+def checked_spec(model: str, prompts: list[str], steps: int, seeds: list[int], overrides: list[str]) -> RunSpec:
+    """The scaled paper spec with ``--set`` overrides, fully validated (plugins' options too)."""
+    spec = load_spec(scaled_paper_spec(model, prompts, steps, seeds), overrides)
+    check_components(spec, default_registry())
+    return spec
+
+
+def evaluate(model: str, spec: RunSpec, judge: Judge, prompts: list[str]) -> dict[str, Any]:
     start = time.perf_counter()
-    result = invert(scaled_paper_spec(model, prompts, steps, seeds), overrides=list(overrides))
+    result = invert(spec)
     seconds = time.perf_counter() - start
     row_prompts = [prompts[row.prompt_index] for row in result.rows]
     verdicts = judge.judge(result.images, row_prompts)
@@ -100,16 +108,23 @@ def main() -> None:
     parser.add_argument("--sheet", type=Path, help="write a contact sheet PNG (one row per model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.steps < 3:
+        parser.error("--steps must be at least 3 (one step per resolution phase)")
     torch.set_num_threads(args.threads)
 
     prompts = draw_prompts(args.prompts, args.prompt_seed)
     seeds = [int(s) for s in args.seeds.split(",")]
+    models = args.models.split(",")
+    if args.judge in models:
+        parser.error(f"the judge {args.judge!r} must not be a model being inverted")
+    try:  # every spec is checked before anything runs, so a bad --set or model name costs nothing
+        specs = {m: checked_spec(m, prompts, args.steps, seeds, args.overrides) for m in models}
+    except SpecError as exc:
+        sys.exit(f"error: {exc}")
     judge = Judge(load_backbone({"name": "open_clip", "options": {"model": args.judge}}), World.captions())
     results = []
-    for model in args.models.split(","):
-        if model == args.judge:
-            sys.exit(f"the judge {args.judge!r} must not be a model being inverted")
-        results.append(evaluate(model, judge, prompts, args.steps, seeds, args.overrides))
+    for model, spec in specs.items():
+        results.append(evaluate(model, spec, judge, prompts))
         print(f"{model}: transfer accuracy {results[-1]['transfer_accuracy']:.3f}", file=sys.stderr)
     if args.sheet:
         from clipforge import image_grid, save_png, to_display

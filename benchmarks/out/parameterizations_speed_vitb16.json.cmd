@@ -1,2 +1,2 @@
 python benchmarks/compare_parameterizations.py --speed-only --json
-# 81s wall
+# 67s wall

@@ -312,7 +312,7 @@ def train(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
     )
     order_gen = torch.Generator().manual_seed(seed + 1_000_003)
-    attack_gen = torch.Generator().manual_seed(seed + 2_000_003)
+    augment_gen = torch.Generator().manual_seed(seed + 2_000_003)  # noise and adversarial starts
     perm, pos = torch.randperm(train_size, generator=order_gen), 0
     model.train()
     t0 = time.time()
@@ -328,10 +328,10 @@ def train(
         ignore = data["true"][texts][:, canonical_ids[idx]].T
         text_features = model.encode_text(caption_tokens[texts])
         if noise_std > 0:  # Gaussian noise of a per-image strength drawn from U(0, noise_std)
-            sigma = torch.rand(len(pixels), 1, 1, 1, generator=attack_gen) * noise_std
-            pixels = (pixels + sigma * torch.randn(pixels.shape, generator=attack_gen)).clamp(0, 1)
+            sigma = torch.rand(len(pixels), 1, 1, 1, generator=augment_gen) * noise_std
+            pixels = (pixels + sigma * torch.randn(pixels.shape, generator=augment_gen)).clamp(0, 1)
         if adv_eps > 0:
-            pixels = fgsm_perturb(model, pixels, text_features.detach(), inverse, ignore, adv_eps, attack_gen)
+            pixels = fgsm_perturb(model, pixels, text_features.detach(), inverse, ignore, adv_eps, augment_gen)
         loss = identity_aware_clip_loss(
             model.encode_image(normalize(pixels)), text_features, inverse, model.logit_scale.exp(), ignore
         )
@@ -430,6 +430,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--noise-std", type=float, default=0.0, help="train on images with Gaussian noise, std ~ U(0, this)")
     p.add_argument("--adv-eps", type=float, default=0.0, help="adversarial training radius (L-inf, [0,1] pixels)")
     args = p.parse_args(argv)
+    if args.adv_eps < 0 or args.noise_std < 0:
+        p.error("--adv-eps and --noise-std must be >= 0")
+    if args.init_from is not None and not (args.init_from / "open_clip_config.json").is_file():
+        p.error(f"--init-from {args.init_from}: not a saved model folder (no open_clip_config.json)")
     torch.set_num_threads(args.threads)
 
     names = list(RECIPES) if args.all else (args.recipe or [])
