@@ -33,6 +33,10 @@ eval steps340 --steps 340
 eval multires-steps340 --steps 340 --set parameterization.name=multires --set optimizer.lr=0.05
 eval noise-judge --judge "local-dir:$models/noise-judge"
 eval noise-judge-multires --judge "local-dir:$models/noise-judge" --set parameterization.name=multires --set optimizer.lr=0.05
+# inverting an ensemble: the three ViTs of the data-scale series together (the loss averaged over them)
+ensemble='backbones=[{"name":"open_clip","options":{"model":"toyworld-vit"}},{"name":"open_clip","options":{"model":"toyworld-vit-8k"}},{"name":"open_clip","options":{"model":"toyworld-vit-3k"}}]'
+eval ensemble --set "$ensemble"
+eval ensemble-multires --set "$ensemble" --set parameterization.name=multires --set optimizer.lr=0.05
 for f in "$out"/ablation_*.json; do
     python - "$f" <<'PY'
 import json, sys

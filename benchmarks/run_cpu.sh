@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Every CPU figure in benchmarks/RESULTS.md, one command after another (never two at once: two
 # processes that each use both cores run many times slower). Outputs go to benchmarks/out/,
-# benchmarks/parameterizations/ and benchmarks/analyses/. About 45 minutes on 2 cores.
-#     bash benchmarks/run_cpu.sh
+# benchmarks/parameterizations/ and benchmarks/analyses/. About an hour on 2 cores.
+#     bash benchmarks/run_cpu.sh            # everything
+#     bash benchmarks/run_cpu.sh speed      # only the outputs whose file name starts with "speed"
 set -euo pipefail
+only=${1:-}
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 out=benchmarks/out
 mkdir -p "$out" benchmarks/analyses
 run() {  # run FILE CMD...: stdout to $out/FILE, the command and its wall time to $out/FILE.cmd
     local file=$1; shift
+    [[ -n $only && $file != "$only"* ]] && return 0
     echo "== $file: $*" >&2
     local start=$SECONDS
     "$@" > "$out/$file"
@@ -18,15 +21,18 @@ run() {  # run FILE CMD...: stdout to $out/FILE, the command and its wall time t
 run engine_overhead.json python benchmarks/engine_overhead.py --json --steps 10 --repeats 3
 run speed_toyworld_b4.json python benchmarks/speed.py --json --batch 4 --steps 10 --repeats 3
 run speed_toyworld_b8.json python benchmarks/speed.py --json --batch 8 --steps 10 --repeats 3
-run speed_toyworld_b24.json python benchmarks/speed.py --json --batch 24 --steps 10
+run speed_toyworld_b24.json python benchmarks/speed.py --json --batch 24 --steps 10 --repeats 3
 run speed_vitb16.json python benchmarks/speed.py --json --model vit-b-16 --batch 2 --steps 2
+run speed_compile_b4.json python benchmarks/speed.py --json --batch 4 --steps 10 --repeats 3 --compile
+run speed_compile_b8.json python benchmarks/speed.py --json --batch 8 --steps 10 --repeats 3 --compile
 run toyworld_eval.json python benchmarks/toyworld_eval.py --json --steps 200 \
     --models toyworld-vit-3k,toyworld-vit-8k,toyworld-vit --sheet benchmarks/toyworld_eval_sheet.png
 run parameterizations.json python benchmarks/compare_parameterizations.py --json --steps 150 --seeds 2 --prompts 24 \
     --eval-every 15 --out benchmarks/parameterizations
 run parameterizations_speed_vitb16.json python benchmarks/compare_parameterizations.py --speed-only --json
-for analysis in probe:probe_ball screen:screen compare:compare_data_scale blend:blend; do
+for analysis in probe:probe_ball screen:screen compare:compare_data_scale blend:blend blend:blend_embedding; do
     name=${analysis##*:}
+    [[ -n $only && analysis_$name != "$only"* ]] && continue
     rm -rf "benchmarks/analyses/$name"
     run "analysis_$name.txt" python -m clipforge "${analysis%%:*}" "examples/toyworld/$name.json" \
         --out "benchmarks/analyses/$name"

@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ class OpenClipBackbone(Backbone):
         model = model.to(device).eval().float()
         model.requires_grad_(False)
         self.model = model
+        self._warned_words: set[str] = set()
         size = model.visual.image_size
         self.input_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
         mean = options.mean or tuple(preprocess.get("mean", OPENAI_MEAN))
@@ -206,8 +208,20 @@ class OpenClipBackbone(Backbone):
         return self.model.encode_image((pixels - self.mean) / self.std)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
+        self._warn_unknown_words(texts)
         tokens = self.tokenizer(texts).to(self.device)
         return self.model.encode_text(tokens)
+
+    def _warn_unknown_words(self, texts: list[str]) -> None:
+        """A word-level tokenizer (the bundled models') reads words outside its vocabulary as one
+        untrained token, so "a photo of a dog" on a toy model silently means "a photo of a <unk>"."""
+        unknown_words = getattr(self.tokenizer, "unknown_words", None)
+        if unknown_words is None:  # open_clip's BPE tokenizers encode every word
+            return
+        new = sorted({w for text in texts for w in unknown_words(text)} - self._warned_words)
+        if new:
+            self._warned_words.update(new)
+            warnings.warn(f"{self.label}: not in the model's vocabulary, read as <unk>: {', '.join(new)}", stacklevel=3)
 
 
 @hookimpl

@@ -3,15 +3,17 @@ import json
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from clipforge import invert
-from clipforge.analyses.blend import BlendSpec, run_blend
-from clipforge.analyses.common import wilson_interval
-from clipforge.analyses.compare import CompareSpec, run_compare
+from clipforge.analyses.blend import BlendSpec, present_against_controls, run_blend
+from clipforge.analyses.common import mean_interval, sign_test, wilson_interval
+from clipforge.analyses.compare import CompareSpec, paired_comparison, rank_backbones, run_compare
 from clipforge.analyses.probe import ProbeSpec, run_probe
 from clipforge.analyses.screen import ScreenSpec, run_screen
 from clipforge.cli import main
+from clipforge.judge import Verdicts
 from conftest import tiny_backbone, tiny_spec_dict
 
 RUN = {"backbones": [tiny_backbone(0)], "steps": 3, "copies": 2, "resolution": [{"step": 0, "size": 32}]}
@@ -100,12 +102,61 @@ def test_compare_and_blend(tmp_path):
     spec = CompareSpec(run=RUN, seeds=2, judge=JUDGE, prompts=["a cat", "a dog"],
                        backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
     report = run_compare(spec, tmp_path / "compare", show_progress=False)
-    assert set(report["results"]) == {"small", "other"} and len(report["ranking_by_judge_similarity"]) == 2
+    assert set(report["results"]) == {"small", "other"} and sorted(report["ranking"]) == ["other", "small"]
+    better, worse = report["ranking"]
+    assert report["results"][better]["accuracy"] >= report["results"][worse]["accuracy"]
+    assert report["paired"][0]["better"] == better and 0 <= report["paired"][0]["sign_test_p"] <= 1
+    assert "Neighbours in the ranking" in (tmp_path / "compare" / "report.md").read_text()
     assert report["results"]["small"]["images"] == 4
     blend = run_blend(BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")]), tmp_path / "blend",
                       show_progress=False)
     assert set(blend["summary"]) == {"a", "b", "blend"}
     assert (tmp_path / "blend" / "pair_00.png").exists()
+
+
+def test_ranking_and_paired_statistics():
+    summary = {"a": {"accuracy": 0.5, "judge_margin": -0.2, "judge_similarity": 0.1},
+               "b": {"accuracy": 0.5, "judge_margin": -0.1, "judge_similarity": 0.3},
+               "c": {"accuracy": 0.7, "judge_margin": -0.3, "judge_similarity": 0.2}}
+    assert rank_backbones(summary, "accuracy") == ["c", "b", "a"]  # the tie broken by margin
+    assert rank_backbones(summary, "judge_similarity") == ["b", "c", "a"]
+    assert sign_test(0, 0) == 1.0 and sign_test(5, 5) == 1.0
+    assert sign_test(8, 0) == pytest.approx(2 / 256) and sign_test(1, 7) == pytest.approx(2 * 9 / 256)
+    mean, lo, hi = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and hi - mean == pytest.approx(1.959964 / 3 ** 0.5)
+    right = Verdicts(top=[], correct=[True, True, False, True], margin=[0.1, 0.2, -0.1, 0.3], similarity=[0.0] * 4)
+    wrong = Verdicts(top=[], correct=[False, True, False, False], margin=[-0.1, 0.1, -0.2, -0.1], similarity=[0.0] * 4)
+    c = paired_comparison("r", "w", right, wrong)
+    assert (c["only_better_right"], c["only_worse_right"]) == (2, 0)
+    assert c["margin_difference"] == pytest.approx(0.2) and c["sign_test_p"] == pytest.approx(0.5)
+
+
+def test_blend_presence_against_controls(tmp_path):
+    sims = torch.tensor([[0.5, 0.1, 0.4, 0.2], [0.3, 0.6, 0.3, 0.1], [0.2, 0.2, 0.1, 0.2]])
+    assert present_against_controls(sims, 0, [2, 3]).tolist() == [True, False, False]  # a tie is not presence
+    assert present_against_controls(sims, 1, [2, 3]).tolist() == [False, True, False]
+    spec = BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")], controls=["a car", "a tree"])
+    report = run_blend(spec, tmp_path / "blend", show_progress=False)
+    assert report["pairs"][0]["controls"] == ["a car", "a tree"] and report["top_k"] is None
+    assert "closer to it than to every control caption" in (tmp_path / "blend" / "report.md").read_text()
+    for role in ("a", "b", "blend"):
+        entry = report["pairs"][0][role]
+        assert entry["both_present"] <= min(entry["a_present"], entry["b_present"]) * entry["images"]
+
+
+def test_blend_controls_are_checked():
+    with pytest.raises(ValidationError, match="controls: 'a dog' is also a concept"):
+        BlendSpec(judge=JUDGE, pairs=[("a cat", "a dog")], controls=["a dog"])
+    with pytest.raises(ValidationError, match=r"pairs\[0\]\[1\]: controls 'toyworld' needs single-object captions"):
+        BlendSpec(judge=JUDGE, pairs=[("a red circle on a gray background", "a dog")], controls="toyworld")
+    with pytest.raises(ValidationError, match=r"pairs\[0\]: controls 'toyworld' needs both captions in one template"):
+        BlendSpec(judge=JUDGE, pairs=[("a red circle on a gray background", "a blue square")], controls="toyworld")
+    spec = BlendSpec(judge=JUDGE, pairs=[("a red circle on a gray background", "a blue square on a gray background"),
+                                         ("a red circle", "a blue square")], controls="toyworld")
+    full, short = spec.pair_controls(*spec.pairs[0]), spec.pair_controls(*spec.pairs[1])
+    assert len(full) == 12 and all(c.endswith("on a gray background") for c in full)
+    assert short == [c.removesuffix(" on a gray background") for c in full]  # the same 4 colours x 3 shapes
+    assert not any(word in c for c in full + short for word in ("red", "blue", "circle", "square"))
 
 
 def test_analysis_cli_errors_name_the_place(tmp_path, capsys):

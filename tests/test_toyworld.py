@@ -196,3 +196,26 @@ def test_training_is_reproducible_from_its_seed() -> None:
     first, second, third = (r.state_dict() for r in (*runs, other))
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not all(torch.equal(first[k], third[k]) for k in first)
+
+
+def test_words_outside_the_vocabulary_are_named_once() -> None:
+    from clipforge.judge import load_backbone
+
+    backbone = load_backbone({"name": "open_clip", "options": {"model": DEFAULT_MODEL}})
+    with pytest.warns(UserWarning, match=r"open_clip:toyworld-vit: not in the model's vocabulary, read as <unk>: dog, purple"):
+        backbone.encode_text(["a purple dog", "a red circle"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backbone.encode_text(["a dog on a gray background"])  # already named: no second warning
+
+
+def test_disjoint_captions_keep_the_template_and_background() -> None:
+    controls = World.disjoint_captions("a red circle on a black background", "a blue square on a black background")
+    assert len(controls) == 12 and all(World.single_object_template(c) == "full" for c in controls)
+    assert all(c.endswith("on a black background") for c in controls)
+    assert World.disjoint_captions("a red circle", "a blue square")[0] == "a green triangle"
+    assert World.single_object_template("a calm landscape") is None
+    with pytest.raises(ValueError, match="one template"):
+        World.disjoint_captions("a red circle", "a blue square on a gray background")

@@ -1,2 +1,2 @@
 python -m clipforge blend examples/toyworld/blend.json --out benchmarks/analyses/blend
-# 205s wall
+# 194s wall

@@ -1,2 +1,2 @@
 python benchmarks/speed.py --json --batch 8 --steps 10 --repeats 3
-# 35s wall
+# 39s wall

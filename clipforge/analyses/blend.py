@@ -1,8 +1,12 @@
 """Concept blending: do inversions of a combination of two prompts show both concepts?
 
-For each pair (A, B), A alone, B alone and their blend are inverted over the same seeds. A concept
-is "present" in an image when its caption is among the judge's top-k captions (k = 2 by default);
-the report compares how often both are present for each.
+For each pair (A, B), A alone, B alone and their blend are inverted over the same seeds, and the
+report compares how often the judge finds both concepts in the images of each. A concept is
+"present" in an image either when its caption is among the judge's top-k candidate captions (the
+default, k = 2), or, when ``controls`` are given, when the judge finds the image closer to the
+concept than to every control caption: captions of things in neither prompt. The first asks for
+the exact concept; the second asks whether the image shows the concept rather than something else,
+which also counts partial renderings (the right colour but not the right shape, say).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from rich.table import Table
 
 from clipforge.analyses.common import (
@@ -32,6 +36,47 @@ class BlendSpec(AnalysisSpec):
     captions: list[str] | str | None = Field(None, description="The judge's candidate captions ('toyworld' for the "
                                              "offline world's); the concepts are added.")
     top_k: int = Field(2, ge=1, description="A concept is present when it is among the judge's top k captions.")
+    controls: list[str] | Literal["toyworld"] | None = Field(
+        None, description="If set, a concept is present when the judge finds the image closer to it than to every "
+        "control caption (ignoring captions and top_k); 'toyworld': per pair, the offline world's captions in the "
+        "concepts' template that share no colour and no shape with either concept (on their background, if stated).")
+
+    @model_validator(mode="after")
+    def _controls_fit(self) -> "BlendSpec":
+        concepts = {c for pair in self.pairs for c in pair}
+        if isinstance(self.controls, list):
+            if not self.controls:
+                raise ValueError("controls: give at least one control caption, or leave it out")
+            clash = [c for c in self.controls if c in concepts]
+            if clash:
+                raise ValueError(f"controls: {clash[0]!r} is also a concept of a pair")
+        elif self.controls == "toyworld":
+            from clipforge.toyworld import World
+
+            for i, pair in enumerate(self.pairs):
+                templates = [World.single_object_template(concept) for concept in pair]
+                for j, (concept, template) in enumerate(zip(pair, templates)):
+                    if template is None:
+                        raise ValueError(f"pairs[{i}][{j}]: controls 'toyworld' needs single-object captions of the "
+                                         f"offline world ('a red circle', 'a red circle on a gray background'), "
+                                         f"not {concept!r}")
+                if templates[0] != templates[1]:
+                    raise ValueError(f"pairs[{i}]: controls 'toyworld' needs both captions in one template, "
+                                     f"not {pair[0]!r} and {pair[1]!r}")
+        return self
+
+    def pair_controls(self, a: str, b: str) -> list[str]:
+        if self.controls == "toyworld":
+            from clipforge.toyworld import World
+
+            return World.disjoint_captions(a, b)
+        return list(self.controls or [])
+
+    def presence_rule(self) -> str:
+        if self.controls is None:
+            return f"its caption is among the judge's top {self.top_k} captions"
+        return "the judge finds the image closer to it than to every control caption" + (
+            " (the world's captions sharing no colour or shape with the pair)" if self.controls == "toyworld" else "")
 
     def prompts(self) -> list[Any]:
         """A alone, B alone and their blend, for every pair."""
@@ -50,6 +95,12 @@ def _blend_prompt(a: str, b: str, combine: str) -> Any:
     return {"terms": [a, b], "combine": "losses" if combine == "losses" else "embedding", "label": f"{a} + {b}"}
 
 
+def present_against_controls(sims: torch.Tensor, concept: int, controls: list[int]) -> torch.Tensor:
+    """(N,) bool from (N, C) similarities: is each image closer to caption ``concept`` than to every
+    caption in ``controls``? (A tie is not presence.)"""
+    return sims[:, concept] > sims[:, controls].max(dim=1).values
+
+
 def run_blend(spec: BlendSpec, out_dir: str | Path | None, registry: Registry | None = None,
               show_progress: bool = True) -> dict[str, Any]:
     registry = registry or default_registry()
@@ -59,17 +110,27 @@ def run_blend(spec: BlendSpec, out_dir: str | Path | None, registry: Registry | 
     with SharedProgress(run_spec.steps, f"blending {len(spec.pairs)} pair(s)", show_progress) as bar:
         result = run_inversions(run_spec, registry, bar)
     concepts = [c for pair in spec.pairs for c in pair]
-    judge = Judge(load_backbone(spec.judge, result.device, registry), candidate_captions(spec.captions, concepts))
+    if spec.controls is None:
+        captions = candidate_captions(spec.captions, concepts)
+    else:
+        captions = list(dict.fromkeys(concepts + [c for a, b in spec.pairs for c in spec.pair_controls(a, b)]))
+    judge = Judge(load_backbone(spec.judge, result.device, registry), captions)
     sims = judge.similarities(result.images)
-    top = sims.topk(spec.top_k, dim=1).indices
+    top = sims.topk(min(spec.top_k, sims.shape[1]), dim=1).indices
     index = {c: i for i, c in enumerate(judge.captions)}
-
-    def present(row_index: int, concept: str) -> bool:
-        return index[concept] in top[row_index].tolist()
 
     pairs_out, totals = [], {"a": [0, 0], "b": [0, 0], "blend": [0, 0]}
     for p, (a, b) in enumerate(spec.pairs):
+        controls = [index[c] for c in spec.pair_controls(a, b)]
+
+        def present(row_index: int, concept: str) -> bool:
+            if not controls:
+                return index[concept] in top[row_index].tolist()
+            return bool(present_against_controls(sims[row_index:row_index + 1], index[concept], controls)[0])
+
         entry: dict[str, Any] = {"a": a, "b": b}
+        if controls:
+            entry["controls"] = spec.pair_controls(a, b)
         for role, offset in (("a", 0), ("b", 1), ("blend", 2)):
             rows = [r for r in result.rows if r.prompt_index == 3 * p + offset]
             both = sum(present(r.index, a) and present(r.index, b) for r in rows)
@@ -81,25 +142,33 @@ def run_blend(spec: BlendSpec, out_dir: str | Path | None, registry: Registry | 
         pairs_out.append(entry)
     summary = {role: {"both_present": k, "images": n, "rate": k / n, "ci95": list(wilson_interval(k, n))}
                for role, (k, n) in totals.items()}
-    report = {"analysis": "blend", "combine": spec.combine, "top_k": spec.top_k, "judge": spec.judge.model_dump(),
+    report = {"analysis": "blend", "combine": spec.combine, "presence": spec.presence_rule(),
+              "top_k": spec.top_k if spec.controls is None else None, "judge": spec.judge.model_dump(),
               "seeds": spec.seed_list(), "pairs": pairs_out, "summary": summary}
     if out is not None:
         write_json(out / "report.json", report)
         md = ["# Concept blending", "",
-              f"A concept is present when it is among the judge's top {spec.top_k} captions; blends by '{spec.combine}'.", "",
+              f"A concept is present when {spec.presence_rule()}; blends by '{spec.combine}'.", "",
               markdown_table(["images", "both present (rate, 95 % CI)"], [
                   [role, f"{s['rate']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] of {s['images']}"]
                   for role, s in summary.items()]), ""]
         for p, (a, b) in enumerate(spec.pairs):
             rows = [r.index for r in result.rows if r.prompt_index in (3 * p, 3 * p + 1, 3 * p + 2)]
             write_grid(out / f"pair_{p:02d}.png", result.images[rows], len(spec.seed_list()))
-            md += [f"## {a} + {b}", "", "Rows: A alone, B alone, blend.", "", f"![pair](pair_{p:02d}.png)", ""]
+            entry = pairs_out[p]
+            md += [f"## {a} + {b}", "", markdown_table(["images", "A present", "B present", "both present"], [
+                       [role, f"{entry[role]['a_present']:.2f}", f"{entry[role]['b_present']:.2f}",
+                        f"{entry[role]['both_present']}/{entry[role]['images']}"] for role in ("a", "b", "blend")]), ""]
+            if "controls" in entry:
+                md += [f"Controls: {', '.join(entry['controls'])}.", ""]
+            md += ["Rows: A alone, B alone, blend.", "", f"![pair](pair_{p:02d}.png)", ""]
         (out / "report.md").write_text("\n".join(md), encoding="utf-8")
     return report
 
 
 def blend_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"concept blending (top-{report['top_k']}, {report['combine']})")
+    rule = f"top-{report['top_k']}" if report["top_k"] else "against controls"
+    table = Table(title=f"concept blending ({rule}, {report['combine']})")
     for col in ("images of", "both concepts present", "95% CI"):
         table.add_column(col)
     for role, s in report["summary"].items():

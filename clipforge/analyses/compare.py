@@ -1,21 +1,28 @@
 """Model comparison (the paper's data-scale analysis): the same prompts and seeds inverted on
-several backbones, every inversion scored by one judge."""
+several backbones, every inversion scored by one judge.
+
+Backbones are ranked by judge accuracy by default (how often the judge's top caption is the
+prompt), ties broken by the judge margin. Because every backbone inverts the same prompts with the
+same seeds, neighbours in the ranking are also compared image by image: the paired difference of
+margins with its 95 % interval, and a sign test on the images that one gets right and the other
+wrong. A ranking is only as good as those comparisons say.
+"""
 
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from rich.table import Table
 
 from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, write_grid,
-    write_json,
+    AnalysisSpec, SharedProgress, markdown_table, mean_interval, prepare, run_inversions, sign_test, wilson_interval,
+    write_grid, write_json,
 )
-from clipforge.judge import Judge, load_backbone
+from clipforge.judge import Judge, Verdicts, load_backbone
 from clipforge.registry import Registry, default_registry
 from clipforge.spec import ComponentRef, RunSpec
 
@@ -35,7 +42,8 @@ class CompareSpec(AnalysisSpec):
     backbones: dict[str, ComponentRef] = Field(min_length=2, description="Label -> backbone to invert.")
     captions: list[str] | str | None = Field(
         None, description="The judge's candidate captions ('toyworld' for the offline world's); prompts are added.")
-
+    rank_by: Literal["accuracy", "judge_margin", "judge_similarity"] = Field(
+        "accuracy", description="What the ranking orders by (accuracy ties are broken by the judge margin).")
 
     def inversion_specs(self) -> dict[str, RunSpec]:
         return {f"backbones.{label}": self.run_spec(self.prompts, [ref.model_dump()], where=f"backbones.{label}")
@@ -55,46 +63,77 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
             results[label] = run_inversions(rs, registry, bar)
     device = next(iter(results.values())).device
     judge = Judge(load_backbone(spec.judge, device, registry), candidate_captions(spec.captions, spec.prompts))
-    rows_out, summary = [], {}
+    rows_out, summary, verdicts = [], {}, {}
     for label, result in results.items():
-        verdicts = judge.judge(result.images, [spec.prompts[r.prompt_index] for r in result.rows])
-        n = len(verdicts.correct)
-        k = sum(verdicts.correct)
-        sims = verdicts.similarity
-        sd = statistics.stdev(sims) if n > 1 else 0.0
+        verdicts[label] = v = judge.judge(result.images, [spec.prompts[r.prompt_index] for r in result.rows])
+        n, k = len(v.correct), sum(v.correct)
+        sim, sim_lo, sim_hi = mean_interval(v.similarity)
+        margin, margin_lo, margin_hi = mean_interval(v.margin)
         summary[label] = {
-            "images": n, "judge_similarity": statistics.fmean(sims),
-            "judge_similarity_ci95": [statistics.fmean(sims) - 1.96 * sd / n ** 0.5,
-                                      statistics.fmean(sims) + 1.96 * sd / n ** 0.5],
-            "accuracy": k / n, "accuracy_ci95": list(wilson_interval(k, n)), "judge_margin": verdicts.mean_margin,
+            "images": n, "judge_similarity": sim, "judge_similarity_ci95": [sim_lo, sim_hi],
+            "accuracy": k / n, "accuracy_ci95": list(wilson_interval(k, n)),
+            "judge_margin": margin, "judge_margin_ci95": [margin_lo, margin_hi],
             "model_similarity": statistics.fmean(result.metrics[-1]["similarity"]),
         }
         rows_out.append(result.images)
-    ranking = sorted(summary, key=lambda label: summary[label]["judge_similarity"], reverse=True)
+    ranking = rank_backbones(summary, spec.rank_by)
+    paired = [paired_comparison(better, worse, verdicts[better], verdicts[worse])
+              for better, worse in zip(ranking, ranking[1:])]
     report = {"analysis": "compare", "judge": spec.judge.model_dump(), "prompts": spec.prompts,
               "seeds": spec.seed_list(), "backbones": {k: v.model_dump() for k, v in spec.backbones.items()},
-              "results": summary, "ranking_by_judge_similarity": ranking}
+              "results": summary, "rank_by": spec.rank_by, "ranking": ranking, "paired": paired}
     if out is not None:
         write_json(out / "report.json", report)
         write_grid(out / "grid.png", torch.cat(rows_out), rows_out[0].shape[0])
-        header = ["backbone", "images", "judge similarity (95 % CI)", "accuracy (95 % CI)", "judge margin"]
-        table = [[label, s["images"],
-                  f"{s['judge_similarity']:.3f} [{s['judge_similarity_ci95'][0]:.3f}, {s['judge_similarity_ci95'][1]:.3f}]",
-                  f"{s['accuracy']:.2f} [{s['accuracy_ci95'][0]:.2f}, {s['accuracy_ci95'][1]:.2f}]", s["judge_margin"]]
+        header = ["backbone", "images", "judge similarity (95 % CI)", "accuracy (95 % CI)", "judge margin (95 % CI)"]
+        table = [[label, s["images"], _with_ci(s["judge_similarity"], s["judge_similarity_ci95"], 3),
+                  _with_ci(s["accuracy"], s["accuracy_ci95"], 2), _with_ci(s["judge_margin"], s["judge_margin_ci95"], 3)]
                  for label, s in summary.items()]
+        pair_header = ["ranked", "paired margin difference (95 % CI)", "right only in the first / only in the second",
+                       "sign test p"]
+        pair_rows = [[f"{c['better']} > {c['worse']}", _with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
+                      f"{c['only_better_right']} / {c['only_worse_right']}", f"{c['sign_test_p']:.3f}"] for c in paired]
         md = ["# Model comparison", "", f"Judge: `{spec.judge.model_dump()}`.", "", markdown_table(header, table), "",
-              "Ranking by judge similarity: " + " > ".join(ranking), "",
-              "One row per backbone, in the order above; columns are prompts x seeds.", "", "![grid](grid.png)", ""]
+              f"Ranking by {spec.rank_by.replace('_', ' ')}: " + " > ".join(ranking), "",
+              "Neighbours in the ranking, image by image (same prompts and seeds):", "",
+              markdown_table(pair_header, pair_rows), "",
+              "One row per backbone, in the order of the first table; columns are prompts x seeds.", "",
+              "![grid](grid.png)", ""]
         (out / "report.md").write_text("\n".join(md), encoding="utf-8")
     return report
 
 
+def rank_backbones(summary: dict[str, dict[str, Any]], rank_by: str) -> list[str]:
+    """Labels from best to worst; accuracy ties are broken by the judge margin."""
+    if rank_by == "accuracy":
+        return sorted(summary, key=lambda label: (summary[label]["accuracy"], summary[label]["judge_margin"]),
+                      reverse=True)
+    return sorted(summary, key=lambda label: summary[label][rank_by], reverse=True)
+
+
+def paired_comparison(better: str, worse: str, a: Verdicts, b: Verdicts) -> dict[str, Any]:
+    """Image-by-image comparison of two backbones' verdicts on the same prompts and seeds."""
+    diff, lo, hi = mean_interval([x - y for x, y in zip(a.margin, b.margin)])
+    only_a = sum(x and not y for x, y in zip(a.correct, b.correct))
+    only_b = sum(y and not x for x, y in zip(a.correct, b.correct))
+    return {"better": better, "worse": worse, "margin_difference": diff, "margin_difference_ci95": [lo, hi],
+            "only_better_right": only_a, "only_worse_right": only_b, "sign_test_p": sign_test(only_a, only_b)}
+
+
+def _with_ci(value: float, ci: list[float], digits: int) -> str:
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
 def compare_table(report: dict[str, Any]) -> Table:
-    table = Table(title="model comparison")
-    for col in ("backbone", "images", "judge similarity", "accuracy (95% CI)", "margin"):
+    table = Table(title=f"model comparison, best first by {report['rank_by'].replace('_', ' ')}",
+                  caption="vs next: paired margin difference (95% CI), sign-test p on images only one gets right")
+    for col in ("backbone", "images", "judge similarity", "accuracy (95% CI)", "margin", "vs next"):
         table.add_column(col)
-    for label, s in report["results"].items():
+    paired = {c["better"]: c for c in report["paired"]}
+    for label in report["ranking"]:
+        s, c = report["results"][label], paired.get(label)
         table.add_row(label, str(s["images"]), f"{s['judge_similarity']:.3f}",
-                      f"{s['accuracy']:.2f} [{s['accuracy_ci95'][0]:.2f}, {s['accuracy_ci95'][1]:.2f}]",
-                      f"{s['judge_margin']:+.3f}")
+                      _with_ci(s["accuracy"], s["accuracy_ci95"], 2), f"{s['judge_margin']:+.3f}",
+                      f"{_with_ci(c['margin_difference'], c['margin_difference_ci95'], 3)}, p={c['sign_test_p']:.2f}"
+                      if c else "")
     return table

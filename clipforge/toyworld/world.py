@@ -316,6 +316,34 @@ class World:
         return frozenset({caption})
 
     @staticmethod
+    def single_object_template(caption: str) -> Optional[str]:
+        """The name of the SINGLE_TEMPLATES template ``caption`` follows ("full", "colour_shape", ...), or None."""
+        for name, pattern in zip(SINGLE_TEMPLATES, _TEMPLATE_PATTERNS):
+            if pattern.fullmatch(caption):
+                return name
+        return None
+
+    @staticmethod
+    def disjoint_captions(*captions: str) -> list[str]:
+        """Controls for judging whether a concept is in an image: captions in the same template as
+        ``captions`` (single-object captions of one template) that share no colour and no shape with
+        any of them, on one of their backgrounds where the template states one."""
+        templates = {World.single_object_template(c) for c in captions}
+        if len(templates) != 1 or None in templates:
+            raise ValueError(f"not single-object captions of one template: {list(captions)}")
+        template = SINGLE_TEMPLATES[templates.pop()]
+        facts = set().union(*(World.caption_facts(c) for c in captions))
+        backgrounds = [f.split("=")[1] for f in facts if f.startswith("background=")] or list(BACKGROUNDS)
+        out = []
+        for shape in SHAPES:
+            for colour in COLOURS:
+                for background in sorted(backgrounds, key=list(BACKGROUNDS).index):
+                    c = template.format(colour=colour, shape=shape, background=background)
+                    if c not in out and not (World.caption_facts(c) & facts - {f"background={background}"}):
+                        out.append(c)
+        return out
+
+    @staticmethod
     def vocabulary() -> list[str]:
         """Every word any caption of the world can contain (sorted)."""
         words = set()
