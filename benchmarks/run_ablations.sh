@@ -47,4 +47,4 @@ for r in report["results"]:
           f"margin {r['judge_margin']:+.3f} colour {a['colour']:.2f} shape {a['shape']:.2f} "
           f"background {a['background']:.2f} overrides {report['overrides']} judge {report['judge'][-20:]}")
 PY
-done
+done | tee "$out/ablations_summary.txt"

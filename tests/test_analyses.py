@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -103,9 +104,9 @@ def test_compare_and_blend(tmp_path):
                        backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
     report = run_compare(spec, tmp_path / "compare", show_progress=False)
     assert set(report["results"]) == {"small", "other"} and sorted(report["ranking"]) == ["other", "small"]
-    better, worse = report["ranking"]
-    assert report["results"][better]["accuracy"] >= report["results"][worse]["accuracy"]
-    assert report["paired"][0]["better"] == better and 0 <= report["paired"][0]["sign_test_p"] <= 1
+    higher, lower = report["ranking"]
+    assert report["results"][higher]["accuracy"] >= report["results"][lower]["accuracy"]
+    assert report["paired"][0]["higher"] == higher and 0 <= report["paired"][0]["sign_test_p"] <= 1
     assert "Neighbours in the ranking" in (tmp_path / "compare" / "report.md").read_text()
     assert report["results"]["small"]["images"] == 4
     blend = run_blend(BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")]), tmp_path / "blend",
@@ -120,15 +121,25 @@ def test_ranking_and_paired_statistics():
                "c": {"accuracy": 0.7, "judge_margin": -0.3, "judge_similarity": 0.2}}
     assert rank_backbones(summary, "accuracy") == ["c", "b", "a"]  # the tie broken by margin
     assert rank_backbones(summary, "judge_similarity") == ["b", "c", "a"]
+    assert rank_backbones(summary, "judge_margin") == ["b", "a", "c"]
+    tied = {"x": {"accuracy": 0.5, "judge_margin": 0.0}, "y": {"accuracy": 0.5, "judge_margin": 0.0}}
+    assert rank_backbones(tied, "accuracy") == ["x", "y"]  # full ties keep the spec's order
     assert sign_test(0, 0) == 1.0 and sign_test(5, 5) == 1.0
     assert sign_test(8, 0) == pytest.approx(2 / 256) and sign_test(1, 7) == pytest.approx(2 * 9 / 256)
     mean, lo, hi = mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and hi - mean == pytest.approx(1.959964 / 3 ** 0.5)
+    mean, lo, hi = mean_interval([0.4])
+    assert mean == 0.4 and math.isnan(lo) and math.isnan(hi)
+    with pytest.raises(ValueError):
+        mean_interval([])
     right = Verdicts(top=[], correct=[True, True, False, True], margin=[0.1, 0.2, -0.1, 0.3], similarity=[0.0] * 4)
     wrong = Verdicts(top=[], correct=[False, True, False, False], margin=[-0.1, 0.1, -0.2, -0.1], similarity=[0.0] * 4)
     c = paired_comparison("r", "w", right, wrong)
-    assert (c["only_better_right"], c["only_worse_right"]) == (2, 0)
+    assert (c["only_higher_right"], c["only_lower_right"]) == (2, 0)
     assert c["margin_difference"] == pytest.approx(0.2) and c["sign_test_p"] == pytest.approx(0.5)
+    shorter = Verdicts(top=[], correct=[True], margin=[0.1], similarity=[0.0])
+    with pytest.raises(ValueError):  # images that do not pair up are an error, not silently dropped
+        paired_comparison("r", "s", right, shorter)
 
 
 def test_blend_presence_against_controls(tmp_path):
@@ -142,6 +153,10 @@ def test_blend_presence_against_controls(tmp_path):
     for role in ("a", "b", "blend"):
         entry = report["pairs"][0][role]
         assert entry["both_present"] <= min(entry["a_present"], entry["b_present"]) * entry["images"]
+    world = BlendSpec(run=RUN, seeds=1, judge=JUDGE, pairs=[("a red circle", "a blue square")], controls="toyworld")
+    report = run_blend(world, None, show_progress=False)
+    assert len(report["pairs"][0]["controls"]) == 12 and "a green triangle" in report["pairs"][0]["controls"]
+    assert report["summary"]["blend"]["images"] == 1
 
 
 def test_blend_controls_are_checked():

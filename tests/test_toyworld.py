@@ -209,6 +209,8 @@ def test_words_outside_the_vocabulary_are_named_once() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         backbone.encode_text(["a dog on a gray background"])  # already named: no second warning
+        bpe = load_backbone({"name": "open_clip", "options": {"model": "ViT-B-32", "pretrained": "random"}})
+        bpe.encode_text(["a zorblax and a blorptak"])  # open_clip's BPE tokenizer reads every word
 
 
 def test_disjoint_captions_keep_the_template_and_background() -> None:
@@ -216,6 +218,11 @@ def test_disjoint_captions_keep_the_template_and_background() -> None:
     assert len(controls) == 12 and all(World.single_object_template(c) == "full" for c in controls)
     assert all(c.endswith("on a black background") for c in controls)
     assert World.disjoint_captions("a red circle", "a blue square")[0] == "a green triangle"
+    two_backgrounds = World.disjoint_captions("a red circle on a gray background", "a blue square on a white background")
+    assert len(two_backgrounds) == 24 and {c.split(" on a ")[1] for c in two_backgrounds} == {
+        "gray background", "white background"}
+    # templates without a colour: only the shape rules a control out
+    assert World.disjoint_captions("a circle", "a square") == ["a triangle", "a cross", "a ring"]
     assert World.single_object_template("a calm landscape") is None
     with pytest.raises(ValueError, match="one template"):
         World.disjoint_captions("a red circle", "a blue square on a gray background")

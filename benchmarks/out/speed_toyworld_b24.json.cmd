@@ -1,2 +1,2 @@
 python benchmarks/speed.py --json --batch 24 --steps 10 --repeats 3
-# 98s wall
+# 82s wall

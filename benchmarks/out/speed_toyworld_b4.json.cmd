@@ -1,2 +1,2 @@
 python benchmarks/speed.py --json --batch 4 --steps 10 --repeats 3
-# 31s wall
+# 23s wall

@@ -1,2 +1,2 @@
 python benchmarks/speed.py --json --batch 8 --steps 10 --repeats 3
-# 39s wall
+# 34s wall

@@ -116,27 +116,26 @@ def run_blend(spec: BlendSpec, out_dir: str | Path | None, registry: Registry | 
         captions = list(dict.fromkeys(concepts + [c for a, b in spec.pairs for c in spec.pair_controls(a, b)]))
     judge = Judge(load_backbone(spec.judge, result.device, registry), captions)
     sims = judge.similarities(result.images)
-    top = sims.topk(min(spec.top_k, sims.shape[1]), dim=1).indices
     index = {c: i for i, c in enumerate(judge.captions)}
+    if spec.controls is None:
+        top = sims.topk(min(spec.top_k, sims.shape[1]), dim=1).indices
+        in_top = torch.zeros_like(sims, dtype=torch.bool).scatter_(1, top, True)
 
     pairs_out, totals = [], {"a": [0, 0], "b": [0, 0], "blend": [0, 0]}
     for p, (a, b) in enumerate(spec.pairs):
-        controls = [index[c] for c in spec.pair_controls(a, b)]
-
-        def present(row_index: int, concept: str) -> bool:
-            if not controls:
-                return index[concept] in top[row_index].tolist()
-            return bool(present_against_controls(sims[row_index:row_index + 1], index[concept], controls)[0])
-
         entry: dict[str, Any] = {"a": a, "b": b}
-        if controls:
+        if spec.controls is None:
+            present = {c: in_top[:, index[c]] for c in (a, b)}  # (N,) bool per concept
+        else:
             entry["controls"] = spec.pair_controls(a, b)
+            controls = [index[c] for c in entry["controls"]]
+            present = {c: present_against_controls(sims, index[c], controls) for c in (a, b)}
         for role, offset in (("a", 0), ("b", 1), ("blend", 2)):
-            rows = [r for r in result.rows if r.prompt_index == 3 * p + offset]
-            both = sum(present(r.index, a) and present(r.index, b) for r in rows)
+            rows = [r.index for r in result.rows if r.prompt_index == 3 * p + offset]
+            has_a, has_b = present[a][rows], present[b][rows]
+            both = int((has_a & has_b).sum())
             entry[role] = {"both_present": both, "images": len(rows), "rate": both / len(rows),
-                           "a_present": sum(present(r.index, a) for r in rows) / len(rows),
-                           "b_present": sum(present(r.index, b) for r in rows) / len(rows)}
+                           "a_present": int(has_a.sum()) / len(rows), "b_present": int(has_b.sum()) / len(rows)}
             totals[role][0] += both
             totals[role][1] += len(rows)
         pairs_out.append(entry)

@@ -146,11 +146,16 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
 
 
 def mean_interval(values: Sequence[float], z: float = 1.959964) -> tuple[float, float, float]:
-    """Mean and its normal-approximation 95 % interval: (mean, low, high)."""
+    """Mean and its normal-approximation 95 % interval: (mean, low, high); the bounds are NaN for a
+    single value, whose spread is unknown."""
     n = len(values)
+    if n == 0:
+        raise ValueError("mean_interval needs at least one value")
     mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, mean - z * sd / math.sqrt(n), mean + z * sd / math.sqrt(n)
+    if n == 1:
+        return mean, math.nan, math.nan
+    half = z * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def sign_test(wins: int, losses: int) -> float:

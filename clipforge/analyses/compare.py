@@ -27,6 +27,10 @@ from clipforge.registry import Registry, default_registry
 from clipforge.spec import ComponentRef, RunSpec
 
 
+#: what a comparison's ranking orders by
+RankBy = Literal["accuracy", "judge_margin", "judge_similarity"]
+
+
 def candidate_captions(value: list[str] | str | None, prompts: list[str]) -> list[str]:
     """The judge's candidates: a list, ``"toyworld"`` (every caption of the offline world), or the prompts."""
     if value == "toyworld":
@@ -42,7 +46,7 @@ class CompareSpec(AnalysisSpec):
     backbones: dict[str, ComponentRef] = Field(min_length=2, description="Label -> backbone to invert.")
     captions: list[str] | str | None = Field(
         None, description="The judge's candidate captions ('toyworld' for the offline world's); prompts are added.")
-    rank_by: Literal["accuracy", "judge_margin", "judge_similarity"] = Field(
+    rank_by: RankBy = Field(
         "accuracy", description="What the ranking orders by (accuracy ties are broken by the judge margin).")
 
     def inversion_specs(self) -> dict[str, RunSpec]:
@@ -76,9 +80,12 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
             "model_similarity": statistics.fmean(result.metrics[-1]["similarity"]),
         }
         rows_out.append(result.images)
+    images = {label: [(r.prompt_index, r.seed) for r in result.rows] for label, result in results.items()}
+    if any(keys != next(iter(images.values())) for keys in images.values()):  # the engine orders rows the same way
+        raise RuntimeError("compare: backbones' inversions are not in the same prompt and seed order")
     ranking = rank_backbones(summary, spec.rank_by)
-    paired = [paired_comparison(better, worse, verdicts[better], verdicts[worse])
-              for better, worse in zip(ranking, ranking[1:])]
+    paired = [paired_comparison(higher, lower, verdicts[higher], verdicts[lower])
+              for higher, lower in zip(ranking, ranking[1:])]
     report = {"analysis": "compare", "judge": spec.judge.model_dump(), "prompts": spec.prompts,
               "seeds": spec.seed_list(), "backbones": {k: v.model_dump() for k, v in spec.backbones.items()},
               "results": summary, "rank_by": spec.rank_by, "ranking": ranking, "paired": paired}
@@ -91,8 +98,8 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
                  for label, s in summary.items()]
         pair_header = ["ranked", "paired margin difference (95 % CI)", "right only in the first / only in the second",
                        "sign test p"]
-        pair_rows = [[f"{c['better']} > {c['worse']}", _with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
-                      f"{c['only_better_right']} / {c['only_worse_right']}", f"{c['sign_test_p']:.3f}"] for c in paired]
+        pair_rows = [[f"{c['higher']} > {c['lower']}", _with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
+                      f"{c['only_higher_right']} / {c['only_lower_right']}", f"{c['sign_test_p']:.3f}"] for c in paired]
         md = ["# Model comparison", "", f"Judge: `{spec.judge.model_dump()}`.", "", markdown_table(header, table), "",
               f"Ranking by {spec.rank_by.replace('_', ' ')}: " + " > ".join(ranking), "",
               "Neighbours in the ranking, image by image (same prompts and seeds):", "",
@@ -103,21 +110,25 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
     return report
 
 
-def rank_backbones(summary: dict[str, dict[str, Any]], rank_by: str) -> list[str]:
-    """Labels from best to worst; accuracy ties are broken by the judge margin."""
+def rank_backbones(summary: dict[str, dict[str, Any]], rank_by: RankBy) -> list[str]:
+    """Labels from best to worst; accuracy ties are broken by the judge margin, full ties keep spec order."""
     if rank_by == "accuracy":
         return sorted(summary, key=lambda label: (summary[label]["accuracy"], summary[label]["judge_margin"]),
                       reverse=True)
     return sorted(summary, key=lambda label: summary[label][rank_by], reverse=True)
 
 
-def paired_comparison(better: str, worse: str, a: Verdicts, b: Verdicts) -> dict[str, Any]:
-    """Image-by-image comparison of two backbones' verdicts on the same prompts and seeds."""
-    diff, lo, hi = mean_interval([x - y for x, y in zip(a.margin, b.margin)])
-    only_a = sum(x and not y for x, y in zip(a.correct, b.correct))
-    only_b = sum(y and not x for x, y in zip(a.correct, b.correct))
-    return {"better": better, "worse": worse, "margin_difference": diff, "margin_difference_ci95": [lo, hi],
-            "only_better_right": only_a, "only_worse_right": only_b, "sign_test_p": sign_test(only_a, only_b)}
+def paired_comparison(higher: str, lower: str, higher_verdicts: Verdicts, lower_verdicts: Verdicts) -> dict[str, Any]:
+    """Image-by-image comparison of two backbones ranked next to each other, on the same prompts and
+    seeds in the same order: is the higher one's lead more than noise?"""
+    pairs = list(zip(higher_verdicts.margin, lower_verdicts.margin, strict=True))
+    diff, lo, hi = mean_interval([x - y for x, y in pairs])
+    correct = list(zip(higher_verdicts.correct, lower_verdicts.correct, strict=True))
+    only_higher = sum(x and not y for x, y in correct)
+    only_lower = sum(y and not x for x, y in correct)
+    return {"higher": higher, "lower": lower, "margin_difference": diff, "margin_difference_ci95": [lo, hi],
+            "only_higher_right": only_higher, "only_lower_right": only_lower,
+            "sign_test_p": sign_test(only_higher, only_lower)}
 
 
 def _with_ci(value: float, ci: list[float], digits: int) -> str:
@@ -129,7 +140,7 @@ def compare_table(report: dict[str, Any]) -> Table:
                   caption="vs next: paired margin difference (95% CI), sign-test p on images only one gets right")
     for col in ("backbone", "images", "judge similarity", "accuracy (95% CI)", "margin", "vs next"):
         table.add_column(col)
-    paired = {c["better"]: c for c in report["paired"]}
+    paired = {c["higher"]: c for c in report["paired"]}
     for label in report["ranking"]:
         s, c = report["results"][label], paired.get(label)
         table.add_row(label, str(s["images"]), f"{s['judge_similarity']:.3f}",

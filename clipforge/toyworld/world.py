@@ -339,7 +339,8 @@ class World:
             for colour in COLOURS:
                 for background in sorted(backgrounds, key=list(BACKGROUNDS).index):
                     c = template.format(colour=colour, shape=shape, background=background)
-                    if c not in out and not (World.caption_facts(c) & facts - {f"background={background}"}):
+                    shared = (World.caption_facts(c) & facts) - {f"background={background}"}
+                    if c not in out and not shared:
                         out.append(c)
         return out
 
