@@ -202,7 +202,8 @@ def test_words_outside_the_vocabulary_are_named_once() -> None:
     from clipforge.judge import load_backbone
 
     backbone = load_backbone({"name": "open_clip", "options": {"model": DEFAULT_MODEL}})
-    with pytest.warns(UserWarning, match=r"open_clip:toyworld-vit: not in the model's vocabulary, read as <unk>: dog, purple"):
+    expected = r"open_clip:toyworld-vit: not in the model's vocabulary, read as <unk>: dog, purple"
+    with pytest.warns(UserWarning, match=expected):
         backbone.encode_text(["a purple dog", "a red circle"])
     import warnings
 
@@ -218,7 +219,8 @@ def test_disjoint_captions_keep_the_template_and_background() -> None:
     assert len(controls) == 12 and all(World.single_object_template(c) == "full" for c in controls)
     assert all(c.endswith("on a black background") for c in controls)
     assert World.disjoint_captions("a red circle", "a blue square")[0] == "a green triangle"
-    two_backgrounds = World.disjoint_captions("a red circle on a gray background", "a blue square on a white background")
+    two_backgrounds = World.disjoint_captions("a red circle on a gray background",
+                                              "a blue square on a white background")
     assert len(two_backgrounds) == 24 and {c.split(" on a ")[1] for c in two_backgrounds} == {
         "gray background", "white background"}
     # templates without a colour: only the shape rules a control out

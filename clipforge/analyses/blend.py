@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from rich.table import Table
 
 from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, write_grid,
+    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, with_ci, write_grid,
     write_json,
 )
 from clipforge.analyses.compare import candidate_captions
@@ -149,7 +149,7 @@ def run_blend(spec: BlendSpec, out_dir: str | Path | None, registry: Registry | 
         md = ["# Concept blending", "",
               f"A concept is present when {spec.presence_rule()}; blends by '{spec.combine}'.", "",
               markdown_table(["images", "both present (rate, 95 % CI)"], [
-                  [role, f"{s['rate']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] of {s['images']}"]
+                  [role, f"{with_ci(s['rate'], s['ci95'])} of {s['images']}"]
                   for role, s in summary.items()]), ""]
         for p, (a, b) in enumerate(spec.pairs):
             rows = [r.index for r in result.rows if r.prompt_index in (3 * p, 3 * p + 1, 3 * p + 2)]

@@ -158,6 +158,11 @@ def mean_interval(values: Sequence[float], z: float = 1.959964) -> tuple[float, 
     return mean, mean - half, mean + half
 
 
+def with_ci(value: float, ci: Sequence[float], digits: int = 2) -> str:
+    """``value [low, high]``, the way every analysis report prints an estimate and its interval."""
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact sign test (ties dropped): the p-value of ``wins`` against ``losses`` under 50/50."""
     n = wins + losses

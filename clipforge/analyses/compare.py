@@ -20,7 +20,7 @@ from rich.table import Table
 
 from clipforge.analyses.common import (
     AnalysisSpec, SharedProgress, markdown_table, mean_interval, prepare, run_inversions, sign_test, wilson_interval,
-    write_grid, write_json,
+    with_ci, write_grid, write_json,
 )
 from clipforge.judge import Judge, Verdicts, load_backbone
 from clipforge.registry import Registry, default_registry
@@ -93,12 +93,12 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
         write_json(out / "report.json", report)
         write_grid(out / "grid.png", torch.cat(rows_out), rows_out[0].shape[0])
         header = ["backbone", "images", "judge similarity (95 % CI)", "accuracy (95 % CI)", "judge margin (95 % CI)"]
-        table = [[label, s["images"], _with_ci(s["judge_similarity"], s["judge_similarity_ci95"], 3),
-                  _with_ci(s["accuracy"], s["accuracy_ci95"], 2), _with_ci(s["judge_margin"], s["judge_margin_ci95"], 3)]
+        table = [[label, s["images"], with_ci(s["judge_similarity"], s["judge_similarity_ci95"], 3),
+                  with_ci(s["accuracy"], s["accuracy_ci95"], 2), with_ci(s["judge_margin"], s["judge_margin_ci95"], 3)]
                  for label, s in summary.items()]
         pair_header = ["ranked", "paired margin difference (95 % CI)", "right only in the first / only in the second",
                        "sign test p"]
-        pair_rows = [[f"{c['higher']} > {c['lower']}", _with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
+        pair_rows = [[f"{c['higher']} > {c['lower']}", with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
                       f"{c['only_higher_right']} / {c['only_lower_right']}", f"{c['sign_test_p']:.3f}"] for c in paired]
         md = ["# Model comparison", "", f"Judge: `{spec.judge.model_dump()}`.", "", markdown_table(header, table), "",
               f"Ranking by {spec.rank_by.replace('_', ' ')}: " + " > ".join(ranking), "",
@@ -131,10 +131,6 @@ def paired_comparison(higher: str, lower: str, higher_verdicts: Verdicts, lower_
             "sign_test_p": sign_test(only_higher, only_lower)}
 
 
-def _with_ci(value: float, ci: list[float], digits: int) -> str:
-    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-
-
 def compare_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"model comparison, best first by {report['rank_by'].replace('_', ' ')}",
                   caption="vs next: paired margin difference (95% CI), sign-test p on images only one gets right")
@@ -144,7 +140,7 @@ def compare_table(report: dict[str, Any]) -> Table:
     for label in report["ranking"]:
         s, c = report["results"][label], paired.get(label)
         table.add_row(label, str(s["images"]), f"{s['judge_similarity']:.3f}",
-                      _with_ci(s["accuracy"], s["accuracy_ci95"], 2), f"{s['judge_margin']:+.3f}",
-                      f"{_with_ci(c['margin_difference'], c['margin_difference_ci95'], 3)}, p={c['sign_test_p']:.2f}"
+                      with_ci(s["accuracy"], s["accuracy_ci95"], 2), f"{s['judge_margin']:+.3f}",
+                      f"{with_ci(c['margin_difference'], c['margin_difference_ci95'], 3)}, p={c['sign_test_p']:.2f}"
                       if c else "")
     return table

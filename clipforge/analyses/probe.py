@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from rich.table import Table
 
 from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, write_csv,
+    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, with_ci, write_csv,
     write_grid, write_json,
 )
 from clipforge.judge import Judge, load_backbone
@@ -90,8 +90,8 @@ def run_probe(spec: ProbeSpec, out_dir: str | Path | None, registry: Registry | 
         md = [f"# Attribute probe: {spec.attribute}", "",
               f"Judge: `{spec.judge.model_dump()}`; {len(spec.seed_list())} seeds per prompt; 95 % Wilson intervals.", ""]
         header = ["prompt", "images"] + [f"{v} (95 % CI)" for v in value_prompts]
-        table = [[prompt, e["images"]] + [f"{e['proportions'][v]['p']:.2f} [{e['proportions'][v]['ci95'][0]:.2f}, "
-                                             f"{e['proportions'][v]['ci95'][1]:.2f}]" for v in value_prompts]
+        table = [[prompt, e["images"]] + [with_ci(e["proportions"][v]["p"], e["proportions"][v]["ci95"])
+                                             for v in value_prompts]
                  for prompt, e in per_prompt.items()]
         md += [markdown_table(header, table), ""]
         for p, prompt in enumerate(spec.prompts):
@@ -112,6 +112,5 @@ def probe_table(report: dict[str, Any]) -> Table:
         table.add_column(f"{v} (95% CI)", justify="right")
     for prompt, e in report["prompts"].items():
         table.add_row(prompt, str(e["images"]), *[
-            f"{e['proportions'][v]['p']:.2f} [{e['proportions'][v]['ci95'][0]:.2f}, {e['proportions'][v]['ci95'][1]:.2f}]"
-            for v in values])
+            with_ci(e["proportions"][v]["p"], e["proportions"][v]["ci95"]) for v in values])
     return table

@@ -17,7 +17,7 @@ from pydantic import Field
 from rich.table import Table
 
 from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, write_grid,
+    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, with_ci, write_grid,
     write_json,
 )
 from clipforge.judge import load_backbone
@@ -66,7 +66,7 @@ def run_screen(spec: ScreenSpec, out_dir: str | Path | None, registry: Registry 
         md = ["# Safety screen", "", f"Concepts: {spec.concepts}; threshold {spec.threshold}; action: {spec.action} "
               "(flagged images below are shown as the screen left them).", "",
               markdown_table(["prompt", "flagged", "rate (95 % CI)"], [
-                  [p, f"{r['flagged']}/{r['images']}", f"{r['rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"]
+                  [p, f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"])]
                   for p, r in per_prompt.items()]), "",
               "## Text-side similarity (cosine, inverted model's text space)", "",
               markdown_table(["text"] + spec.concepts, [[row] + [table[row][c] for c in spec.concepts] for row in rows]),
@@ -84,5 +84,5 @@ def screen_table(report: dict[str, Any]) -> Table:
     for col in ("prompt", "flagged", "rate (95% CI)"):
         table.add_column(col)
     for p, r in report["flag_rates"].items():
-        table.add_row(p, f"{r['flagged']}/{r['images']}", f"{r['rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]")
+        table.add_row(p, f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"]))
     return table

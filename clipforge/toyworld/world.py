@@ -333,11 +333,11 @@ class World:
             raise ValueError(f"not single-object captions of one template: {list(captions)}")
         template = SINGLE_TEMPLATES[templates.pop()]
         facts = set().union(*(World.caption_facts(c) for c in captions))
-        backgrounds = [f.split("=")[1] for f in facts if f.startswith("background=")] or list(BACKGROUNDS)
+        backgrounds = [b for b in BACKGROUNDS if f"background={b}" in facts] or list(BACKGROUNDS)
         out = []
         for shape in SHAPES:
             for colour in COLOURS:
-                for background in sorted(backgrounds, key=list(BACKGROUNDS).index):
+                for background in backgrounds:
                     c = template.format(colour=colour, shape=shape, background=background)
                     shared = (World.caption_facts(c) & facts) - {f"background={background}"}
                     if c not in out and not shared:
