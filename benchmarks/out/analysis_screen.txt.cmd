@@ -1,2 +1,2 @@
 python -m clipforge screen examples/toyworld/screen.json --out benchmarks/analyses/screen
-# 186s wall
+# 170s wall
