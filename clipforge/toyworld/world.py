@@ -228,7 +228,7 @@ def _uniform_on_grid(u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, q: int
     return torch.where(last >= first, snapped, lo + u * (hi - lo))
 
 
-def _sdf(shape: str, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+def shape_sdf(shape: str, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """Signed distance (pixels, negative inside) of a shape centred at 0 with size r."""
     if shape in ("circle", "sphere"):
         return torch.sqrt(dx * dx + dy * dy) - r
@@ -594,7 +594,7 @@ class World:
             dx = self._xx - cx[idx, None, None]
             dy = self._yy - cy[idx, None, None]
             rr = r[idx, None, None]
-            mask = (0.5 - _sdf(shape, dx, dy, rr)).clamp(0, 1).unsqueeze(1)
+            mask = (0.5 - shape_sdf(shape, dx, dy, rr)).clamp(0, 1).unsqueeze(1)
             if shape == "sphere":
                 colour = _ball_colour(rgb[idx], dx, dy, rr)
             else:
