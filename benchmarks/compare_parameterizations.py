@@ -4,13 +4,17 @@ Every parameterisation inverts the same prompts x seeds with the paper's setup s
 world (see toyworld_eval.py); only the parameterisation (and its learning rate) differs. The pixel
 one with the paper's settings is the baseline. Every ``--eval-every`` steps the judge classifies
 the current images, which gives a curve of transfer accuracy against steps, and so the steps and
-seconds each parameterisation needs to reach the baseline's final accuracy.
+seconds each parameterisation needs to reach the baseline's final accuracy. The analytic judge
+(``clipforge.toyworld.analytic_judge``: colour, background and shape read by rule) reads the same
+images, which adds its caption and shape accuracy to every point of the curve
+(``analytic_caption``, ``analytic_shape``) and its final reading under ``"analytic"``.
 
     python benchmarks/compare_parameterizations.py --json --out benchmarks/parameterizations
     python benchmarks/compare_parameterizations.py --speed-only --json   # random ViT-B/16, paper shapes
 
-Writes ``table.md``, ``sheet.png`` (one row per parameterisation, the same prompts) and
-``accuracy.png`` (judge accuracy against steps) into ``--out``.
+Writes ``table.md``, ``sheet.png`` (one row per parameterisation, the same prompts),
+``accuracy.png`` (judge accuracy against steps) and ``analytic_accuracy.png`` (the analytic
+judge's caption accuracy against steps) into ``--out``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from PIL import Image, ImageDraw
 from clipforge import Callback, Options, image_grid, invert, save_png, to_display
 from clipforge.judge import Judge, load_backbone
 from clipforge.toyworld import World
+from clipforge.toyworld.analytic_judge import read_images, verdicts
 
 sys.path.insert(0, str(Path(__file__).parent))
 from speed import PeakMemory, PhaseClock  # noqa: E402
@@ -41,7 +46,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 class JudgeCurve(Callback):
-    """Transfer accuracy of the current images every N steps."""
+    """Transfer accuracy of the current images every N steps (learned judge), with the analytic
+    judge's caption and shape accuracy; ``analytic`` holds the analytic judge's latest summary."""
 
     name = "judge_curve"
 
@@ -50,6 +56,7 @@ class JudgeCurve(Callback):
         self.judge, self.prompts, self.every = judge, prompts, every
         self.points: list[dict[str, float]] = []
         self.judge_seconds = 0.0
+        self.analytic: dict[str, Any] = {}
 
     def on_run_start(self, run) -> None:
         self.start = time.perf_counter()
@@ -60,10 +67,15 @@ class JudgeCurve(Callback):
             return
         t = time.perf_counter()
         elapsed = t - self.start - self.judge_seconds  # optimisation time only, judging excluded
-        verdicts = self.judge.judge(state.images(), self.row_prompts)
+        images = state.images()
+        learned = self.judge.judge(images, self.row_prompts)
+        analytic = verdicts(read_images(images), self.row_prompts)
         self.judge_seconds += time.perf_counter() - t
-        self.points.append({"step": state.step, "seconds": elapsed, "accuracy": verdicts.accuracy,
-                            "margin": verdicts.mean_margin})
+        summary = analytic.summary()
+        self.analytic = {**{k: v for k, v in summary.items() if k != "n"}, "readings": analytic.caption}
+        self.points.append({"step": state.step, "seconds": elapsed, "accuracy": learned.accuracy,
+                            "margin": learned.mean_margin, "analytic_caption": summary["caption"],
+                            "analytic_shape": summary["shape"]})
 
 
 def first_reaching(points: list[dict[str, float]], target: float) -> dict[str, float] | None:
@@ -73,8 +85,9 @@ def first_reaching(points: list[dict[str, float]], target: float) -> dict[str, f
     return None
 
 
-def line_plot(curves: dict[str, list[dict[str, float]]], path: Path, width: int = 640, height: int = 400) -> None:
-    """Judge accuracy against steps, one line per parameterisation (drawn with PIL)."""
+def line_plot(curves: dict[str, list[dict[str, float]]], path: Path, width: int = 640, height: int = 400,
+              key: str = "accuracy", title: str = "judge transfer accuracy") -> None:
+    """A curve's ``key`` (judge accuracy) against steps, one line per parameterisation (drawn with PIL)."""
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
     left, right, top, bottom = 50, width - 170, 20, height - 40
@@ -87,10 +100,10 @@ def line_plot(curves: dict[str, list[dict[str, float]]], path: Path, width: int 
     d.text((left, bottom + 10), "0", fill="black")
     d.text((right - 30, bottom + 10), str(max_step), fill="black")
     d.text(((left + right) // 2 - 40, bottom + 22), "steps", fill="black")
-    d.text((5, 2), "judge transfer accuracy", fill="black")
+    d.text((5, 2), title, fill="black")
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
     for i, (label, pts) in enumerate(curves.items()):
-        xy = [(left + p["step"] / max_step * (right - left), bottom - p["accuracy"] * (bottom - top)) for p in pts]
+        xy = [(left + p["step"] / max_step * (right - left), bottom - p[key] * (bottom - top)) for p in pts]
         if len(xy) > 1:
             d.line(xy, fill=colours[i % len(colours)], width=2)
         d.text((right + 10, top + 16 * i), label, fill=colours[i % len(colours)])
@@ -118,11 +131,12 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             "transfer_accuracy": final["accuracy"], "judge_margin": final["margin"],
             "model_similarity": sum(result.metrics[-1]["similarity"]) / len(result.rows),
             "seconds_per_step": seconds / args.steps, "peak_memory_mib": round(mem.peak / 2**20, 1),
-            "curve": curve.points,
+            "curve": curve.points, "analytic": curve.analytic,
         }
         first = sorted(result.rows, key=lambda r: (r.seed, r.prompt_index))[: args.sheet_columns]
         sheet_rows.append(to_display(result.images[[r.index for r in first]], "minmax"))
-        print(f"{label}: transfer accuracy {final['accuracy']:.3f}", file=sys.stderr)
+        print(f"{label}: transfer accuracy {final['accuracy']:.3f}, analytic caption accuracy "
+              f"{final['analytic_caption']:.3f}", file=sys.stderr)
     baseline = results["pixel (paper)"]["transfer_accuracy"]
     for r in results.values():
         hit = first_reaching(r["curve"], baseline)
@@ -135,12 +149,17 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         args.out.mkdir(parents=True, exist_ok=True)
         save_png(image_grid(torch.cat(sheet_rows), args.sheet_columns), args.out / "sheet.png")
         line_plot({k: v["curve"] for k, v in results.items()}, args.out / "accuracy.png")
+        line_plot({k: v["curve"] for k, v in results.items()}, args.out / "analytic_accuracy.png",
+                  key="analytic_caption", title="analytic judge caption accuracy")
         rows = ["| parameterisation | lr | transfer accuracy | judge margin | steps to baseline | seconds to baseline "
-                "| s/step | peak MiB |", "|---|---|---|---|---|---|---|---|"]
+                "| s/step | peak MiB | analytic caption / colour / shape / background | analytic no object |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for label, r in results.items():
+            a = r["analytic"]
             rows.append(f"| {label} | {r['lr']} | {r['transfer_accuracy']:.3f} | {r['judge_margin']:+.3f} | "
                         f"{r['steps_to_baseline']} | {r['seconds_to_baseline']} | {r['seconds_per_step']:.3f} | "
-                        f"{r['peak_memory_mib']} |")
+                        f"{r['peak_memory_mib']} | {a['caption']:.3f} / {a['colour']:.3f} / {a['shape']:.3f} / "
+                        f"{a['background']:.3f} | {a['no_object']:.3f} |")
         (args.out / "table.md").write_text("\n".join(rows) + "\n", encoding="utf-8")
         (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
@@ -193,7 +212,10 @@ def main() -> None:
         print(json.dumps(report))
     else:
         for label, r in report["results"].items():
-            print(label, {k: v for k, v in r.items() if k != "curve"})
+            shown = {k: v for k, v in r.items() if k != "curve"}
+            if "analytic" in shown:  # the quality report: the analytic judge's accuracies, not its readings
+                shown["analytic"] = {k: v for k, v in shown["analytic"].items() if k != "readings"}
+            print(label, shown)
 
 
 if __name__ == "__main__":

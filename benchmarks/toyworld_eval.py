@@ -5,7 +5,9 @@ inverts them all in one batch with the paper's setup scaled to the world's 64 px
 16 -> 32 -> 64 at the same fractions of the run as the paper's 64 -> 128 -> 224 at steps 900 and
 1800 of 3400; 13 copies, random affine, TV 0.005, Adam lr 0.1, gradient clip 1.0), and asks the
 judge (another architecture and seed, never the inverted model) to classify every inversion
-against every caption of the world.
+against every caption of the world. The final images are also read by the analytic judge
+(``clipforge.toyworld.analytic_judge``: colour, background and shape read by rule, which no
+adversarial texture can fool), reported under ``"analytic"``.
 
     python benchmarks/toyworld_eval.py --json
     python benchmarks/toyworld_eval.py --json --models toyworld-vit-3k,toyworld-vit-8k,toyworld-vit
@@ -13,7 +15,9 @@ against every caption of the world.
 
 ``--set`` changes the scaled paper spec (clipforge's ``--set`` syntax), for ablations.
 Prints one JSON object: transfer accuracy, judge margin, similarity and seconds per inversion, per
-model, and how often the judge's top caption names the prompt's colour, shape and background.
+model, how often the judge's top caption names the prompt's colour, shape and background, and the
+analytic judge's accuracies (colour, shape, background, caption; share of images with no object)
+with its reading of every image (a caption, or null for no object).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from clipforge.judge import Judge, load_backbone
 from clipforge.registry import default_registry
 from clipforge.spec import RunSpec, SpecError, check_components, load_spec
 from clipforge.toyworld import World
+from clipforge.toyworld.analytic_judge import read_images, verdicts
 
 
 def draw_prompts(count: int, seed: int) -> list[str]:
@@ -78,18 +83,20 @@ def evaluate(model: str, spec: RunSpec, judge: Judge, prompts: list[str]) -> dic
     result = invert(spec)
     seconds = time.perf_counter() - start
     row_prompts = [prompts[row.prompt_index] for row in result.rows]
-    verdicts = judge.judge(result.images, row_prompts)
+    learned = judge.judge(result.images, row_prompts)
+    analytic = verdicts(read_images(result.images), row_prompts)
     final = result.metrics[-1]
     return {
         "model": model,
         "inversions": len(result.rows),
-        "transfer_accuracy": verdicts.accuracy,
-        "judge_margin": verdicts.mean_margin,
-        "judge_similarity": sum(verdicts.similarity) / len(verdicts.similarity),
+        "transfer_accuracy": learned.accuracy,
+        "judge_margin": learned.mean_margin,
+        "judge_similarity": sum(learned.similarity) / len(learned.similarity),
         "model_similarity": sum(final["similarity"]) / len(final["similarity"]),
-        "attribute_accuracy": attribute_accuracy(row_prompts, verdicts.top),
+        "attribute_accuracy": attribute_accuracy(row_prompts, learned.top),
         "seconds_per_inversion": seconds / len(result.rows),
-        "wrong": [{"prompt": p, "judged": t} for p, t, ok in zip(row_prompts, verdicts.top, verdicts.correct) if not ok],
+        "wrong": [{"prompt": p, "judged": t} for p, t, ok in zip(row_prompts, learned.top, learned.correct) if not ok],
+        "analytic": {**{k: v for k, v in analytic.summary().items() if k != "n"}, "readings": analytic.caption},
         "_images": result.images,
     }
 
@@ -125,7 +132,8 @@ def main() -> None:
     results = []
     for model, spec in specs.items():
         results.append(evaluate(model, spec, judge, prompts))
-        print(f"{model}: transfer accuracy {results[-1]['transfer_accuracy']:.3f}", file=sys.stderr)
+        print(f"{model}: transfer accuracy {results[-1]['transfer_accuracy']:.3f}, analytic caption accuracy "
+              f"{results[-1]['analytic']['caption']:.3f}", file=sys.stderr)
     if args.sheet:
         from clipforge import image_grid, save_png, to_display
 
@@ -143,9 +151,12 @@ def main() -> None:
         print(json.dumps(report))
     else:
         for r in results:
+            a, la = r["analytic"], r["attribute_accuracy"]
             print(f"{r['model']:>18}: transfer accuracy {r['transfer_accuracy']:.3f}, judge margin "
-                  f"{r['judge_margin']:+.3f}, {r['seconds_per_inversion']:.2f} s per inversion")
-
+                  f"{r['judge_margin']:+.3f}, {r['seconds_per_inversion']:.2f} s per inversion; analytic caption "
+                  f"accuracy {a['caption']:.3f}, no object {a['no_object']:.2f}; colour/shape/background: learned "
+                  f"{la['colour']:.2f}/{la['shape']:.2f}/{la['background']:.2f}, analytic "
+                  f"{a['colour']:.2f}/{a['shape']:.2f}/{a['background']:.2f}")
 
 if __name__ == "__main__":
     main()

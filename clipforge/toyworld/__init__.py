@@ -1,9 +1,11 @@
 """Toy world: a synthetic captioned image world with planted phenomena, and small CLIP models trained on it.
 
-    from clipforge.toyworld import World, load_model
+    from clipforge.toyworld import World, load_model, read_images, score
     model, tokenizer = load_model("toyworld-vit")   # open_clip CLIP (fp32, eval) + WordTokenizer
+    score(read_images(images), prompts)             # the analytic (non-learned) judge: colour/shape/background
 """
 
+from clipforge.toyworld.analytic_judge import AnalyticVerdicts, Reading, read_images, score, verdicts
 from clipforge.toyworld.models import DEFAULT_MODEL, JUDGE_MODEL, bundled_models, load_model, model_dir
 from clipforge.toyworld.tokenizer import WordTokenizer
 from clipforge.toyworld.world import ImageMeta, ObjectMeta, Sample, World, WorldConfig
@@ -11,4 +13,5 @@ from clipforge.toyworld.world import ImageMeta, ObjectMeta, Sample, World, World
 __all__ = [
     "World", "WorldConfig", "Sample", "ImageMeta", "ObjectMeta", "WordTokenizer",
     "bundled_models", "model_dir", "load_model", "DEFAULT_MODEL", "JUDGE_MODEL",
+    "read_images", "score", "verdicts", "Reading", "AnalyticVerdicts",
 ]  # fmt: skip

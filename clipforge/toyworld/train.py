@@ -59,6 +59,12 @@ ARCHS: dict[str, dict[str, Any]] = {
         "vision_cfg": {"image_size": IMAGE_SIZE, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
         "text_cfg": _TEXT_CFG,
     },
+    # a wider, deeper ModifiedResNet: robust training needs capacity
+    "rn-wide": {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": IMAGE_SIZE, "layers": [1, 2, 2, 1], "width": 32, "head_width": 32},
+        "text_cfg": _TEXT_CFG,
+    },
     # timm's tiny ConvNeXt through open_clip's TimmModel (no pretrained weights).
     "convnext": {
         "embed_dim": 128,
@@ -82,7 +88,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the judge: another architecture (open_clip's ModifiedResNet) and another seed, never inverted
     "toyworld-judge": {"arch": "rn", "seed": 2, "train_size": 32000, "steps": 600},
 }
-DEFAULTS: dict[str, Any] = {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup": 0.05, "adv_eps": 0.0, "noise_std": 0.0}
+DEFAULTS: dict[str, Any] = {
+    "batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup": 0.05, "adv_eps": 0.0, "noise_std": 0.0,
+    "adv_steps": 1, "adv_norm": "linf", "affine_p": 0.0,
+}  # fmt: skip
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -248,15 +257,74 @@ def fgsm_perturb(
 ) -> torch.Tensor:
     """One FGSM step from a random start inside the eps-ball (Wong et al., "Fast is better
     than free"): the [0, 1] images that most raise the contrastive loss, for training on."""
-    delta = (torch.rand(pixels.shape, generator=generator) * 2 - 1) * eps
-    delta.requires_grad_(True)
-    loss = identity_aware_clip_loss(
-        model.encode_image(normalize((pixels + delta).clamp(0, 1))), text_features, inverse,
-        model.logit_scale.exp().detach(), ignore,
-    )
-    (grad,) = torch.autograd.grad(loss, delta)
-    delta = (delta.detach() + 1.25 * eps * grad.sign()).clamp(-eps, eps)
-    return (pixels + delta).clamp(0, 1)
+    return pgd_perturb(model, pixels, text_features, inverse, ignore, eps, generator, steps=1, norm="linf")
+
+
+def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    length = delta.flatten(1).norm(dim=1).clamp(min=1e-12)[:, None, None, None]
+    return delta * (eps / length).clamp(max=1.0)
+
+
+def pgd_perturb(
+    model: open_clip.CLIP,
+    pixels: torch.Tensor,
+    text_features: torch.Tensor,
+    inverse: torch.Tensor,
+    ignore: torch.Tensor,
+    eps: float,
+    generator: torch.Generator,
+    steps: int = 3,
+    norm: str = "l2",
+) -> torch.Tensor:
+    """Projected gradient ascent on the contrastive loss from a random start inside the eps-ball
+    (Madry et al.), L-inf or L2 ([0, 1] pixel units): the images to train on, which makes the
+    image tower robust and its input gradients perceptually aligned. ``steps=1`` with L-inf is
+    FGSM with a random start (step 1.25 eps); otherwise the step is 2.5 eps / steps."""
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if norm == "linf":
+        delta = (torch.rand(pixels.shape, generator=generator) * 2 - 1) * eps
+        alpha = 1.25 * eps if steps == 1 else 2.5 * eps / steps
+    else:
+        delta = _project(torch.randn(pixels.shape, generator=generator), 1.0, "l2")  # unit norm
+        delta = delta * eps * torch.rand(len(pixels), 1, 1, 1, generator=generator)
+        alpha = 2.5 * eps / steps
+    delta = (pixels + delta).clamp(0, 1) - pixels
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = identity_aware_clip_loss(
+            model.encode_image(normalize(pixels + delta)), text_features, inverse,
+            model.logit_scale.exp().detach(), ignore,
+        )
+        (grad,) = torch.autograd.grad(loss, delta)
+        if norm == "linf":
+            step = grad.sign()
+        else:
+            step = grad / grad.flatten(1).norm(dim=1).clamp(min=1e-12)[:, None, None, None]
+        delta = _project(delta.detach() + alpha * step, eps, norm)
+        delta = (pixels + delta).clamp(0, 1) - pixels
+    return (pixels + delta).detach()
+
+
+def random_affine_batch(images: torch.Tensor, generator: torch.Generator, degrees: float = 30.0,
+                        translate: float = 0.1, scale: tuple[float, float] = (0.7, 1.2),
+                        p: float = 0.5) -> torch.Tensor:
+    """The inversion's random affine (the paper's ranges) applied to training images, so that the
+    image tower must recognise objects at any angle, size and sub-patch position; each image is
+    transformed with probability ``p``; borders are extended (plain backgrounds stay plain)."""
+    n = len(images)
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * translate * 2  # grid units span 2
+    zoom = scale[0] + torch.rand(n, generator=generator) * (scale[1] - scale[0])
+    apply = torch.rand(n, generator=generator) < p
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(n, 2, 3)
+    theta = torch.where(apply[:, None, None], theta, identity)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -277,12 +345,15 @@ def train(
     lr: float = DEFAULTS["lr"],
     weight_decay: float = DEFAULTS["weight_decay"],
     warmup: float = DEFAULTS["warmup"],
-    world_config: Optional[WorldConfig] = None,
+    world_overrides: Optional[dict[str, Any]] = None,
     log_every: int = 50,
     eval_every: int = 0,
     adv_eps: float = DEFAULTS["adv_eps"],
     init_from: Optional[Path] = None,
     noise_std: float = DEFAULTS["noise_std"],
+    adv_steps: int = DEFAULTS["adv_steps"],
+    adv_norm: str = DEFAULTS["adv_norm"],
+    affine_p: float = DEFAULTS["affine_p"],
 ) -> tuple[open_clip.CLIP, WordTokenizer, dict]:
     """Train one model; returns (model in eval mode, tokenizer, info).
 
@@ -293,7 +364,7 @@ def train(
     are known to have gradients that point towards images of the class rather than noise;
     for these small CLIPs neither option made inversions transfer better
     (benchmarks/RESULTS.md), so the recipes train on clean images."""
-    world = World(world_config)
+    world = World(WorldConfig(**(world_overrides or {})))
     tokenizer = WordTokenizer.for_world(CONTEXT_LENGTH)
     cfg = model_config(arch, tokenizer.vocab_size)
     model = build_model(cfg, seed)
@@ -330,8 +401,11 @@ def train(
         if noise_std > 0:  # Gaussian noise of a per-image strength drawn from U(0, noise_std)
             sigma = torch.rand(len(pixels), 1, 1, 1, generator=augment_gen) * noise_std
             pixels = (pixels + sigma * torch.randn(pixels.shape, generator=augment_gen)).clamp(0, 1)
+        if affine_p > 0:
+            pixels = random_affine_batch(pixels, augment_gen, p=affine_p)
         if adv_eps > 0:
-            pixels = fgsm_perturb(model, pixels, text_features.detach(), inverse, ignore, adv_eps, augment_gen)
+            pixels = pgd_perturb(model, pixels, text_features.detach(), inverse, ignore, adv_eps, augment_gen,
+                                 steps=adv_steps, norm=adv_norm)
         loss = identity_aware_clip_loss(
             model.encode_image(normalize(pixels)), text_features, inverse, model.logit_scale.exp(), ignore
         )
@@ -360,11 +434,15 @@ def train(
         "warmup": warmup,
         "adv_eps": adv_eps,
         "noise_std": noise_std,
+        "adv_steps": adv_steps,
+        "adv_norm": adv_norm,
+        "affine_p": affine_p,
         "init_from": str(init_from) if init_from else None,
         "train_seconds": round(train_seconds, 1),
         "data_seconds": round(data_seconds, 1),
         "torch_threads": torch.get_num_threads(),
         "params": sum(p.numel() for p in model.parameters()),
+        "world_overrides": world_overrides or {},
         "world_config": world.config.model_dump(),
     }
     return model, tokenizer, info
@@ -428,12 +506,25 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--eval-every", type=int, default=0, help="print zero-shot accuracy every N steps")
     p.add_argument("--init-from", type=Path, help="start from this saved model folder (fine-tuning)")
     p.add_argument("--noise-std", type=float, default=0.0, help="train on images with Gaussian noise, std ~ U(0, this)")
-    p.add_argument("--adv-eps", type=float, default=0.0, help="adversarial training radius (L-inf, [0,1] pixels)")
+    p.add_argument("--adv-eps", type=float, default=0.0, help="adversarial training radius ([0,1] pixel units)")
+    p.add_argument("--adv-steps", type=int, default=1, help="attack steps (1 with L-inf = FGSM with a random start)")
+    p.add_argument("--adv-norm", choices=("linf", "l2"), default="linf", help="the adversarial ball's norm")
+    p.add_argument("--affine-p", type=float, default=0.0,
+                   help="share of training images given the inversion's random affine (paper's ranges)")
+    p.add_argument("--world", action="append", default=[], metavar="KEY=JSON",
+                   help="WorldConfig override, e.g. position_grid=1 or 'single_radius=[12,22]'")
     args = p.parse_args(argv)
     if args.adv_eps < 0 or args.noise_std < 0:
         p.error("--adv-eps and --noise-std must be >= 0")
     if args.init_from is not None and not (args.init_from / "open_clip_config.json").is_file():
         p.error(f"--init-from {args.init_from}: not a saved model folder (no open_clip_config.json)")
+    if args.adv_steps < 1 or not 0 <= args.affine_p <= 1:
+        p.error("--adv-steps must be >= 1 and --affine-p in [0, 1]")
+    try:
+        world_overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.world)}
+        WorldConfig(**world_overrides)
+    except ValueError as exc:
+        p.error(f"--world: {exc}")
     torch.set_num_threads(args.threads)
 
     names = list(RECIPES) if args.all else (args.recipe or [])
@@ -448,7 +539,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             p.error("--arch needs --out")
         run(args.arch, args.seed, args.train_size, args.steps, args.out, batch_size=args.batch_size, lr=args.lr,
             eval_every=args.eval_every, adv_eps=args.adv_eps, init_from=args.init_from,
-            noise_std=args.noise_std)
+            noise_std=args.noise_std, adv_steps=args.adv_steps, adv_norm=args.adv_norm, affine_p=args.affine_p,
+            world_overrides=world_overrides)
     if not names and not args.arch:
         p.error("give --all, --recipe NAME or --arch ARCH --out DIR")
 
