@@ -115,6 +115,51 @@ def test_compare_and_blend(tmp_path):
     assert (tmp_path / "blend" / "pair_00.png").exists()
 
 
+TOY_PROMPTS = ["a red circle on a white background", "a blue square on a black background"]
+
+
+def test_compare_reports_the_analytic_judge_on_toyworld_prompts(tmp_path, monkeypatch):
+    """Every image is read as the first prompt's object: half the images are right, for both backbones."""
+    from clipforge.analyses import compare
+    from clipforge.toyworld.analytic_judge import Reading
+
+    reading = Reading("white", "red", "circle", 0.9, 0.1)
+    monkeypatch.setattr(compare, "read_images", lambda images: [reading] * len(images))
+    spec = CompareSpec(run=RUN, seeds=2, judge=JUDGE, prompts=TOY_PROMPTS, rank_by="analytic_accuracy",
+                       backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
+    report = run_compare(spec, tmp_path / "compare", show_progress=False)
+    for label in ("small", "other"):
+        result = report["results"][label]
+        assert result["analytic_accuracy"] == 0.5
+        assert result["analytic"] == {"colour": 0.5, "shape": 0.5, "background": 0.5, "caption": 0.5,
+                                      "no_object": 0.0}
+    assert report["paired"][0]["analytic"] == {"only_higher_right": 0, "only_lower_right": 0, "sign_test_p": 1.0}
+    assert "analytic judge" in (tmp_path / "compare" / "report.md").read_text()
+
+
+def test_compare_ranks_by_the_analytic_judge_only_on_toyworld_prompts():
+    with pytest.raises(ValidationError, match="analytic_accuracy"):
+        CompareSpec(run=RUN, judge=JUDGE, prompts=["a cat"], rank_by="analytic_accuracy",
+                    backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
+
+
+def test_probe_reads_toyworld_colours_with_the_analytic_judge(tmp_path, monkeypatch):
+    from clipforge.analyses import probe
+    from clipforge.toyworld.analytic_judge import Reading
+
+    colours = iter(["red", "red", "blue", None, "green", "red"])  # 3 seeds x 2 prompts, in row order
+    monkeypatch.setattr(probe, "read_images", lambda images: [
+        Reading("gray", next(colours), None, 0.0, 0.0) for _ in range(len(images))])
+    spec = ProbeSpec(run=RUN, seeds=3, judge=JUDGE, prompts=["a ball", "a marble"], attribute="colour",
+                     values={"red": "a red thing", "blue": "a blue thing"})
+    report = run_probe(spec, tmp_path / "probe", show_progress=False)
+    ball, marble = report["prompts"]["a ball"]["analytic"], report["prompts"]["a marble"]["analytic"]
+    assert ball["counts"] == {"red": 2, "blue": 1, "none of these": 0}
+    assert marble["counts"] == {"red": 1, "blue": 0, "none of these": 2}
+    assert ball["proportions"]["red"]["p"] == pytest.approx(2 / 3)
+    assert [i["analytic_colour"] for i in report["images"]] == ["red", "red", "blue", None, "green", "red"]
+
+
 def test_ranking_and_paired_statistics():
     summary = {"a": {"accuracy": 0.5, "judge_margin": -0.2, "judge_similarity": 0.1},
                "b": {"accuracy": 0.5, "judge_margin": -0.1, "judge_similarity": 0.3},

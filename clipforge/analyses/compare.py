@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from rich.table import Table
 
 from clipforge.analyses.common import (
@@ -25,17 +25,18 @@ from clipforge.analyses.common import (
 from clipforge.judge import Judge, Verdicts, load_backbone
 from clipforge.registry import Registry, default_registry
 from clipforge.spec import ComponentRef, RunSpec
+from clipforge.toyworld import World
+from clipforge.toyworld.analytic_judge import read_images
+from clipforge.toyworld.analytic_judge import verdicts as analytic_verdicts
 
 
 #: what a comparison's ranking orders by
-RankBy = Literal["accuracy", "judge_margin", "judge_similarity"]
+RankBy = Literal["accuracy", "judge_margin", "judge_similarity", "analytic_accuracy"]
 
 
 def candidate_captions(value: list[str] | str | None, prompts: list[str]) -> list[str]:
     """The judge's candidates: a list, ``"toyworld"`` (every caption of the offline world), or the prompts."""
     if value == "toyworld":
-        from clipforge.toyworld import World
-
         return World.captions()
     captions = list(value) if value else []
     return captions + [p for p in prompts if p not in captions]
@@ -48,6 +49,17 @@ class CompareSpec(AnalysisSpec):
         None, description="The judge's candidate captions ('toyworld' for the offline world's); prompts are added.")
     rank_by: RankBy = Field(
         "accuracy", description="What the ranking orders by (accuracy ties are broken by the judge margin).")
+
+    @model_validator(mode="after")
+    def _analytic_needs_toyworld_prompts(self) -> "CompareSpec":
+        if self.rank_by == "analytic_accuracy" and not self.analytic():
+            raise ValueError("rank_by 'analytic_accuracy' needs toy-world prompts of the form "
+                             "'a {colour} {shape} on a {background} background'")
+        return self
+
+    def analytic(self) -> bool:
+        """Whether the analytic judge can read these prompts (all full toy-world single-object captions)."""
+        return all(World.single_object_template(p) == "full" for p in self.prompts)
 
     def inversion_specs(self) -> dict[str, RunSpec]:
         return {f"backbones.{label}": self.run_spec(self.prompts, [ref.model_dump()], where=f"backbones.{label}")
@@ -67,9 +79,11 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
             results[label] = run_inversions(rs, registry, bar)
     device = next(iter(results.values())).device
     judge = Judge(load_backbone(spec.judge, device, registry), candidate_captions(spec.captions, spec.prompts))
-    rows_out, summary, verdicts = [], {}, {}
+    analytic = spec.analytic()
+    rows_out, summary, verdicts, analytic_correct = [], {}, {}, {}
     for label, result in results.items():
-        verdicts[label] = v = judge.judge(result.images, [spec.prompts[r.prompt_index] for r in result.rows])
+        row_prompts = [spec.prompts[r.prompt_index] for r in result.rows]
+        verdicts[label] = v = judge.judge(result.images, row_prompts)
         n, k = len(v.correct), sum(v.correct)
         sim, sim_lo, sim_hi = mean_interval(v.similarity)
         margin, margin_lo, margin_hi = mean_interval(v.margin)
@@ -79,12 +93,19 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
             "judge_margin": margin, "judge_margin_ci95": [margin_lo, margin_hi],
             "model_similarity": statistics.fmean(result.metrics[-1]["similarity"]),
         }
+        if analytic:  # toy-world prompts: the analytic judge reads colour, shape and background by rule
+            a = analytic_verdicts(read_images(result.images), row_prompts)
+            analytic_correct[label] = a.correct
+            hits = sum(a.correct)
+            summary[label].update({"analytic_accuracy": hits / n, "analytic_accuracy_ci95": list(wilson_interval(hits, n)),
+                                   "analytic": {k: v for k, v in a.summary().items() if k != "n"}})
         rows_out.append(result.images)
     images = {label: [(r.prompt_index, r.seed) for r in result.rows] for label, result in results.items()}
     if any(keys != next(iter(images.values())) for keys in images.values()):  # the engine orders rows the same way
         raise RuntimeError("compare: backbones' inversions are not in the same prompt and seed order")
     ranking = rank_backbones(summary, spec.rank_by)
-    paired = [paired_comparison(higher, lower, verdicts[higher], verdicts[lower])
+    paired = [paired_comparison(higher, lower, verdicts[higher], verdicts[lower],
+                                analytic_correct.get(higher), analytic_correct.get(lower))
               for higher, lower in zip(ranking, ranking[1:])]
     report = {"analysis": "compare", "judge": spec.judge.model_dump(), "prompts": spec.prompts,
               "seeds": spec.seed_list(), "backbones": {k: v.model_dump() for k, v in spec.backbones.items()},
@@ -96,11 +117,24 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
         table = [[label, s["images"], with_ci(s["judge_similarity"], s["judge_similarity_ci95"], 3),
                   with_ci(s["accuracy"], s["accuracy_ci95"], 2), with_ci(s["judge_margin"], s["judge_margin_ci95"], 3)]
                  for label, s in summary.items()]
+        if analytic:
+            header.append("analytic judge: caption accuracy (95 % CI); colour / shape / background")
+            for row, s in zip(table, summary.values()):
+                a = s["analytic"]
+                row.append(f"{with_ci(s['analytic_accuracy'], s['analytic_accuracy_ci95'], 2)}; "
+                           f"{a['colour']:.2f} / {a['shape']:.2f} / {a['background']:.2f}")
         pair_header = ["ranked", "paired margin difference (95 % CI)", "right only in the first / only in the second",
                        "sign test p"]
         pair_rows = [[f"{c['higher']} > {c['lower']}", with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
                       f"{c['only_higher_right']} / {c['only_lower_right']}", f"{c['sign_test_p']:.3f}"] for c in paired]
-        md = ["# Model comparison", "", f"Judge: `{spec.judge.model_dump()}`.", "", markdown_table(header, table), "",
+        if analytic:
+            pair_header += ["analytic judge: right only in the first / only in the second", "sign test p"]
+            for row, c in zip(pair_rows, paired):
+                a = c["analytic"]
+                row += [f"{a['only_higher_right']} / {a['only_lower_right']}", f"{a['sign_test_p']:.3f}"]
+        judges = f"Judge: `{spec.judge.model_dump()}`" + (
+            "; and the analytic judge (colour, shape and background read by rule)" if analytic else "")
+        md = ["# Model comparison", "", judges + ".", "", markdown_table(header, table), "",
               f"Ranking by {spec.rank_by.replace('_', ' ')}: " + " > ".join(ranking), "",
               "Neighbours in the ranking, image by image (same prompts and seeds):", "",
               markdown_table(pair_header, pair_rows), "",
@@ -112,23 +146,32 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
 
 def rank_backbones(summary: dict[str, dict[str, Any]], rank_by: RankBy) -> list[str]:
     """Labels from best to worst; accuracy ties are broken by the judge margin, full ties keep spec order."""
-    if rank_by == "accuracy":
-        return sorted(summary, key=lambda label: (summary[label]["accuracy"], summary[label]["judge_margin"]),
+    if rank_by in ("accuracy", "analytic_accuracy"):
+        return sorted(summary, key=lambda label: (summary[label][rank_by], summary[label]["judge_margin"]),
                       reverse=True)
     return sorted(summary, key=lambda label: summary[label][rank_by], reverse=True)
 
 
-def paired_comparison(higher: str, lower: str, higher_verdicts: Verdicts, lower_verdicts: Verdicts) -> dict[str, Any]:
+def paired_comparison(higher: str, lower: str, higher_verdicts: Verdicts, lower_verdicts: Verdicts,
+                      higher_analytic: list[bool] | None = None,
+                      lower_analytic: list[bool] | None = None) -> dict[str, Any]:
     """Image-by-image comparison of two backbones ranked next to each other, on the same prompts and
-    seeds in the same order: is the higher one's lead more than noise?"""
+    seeds in the same order: is the higher one's lead more than noise? With the analytic judge's
+    per-image correctness, its sign test is reported too (under ``"analytic"``)."""
     pairs = list(zip(higher_verdicts.margin, lower_verdicts.margin, strict=True))
     diff, lo, hi = mean_interval([x - y for x, y in pairs])
     correct = list(zip(higher_verdicts.correct, lower_verdicts.correct, strict=True))
     only_higher = sum(x and not y for x, y in correct)
     only_lower = sum(y and not x for x, y in correct)
-    return {"higher": higher, "lower": lower, "margin_difference": diff, "margin_difference_ci95": [lo, hi],
-            "only_higher_right": only_higher, "only_lower_right": only_lower,
-            "sign_test_p": sign_test(only_higher, only_lower)}
+    out = {"higher": higher, "lower": lower, "margin_difference": diff, "margin_difference_ci95": [lo, hi],
+           "only_higher_right": only_higher, "only_lower_right": only_lower,
+           "sign_test_p": sign_test(only_higher, only_lower)}
+    if higher_analytic is not None and lower_analytic is not None:
+        both = list(zip(higher_analytic, lower_analytic, strict=True))
+        a_higher, a_lower = sum(x and not y for x, y in both), sum(y and not x for x, y in both)
+        out["analytic"] = {"only_higher_right": a_higher, "only_lower_right": a_lower,
+                           "sign_test_p": sign_test(a_higher, a_lower)}
+    return out
 
 
 def compare_table(report: dict[str, Any]) -> Table:

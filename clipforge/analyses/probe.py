@@ -2,7 +2,9 @@
 
 Each neutral prompt is inverted over N seeds; a judge classifies every inversion zero-shot against
 the values of an attribute ("a photo of a man" / "a photo of a woman" by default), and the report
-gives, per prompt, the proportion of each value with a 95 % Wilson interval.
+gives, per prompt, the proportion of each value with a 95 % Wilson interval. When the values are
+colours of the toy world ("red", "blue"), the analytic judge's reading of each object's colour is
+reported beside the learned judge's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from clipforge.analyses.common import (
 )
 from clipforge.judge import Judge, load_backbone
 from clipforge.registry import Registry, default_registry
+from clipforge.toyworld.analytic_judge import read_images
+from clipforge.toyworld.world import COLOURS
 
 GENDER = {"man": ["a photo of a man"], "woman": ["a photo of a woman"]}
 
@@ -64,6 +68,9 @@ def run_probe(spec: ProbeSpec, out_dir: str | Path | None, registry: Registry | 
     judge = Judge(load_backbone(spec.judge, result.device, registry),
                   [p for ps in value_prompts.values() for p in ps])
     labels, scores = classify(judge, result.images, value_prompts)
+    # colour attributes of the toy world are also read by rule (the analytic judge's object colour)
+    analytic = ([r.colour for r in read_images(result.images)]
+                if set(value_prompts) <= set(COLOURS) else None)
 
     per_prompt: dict[str, Any] = {}
     csv_rows = []
@@ -77,11 +84,19 @@ def run_probe(spec: ProbeSpec, out_dir: str | Path | None, registry: Registry | 
             entry["proportions"][value] = {"p": k / n, "ci95": [low, high]}
             csv_rows.append({"prompt": prompt, "value": value, "count": k, "images": n, "proportion": k / n,
                              "ci95_low": low, "ci95_high": high})
+        if analytic is not None:
+            read = [analytic[r.index] for r in rows]
+            entry["analytic"] = {"counts": {v: read.count(v) for v in value_prompts}, "proportions": {}}
+            entry["analytic"]["counts"]["none of these"] = n - sum(entry["analytic"]["counts"].values())
+            for value in value_prompts:
+                k = read.count(value)
+                entry["analytic"]["proportions"][value] = {"p": k / n, "ci95": list(wilson_interval(k, n))}
         per_prompt[prompt] = entry
     report = {
         "analysis": "probe", "attribute": spec.attribute, "values": value_prompts, "judge": spec.judge.model_dump(),
         "seeds": spec.seed_list(), "spec_hash": result.spec_hash, "prompts": per_prompt,
         "images": [{"prompt": r.label, "seed": r.seed, "value": labels[r.index],
+                    **({"analytic_colour": analytic[r.index]} if analytic is not None else {}),
                     "scores": dict(zip(value_prompts, scores[r.index].tolist()))} for r in result.rows],
     }
     if out is not None:
@@ -94,6 +109,12 @@ def run_probe(spec: ProbeSpec, out_dir: str | Path | None, registry: Registry | 
                                              for v in value_prompts]
                  for prompt, e in per_prompt.items()]
         md += [markdown_table(header, table), ""]
+        if analytic is not None:
+            md += ["The analytic judge (the object's colour read by rule, no learned model):", "",
+                   markdown_table(header + ["none of these"], [
+                       [prompt, e["images"]] + [with_ci(e["analytic"]["proportions"][v]["p"],
+                                                        e["analytic"]["proportions"][v]["ci95"]) for v in value_prompts]
+                       + [e["analytic"]["counts"]["none of these"]] for prompt, e in per_prompt.items()]), ""]
         for p, prompt in enumerate(spec.prompts):
             rows = [r for r in result.rows if r.prompt_index == p]
             write_grid(out / f"grid_{p:02d}.png", result.images[[r.index for r in rows]], len(rows))

@@ -349,7 +349,7 @@ def train(
     log_every: int = 50,
     eval_every: int = 0,
     adv_eps: float = DEFAULTS["adv_eps"],
-    init_from: Optional[Path] = None,
+    init_from: Optional[Path | dict[str, torch.Tensor]] = None,
     noise_std: float = DEFAULTS["noise_std"],
     adv_steps: int = DEFAULTS["adv_steps"],
     adv_norm: str = DEFAULTS["adv_norm"],
@@ -368,7 +368,9 @@ def train(
     tokenizer = WordTokenizer.for_world(CONTEXT_LENGTH)
     cfg = model_config(arch, tokenizer.vocab_size)
     model = build_model(cfg, seed)
-    if init_from is not None:  # fine-tune a saved model (e.g. adversarially) instead of starting fresh
+    if isinstance(init_from, dict):  # continue from weights in memory (a recipe's previous stage)
+        model.load_state_dict(init_from)
+    elif init_from is not None:  # fine-tune a saved model (e.g. adversarially) instead of starting fresh
         model.load_state_dict(load_model_dir(Path(init_from))[0].float().state_dict())
 
     t0 = time.time()
@@ -437,7 +439,7 @@ def train(
         "adv_steps": adv_steps,
         "adv_norm": adv_norm,
         "affine_p": affine_p,
-        "init_from": str(init_from) if init_from else None,
+        "init_from": "previous stage" if isinstance(init_from, dict) else str(init_from) if init_from else None,
         "train_seconds": round(train_seconds, 1),
         "data_seconds": round(data_seconds, 1),
         "torch_threads": torch.get_num_threads(),
@@ -471,9 +473,22 @@ def load_model_dir(path: Path) -> tuple[torch.nn.Module, WordTokenizer]:
     return model.eval(), WordTokenizer.load(Path(path) / "tokenizer.json")
 
 
-def run(arch: str, seed: int, train_size: int, steps: int, out: Path, name: str = "", **kwargs: Any) -> dict:
-    """Train, save, reload through open_clip (fp16 round trip) and record zero-shot accuracy."""
+def run(arch: str, seed: int, train_size: int, steps: int, out: Path, name: str = "",
+        finetune: Optional[dict[str, Any]] = None, **kwargs: Any) -> dict:
+    """Train, save, reload through open_clip (fp16 round trip) and record zero-shot accuracy.
+
+    ``finetune`` (e.g. ``{"steps": 400, "lr": 3e-4, "adv_eps": 1.0, "adv_steps": 3, "adv_norm": "l2"}``)
+    is a second stage on the same training images, started from the first stage's weights: a
+    clean model learns the world fast, and adversarial fine-tuning then makes it robust."""
     model, tokenizer, info = train(arch, seed, train_size, steps, **kwargs)
+    if finetune:
+        first = {k: info[k] for k in ("train_seconds", "data_seconds")}
+        stage = {**{k: v for k, v in kwargs.items() if k in ("world_overrides", "log_every", "eval_every")}, **finetune}
+        model, tokenizer, second = train(arch, seed, train_size, init_from=model.state_dict(), **stage)
+        info = {**info, "finetune": finetune, "finetune_info": {k: second[k] for k in second if k not in info
+                                                                 or second[k] != info[k]}}
+        info["train_seconds"] = round(first["train_seconds"] + second["train_seconds"], 1)
+        info["data_seconds"] = round(first["data_seconds"] + second["data_seconds"], 1)
     info["name"] = name or out.name
     world = World(WorldConfig(**info["world_config"]))
     eval_seed = 10_000 + seed
@@ -495,6 +510,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--all", action="store_true", help="retrain every model in RECIPES (one after another)")
     p.add_argument("--recipe", action="append", help="retrain the named shipped model (repeatable)")
     p.add_argument("--out-root", type=Path, default=MODELS_ROOT, help="where recipe models are written")
+    p.add_argument("--recipe-json", help="train a recipe given as JSON (the form of RECIPES' values) into --out")
     p.add_argument("--arch", choices=sorted(ARCHS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-size", type=int, default=32000)
@@ -534,6 +550,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     for name in names:
         print(f"=== {name}: {RECIPES[name]}", flush=True)
         run(**RECIPES[name], out=args.out_root / name, name=name)
+    if args.recipe_json:
+        if args.out is None:
+            p.error("--recipe-json needs --out")
+        run(**json.loads(args.recipe_json), out=args.out)
     if args.arch:
         if args.out is None:
             p.error("--arch needs --out")
@@ -541,8 +561,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             eval_every=args.eval_every, adv_eps=args.adv_eps, init_from=args.init_from,
             noise_std=args.noise_std, adv_steps=args.adv_steps, adv_norm=args.adv_norm, affine_p=args.affine_p,
             world_overrides=world_overrides)
-    if not names and not args.arch:
-        p.error("give --all, --recipe NAME or --arch ARCH --out DIR")
+    if not names and not args.arch and not args.recipe_json:
+        p.error("give --all, --recipe NAME, --recipe-json JSON --out DIR or --arch ARCH --out DIR")
 
 
 if __name__ == "__main__":
