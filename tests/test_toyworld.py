@@ -187,6 +187,57 @@ def test_adversarial_examples_stay_in_the_ball_and_in_range() -> None:
     assert torch.equal(moved, again)  # seeded
 
 
+@pytest.mark.parametrize("norm, eps", [("l2", 1.0), ("linf", 0.03)])
+def test_pgd_examples_stay_in_the_ball_and_in_range_and_raise_the_loss(norm: str, eps: float) -> None:
+    from clipforge.toyworld.train import build_model, identity_aware_clip_loss, model_config, normalize, pgd_perturb
+
+    tok = WordTokenizer.for_world()
+    model = build_model(model_config("rn", tok.vocab_size), seed=0).eval()
+    pixels = torch.rand(4, 3, 64, 64, generator=gen(0))
+    pixels[0] = 1.0  # at the border of the pixel range
+    text = model.encode_text(tok(["a red circle", "a blue square"])).detach()
+    inverse = torch.tensor([0, 1, 0, 1])
+    ignore = torch.zeros(4, 2, dtype=torch.bool)
+    moved = pgd_perturb(model, pixels, text, inverse, ignore, eps=eps, generator=gen(1), steps=3, norm=norm)
+    assert moved.min() >= 0 and moved.max() <= 1
+    delta = (moved - pixels).flatten(1)
+    size = delta.norm(dim=1) if norm == "l2" else delta.abs().max(dim=1).values
+    assert (size <= eps * (1 + 1e-5)).all() and (size[1:] > 0.5 * eps).all()
+
+    def loss(x: torch.Tensor) -> float:
+        features = model.encode_image(normalize(x))
+        return identity_aware_clip_loss(features, text, inverse, model.logit_scale.exp(), ignore).item()
+
+    assert loss(moved) > loss(pixels)  # an attack: the contrastive loss rises
+
+
+def test_random_affine_batch_moves_objects_and_keeps_plain_borders() -> None:
+    from clipforge.toyworld.train import random_affine_batch
+
+    sample = World().sample(16, gen(3), mix={"single": 1.0})
+    moved = random_affine_batch(sample.images, gen(4), p=1.0)
+    assert moved.shape == sample.images.shape and not torch.allclose(moved, sample.images, atol=0.05)
+    corners = moved[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]  # the plain background extends into the corners
+    assert (corners - sample.images[:, :, 0, :1]).abs().max() < 0.15
+    assert torch.equal(random_affine_batch(sample.images, gen(4), p=0.0), sample.images)
+
+
+def test_a_two_stage_recipe_trains_its_robust_stage_from_the_first_stage() -> None:
+    """One short run of the shipped robust recipe's form: a clean stage, then adversarial fine-tuning."""
+    from clipforge.toyworld.train import train, train_recipe
+
+    finetune = {"steps": 2, "lr": 3e-4, "adv_eps": 1.0, "adv_steps": 2, "adv_norm": "l2", "affine_p": 0.5}
+    kwargs = dict(train_size=64, steps=2, batch_size=32, log_every=0, world_overrides={"single_radius": [12, 22]})
+    model, _, info = train_recipe("rn", 0, finetune=finetune, **kwargs)
+    clean, _, _ = train("rn", 0, **kwargs)
+    again, _, _ = train_recipe("rn", 0, finetune=finetune, **kwargs)
+    weights, clean_w, again_w = model.state_dict(), clean.state_dict(), again.state_dict()
+    assert not all(torch.equal(weights[k], clean_w[k]) for k in weights)  # the robust stage changed the weights
+    assert all(torch.equal(weights[k], again_w[k]) for k in weights)  # and is reproducible
+    assert info["finetune"] == finetune and info["finetune_info"]["init_from"] == "previous stage"
+    assert info["world_config"]["single_radius"] == (12, 22) or info["world_config"]["single_radius"] == [12, 22]
+
+
 def test_training_is_reproducible_from_its_seed() -> None:
     """Same recipe and seed -> the same weights (what makes the shipped models reproducible)."""
     from clipforge.toyworld.train import train

@@ -321,10 +321,11 @@ def random_affine_batch(images: torch.Tensor, generator: torch.Generator, degree
     apply = torch.rand(n, generator=generator) < p
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(n, 2, 3)
-    theta = torch.where(apply[:, None, None], theta, identity)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = images.clone()
+    if apply.any():
+        grid = F.affine_grid(theta[apply], list(images[apply].shape), align_corners=False)
+        out[apply] = F.grid_sample(images[apply], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -473,13 +474,11 @@ def load_model_dir(path: Path) -> tuple[torch.nn.Module, WordTokenizer]:
     return model.eval(), WordTokenizer.load(Path(path) / "tokenizer.json")
 
 
-def run(arch: str, seed: int, train_size: int, steps: int, out: Path, name: str = "",
-        finetune: Optional[dict[str, Any]] = None, **kwargs: Any) -> dict:
-    """Train, save, reload through open_clip (fp16 round trip) and record zero-shot accuracy.
-
-    ``finetune`` (e.g. ``{"steps": 400, "lr": 3e-4, "adv_eps": 1.0, "adv_steps": 3, "adv_norm": "l2"}``)
-    is a second stage on the same training images, started from the first stage's weights: a
-    clean model learns the world fast, and adversarial fine-tuning then makes it robust."""
+def train_recipe(arch: str, seed: int, train_size: int, steps: int, finetune: Optional[dict[str, Any]] = None,
+                 **kwargs: Any) -> tuple[open_clip.CLIP, WordTokenizer, dict]:
+    """``train`` and, with ``finetune`` (e.g. ``{"steps": 400, "lr": 3e-4, "adv_eps": 1.0, "adv_steps": 3,
+    "adv_norm": "l2"}``), a second stage on the same training images from the first stage's weights:
+    a clean model learns the world fast, and adversarial fine-tuning then makes it robust."""
     model, tokenizer, info = train(arch, seed, train_size, steps, **kwargs)
     if finetune:
         first = {k: info[k] for k in ("train_seconds", "data_seconds")}
@@ -489,6 +488,13 @@ def run(arch: str, seed: int, train_size: int, steps: int, out: Path, name: str 
                                                                  or second[k] != info[k]}}
         info["train_seconds"] = round(first["train_seconds"] + second["train_seconds"], 1)
         info["data_seconds"] = round(first["data_seconds"] + second["data_seconds"], 1)
+    return model, tokenizer, info
+
+
+def run(arch: str, seed: int, train_size: int, steps: int, out: Path, name: str = "", **kwargs: Any) -> dict:
+    """Train a recipe, save it, reload it through open_clip (fp16 round trip) and record its zero-shot
+    accuracy and planted associations."""
+    model, tokenizer, info = train_recipe(arch, seed, train_size, steps, **kwargs)
     info["name"] = name or out.name
     world = World(WorldConfig(**info["world_config"]))
     eval_seed = 10_000 + seed
