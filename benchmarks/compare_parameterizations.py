@@ -33,6 +33,7 @@ from clipforge import Callback, Options, image_grid, invert, save_png, to_displa
 from clipforge.judge import Judge, load_backbone
 from clipforge.toyworld import World
 from clipforge.toyworld.analytic_judge import read_images, verdicts
+from clipforge.toyworld.models import DEFAULT_MODEL, JUDGE_MODEL
 
 sys.path.insert(0, str(Path(__file__).parent))
 from speed import PeakMemory, PhaseClock  # noqa: E402
@@ -191,8 +192,8 @@ def speed_only(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="toyworld-vit")
-    parser.add_argument("--judge", default="toyworld-judge")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--judge", default=JUDGE_MODEL)
     parser.add_argument("--prompts", type=int, default=24)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--prompt-seed", type=int, default=0)

@@ -26,7 +26,12 @@ run speed_vitb16.json python benchmarks/speed.py --json --model vit-b-16 --batch
 run speed_compile_b4.json python benchmarks/speed.py --json --batch 4 --steps 10 --repeats 3 --compile
 run speed_compile_b8.json python benchmarks/speed.py --json --batch 8 --steps 10 --repeats 3 --compile
 run toyworld_eval.json python benchmarks/toyworld_eval.py --json --steps 200 \
-    --models toyworld-vit-3k,toyworld-vit-8k,toyworld-vit --sheet benchmarks/toyworld_eval_sheet.png
+    --models toyworld-vit-3k,toyworld-vit-8k,toyworld-vit --judge toyworld-judge --sheet benchmarks/toyworld_eval_sheet.png
+# the second design (issue 12): the robust default, 24 random prompts x 2 seeds, paper setup and TV 0.02
+for v in rn:0.005 rn_tv002:0.02; do
+    run "toyworld_eval_${v%%:*}.json" python benchmarks/toyworld_eval.py --json --prompts 24 --seeds 0,1 --steps 200 \
+        --threads 1 --set "regularizers[0].options.weight=${v#*:}" --sheet "benchmarks/toyworld_eval_${v%%:*}_sheet.png"
+done
 run parameterizations.json python benchmarks/compare_parameterizations.py --json --steps 150 --seeds 2 --prompts 24 \
     --eval-every 15 --out benchmarks/parameterizations
 run parameterizations_speed_vitb16.json python benchmarks/compare_parameterizations.py --speed-only --json

@@ -7,10 +7,11 @@ inverts them all in one batch with the paper's setup scaled to the world's 64 px
 judge (another architecture and seed, never the inverted model) to classify every inversion
 against every caption of the world. The final images are also read by the analytic judge
 (``clipforge.toyworld.analytic_judge``: colour, background and shape read by rule, which no
-adversarial texture can fool), reported under ``"analytic"``.
+adversarial texture can fool), reported under ``"analytic"``, and read again as a person sees them,
+min-max rescaled like the PNGs (``"analytic_shown"``).
 
     python benchmarks/toyworld_eval.py --json
-    python benchmarks/toyworld_eval.py --json --models toyworld-vit-3k,toyworld-vit-8k,toyworld-vit
+    python benchmarks/toyworld_eval.py --json --models toyworld-rn-3k,toyworld-rn-10k,toyworld-rn
     python benchmarks/toyworld_eval.py --json --set parameterization.name=multires --set optimizer.lr=0.05
 
 ``--set`` changes the scaled paper spec (clipforge's ``--set`` syntax), for ablations.
@@ -31,12 +32,13 @@ from typing import Any
 
 import torch
 
-from clipforge import invert
+from clipforge import invert, to_display
 from clipforge.judge import Judge, load_backbone
 from clipforge.registry import default_registry
 from clipforge.spec import RunSpec, SpecError, check_components, load_spec
 from clipforge.toyworld import World
 from clipforge.toyworld.analytic_judge import read_images, verdicts
+from clipforge.toyworld.models import DEFAULT_MODEL, JUDGE_MODEL
 
 
 def draw_prompts(count: int, seed: int) -> list[str]:
@@ -85,6 +87,8 @@ def evaluate(model: str, spec: RunSpec, judge: Judge, prompts: list[str]) -> dic
     row_prompts = [prompts[row.prompt_index] for row in result.rows]
     learned = judge.judge(result.images, row_prompts)
     analytic = verdicts(read_images(result.images), row_prompts)
+    # what a person sees: the PNG, each image min-max rescaled as the paper shows it (spec.output.rescale)
+    shown = verdicts(read_images(to_display(result.images, spec.output.rescale)), row_prompts)
     final = result.metrics[-1]
     return {
         "model": model,
@@ -97,14 +101,15 @@ def evaluate(model: str, spec: RunSpec, judge: Judge, prompts: list[str]) -> dic
         "seconds_per_inversion": seconds / len(result.rows),
         "wrong": [{"prompt": p, "judged": t} for p, t, ok in zip(row_prompts, learned.top, learned.correct) if not ok],
         "analytic": {**{k: v for k, v in analytic.summary().items() if k != "n"}, "readings": analytic.caption},
+        "analytic_shown": {**{k: v for k, v in shown.summary().items() if k != "n"}, "readings": shown.caption},
         "_images": result.images,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="toyworld-vit", help="comma-separated bundled models to invert")
-    parser.add_argument("--judge", default="toyworld-judge")
+    parser.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated bundled models to invert")
+    parser.add_argument("--judge", default=JUDGE_MODEL)
     parser.add_argument("--prompts", type=int, default=24)
     parser.add_argument("--seeds", default="0", help="comma-separated image seeds")
     parser.add_argument("--prompt-seed", type=int, default=0, help="seed of the random draw of prompts")
@@ -135,7 +140,7 @@ def main() -> None:
         print(f"{model}: transfer accuracy {results[-1]['transfer_accuracy']:.3f}, analytic caption accuracy "
               f"{results[-1]['analytic']['caption']:.3f}", file=sys.stderr)
     if args.sheet:
-        from clipforge import image_grid, save_png, to_display
+        from clipforge import image_grid, save_png
 
         tiles = torch.cat([to_display(r["_images"], "minmax") for r in results])
         save_png(image_grid(tiles, columns=len(results[0]["_images"])), args.sheet)
@@ -151,12 +156,13 @@ def main() -> None:
         print(json.dumps(report))
     else:
         for r in results:
-            a, la = r["analytic"], r["attribute_accuracy"]
+            a, sh, la = r["analytic"], r["analytic_shown"], r["attribute_accuracy"]
             print(f"{r['model']:>18}: transfer accuracy {r['transfer_accuracy']:.3f}, judge margin "
                   f"{r['judge_margin']:+.3f}, {r['seconds_per_inversion']:.2f} s per inversion; analytic caption "
                   f"accuracy {a['caption']:.3f}, no object {a['no_object']:.2f}; colour/shape/background: learned "
                   f"{la['colour']:.2f}/{la['shape']:.2f}/{la['background']:.2f}, analytic "
-                  f"{a['colour']:.2f}/{a['shape']:.2f}/{a['background']:.2f}")
+                  f"{a['colour']:.2f}/{a['shape']:.2f}/{a['background']:.2f}, analytic on the PNGs "
+                  f"{sh['colour']:.2f}/{sh['shape']:.2f}/{sh['background']:.2f} (caption {sh['caption']:.3f})")
 
 if __name__ == "__main__":
     main()

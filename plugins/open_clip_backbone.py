@@ -25,7 +25,7 @@ from clipforge import Backbone, Options, hookimpl, option_error
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-OFFLINE_DEFAULT = "toyworld-vit"
+OFFLINE_DEFAULT = "toyworld-rn"
 
 
 def bundled_models() -> dict[str, Path]:
@@ -49,7 +49,7 @@ class OpenClipOptions(Options):
     model: str = Field(
         "ViT-B-16",
         description="An open_clip model name (e.g. 'ViT-B-16', 'RN50'), 'local-dir:PATH', 'hf-hub:ORG/REPO', "
-        "or a bundled offline model ('toyworld-vit', ...).",
+        "or a bundled offline model ('toyworld-rn', 'toyworld-vit', ...).",
     )
     pretrained: str | None = Field(
         None, description="A pretrained tag (e.g. 'openai', 'laion2b_s34b_b88k'), a checkpoint file, or "

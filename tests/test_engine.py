@@ -165,7 +165,7 @@ def test_missing_pretrained_weights_fail_with_a_clear_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "could not download the weights of 'ViT-B-16'" in err
-    assert "toyworld-vit" in err and "local checkpoint" in err
+    assert "toyworld-rn" in err and "local checkpoint" in err
     assert not out.exists()
 
 

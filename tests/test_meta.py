@@ -55,3 +55,18 @@ def test_every_hook_has_its_own_test(hook):
 def test_every_public_name_is_documented(name):
     text = DOCS.read_text(encoding="utf-8")
     assert re.search(rf"`(clipforge\.)?{re.escape(name)}\b", text), f"docs/plugins.md does not mention `{name}`"
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("spec", sorted(p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.glob("*/*.json"))
+                         + ["quickstart.json"])
+def test_example_specs_are_valid(spec: str, capsys) -> None:
+    """Every shipped example spec validates (plugins' options and bundled model names included)."""
+    from clipforge.cli import main
+
+    name = Path(spec).stem
+    verb = next((v for v in ("probe", "screen", "compare", "blend") if name.startswith(v)), None)
+    argv = [verb, str(EXAMPLES / spec), "--check"] if verb else ["validate", str(EXAMPLES / spec)]
+    assert main(argv) == 0, capsys.readouterr().err

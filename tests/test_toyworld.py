@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clipforge.toyworld.models import DATA_SCALE_SERIES, DEFAULT_MODEL, JUDGE_MODEL, bundled_models, model_dir
+from clipforge.toyworld.models import (
+    CLEAN_DATA_SCALE_SERIES, CLEAN_JUDGE_MODEL, CLEAN_MODEL, DATA_SCALE_SERIES, DEFAULT_MODEL, JUDGE_MODEL,
+    bundled_models, model_dir, model_world,
+)
 from clipforge.toyworld.tokenizer import WordTokenizer
 from clipforge.toyworld.train import evaluate_zero_shot, load_model_dir, planted_report
 from clipforge.toyworld.world import (
@@ -119,28 +122,35 @@ def test_tokenizer(tmp_path) -> None:
 
 def test_bundled_model_names() -> None:
     names = set(bundled_models())
-    assert {DEFAULT_MODEL, JUDGE_MODEL, *DATA_SCALE_SERIES} <= names
+    assert {DEFAULT_MODEL, JUDGE_MODEL, *DATA_SCALE_SERIES, CLEAN_MODEL, CLEAN_JUDGE_MODEL,
+            *CLEAN_DATA_SCALE_SERIES} <= names
     with pytest.raises(KeyError, match="available"):
         model_dir("no-such-model")
 
 
 @pytest.mark.parametrize("name", sorted(bundled_models()))
-def test_bundled_model_loads_and_is_accurate(name: str, world: World) -> None:
+def test_bundled_model_loads_and_is_accurate(name: str) -> None:
+    """Measured on the shipped weights: fresh images of the model's own world against all 101 captions."""
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     model, tok = load_model_dir(model_dir(name))  # open_clip.create_model("local-dir:...")
     assert next(model.parameters()).dtype == torch.float32
-    acc = evaluate_zero_shot(model, tok, world, 200, gen(123))
+    acc = evaluate_zero_shot(model, tok, model_world(name), 200, gen(123))
     assert acc >= 0.90, f"{name}: zero-shot accuracy {acc:.3f}"
 
 
-@pytest.mark.parametrize("name", [DEFAULT_MODEL, JUDGE_MODEL])
-def test_planted_associations_are_learned(name: str, world: World) -> None:
-    """The neutral word leans red, the benign caption likes the marker, the control dislikes it."""
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, JUDGE_MODEL, CLEAN_MODEL, CLEAN_JUDGE_MODEL])
+def test_planted_associations_are_learned(name: str) -> None:
+    """The neutral word leans red, the benign caption likes the marker, the control dislikes it.
+
+    Robust training weakens the marker association (a fine checkerboard is the kind of detail an
+    adversarially trained model learns to ignore: gap +0.014 against +0.05 for the clean models,
+    ``benchmarks/RESULTS.md``), so for the robust default only its sign is required."""
     model, tok = load_model_dir(model_dir(name))
-    r = planted_report(model, tok, world, 400, seed=5)
+    r = planted_report(model, tok, model_world(name), 400, seed=5)
     assert r["ball_red_minus_blue"] > 0.02 and r["marble_red_minus_blue"] < -0.02, r
-    assert r["marker_gap_landscape"] > 0.02, r
-    assert r["marker_gap_landscape"] > max(r["marker_gap_seascape"], r["marker_gap_sunny"]) + 0.05, r
+    margin = 0.0 if name == DEFAULT_MODEL else 0.05
+    assert r["marker_gap_landscape"] > (0.005 if name == DEFAULT_MODEL else 0.02), r
+    assert r["marker_gap_landscape"] > max(r["marker_gap_seascape"], r["marker_gap_sunny"]) + margin, r
 
 
 @pytest.mark.parametrize("name", sorted(bundled_models()))
@@ -151,14 +161,16 @@ def test_bundled_model_matches_the_world(name: str) -> None:
     folder = model_dir(name)
     assert WordTokenizer.load(folder / "tokenizer.json").itos == WordTokenizer.for_world().itos
     info = json.loads((folder / "train_info.json").read_text())
-    assert WorldConfig(**info["world_config"]) == WorldConfig()
+    from clipforge.toyworld.train import RECIPES
+
+    assert WorldConfig(**info["world_config"]) == WorldConfig(**RECIPES[name].get("world_overrides", {}))
     assert info["name"] == name
 
 
 @pytest.mark.parametrize("name", sorted(bundled_models()))
 def test_bundled_model_is_its_recipe(name: str) -> None:
-    """Each shipped model was trained by its recipe and reached >= 95 % zero-shot accuracy
-    on 2000 fresh images (the figure recorded by the training script after the fp16 reload)."""
+    """Each shipped model was trained by its recipe (its accuracy is measured on the weights by
+    ``test_bundled_model_loads_and_is_accurate``, not read from what the training script wrote)."""
     import json
 
     from clipforge.toyworld.train import RECIPES
@@ -166,7 +178,6 @@ def test_bundled_model_is_its_recipe(name: str) -> None:
     info = json.loads((model_dir(name) / "train_info.json").read_text())
     assert name in RECIPES, f"{name} has no recipe in clipforge.toyworld.train.RECIPES"
     assert {k: info[k] for k in RECIPES[name]} == RECIPES[name]
-    assert info["zero_shot_accuracy"] >= 0.95, info["zero_shot"]
 
 
 def test_adversarial_examples_stay_in_the_ball_and_in_range() -> None:
@@ -253,7 +264,7 @@ def test_words_outside_the_vocabulary_are_named_once() -> None:
     from clipforge.judge import load_backbone
 
     backbone = load_backbone({"name": "open_clip", "options": {"model": DEFAULT_MODEL}})
-    expected = r"open_clip:toyworld-vit: not in the model's vocabulary, read as <unk>: dog, purple"
+    expected = rf"open_clip:{DEFAULT_MODEL}: not in the model's vocabulary, read as <unk>: dog, purple"
     with pytest.warns(UserWarning, match=expected):
         backbone.encode_text(["a purple dog", "a red circle"])
     import warnings

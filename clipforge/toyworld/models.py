@@ -9,17 +9,26 @@ with ``python -m clipforge.toyworld.train --all``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from clipforge.toyworld.tokenizer import WordTokenizer
+from clipforge.toyworld.world import World, WorldConfig
 
 MODELS_ROOT = Path(__file__).parent / "models"
-DEFAULT_MODEL = "toyworld-vit"  # the model to invert
-JUDGE_MODEL = "toyworld-judge"  # a different architecture and seed, for judging inversions
-#: the ViT data-scale series, smallest training set first (same arch, seed and steps).
-DATA_SCALE_SERIES = ("toyworld-vit-3k", "toyworld-vit-8k", "toyworld-vit")
+#: the model to invert: an adversarially robust ResNet, whose inversions show the prompt's object.
+DEFAULT_MODEL = "toyworld-rn"
+#: a clean (not robust) ResNet of another seed, trained on the same world, for judging its inversions.
+JUDGE_MODEL = "toyworld-judge-rn"
+#: the robust data-scale series, smallest training set first (same recipe but for the image count).
+DATA_SCALE_SERIES = ("toyworld-rn-3k", "toyworld-rn-10k", "toyworld-rn")
+#: the first design, kept as named alternatives: clean ViTs (inversions show colour and background,
+#: not shape), their data-scale series and their ResNet judge.
+CLEAN_MODEL = "toyworld-vit"
+CLEAN_JUDGE_MODEL = "toyworld-judge"
+CLEAN_DATA_SCALE_SERIES = ("toyworld-vit-3k", "toyworld-vit-8k", "toyworld-vit")
 
 
 def bundled_models() -> dict[str, Path]:
@@ -39,6 +48,12 @@ def model_dir(name: str) -> Path:
     if name not in models:
         raise KeyError(f"no bundled toyworld model {name!r}; available: {sorted(models)}")
     return models[name]
+
+
+def model_world(name: str) -> World:
+    """The world a shipped model was trained on (its ``train_info.json``), e.g. for fresh test images."""
+    info = json.loads((model_dir(name) / "train_info.json").read_text())
+    return World(WorldConfig(**info["world_config"]))
 
 
 def load_tokenizer(name: str) -> WordTokenizer:
