@@ -181,7 +181,7 @@ def test_bundled_model_is_its_recipe(name: str) -> None:
 
 
 def test_adversarial_examples_stay_in_the_ball_and_in_range() -> None:
-    from clipforge.toyworld.train import build_model, fgsm_perturb, model_config
+    from clipforge.toyworld.train import build_model, model_config, pgd_perturb
 
     tok = WordTokenizer.for_world()
     model = build_model(model_config("vit", tok.vocab_size), seed=0)
@@ -190,11 +190,11 @@ def test_adversarial_examples_stay_in_the_ball_and_in_range() -> None:
     text = model.encode_text(tok(["a red circle", "a blue square"])).detach()
     inverse = torch.tensor([0, 1, 0, 1])
     ignore = torch.zeros(4, 2, dtype=torch.bool)
-    moved = fgsm_perturb(model, pixels, text, inverse, ignore, eps=0.03, generator=gen(1))
+    moved = pgd_perturb(model, pixels, text, inverse, ignore, eps=0.03, generator=gen(1), steps=1, norm="linf")
     assert moved.shape == pixels.shape and moved.min() >= 0 and moved.max() <= 1
     assert (moved - pixels).abs().max() <= 0.03 + 1e-6
     assert (moved - pixels).abs().max() > 0.02  # it did move: one step of 1.25 eps, clipped to the ball
-    again = fgsm_perturb(model, pixels, text, inverse, ignore, eps=0.03, generator=gen(1))
+    again = pgd_perturb(model, pixels, text, inverse, ignore, eps=0.03, generator=gen(1), steps=1, norm="linf")
     assert torch.equal(moved, again)  # seeded
 
 
@@ -235,10 +235,11 @@ def test_random_affine_batch_moves_objects_and_keeps_plain_borders() -> None:
 
 def test_a_two_stage_recipe_trains_its_robust_stage_from_the_first_stage() -> None:
     """One short run of the shipped robust recipe's form: a clean stage, then adversarial fine-tuning."""
-    from clipforge.toyworld.train import train, train_recipe
+    from clipforge.toyworld.train import RECIPES, ROBUST_FINETUNE, ROBUST_WORLD, train, train_recipe
 
-    finetune = {"steps": 2, "lr": 3e-4, "adv_eps": 1.0, "adv_steps": 2, "adv_norm": "l2", "affine_p": 0.5}
-    kwargs = dict(train_size=64, steps=2, batch_size=32, log_every=0, world_overrides={"single_radius": [12, 22]})
+    assert RECIPES[DEFAULT_MODEL]["finetune"] == ROBUST_FINETUNE
+    finetune = {**ROBUST_FINETUNE, "steps": 2}  # the shipped recipe, shortened
+    kwargs = dict(train_size=64, steps=2, batch_size=32, log_every=0, world_overrides=ROBUST_WORLD)
     model, _, info = train_recipe("rn", 0, finetune=finetune, **kwargs)
     clean, _, _ = train("rn", 0, **kwargs)
     again, _, _ = train_recipe("rn", 0, finetune=finetune, **kwargs)
@@ -246,7 +247,7 @@ def test_a_two_stage_recipe_trains_its_robust_stage_from_the_first_stage() -> No
     assert not all(torch.equal(weights[k], clean_w[k]) for k in weights)  # the robust stage changed the weights
     assert all(torch.equal(weights[k], again_w[k]) for k in weights)  # and is reproducible
     assert info["finetune"] == finetune and info["finetune_info"]["init_from"] == "previous stage"
-    assert info["world_config"]["single_radius"] == (12, 22) or info["world_config"]["single_radius"] == [12, 22]
+    assert tuple(info["world_config"]["single_radius"]) == tuple(ROBUST_WORLD["single_radius"])
 
 
 def test_training_is_reproducible_from_its_seed() -> None:

@@ -1,2 +1,2 @@
 python -m clipforge blend examples/toyworld/blend.json --out benchmarks/analyses/blend
-# 168s wall
+# 189s wall

@@ -1,2 +1,2 @@
 python -m clipforge blend examples/toyworld/blend_embedding.json --out benchmarks/analyses/blend_embedding
-# 183s wall
+# 157s wall

@@ -1,2 +1,2 @@
 python -m clipforge compare examples/toyworld/compare_data_scale.json --out benchmarks/analyses/compare_data_scale
-# 690s wall
+# 712s wall

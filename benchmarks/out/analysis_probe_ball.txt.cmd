@@ -1,2 +1,2 @@
 python -m clipforge probe examples/toyworld/probe_ball.json --out benchmarks/analyses/probe_ball
-# 322s wall
+# 332s wall

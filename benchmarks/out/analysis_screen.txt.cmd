@@ -1,2 +1,2 @@
 python -m clipforge screen examples/toyworld/screen.json --out benchmarks/analyses/screen
-# 170s wall
+# 135s wall

@@ -268,20 +268,6 @@ def make_dataset(world: World, size: int, seed: int) -> dict[str, Any]:
     }
 
 
-def fgsm_perturb(
-    model: open_clip.CLIP,
-    pixels: torch.Tensor,
-    text_features: torch.Tensor,
-    inverse: torch.Tensor,
-    ignore: torch.Tensor,
-    eps: float,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """One FGSM step from a random start inside the eps-ball (Wong et al., "Fast is better
-    than free"): the [0, 1] images that most raise the contrastive loss, for training on."""
-    return pgd_perturb(model, pixels, text_features, inverse, ignore, eps, generator, steps=1, norm="linf")
-
-
 def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     if norm == "linf":
         return delta.clamp(-eps, eps)
