@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every CPU figure in benchmarks/RESULTS.md, one command after another (never two at once: two
 # processes that each use both cores run many times slower). Outputs go to benchmarks/out/,
-# benchmarks/parameterizations/ and benchmarks/analyses/. About an hour on 2 cores.
+# benchmarks/parameterizations*/ and benchmarks/analyses/. About 1.5 hours on 2 cores.
 #     bash benchmarks/run_cpu.sh            # everything
 #     bash benchmarks/run_cpu.sh speed      # only the outputs whose file name starts with "speed"
 set -euo pipefail
@@ -33,7 +33,9 @@ for v in rn:0.005 rn_tv002:0.02; do
         --threads 1 --set "regularizers[0].options.weight=${v#*:}" --sheet "benchmarks/toyworld_eval_${v%%:*}_sheet.png"
 done
 run parameterizations.json python benchmarks/compare_parameterizations.py --json --steps 150 --seeds 2 --prompts 24 \
-    --eval-every 15 --out benchmarks/parameterizations
+    --eval-every 15 --model toyworld-vit --judge toyworld-judge --out benchmarks/parameterizations
+run parameterizations_rn.json python benchmarks/compare_parameterizations.py --json --steps 150 --seeds 2 --prompts 24 \
+    --eval-every 15 --out benchmarks/parameterizations_rn
 run parameterizations_speed_vitb16.json python benchmarks/compare_parameterizations.py --speed-only --json
 for analysis in probe:probe_ball screen:screen compare:compare_data_scale blend:blend blend:blend_embedding; do
     name=${analysis##*:}
