@@ -4,7 +4,8 @@ Draws prompts at random (seeded, not picked by hand) from the toy world's single
 inverts them all in one batch with the paper's setup scaled to the world's 64 px (the image grows
 16 -> 32 -> 64 at the same fractions of the run as the paper's 64 -> 128 -> 224 at steps 900 and
 1800 of 3400; 13 copies, random affine, TV 0.005, Adam lr 0.1, gradient clip 1.0), and asks the
-judge (another architecture and seed, never the inverted model) to classify every inversion
+judge (another model, never the inverted one: by default `toyworld-judge-rn`, a clean ResNet of
+another seed) to classify every inversion
 against every caption of the world. The final images are also read by the analytic judge
 (``clipforge.toyworld.analytic_judge``: colour, background and shape read by rule, which no
 adversarial texture can fool), reported under ``"analytic"``, and read again as a person sees them,

@@ -105,7 +105,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "toyworld-rn-3k": {"arch": "rn", "seed": 0, "train_size": 3200, "steps": 600, "world_overrides": ROBUST_WORLD,
                        "finetune": ROBUST_FINETUNE},
     # their learned judge: the ResNet trained clean (not robust), another seed, with the inversion's
-    # random affine on half the images; a ViT of the same size reached only 36-50 % on this world
+    # random affine on half the images; a ViT of the same size reached only 36-47 % on this world
     # (benchmarks/RESULTS.md), so the judge shares the inverted model's architecture but not its training
     "toyworld-judge-rn": {"arch": "rn", "seed": 2, "train_size": 32000, "steps": 600,
                           "world_overrides": ROBUST_WORLD, "affine_p": 0.5},
