@@ -61,5 +61,5 @@ eval_rn() {  # eval_rn SUFFIX [--set ...]
 eval_rn ""  # the paper's TV weight, 0.005
 eval_rn _tv002 --set "regularizers[0].options.weight=0.02"
 eval_rn _tv001 --set "regularizers[0].options.weight=0.01"
-python benchmarks/toyworld_eval.py --json --prompts 12 --steps 200 --threads 1 --judge toyworld-judge \
+python benchmarks/toyworld_eval.py --json --prompts 12 --steps 200 --threads 2 --judge toyworld-judge \
     --models "local-dir:$models/e7_linf4" --sheet "$out/robust_e7_sheet.png" > "$out/robust_e7.json"
