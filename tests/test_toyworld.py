@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -291,3 +293,41 @@ def test_disjoint_captions_keep_the_template_and_background() -> None:
     assert World.single_object_template("a calm landscape") is None
     with pytest.raises(ValueError, match="one template"):
         World.disjoint_captions("a red circle", "a blue square on a gray background")
+
+
+def test_every_shipped_recipe_passes_the_recipe_check() -> None:
+    from clipforge.toyworld.train import RECIPES, check_recipe
+
+    for recipe in RECIPES.values():
+        check_recipe(recipe)
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"arch": "rn"}, r"missing \['seed', 'steps', 'train_size'\]"),
+    ({"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "step_size": 2}, r"unknown \['step_size'\]"),
+    ({"arch": "rnn", "seed": 0, "train_size": 8, "steps": 1}, "arch: 'rnn'"),
+    ({"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "finetune": {"stepz": 1}}, "finetune:"),
+    ({"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "world_overrides": {"radius": 3}},
+     "(?s)world_overrides:.*radius"),
+    ([1], "a recipe is a JSON object"),
+])
+def test_a_bad_recipe_is_named_before_any_training(recipe, message: str) -> None:
+    from clipforge.toyworld.train import check_recipe
+
+    with pytest.raises(ValueError, match=message):
+        check_recipe(recipe)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--world", "foo"], "--world 'foo': expected KEY=JSON"),
+    (["--world", "nosuchkey=1", "--arch", "rn", "--out", "unused"], "--world 'nosuchkey=1'.*nosuchkey"),
+    (["--recipe-json", '{"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "finetune": {"stepz": 1}}',
+      "--out", "unused"], "--recipe-json: finetune:"),
+])
+def test_the_training_cli_names_bad_options(argv: list[str], message: str, capsys) -> None:
+    from clipforge.toyworld.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err, re.S)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import math
 import time
@@ -499,6 +500,32 @@ def train_recipe(arch: str, seed: int, train_size: int, steps: int, finetune: Op
     return model, tokenizer, info
 
 
+def check_recipe(recipe: dict[str, Any]) -> None:
+    """Raise ValueError naming the key if ``recipe`` (the form of ``RECIPES``' values) cannot train, so
+    that a typo fails at once instead of after a first stage of training."""
+    options = set(inspect.signature(train).parameters)
+    required = {"arch", "seed", "train_size", "steps"}
+    if not isinstance(recipe, dict):
+        raise ValueError(f"a recipe is a JSON object, got {type(recipe).__name__}")
+    missing = sorted(required - set(recipe))
+    unknown = sorted(set(recipe) - options - {"finetune"})
+    if missing or unknown:
+        problems = ", ".join(f"{what} {keys}" for what, keys in (("missing", missing), ("unknown", unknown)) if keys)
+        raise ValueError(f"{problems}; known keys: {sorted(options | {'finetune'})}")
+    if recipe["arch"] not in ARCHS:
+        raise ValueError(f"arch: {recipe['arch']!r} is not one of {sorted(ARCHS)}")
+    finetune = recipe.get("finetune")
+    stage_options = options - required - {"init_from"} | {"steps"}
+    if finetune is not None and (not isinstance(finetune, dict) or "steps" not in finetune
+                                 or set(finetune) - stage_options):
+        raise ValueError(f"finetune: an object with 'steps' and keys among {sorted(stage_options)}, "
+                         f"got {finetune!r}")
+    try:
+        WorldConfig(**(recipe.get("world_overrides") or {}))
+    except ValueError as exc:
+        raise ValueError(f"world_overrides: {exc}") from None
+
+
 def run(arch: str, seed: int, train_size: int, steps: int, out: Path, name: str = "", **kwargs: Any) -> dict:
     """Train a recipe, save it, reload it through open_clip (fp16 round trip) and record its zero-shot
     accuracy and planted associations."""
@@ -550,11 +577,25 @@ def main(argv: Optional[list[str]] = None) -> None:
         p.error(f"--init-from {args.init_from}: not a saved model folder (no open_clip_config.json)")
     if args.adv_steps < 1 or not 0 <= args.affine_p <= 1:
         p.error("--adv-steps must be >= 1 and --affine-p in [0, 1]")
-    try:
-        world_overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.world)}
-        WorldConfig(**world_overrides)
-    except ValueError as exc:
-        p.error(f"--world: {exc}")
+    world_overrides: dict[str, Any] = {}
+    for item in args.world:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError("expected KEY=JSON")
+            world_overrides[key] = json.loads(value)
+            WorldConfig(**world_overrides)
+        except ValueError as exc:
+            p.error(f"--world {item!r}: {exc}")
+    recipe_json = None
+    if args.recipe_json:
+        if args.out is None:
+            p.error("--recipe-json needs --out")
+        try:
+            recipe_json = json.loads(args.recipe_json)
+            check_recipe(recipe_json)
+        except ValueError as exc:
+            p.error(f"--recipe-json: {exc}")
     torch.set_num_threads(args.threads)
 
     names = list(RECIPES) if args.all else (args.recipe or [])
@@ -564,10 +605,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     for name in names:
         print(f"=== {name}: {RECIPES[name]}", flush=True)
         run(**RECIPES[name], out=args.out_root / name, name=name)
-    if args.recipe_json:
-        if args.out is None:
-            p.error("--recipe-json needs --out")
-        run(**json.loads(args.recipe_json), out=args.out)
+    if recipe_json is not None:
+        run(**recipe_json, out=args.out)
     if args.arch:
         if args.out is None:
             p.error("--arch needs --out")

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 IMAGE_SIZE = 64
 
@@ -134,6 +134,8 @@ def ball_caption(background: str, word: str = BIASED_WORD) -> str:
 
 class WorldConfig(BaseModel):
     """Sampling mix and planted-phenomena rates (all documented in the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt override is an error, not a silent default
 
     mix: dict[str, float] = Field(
         default_factory=lambda: {
