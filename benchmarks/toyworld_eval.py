@@ -38,7 +38,7 @@ from clipforge.judge import Judge, load_backbone
 from clipforge.registry import default_registry
 from clipforge.spec import RunSpec, SpecError, check_components, load_spec
 from clipforge.toyworld import World
-from clipforge.toyworld.analytic_judge import read_images, verdicts
+from clipforge.toyworld.analytic_judge import AnalyticVerdicts, read_images, verdicts
 from clipforge.toyworld.models import DEFAULT_MODEL, JUDGE_MODEL
 
 
@@ -81,6 +81,11 @@ def checked_spec(model: str, prompts: list[str], steps: int, seeds: list[int], o
     return spec
 
 
+def analytic_report(judged: AnalyticVerdicts) -> dict[str, Any]:
+    """The analytic judge's accuracies and its reading of every image (a caption, or None)."""
+    return {**{k: v for k, v in judged.summary().items() if k != "n"}, "readings": judged.caption}
+
+
 def evaluate(model: str, spec: RunSpec, judge: Judge, prompts: list[str]) -> dict[str, Any]:
     start = time.perf_counter()
     result = invert(spec)
@@ -101,8 +106,8 @@ def evaluate(model: str, spec: RunSpec, judge: Judge, prompts: list[str]) -> dic
         "attribute_accuracy": attribute_accuracy(row_prompts, learned.top),
         "seconds_per_inversion": seconds / len(result.rows),
         "wrong": [{"prompt": p, "judged": t} for p, t, ok in zip(row_prompts, learned.top, learned.correct) if not ok],
-        "analytic": {**{k: v for k, v in analytic.summary().items() if k != "n"}, "readings": analytic.caption},
-        "analytic_shown": {**{k: v for k, v in shown.summary().items() if k != "n"}, "readings": shown.caption},
+        "analytic": analytic_report(analytic),
+        "analytic_shown": analytic_report(shown),
         "_images": result.images,
     }
 

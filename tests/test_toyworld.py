@@ -145,7 +145,7 @@ def test_planted_associations_are_learned(name: str) -> None:
     """The neutral word leans red, the benign caption likes the marker, the control dislikes it.
 
     Robust training weakens the marker association (a fine checkerboard is the kind of detail an
-    adversarially trained model learns to ignore: gap +0.014 against +0.05 for the clean models,
+    adversarially trained model learns to ignore: gap +0.013 against +0.03 to +0.06 for the clean models,
     ``benchmarks/RESULTS.md``), so for the robust default only its sign is required."""
     model, tok = load_model_dir(model_dir(name))
     r = planted_report(model, tok, model_world(name), 400, seed=5)

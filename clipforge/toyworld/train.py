@@ -367,13 +367,13 @@ def train(
 ) -> tuple[open_clip.CLIP, WordTokenizer, dict]:
     """Train one model; returns (model in eval mode, tokenizer, info).
 
-    Options for studying invertibility (none is used by the shipped recipes):
-    ``adv_eps`` > 0 trains the image tower adversarially (FGSM with a random start in an
-    L-infinity ball of that radius, [0, 1] pixel units), ``noise_std`` > 0 on noisy images,
-    and ``init_from`` fine-tunes a saved model instead of starting fresh. Robust classifiers
-    are known to have gradients that point towards images of the class rather than noise;
-    for these small CLIPs neither option made inversions transfer better
-    (benchmarks/RESULTS.md), so the recipes train on clean images."""
+    Options for invertibility: ``adv_eps`` > 0 trains the image tower adversarially (PGD with
+    ``adv_steps`` steps from a random start in an ``adv_norm`` ball of that radius, [0, 1] pixel
+    units), ``affine_p`` gives that share of images the inversion's random affine, ``noise_std`` > 0
+    trains on noisy images, and ``init_from`` fine-tunes saved or in-memory weights. Robust models
+    have gradients that point towards images of the class rather than noise, which is why the
+    shipped ``toyworld-rn`` recipes end with an adversarial stage (``train_recipe``;
+    benchmarks/RESULTS.md, "Offline world, second design")."""
     world = World(WorldConfig(**(world_overrides or {})))
     tokenizer = WordTokenizer.for_world(CONTEXT_LENGTH)
     cfg = model_config(arch, tokenizer.vocab_size)
