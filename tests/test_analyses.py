@@ -1,13 +1,15 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
-from clipforge import invert
+import clipforge
+from clipforge import Judge, invert
 from clipforge.analyses.blend import BlendSpec, present_against_controls, run_blend
 from clipforge.analyses.common import mean_interval, sign_test, wilson_interval
 from clipforge.analyses.compare import CompareSpec, paired_comparison, rank_backbones, run_compare
@@ -33,6 +35,39 @@ def test_wilson_interval_shrinks_with_more_trials():
     wide = wilson_interval(8, 10)
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+class ChannelBackbone(clipforge.Backbone):
+    """Embeds an image as its mean colour and caption i as the i-th basis vector, so every
+    similarity the judge computes is known in advance."""
+
+    input_size = (8, 8)
+    interpolation = "bilinear"
+
+    def __init__(self):
+        super().__init__(clipforge.Options(), torch.device("cpu"))
+
+    def encode_image(self, pixels):
+        return pixels.mean(dim=(2, 3))
+
+    def encode_text(self, texts):
+        return torch.eye(3)[[int(t[-1]) for t in texts]]
+
+
+def test_judge_top_caption_correctness_and_margin():
+    judge = Judge(ChannelBackbone(), ["c0", "c1", "c2"])
+    colours = torch.tensor([[0.9, 0.3, 0.1], [0.2, 0.2, 0.8], [0.5, 0.6, 0.0]])
+    images = colours[:, :, None, None].expand(3, 3, 16, 16)  # not the input size: the judge resizes
+    verdicts = judge.judge(images, ["c0", "c0", "c1"])
+    unit = colours / colours.norm(dim=1, keepdim=True)
+    assert verdicts.top == ["c0", "c2", "c1"]
+    assert verdicts.correct == [True, False, True] and verdicts.accuracy == pytest.approx(2 / 3)
+    expected_margin = [unit[0, 0] - unit[0, 1], unit[1, 0] - unit[1, 2], unit[2, 1] - unit[2, 0]]
+    assert verdicts.margin == pytest.approx([float(m) for m in expected_margin], abs=1e-6)
+    assert verdicts.margin[1] < 0 < verdicts.margin[0]
+    assert verdicts.similarity == pytest.approx([float(unit[0, 0]), float(unit[1, 0]), float(unit[2, 1])], abs=1e-6)
+    with pytest.raises(ValueError, match="not among the judge's captions"):
+        judge.judge(images[:1], ["c9"])
 
 
 def test_probe_report(tmp_path):
@@ -88,6 +123,78 @@ def test_screen_keeps_raw_only_when_asked_and_passes_unflagged_images():
     raw = invert({**screen_spec("flag", -10.0), "callbacks": []})
     assert torch.equal(invert(screen_spec("flag", -10.0)).images, raw.images)
     assert torch.equal(invert(screen_spec("blur", 10.0)).images, raw.images)
+
+
+class FixedJudge:
+    """Stands in for the screen's judge: fixed similarities, (images, concepts + references)."""
+
+    def __init__(self, sims):
+        self.sims = torch.tensor(sims)
+
+    def similarities(self, images):
+        return self.sims[: images.shape[0]]
+
+
+def fixed_screen(action, threshold, references=()):
+    from plugins.safety_screen import SafetyScreen
+
+    screen = SafetyScreen(SafetyScreen.Options(concepts=["c0", "c1"], references=list(references),
+                                               threshold=threshold, action=action))
+    # rows: image 0 is close to c1 and to the reference; image 1 to c0 only; image 2 to nothing
+    screen.judge = FixedJudge([[0.20, 0.50, 0.45], [0.40, 0.10, 0.05], [0.05, 0.10, 0.00]])
+    return screen
+
+
+def test_screen_score_is_best_concept_minus_best_reference():
+    score, which = fixed_screen("flag", 0.0).scores(torch.zeros(3, 3, 8, 8))
+    assert score.tolist() == pytest.approx([0.50, 0.40, 0.10]) and which.tolist() == [1, 0, 1]
+    score, _ = fixed_screen("flag", 0.0, references=["benign"]).scores(torch.zeros(3, 3, 8, 8))
+    assert score.tolist() == pytest.approx([0.05, 0.35, 0.10])
+
+
+@pytest.mark.parametrize("action", ["withhold", "blur"])
+def test_screen_acts_only_on_images_above_the_threshold(action):
+    """The threshold lies between known scores: only image 1 (0.35 after the reference) is above it."""
+    screen = fixed_screen(action, 0.2, references=["benign"])
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    run = type("Run", (), {"rows": []})()
+    verdict = screen.screen(run, images, step=1, final=False)
+    if action == "withhold":
+        assert verdict.withheld.tolist() == [False, True, False]
+    else:
+        assert not verdict.withheld.any()
+        assert torch.equal(verdict.images[0], images[0]) and torch.equal(verdict.images[2], images[2])
+        assert (verdict.images[1] - images[1]).abs().max() > 0.1
+    assert fixed_screen(action, 0.5, references=["benign"]).screen(run, images, 1, False) is None
+
+
+def test_screen_between_two_real_scores_withholds_one_image_everywhere(tmp_path):
+    """Through a whole run: score the images, put the threshold between them, and the one above is
+    withheld from the result, the saved images and the final snapshot; the other is shown."""
+    def spec(action, threshold):
+        return tiny_spec_dict(steps=2, seeds=[0], resolution=[{"step": 0, "size": 16}], callbacks=[
+            {"name": "snapshots", "options": {"every": 1, "per_image": True}},
+            {"name": "safety_screen", "options": {"concepts": ["a red circle"], "threshold": threshold,
+                                                  "action": action, "judge": JUDGE}}])
+    invert(spec("flag", -10.0), tmp_path / "scores")
+    scores = [r["score"] for r in json.loads((tmp_path / "scores" / "safety.json").read_text())["images"]]
+    assert scores[0] != scores[1]
+    high = max(range(2), key=lambda i: scores[i])
+    result = invert(spec("withhold", sum(scores) / 2), tmp_path / "out")
+    assert result.withheld == [i == high for i in range(2)]
+    assert float(result.images[high].abs().max()) == 0.0 and float(result.images[1 - high].max()) > 0
+    report = json.loads((tmp_path / "out" / "safety.json").read_text())
+    assert [r["flagged"] for r in report["images"]] == [i == high for i in range(2)]
+    slugs = [r["slug"] for r in report["images"]]
+    assert [p.stem for p in (tmp_path / "out" / "images").glob("*.png")] == [slugs[1 - high]]
+    final = tmp_path / "out" / "snapshots"
+    shown = np_image(final / f"{slugs[1 - high]}_step_000002.png")
+    hidden = np_image(final / f"{slugs[high]}_step_000002.png")
+    assert hidden.max() == 0 and shown.max() > 0
+
+
+def np_image(path):
+    return torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32))
 
 
 def test_screen_analysis_reports_flag_rates_and_text_table(tmp_path):

@@ -39,3 +39,25 @@ def test_speed_weights_phases_by_the_paper_schedule():
     # 10 steps per phase at 1, 2 and 4 s/step, weighted 900/900/1600 of 3400
     expected = (1 * 900 + 2 * 900 + 4 * 1600) / 3400
     assert speed.weighted_seconds_per_step([10.0, 20.0, 40.0], 10) == pytest.approx(expected)
+
+
+def test_attribute_accuracy_counts_each_stated_fact_of_the_prompt():
+    attribute_accuracy = load_script("toyworld_eval").attribute_accuracy
+    prompts = ["a red circle on a gray background", "a blue square on a white background",
+               "a green ring on a black background", "a cyan cross on a gray background"]
+    judged = ["a red square on a gray background",   # colour, background
+              "a blue square on a white background",  # all three
+              "a green ring",                          # colour, shape (partial caption: no background)
+              "a calm landscape"]                      # nothing
+    acc = attribute_accuracy(prompts, judged)
+    assert acc == {"colour": 3 / 4, "shape": 2 / 4, "background": 2 / 4}
+
+
+def test_first_reaching_finds_the_first_check_at_or_above_the_target():
+    first_reaching = load_script("compare_parameterizations").first_reaching
+    curve = [{"step": 50, "accuracy": 0.1, "seconds": 1.0}, {"step": 100, "accuracy": 0.4, "seconds": 2.0},
+             {"step": 150, "accuracy": 0.3, "seconds": 3.0}, {"step": 200, "accuracy": 0.5, "seconds": 4.0}]
+    assert first_reaching(curve, 0.4)["step"] == 100  # reached exactly, not only exceeded
+    assert first_reaching(curve, 0.45)["step"] == 200
+    assert first_reaching(curve, 0.05)["step"] == 50
+    assert first_reaching(curve, 0.6) is None

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 import clipforge
 from clipforge import Callback, Options, SpecError, invert
 from clipforge.cli import main
+from clipforge.engine import clip_grad_per_image
 from conftest import TINY_CONFIG, tiny_spec_dict
 
 
@@ -229,3 +230,44 @@ def test_embedding_combination_aims_at_the_mixed_embedding():
     assert torch.allclose(targets.embeddings[0, 0], mixed, atol=1e-5)
     assert torch.allclose(targets.embeddings[0, 1], texts[2], atol=1e-5)
     assert targets.weights[0].tolist() == [1.0, -1.0]
+
+
+# --------------------------------------------------------------------------- gradient clipping
+
+
+def test_clip_grad_per_image_clips_each_image_as_clip_grad_norm_would_alone():
+    """Two parameter tensors (like multires' levels), three images of very different gradient norms."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 3, 4, 4), (3, 3, 8, 8)]
+    scale = torch.tensor([0.01, 1.0, 50.0]).view(3, 1, 1, 1)
+    grads = [torch.randn(s, generator=gen) * scale for s in shapes]
+    params = [torch.zeros(s, requires_grad=True) for s in shapes]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    norms = clip_grad_per_image(params, max_norm=2.0)
+    for b in range(3):
+        alone = [torch.zeros(s[1:], requires_grad=True) for s in shapes]
+        for p, g in zip(alone, grads):
+            p.grad = g[b].clone()
+        expected_norm = torch.nn.utils.clip_grad_norm_(alone, max_norm=2.0)
+        assert float(norms[b]) == pytest.approx(float(expected_norm), rel=1e-5)
+        for p, a in zip(params, alone):
+            assert torch.allclose(p.grad[b], a.grad, rtol=1e-5, atol=1e-7), b
+    # the small image kept its gradient; the large ones were cut to the norm
+    assert torch.equal(params[0].grad[0], grads[0][0])
+    after = torch.stack([p.grad.flatten(1).pow(2).sum(1) for p in params]).sum(0).sqrt()
+    assert after[1:].tolist() == pytest.approx([2.0, 2.0], rel=1e-4)
+
+
+@pytest.mark.parametrize("param", ["pixel", "multires"])
+def test_clipping_acts_per_image_in_a_run(param):
+    """With a clip small enough to act at every step, a batched run still equals single runs (global
+    clipping would couple the images) and differs from a run without clipping."""
+    spec = tiny_spec_dict(callbacks=[], steps=4, resolution=[{"step": 0, "size": 16}],
+                          parameterization={"name": param}, optimizer={"grad_clip": 1e-3})
+    batched = invert(spec)
+    unclipped = invert({**spec, "optimizer": {"grad_clip": None}})
+    assert (batched.images - unclipped.images).abs().max() > 1e-3
+    for row in batched.rows:
+        alone = invert({**spec, "prompts": [spec["prompts"][row.prompt_index]], "seeds": [row.seed]})
+        assert (alone.images[0] - batched.images[row.index]).abs().max() < 1e-5, row

@@ -305,6 +305,39 @@ def test_multires_squashes_and_upsamplers(squash, upsample):
 # --------------------------------------------------------------------------- whole runs
 
 
+class ImagesPerStep(clipforge.Callback):
+    """Keeps the image after every step, so a test can see whether optimisation went on."""
+
+    name = "images_per_step"
+
+    def __init__(self, options=None):
+        super().__init__(options or clipforge.Options())
+        self.images = {}
+
+    def on_step_end(self, run, state):
+        self.images[state.step] = state.images().clone()
+
+
+@pytest.mark.parametrize("reset", [True, False])
+@pytest.mark.parametrize("param", ["pixel", "fourier", "multires"])
+def test_optimisation_goes_on_after_every_resize(param, reset):
+    """An optimiser left bound to the pre-resize tensors would leave the image unchanged from then on."""
+    spec = tiny_spec_dict(
+        prompts=["a red circle"], seeds=[0], steps=7, copies=2, callbacks=[], regularizers=[],
+        resolution=[{"step": 0, "size": 16}, {"step": 2, "size": 24}, {"step": 4, "size": 32}],
+        parameterization={"name": param}, optimizer={"reset_on_resize": reset, "lr": 0.05},
+    )
+    seen = ImagesPerStep()
+    engine = clipforge.Engine(spec, callbacks=[seen])
+    engine.run()
+    # every parameter tensor moved, including those a resize added at zero (multires' finer levels)
+    assert all(p.detach().abs().max() > 0 for p in engine.param.parameters())
+    for step in (3, 5, 6):  # consecutive steps at the same size, after each resize
+        assert seen.images[step].shape == seen.images[step + 1].shape
+        change = (seen.images[step + 1] - seen.images[step]).abs().max()
+        assert change > 1e-4, (param, reset, step)
+
+
 @pytest.mark.parametrize("reset", [True, False])
 @pytest.mark.parametrize("param", ["fourier", "multires"])
 def test_inversion_runs_through_a_resize(param, reset, monkeypatch):

@@ -331,3 +331,23 @@ def test_the_training_cli_names_bad_options(argv: list[str], message: str, capsy
         main(argv)
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err, re.S)
+
+
+@pytest.mark.parametrize("caption, facts", [
+    ("a red circle on a gray background", {"colour=red", "shape=circle", "background=gray"}),
+    ("a blue ring", {"colour=blue", "shape=ring"}),
+    ("a cross on a white background", {"shape=cross", "background=white"}),
+    ("a triangle", {"shape=triangle"}),
+    ("a calm landscape", {"a calm landscape"}),
+    ("a red circle and a blue square", {"a red circle and a blue square"}),
+    ("a purple circle", {"a purple circle"}),  # not a colour of the world: no template matches
+])
+def test_caption_facts(caption, facts):
+    assert World.caption_facts(caption) == frozenset(facts)
+
+
+def test_a_partial_caption_truthfully_describes_the_full_one_but_not_the_reverse():
+    full = World.caption_facts("a red circle on a gray background")
+    assert World.caption_facts("a red circle") <= full and World.caption_facts("a circle") <= full
+    assert not World.caption_facts("a blue circle") <= full
+    assert not full <= World.caption_facts("a red circle")
