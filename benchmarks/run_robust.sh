@@ -63,3 +63,9 @@ eval_rn _tv002 --set "regularizers[0].options.weight=0.02"
 eval_rn _tv001 --set "regularizers[0].options.weight=0.01"
 python benchmarks/toyworld_eval.py --json --prompts 12 --steps 200 --threads 2 --judge toyworld-judge \
     --models "local-dir:$models/e7_linf4" --sheet "$out/robust_e7_sheet.png" > "$out/robust_e7.json"
+# e8: the shipped recipe on a world with non-flat plain backgrounds (a smooth brightness pattern)
+textured='"world_overrides": {"single_radius": [12, 22], "pair_radius": [9, 15], "position_grid": 1, "background_texture": 0.15}'
+train e8_textured --recipe-json "{\"arch\": \"rn\", \"seed\": 0, \"train_size\": 32000, \"steps\": 600, $textured,
+    \"finetune\": {\"steps\": 600, \"lr\": 3e-4, \"adv_eps\": 1.0, \"adv_steps\": 3, \"adv_norm\": \"l2\", \"affine_p\": 0.5}}"
+python benchmarks/toyworld_eval.py --json --prompts 12 --steps 200 --threads 2 --judge toyworld-judge \
+    --models "local-dir:$models/e8_textured" --sheet "$out/robust_e8_sheet.png" > "$out/robust_e8.json"

@@ -351,3 +351,15 @@ def test_a_partial_caption_truthfully_describes_the_full_one_but_not_the_reverse
     assert World.caption_facts("a red circle") <= full and World.caption_facts("a circle") <= full
     assert not World.caption_facts("a blue circle") <= full
     assert not full <= World.caption_facts("a red circle")
+
+
+def test_background_texture_varies_plain_backgrounds_and_is_off_by_default():
+    flat_cfg = WorldConfig(noise_std=0.0, colour_jitter=0.0)
+    flat = World(flat_cfg).sample(16, torch.Generator().manual_seed(3), mix={"single": 1.0})
+    textured = World(flat_cfg.model_copy(update={"background_texture": 0.15})).sample(
+        16, torch.Generator().manual_seed(3), mix={"single": 1.0})
+    corner_flat, corner_tex = flat.images[:, :, :4, :], textured.images[:, :, :4, :]  # mostly background
+    assert float(flat.images[:, :, 0, :].std(dim=-1).max()) < 1e-6  # a flat row of background
+    assert float(corner_tex.std(dim=(2, 3)).mean()) > 0.02
+    assert (corner_tex - corner_flat).abs().max() <= 0.15 + 1e-6
+    assert [m.canonical for m in flat.meta] == [m.canonical for m in textured.meta]  # the same scenes

@@ -173,6 +173,14 @@ class WorldConfig(BaseModel):
     marker_cell: tuple[int, int] = (2, 3)
     colour_jitter: float = Field(0.05, ge=0, description="uniform +- jitter per colour channel")
     noise_std: float = Field(0.02, ge=0, description="std of additive Gaussian pixel noise")
+    background_texture: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="amplitude of a smooth random brightness pattern (a gradient plus a wave) on plain "
+        "backgrounds, so that flat texture stops being a shortcut; 0 = flat (the stream of random draws "
+        "is then the same as before this option existed)",
+    )
 
 
 @dataclass
@@ -458,9 +466,13 @@ class World:
         mx = torch.where(kind_t["zorblax"], mx_half, mx_any).long()
         my = torch.where(kind_t["zorblax"], my_half, my_any).long()
 
+        # drawn last and only when used, so worlds without texture keep their random stream
+        texture = torch.rand(n, 5, generator=g) if cfg.background_texture > 0 else torch.zeros(n, 5)
+
         # --- render in chunks (keeps tensors cache-sized; noise drawn per chunk after all other draws) ---
         params = {
             "base": (bg_rgb[bg] + jitter[:, 0, :1]).clamp(0, 1),  # brightness jitter only: keep grey grey
+            "texture": texture,
             "landscape": kind_t["landscape"] | kind_t["sunny"],
             "seascape": kind_t["seascape"],
             "scene": scene,
@@ -546,6 +558,8 @@ class World:
         """Render one chunk of images from their drawn parameters."""
         n = len(p["base"])
         images = p["base"][:, :, None, None].expand(n, 3, IMAGE_SIZE, IMAGE_SIZE).clone()
+        if self.config.background_texture > 0:
+            images += self.config.background_texture * self._texture(p["texture"]).unsqueeze(1)
         self._draw_scenes(images, p)
         self._draw_objects(images, p["shape_a"], p["rgb_a"], p["cx_a"], p["cy_a"], p["r_a"])
         self._draw_objects(images, p["shape_b"], p["rgb_b"], p["cx_b"], p["cy_b"], p["r_b"])
@@ -553,6 +567,16 @@ class World:
         if self.config.noise_std > 0:
             images += torch.randn(images.shape, generator=g) * self.config.noise_std
         return images.clamp_(0, 1)
+
+    def _texture(self, u: torch.Tensor) -> torch.Tensor:
+        """A smooth brightness pattern in [-1, 1] per image: half a linear gradient of random direction,
+        half a plane wave of 1-4 cycles per image with its own direction and phase."""
+        yy, xx = self._yy / IMAGE_SIZE - 0.5, self._xx / IMAGE_SIZE - 0.5
+        theta, phi = 2 * math.pi * u[:, 0, None, None], 2 * math.pi * u[:, 1, None, None]
+        gradient = 2 * (xx * torch.cos(theta) + yy * torch.sin(theta))  # within [-1.42, 1.42]
+        cycles = 1 + 3 * u[:, 2, None, None]
+        wave = torch.sin(2 * math.pi * cycles * (xx * torch.cos(phi) + yy * torch.sin(phi)) + 2 * math.pi * u[:, 3, None, None])
+        return (0.5 * gradient.clamp(-1, 1) + 0.5 * wave) * (0.5 + 0.5 * u[:, 4, None, None])
 
     def _draw_scenes(self, images: torch.Tensor, p: dict[str, torch.Tensor]) -> None:
         """Paint landscape (sky over green hills) and seascape (sky over dark sea) backgrounds."""
