@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -32,7 +33,19 @@ class PluginError(Exception):
 
 
 class DuplicateComponentError(PluginError):
-    pass
+    """Two plugins give a component of one kind the same name (raised only when ``strict``)."""
+
+
+class PluginClashWarning(UserWarning):
+    """A component was disabled because another plugin's component already has its name."""
+
+
+#: the distribution whose plugins are the built-ins (they keep their names in a clash)
+BUILTIN_DISTRIBUTION = "clipforge"
+
+
+def _is_builtin(entry: "ComponentEntry") -> bool:
+    return entry.distribution == BUILTIN_DISTRIBUTION
 
 
 class UnknownComponentError(PluginError):
@@ -64,10 +77,11 @@ class PluginFailure:
     plugin: str
     distribution: str | None
     error: str
+    what: str = "failed to load"  # or, after a name clash, "lost a component"
 
     def __str__(self) -> str:
         dist = f" from {self.distribution}" if self.distribution else ""
-        return f"plugin {self.plugin!r}{dist} failed to load: {self.error}"
+        return f"plugin {self.plugin!r}{dist} {self.what}: {self.error}"
 
 
 @dataclass
@@ -189,13 +203,22 @@ def build_registry(
                 continue
             for entry in new:
                 existing = entries[kind].get(entry.name)
-                if existing is not None:
-                    raise DuplicateComponentError(
-                        f"two {kind}s are named {entry.name!r}: one from {existing.provider}, "
-                        f"one from {entry.provider}; block one of the plugins "
-                        f"(--block NAME or CLIPFORGE_BLOCK_PLUGINS)"
-                    )
-                entries[kind][entry.name] = entry
+                if existing is None:
+                    entries[kind][entry.name] = entry
+                    continue
+                # a name clash disables the newcomer's component, never the whole registry: the
+                # built-in keeps its name, otherwise the plugin registered first does
+                kept, dropped = (entry, existing) if _is_builtin(entry) and not _is_builtin(existing) else (existing, entry)
+                entries[kind][entry.name] = kept
+                clash = PluginFailure(
+                    dropped.plugin, dropped.distribution,
+                    f"its {kind} {entry.name!r} is disabled, because {kept.provider} has a {kind} of that name; "
+                    f"rename it, or block one of the plugins (--block NAME or CLIPFORGE_BLOCK_PLUGINS)",
+                    what="lost a component")
+                if strict:
+                    raise DuplicateComponentError(str(clash))
+                warnings.warn(str(clash), PluginClashWarning, stacklevel=2)
+                failures.append(clash)
 
     plugins = [PluginInfo(n, *dist_of[n], hooks=plugin_hooks.get(n, [])) for n in dist_of]
     return Registry(entries, plugins, failures)

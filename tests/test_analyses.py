@@ -12,7 +12,7 @@ import clipforge
 from clipforge import Judge, invert
 from clipforge.analyses.blend import BlendSpec, present_against_controls, run_blend
 from clipforge.analyses.common import mean_interval, sign_test, wilson_interval
-from clipforge.analyses.compare import CompareSpec, paired_comparison, rank_backbones, run_compare
+from clipforge.analyses.compare import CompareSpec, candidate_captions, paired_comparison, rank_backbones, run_compare
 from clipforge.analyses.probe import ProbeSpec, run_probe
 from clipforge.analyses.screen import ScreenSpec, run_screen
 from clipforge.cli import main
@@ -51,7 +51,9 @@ class ChannelBackbone(clipforge.Backbone):
         return pixels.mean(dim=(2, 3))
 
     def encode_text(self, texts):
-        return torch.eye(3)[[int(t[-1]) for t in texts]]
+        """Not unit length and not orthogonal, so the judge's normalisation matters."""
+        basis = torch.tensor([[2.0, 0.2, 0.0], [0.0, 0.5, 0.1], [0.3, 0.0, 3.0]])
+        return basis[[int(t[-1]) for t in texts]]
 
 
 def test_judge_top_caption_correctness_and_margin():
@@ -59,15 +61,27 @@ def test_judge_top_caption_correctness_and_margin():
     colours = torch.tensor([[0.9, 0.3, 0.1], [0.2, 0.2, 0.8], [0.5, 0.6, 0.0]])
     images = colours[:, :, None, None].expand(3, 3, 16, 16)  # not the input size: the judge resizes
     verdicts = judge.judge(images, ["c0", "c0", "c1"])
-    unit = colours / colours.norm(dim=1, keepdim=True)
+    texts = ChannelBackbone().encode_text(["c0", "c1", "c2"])
+    cos = torch.nn.functional.cosine_similarity(colours[:, None, :], texts[None, :, :], dim=-1)  # (3, 3)
+    assert cos.argmax(dim=1).tolist() == [0, 2, 1]
     assert verdicts.top == ["c0", "c2", "c1"]
     assert verdicts.correct == [True, False, True] and verdicts.accuracy == pytest.approx(2 / 3)
-    expected_margin = [unit[0, 0] - unit[0, 1], unit[1, 0] - unit[1, 2], unit[2, 1] - unit[2, 0]]
+    expected_margin = [cos[0, 0] - cos[0, 1], cos[1, 0] - cos[1, 2], cos[2, 1] - cos[2, 0]]  # own - best other
     assert verdicts.margin == pytest.approx([float(m) for m in expected_margin], abs=1e-6)
     assert verdicts.margin[1] < 0 < verdicts.margin[0]
-    assert verdicts.similarity == pytest.approx([float(unit[0, 0]), float(unit[1, 0]), float(unit[2, 1])], abs=1e-6)
-    with pytest.raises(ValueError, match="not among the judge's captions"):
-        judge.judge(images[:1], ["c9"])
+    assert verdicts.mean_margin == pytest.approx(sum(verdicts.margin) / 3)
+    assert verdicts.similarity == pytest.approx([float(cos[0, 0]), float(cos[1, 0]), float(cos[2, 1])], abs=1e-6)
+    assert verdicts.as_dict() == {"accuracy": verdicts.accuracy, "mean_margin": verdicts.mean_margin,
+                                  "top": verdicts.top, "correct": verdicts.correct, "margin": verdicts.margin,
+                                  "similarity": verdicts.similarity}
+    with pytest.raises(ValueError, match=r"not among the judge's captions: \['x1', 'x2', 'x3'\]$"):
+        judge.judge(images[:1].expand(5, -1, -1, -1), ["x1", "x2", "x3", "x4", "c0"])
+
+
+def test_load_backbone_builds_on_the_device_asked_for():
+    backbone = clipforge.load_backbone(JUDGE, "cpu")
+    assert backbone.device == torch.device("cpu") and isinstance(backbone.device, torch.device)
+    assert next(backbone.model.parameters()).device == torch.device("cpu")
 
 
 def test_probe_report(tmp_path):
@@ -78,8 +92,9 @@ def test_probe_report(tmp_path):
         entry = report["prompts"][prompt]
         assert entry["images"] == 3 and sum(entry["counts"].values()) == 3
         for value in ("red", "blue"):
-            p, (lo, hi) = entry["proportions"][value]["p"], entry["proportions"][value]["ci95"]
-            assert lo <= p <= hi
+            count = entry["counts"][value]
+            assert entry["proportions"][value]["p"] == pytest.approx(count / 3)
+            assert entry["proportions"][value]["ci95"] == pytest.approx(list(wilson_interval(count, 3)))
     out = tmp_path / "probe"
     assert json.loads((out / "report.json").read_text())["attribute"] == "colour"
     csv_lines = (out / "probe.csv").read_text().splitlines()
@@ -211,9 +226,22 @@ def test_compare_and_blend(tmp_path):
                        backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
     report = run_compare(spec, tmp_path / "compare", show_progress=False)
     assert set(report["results"]) == {"small", "other"} and sorted(report["ranking"]) == ["other", "small"]
+    # the figures agree with the same inversions judged independently, image by image
+    captions = candidate_captions(spec.captions, spec.prompts)
+    judge = Judge(clipforge.load_backbone(JUDGE), captions)
+    verdicts = {}
+    for label, run_spec in zip(spec.backbones, spec.inversion_specs().values()):
+        result = invert(run_spec)
+        verdicts[label] = judge.judge(result.images, [spec.prompts[r.prompt_index] for r in result.rows])
+        assert report["results"][label]["accuracy"] == pytest.approx(verdicts[label].accuracy)
+        assert report["results"][label]["judge_margin"] == pytest.approx(verdicts[label].mean_margin, abs=1e-6)
     higher, lower = report["ranking"]
-    assert report["results"][higher]["accuracy"] >= report["results"][lower]["accuracy"]
-    assert report["paired"][0]["higher"] == higher and 0 <= report["paired"][0]["sign_test_p"] <= 1
+    assert (verdicts[higher].accuracy, verdicts[higher].mean_margin) > (verdicts[lower].accuracy, verdicts[lower].mean_margin)
+    pair = report["paired"][0]
+    only_higher = sum(h and not w for h, w in zip(verdicts[higher].correct, verdicts[lower].correct))
+    only_lower = sum(w and not h for h, w in zip(verdicts[higher].correct, verdicts[lower].correct))
+    assert (pair["higher"], pair["only_higher_right"], pair["only_lower_right"]) == (higher, only_higher, only_lower)
+    assert pair["sign_test_p"] == pytest.approx(sign_test(only_higher, only_lower))
     assert "Neighbours in the ranking" in (tmp_path / "compare" / "report.md").read_text()
     assert report["results"]["small"]["images"] == 4
     blend = run_blend(BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")]), tmp_path / "blend",
@@ -302,9 +330,19 @@ def test_blend_presence_against_controls(tmp_path):
     report = run_blend(spec, tmp_path / "blend", show_progress=False)
     assert report["pairs"][0]["controls"] == ["a car", "a tree"] and report["top_k"] is None
     assert "closer to it than to every control caption" in (tmp_path / "blend" / "report.md").read_text()
-    for role in ("a", "b", "blend"):
+    assert report["pairs"][0]["concepts"] == ["a cat", "a dog"]
+    # presence agrees with the same inversions judged independently against the controls
+    result = invert(spec.inversion_specs()["run"])
+    captions = ["a cat", "a dog", "a car", "a tree"]
+    sims = Judge(clipforge.load_backbone(JUDGE), captions).similarities(result.images)
+    has_a, has_b = present_against_controls(sims, 0, [2, 3]), present_against_controls(sims, 1, [2, 3])
+    for role, offset in (("a", 0), ("b", 1), ("blend", 2)):
+        rows = [r.index for r in result.rows if r.prompt_index == offset]
         entry = report["pairs"][0][role]
-        assert entry["both_present"] <= min(entry["a_present"], entry["b_present"]) * entry["images"]
+        assert entry["images"] == len(rows) == 2
+        assert entry["a_present"] == pytest.approx(float(has_a[rows].float().mean()))
+        assert entry["b_present"] == pytest.approx(float(has_b[rows].float().mean()))
+        assert entry["both_present"] == int((has_a[rows] & has_b[rows]).sum())
     world = BlendSpec(run=RUN, seeds=1, judge=JUDGE, pairs=[("a red circle", "a blue square")], controls="toyworld")
     report = run_blend(world, None, show_progress=False)
     assert len(report["pairs"][0]["controls"]) == 12 and "a green triangle" in report["pairs"][0]["controls"]

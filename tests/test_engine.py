@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -81,10 +82,14 @@ def test_existing_output_directory_is_never_overwritten(tmp_path, tiny_spec, cap
 
 
 class StopAt(Callback):
+    """Keeps the images as they are after step 3, then interrupts as Ctrl-C would."""
+
     name = "stop_at"
+    seen = None
 
     def on_step_end(self, run, state):
         if state.step == 3:
+            StopAt.seen = state.images().clone()
             raise KeyboardInterrupt
 
 
@@ -95,6 +100,33 @@ def test_interrupt_stops_cleanly_and_saves_current_images(tmp_path):
     assert run["status"] == "interrupted" and run["steps_done"] == 3
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4
     assert len((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()) == 3
+    # what was saved is the images of the step of interruption, not the start or a later step
+    saved = load_file(str(tmp_path / "out" / "images.safetensors"))["images"]
+    assert torch.equal(saved, StopAt.seen) and torch.equal(result.images, StopAt.seen)
+    first = invert(tiny_spec_dict(steps=2, callbacks=[])).images
+    assert not torch.equal(saved, first)
+    for row in result.rows:
+        png = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "images" / f"{row.slug}.png"))).float()
+        expected = (StopAt.seen[row.index].permute(1, 2, 0) * 255).round()
+        assert (png - expected).abs().max() <= 1, row.slug
+
+
+def test_cli_interrupt_exits_130_and_says_where_the_images_are(tmp_path, monkeypatch, capsys):
+    original = clipforge.Engine.step
+    calls = []
+
+    def interrupted_step(self, optimizer, ctx):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(self, optimizer, ctx)
+
+    monkeypatch.setattr(clipforge.Engine, "step", interrupted_step)
+    code, out = run_cli(tmp_path, tiny_spec_dict(steps=50))
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "interrupted at step 3/50" in err and str(out) in err.replace("\n", "")
+    assert json.loads((out / "run.json").read_text())["steps_done"] == 3
 
 
 class Boom(Callback):
@@ -131,8 +163,14 @@ def test_optimisation_raises_similarity():
 
 def test_several_backbones_average_their_losses():
     two = [{"name": "open_clip", "options": {"config": TINY_CONFIG, "init_seed": s}} for s in (0, 1)]
-    result = invert(tiny_spec_dict(callbacks=[], steps=2, backbones=two))
-    assert result.images.shape[0] == 4
+    spec = tiny_spec_dict(callbacks=[], steps=2, regularizers=[])
+    both = invert({**spec, "backbones": two})
+    alone = [invert({**spec, "backbones": [b]}) for b in two]
+    # the first step's terms come from the same initial images and copies, so they must be the mean
+    for key in ("data", "similarity"):
+        mean = [(x + y) / 2 for x, y in zip(alone[0].metrics[0][key], alone[1].metrics[0][key])]
+        assert both.metrics[0][key] == pytest.approx(mean, abs=1e-6), key
+    assert alone[0].metrics[0]["data"] != pytest.approx(alone[1].metrics[0]["data"], abs=1e-3)
 
 
 def test_local_dir_model_loads_through_the_backbone(tmp_path):
@@ -197,6 +235,11 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32():
     bf16 = invert({**spec, "performance": {"precision": "bf16"}})
     assert bf16.images.dtype == torch.float32
     assert bf16.metrics[0]["similarity"] == pytest.approx(fp32.metrics[0]["similarity"], abs=0.05)
+    # after the updates too: the images moved the same way, and the similarity rose in both
+    moved = fp32.images - invert({**spec, "steps": 1}).images
+    assert (bf16.images - fp32.images).abs().mean() < 0.2 * moved.abs().mean()
+    assert bf16.metrics[-1]["similarity"] == pytest.approx(fp32.metrics[-1]["similarity"], abs=0.05)
+    assert bf16.metrics[-1]["similarity"][0] > bf16.metrics[0]["similarity"][0]
 
 
 def test_image_targets_relative_to_the_spec_file(tmp_path, capsys):

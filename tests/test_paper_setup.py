@@ -149,10 +149,23 @@ def test_jitter_same_roll_for_all_copies_and_limit_doubles():
     jit = component("augmentation", "jitter", limit=3)
     out = jit(x, ctx(batch=1, copies=4))
     assert all(torch.equal(out[0], out[k]) for k in range(4))
-    c = ctx(batch=1, copies=1, resize_count=2)
-    shifts = (c.per_image((2,), torch.device("cpu")) * (2 * 12 + 1)).floor().long() - 12
-    out = jit(x[:1], ctx(batch=1, copies=1, resize_count=2))
-    assert torch.equal(out, torch.roll(x[:1], shifts=tuple(shifts[0].tolist()), dims=(2, 3)))
+    # each output is the input rolled by some (dy, dx); find it from one hot pixel and look at the range
+    hot = torch.zeros(1, 3, 64, 64)
+    hot[..., 32, 32] = 1.0
+
+    def shifts(resize_count, draws=200):
+        found = []
+        for seed in range(draws):
+            out = jit(hot, ctx(batch=1, copies=1, resize_count=resize_count, seed=seed))
+            y, x_ = divmod(int(out[0, 0].flatten().argmax()), 64)
+            assert torch.equal(out, torch.roll(hot, shifts=(y - 32, x_ - 32), dims=(2, 3)))  # a pure roll
+            found.append((y - 32, x_ - 32))
+        return torch.tensor(found)
+
+    for resize_count, limit in ((0, 3), (2, 12)):  # the limit doubles at each resize
+        s = shifts(resize_count)
+        assert s.min() == -limit and s.max() == limit, (resize_count, s.min(), s.max())
+        assert len({tuple(v) for v in s.tolist()}) > limit  # many different shifts, both axes
 
 
 def test_openai_vit_b_16_normalisation_and_quickgelu_come_from_its_pretrained_config():

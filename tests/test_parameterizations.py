@@ -130,8 +130,8 @@ def test_resize_keeps_the_image(name):
     assert tuple(p.size) == (32, 32)
     new = p.image().detach()
     assert new.shape == (2, 3, 32, 32) and new.min() >= 0 and new.max() <= 1
-    if name == "pixel":  # pixels are interpolated as they are
-        torch.testing.assert_close(new, F.interpolate(old, size=(32, 32), mode=p.options.resize_mode))
+    if name == "pixel":  # pixels are interpolated as they are: bicubic, as in the paper
+        torch.testing.assert_close(new, F.interpolate(old, size=(32, 32), mode="bicubic").clamp(0, 1))
         return
     for mode in ("bilinear", "bicubic"):
         up = F.interpolate(old, size=(32, 32), mode=mode, align_corners=False)
@@ -153,6 +153,18 @@ def test_resize_state_maps_each_parameter_onto_the_new_one(name):
             pytest.skip(f"{name} does not carry optimiser state across a resize")
         assert mapped.shape == n.shape and mapped.dtype == n.dtype
         assert torch.isfinite(mapped).all() and mapped.min() >= 0  # Adam's second moment stays >= 0
+
+
+def test_pixel_resize_mode_option_is_honoured():
+    images = {}
+    for mode in ("bicubic", "nearest"):
+        p = make("pixel", resize_mode=mode)
+        p.resize((32, 32))
+        images[mode] = p.image().detach()
+    # nearest doubling repeats each pixel in a 2 x 2 block; bicubic does not
+    near = images["nearest"]
+    assert torch.equal(near[..., ::2, ::2], near[..., 1::2, 1::2])
+    assert not torch.equal(images["bicubic"][..., ::2, ::2], images["bicubic"][..., 1::2, 1::2])
 
 
 # --------------------------------------------------------------------------- fourier

@@ -1,10 +1,12 @@
 import importlib.metadata
+import json
 import types
 
 import pytest
 import torch
 
 import clipforge
+import clipforge.cli
 from clipforge import Options, Regularizer, build_registry, hookimpl, invert
 from clipforge.cli import main
 from clipforge.registry import DuplicateComponentError, PluginError
@@ -67,17 +69,56 @@ def test_extra_plugin_components_are_usable_in_a_spec():
     assert "brightness" in result.metrics[-1]["regularizers"]
 
 
-def test_duplicate_names_are_an_error_naming_both_plugins():
-    class TV(Regularizer):
-        name = "tv"
+class CopycatTV(Regularizer):
+    """A third party's regularizer that reuses the built-in name 'tv'."""
 
-        def __call__(self, images):
-            return images.sum()
+    name = "tv"
 
-    with pytest.raises(DuplicateComponentError) as info:
-        build_registry(extra_plugins=[("copycat", plugin_module(register_regularizers=registers(TV)))])
-    message = str(info.value)
-    assert "'regularizers'" in message and "'copycat'" in message and "'tv'" in message
+    def __call__(self, images):
+        return images.sum()
+
+
+def test_a_name_clash_disables_the_newcomer_with_a_warning_and_the_run_goes_on():
+    copycat = plugin_module(register_regularizers=registers(CopycatTV, Brightness))
+    with pytest.warns(clipforge.registry.PluginClashWarning) as caught:
+        registry = build_registry(extra_plugins=[("copycat", copycat)])
+    message = str(caught[0].message)
+    assert "plugin 'copycat'" in message and "plugin 'regularizers' (clipforge" in message and "'tv'" in message
+    entry = registry.get("regularizer", "tv")
+    assert entry.plugin == "regularizers" and entry.cls is not CopycatTV  # the built-in keeps its name
+    assert registry.get("regularizer", "brightness").plugin == "copycat"  # the rest of the newcomer works
+    assert [(f.plugin, f.what) for f in registry.failures] == [("copycat", "lost a component")]
+    result = invert(tiny_spec_dict(callbacks=[], steps=1), registry=registry)
+    assert "tv" in result.metrics[-1]["regularizers"]
+    with pytest.raises(DuplicateComponentError, match="copycat"):
+        build_registry(extra_plugins=[("copycat", copycat)], strict=True)
+
+
+def test_a_name_clash_between_two_third_parties_keeps_the_first_registered():
+    class Other(Brightness):
+        pass
+
+    first = plugin_module(register_regularizers=registers(Brightness))
+    second = plugin_module(register_regularizers=registers(Other))
+    with pytest.warns(clipforge.registry.PluginClashWarning, match="plugin 'second'.*plugin 'first'"):
+        registry = build_registry(extra_plugins=[("first", first), ("second", second)])
+    assert registry.get("regularizer", "brightness").plugin == "first"
+
+
+def test_cli_reports_a_name_clash_and_still_runs(tmp_path, monkeypatch, capsys):
+    from clipforge import registry as registry_module
+
+    real = registry_module.build_registry
+    copycat = plugin_module(register_regularizers=registers(CopycatTV))
+    monkeypatch.setattr(clipforge.cli, "build_registry",
+                        lambda **kw: real(**kw, extra_plugins=[("copycat", copycat)]))
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(tiny_spec_dict(callbacks=[], steps=1)))
+    with pytest.warns(registry_module.PluginClashWarning):
+        code = clipforge.cli.main(["invert", str(path), "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "warning: plugin 'copycat' lost a component: its regularizer 'tv' is disabled" in \
+        capsys.readouterr().err.replace("\n", "")
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -174,3 +215,17 @@ def test_plugins_declaring_an_incompatible_api_are_refused(declared, ok):
     if not ok:
         assert registry.failures[0].plugin == "versioned"
         assert "API" in registry.failures[0].error
+
+
+def test_a_built_in_keeps_its_name_even_when_the_third_party_registers_first(monkeypatch):
+    real = importlib.metadata.entry_points
+
+    def entry_points(group):
+        copycat = FakeEntryPoint("copycat", plugin_module(register_regularizers=registers(CopycatTV)), FakeDist())
+        return [copycat, *real(group=group)]
+
+    monkeypatch.setattr("clipforge.registry.importlib.metadata.entry_points", entry_points)
+    with pytest.warns(clipforge.registry.PluginClashWarning, match="plugin 'copycat' from clipforge-broken"):
+        registry = build_registry()
+    assert registry.get("regularizer", "tv").plugin == "regularizers"
+    assert registry.get("regularizer", "tv").distribution == "clipforge"

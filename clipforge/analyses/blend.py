@@ -123,7 +123,9 @@ def run_blend(spec: BlendSpec, out_dir: str | Path | None, registry: Registry | 
 
     pairs_out, totals = [], {"a": [0, 0], "b": [0, 0], "blend": [0, 0]}
     for p, (a, b) in enumerate(spec.pairs):
-        entry: dict[str, Any] = {"a": a, "b": b}
+        # "a", "b" and "blend" below are the images of A alone, B alone and the blend; the concepts
+        # themselves are named apart, so the report says which pair an entry is
+        entry: dict[str, Any] = {"concepts": [a, b]}
         if spec.controls is None:
             present = {c: in_top[:, index[c]] for c in (a, b)}  # (N,) bool per concept
         else:
