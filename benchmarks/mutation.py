@@ -4,8 +4,8 @@ Each module is mutated by mutmut (an extra: ``pip install -e ".[mutation]"``) an
 own fast test files (``MODULES``), in a throw-away copy of the repository, one module after another.
 A mutant is *killed* when a test fails or times out, *survives* when every test passes, and has
 *no tests* when no selected test runs its function (counted as surviving). The report gives the
-kill rate per module and every survivor with its diff, for RESULTS.md. Not run in CI (about an hour
-on 2 CPU cores).
+kill rate per module and every survivor with its diff, for RESULTS.md. Not run in CI (it takes
+hours on 2 CPU cores).
 
     python benchmarks/mutation.py --out benchmarks/out/mutation.json [--module clipforge/judge.py]
 """
@@ -56,16 +56,19 @@ def setup_cfg(module: str, tests: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mutate(module: str, tests: list[str], work: Path) -> dict:
+def mutate(module: str, tests: list[str], work: Path, children: int = 2, resume: bool = False) -> dict:
     """Run mutmut on one module in its own copy of the repository; return its tally and survivors."""
     folder = work / module.replace("/", "_").removesuffix(".py")
-    if folder.exists():
-        shutil.rmtree(folder)
-    work_copy(folder)
-    (folder / "setup.cfg").write_text(setup_cfg(module, tests))
+    if resume and (folder / "setup.cfg").exists():
+        pass  # mutmut goes on where it stopped (the copy's tests are those of the first start)
+    else:
+        if folder.exists():
+            shutil.rmtree(folder)
+        work_copy(folder)
+        (folder / "setup.cfg").write_text(setup_cfg(module, tests))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CLIPFORGE_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    subprocess.run(["mutmut", "run", "--max-children", "1"], cwd=folder, env=env,
+    subprocess.run(["mutmut", "run", "--max-children", str(children)], cwd=folder, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     meta = json.loads((folder / "mutants" / f"{module}.meta").read_text())
     codes = meta["exit_code_by_key"]
@@ -87,12 +90,14 @@ def main() -> None:
     p.add_argument("--module", action="append", choices=sorted(MODULES), help="only these modules (repeatable)")
     p.add_argument("--work", type=Path, default=Path("/tmp/clipforge-mutation"), help="where the copies go")
     p.add_argument("--out", type=Path, help="write the JSON report here (default: stdout)")
+    p.add_argument("--children", type=int, default=2, help="mutants tested at once (each test uses one thread)")
+    p.add_argument("--resume", action="store_true", help="go on in an existing copy instead of starting afresh")
     args = p.parse_args()
     if shutil.which("mutmut") is None:
         sys.exit('mutmut is not installed: pip install -e ".[mutation]"')
     report = []
     for module in args.module or list(MODULES):
-        result = mutate(module, MODULES[module], args.work)
+        result = mutate(module, MODULES[module], args.work, args.children, args.resume)
         print(f"{module}: {result['killed']}/{result['mutants']} killed ({result['kill_rate']:.1%}), "
               f"{result['survived']} survived, {result['no_tests']} without tests, {result['seconds']} s",
               file=sys.stderr)

@@ -372,3 +372,104 @@ def test_analysis_cli_errors_name_the_place(tmp_path, capsys):
     path.write_text(json.dumps({"judge": JUDGE, "prompts": ["x"], "seeds": "many"}))
     assert main(["probe", str(path)]) == 2
     assert "seeds" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- shared helpers (analyses/common.py)
+
+
+def test_mean_interval_and_with_ci_against_hand_computed_values():
+    from clipforge.analyses.common import with_ci
+
+    mean, lo, hi = mean_interval([1.0, 2.0, 3.0, 4.0])  # sd 1.2910, half = 1.96 * sd / 2
+    assert mean == 2.5 and lo == pytest.approx(2.5 - 1.2652, abs=1e-4) and hi == pytest.approx(2.5 + 1.2652, abs=1e-4)
+    single = mean_interval([0.3])
+    assert single[0] == 0.3 and math.isnan(single[1]) and math.isnan(single[2])  # spread unknown
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_interval([])
+    assert with_ci(0.5, (0.25, 0.75)) == "0.50 [0.25, 0.75]"
+    assert with_ci(0.1234, (0.1, 0.2), 3) == "0.123 [0.100, 0.200]"
+
+
+@pytest.mark.parametrize("k, n, low, high", [(1, 1, 0.2065, 1.0), (0, 1, 0.0, 0.7935)])
+def test_wilson_interval_of_a_single_trial(k, n, low, high):
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def test_report_writers_write_exactly_this(tmp_path):
+    from clipforge.analyses.common import markdown_table, write_csv, write_grid, write_json
+
+    assert markdown_table(["a", "b"], [[1, 0.5], ["x", 2.25]]) == (
+        "| a | b |\n|---|---|\n| 1 | 0.500 |\n| x | 2.250 |")
+    write_json(tmp_path / "r.json", {"é": [1, 2]})
+    assert (tmp_path / "r.json").read_bytes() == json.dumps({"é": [1, 2]}, indent=2).encode() + b"\n"
+    write_csv(tmp_path / "one.csv", [{"prompt": "a ball", "p": 0.5}])
+    assert (tmp_path / "one.csv").read_bytes() == b"prompt,p\r\na ball,0.5\r\n"
+    write_csv(tmp_path / "none.csv", [])
+    assert (tmp_path / "none.csv").read_text() == ""
+    images = torch.tensor([-0.5, 0.25, 1.5]).view(1, 3, 1, 1).expand(2, 3, 2, 2)
+    write_grid(tmp_path / "g.png", images, columns=2)
+    grid = np.asarray(Image.open(tmp_path / "g.png"))
+    colours = {tuple(c) for c in grid.reshape(-1, 3).tolist()}
+    assert (0, 64, 255) in colours  # the tiles are clamped to [0, 1], not rescaled
+
+
+def test_seed_list_from_a_count_or_a_list():
+    assert ProbeSpec(judge=JUDGE, prompts=["x"], seeds=3).seed_list() == [0, 1, 2]
+    assert ProbeSpec(judge=JUDGE, prompts=["x"], seeds=[7, 9]).seed_list() == [7, 9]
+
+
+def test_analysis_check_names_the_place_of_each_problem(tmp_path):
+    from clipforge.analyses.common import load_analysis_spec
+    from clipforge.spec import SpecError
+
+    registry = clipforge.default_registry()
+    bad_run = ProbeSpec(judge=JUDGE, prompts=["x"], run={"regularizers": [{"name": "tv", "options": {"wieght": 1}}]})
+    with pytest.raises(SpecError, match=r"run\.regularizers\[0\]\.options\.wieght"):
+        bad_run.check(registry)
+    bad_judge = ProbeSpec(judge={"name": "open_clip", "options": {"modle": "x"}}, prompts=["x"])
+    with pytest.raises(SpecError, match=r"judge\.options\.modle"):
+        bad_judge.check(registry)
+    with pytest.raises(SpecError, match=r"judge\.name: unknown backbone 'no_such'"):
+        ProbeSpec(judge={"name": "no_such"}, prompts=["x"]).check(registry)
+    with pytest.raises(SpecError, match=r"^run\.steps: "):
+        ProbeSpec(judge=JUDGE, prompts=["x"], run={"steps": -1}).run_spec(["x"])
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps({"judge": JUDGE, "prompts": ["x"], "seeds": "many"}))
+    with pytest.raises(SpecError) as info:
+        load_analysis_spec(ProbeSpec, path)
+    assert str(path) in str(info.value) and "seeds" in str(info.value)
+    with pytest.raises(SpecError) as info:
+        load_analysis_spec(ProbeSpec, {"judge": JUDGE, "prompts": ["x"], "seeds": "many"})
+    assert "seeds" in str(info.value)
+
+
+def test_analyses_use_the_registry_they_are_given():
+    from clipforge.analyses.common import run_inversions
+
+    class Dim(clipforge.Regularizer):
+        name = "dim_only_here"
+
+        def __call__(self, images):
+            return images.mean(dim=(1, 2, 3))
+
+    plugin = type("P", (), {"register_regularizers": staticmethod(clipforge.hookimpl(lambda register: register(Dim)))})
+    registry = clipforge.build_registry(extra_plugins=[("dimmer", plugin)])
+    spec = ProbeSpec(judge=JUDGE, prompts=["x"], seeds=1, run={**RUN, "steps": 1, "regularizers": ["dim_only_here"]})
+    result = run_inversions(spec.inversion_specs()["run"], registry, None)
+    assert "dim_only_here" in result.metrics[-1]["regularizers"]
+
+
+def test_shared_progress_counts_every_step_of_every_inversion(capsys):
+    from clipforge.analyses.common import SharedProgress, run_inversions
+
+    spec = ProbeSpec(judge=JUDGE, prompts=["x"], seeds=1, run={**RUN, "steps": 2}).inversion_specs()["run"]
+    with SharedProgress(4, "probing things", enabled=True) as bar:
+        run_inversions(spec, None, bar)
+        run_inversions(spec, None, bar)
+        assert bar.progress.tasks[0].completed == 4
+    err = capsys.readouterr().err
+    assert "probing things" in err and "4/4" in err
+    with SharedProgress(4, "quiet", enabled=False) as bar:
+        pass
+    assert "quiet" not in capsys.readouterr().err

@@ -229,3 +229,105 @@ def test_a_built_in_keeps_its_name_even_when_the_third_party_registers_first(mon
         registry = build_registry()
     assert registry.get("regularizer", "tv").plugin == "regularizers"
     assert registry.get("regularizer", "tv").distribution == "clipforge"
+
+
+# --------------------------------------------------------------------------- the registry's edges
+
+
+def test_unknown_component_messages_suggest_close_names_and_list_the_rest():
+    from clipforge.registry import Registry, UnknownComponentError
+
+    known = ["tv", "tv_l1", "tv_l2", "tv_l3", "tv_l4", "brightness"]
+    message = str(UnknownComponentError("regularizer", "tv_l", known))
+    hint = message.split("; did you mean ")[1].split("?")[0]
+    assert len(hint.split(", ")) == 3 and all(h.startswith("'tv_l") for h in hint.split(", "))  # at most three
+    assert message.endswith("(available: brightness, tv, tv_l1, tv_l2, tv_l3, tv_l4)")
+    assert str(UnknownComponentError("regularizer", "zzz", ["tv"])) == "unknown regularizer 'zzz' (available: tv)"
+    # 'colour' is 0.55 similar to 'color_shift': within the 0.5 cutoff, outside difflib's default 0.6
+    assert "did you mean 'color_shift'" in str(UnknownComponentError("augmentation", "colour", ["color_shift"]))
+    empty = Registry({}, [], [])
+    with pytest.raises(UnknownComponentError, match=r"^unknown callback 'x' \(available: none installed\)$"):
+        empty.get("callback", "x")
+    assert empty.names("callback") == [] and empty.all() == []
+
+
+def test_plugin_environment_variables(monkeypatch):
+    monkeypatch.setenv("CLIPFORGE_PLUGINS", "regularizers,pixel")
+    assert {p.name for p in build_registry().plugins} == {"regularizers", "pixel"}
+    monkeypatch.delenv("CLIPFORGE_PLUGINS")
+    monkeypatch.setenv("CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert build_registry().plugins == []
+    monkeypatch.setenv("CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD", "")
+    assert {p.name for p in build_registry().plugins} >= BUILTIN_PLUGINS
+
+
+def test_entry_point_plugins_record_distribution_version_and_hooks(monkeypatch):
+    real = importlib.metadata.entry_points
+    bright = plugin_module(register_regularizers=registers(Brightness))
+    monkeypatch.setattr("clipforge.registry.importlib.metadata.entry_points",
+                        lambda group: [*real(group=group), FakeEntryPoint("bright", bright, FakeDist())])
+    registry = build_registry()
+    entry = registry.get("regularizer", "brightness")
+    assert (entry.plugin, entry.distribution, entry.version) == ("bright", "clipforge-broken", "9.9")
+    assert entry.provider == "plugin 'bright' (clipforge-broken 9.9)"
+    info = next(p for p in registry.plugins if p.name == "bright")
+    assert (info.distribution, info.version, info.hooks) == ("clipforge-broken", "9.9", ["register_regularizers"])
+
+
+def test_a_failing_hook_is_reported_and_other_plugins_of_that_hook_still_register():
+    def explode(register):
+        raise TypeError("no luck")
+
+    registry = build_registry(extra_plugins=[("broken", plugin_module(register_regularizers=explode)),
+                                             ("bright", plugin_module(register_regularizers=registers(Brightness)))])
+    assert [(f.plugin, f.error) for f in registry.failures] == [("broken", "TypeError: no luck")]
+    assert registry.get("regularizer", "brightness").plugin == "bright"
+    with pytest.raises(PluginError, match="plugin 'broken' failed to load: TypeError: no luck") as info:
+        build_registry(extra_plugins=[("broken", plugin_module(register_regularizers=explode))], strict=True)
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_a_second_plugin_of_the_same_name_is_refused_and_later_ones_load():
+    class Other(Brightness):
+        name = "other"
+
+    class Third(Brightness):
+        name = "third"
+
+    registry = build_registry(extra_plugins=[
+        ("bright", plugin_module(register_regularizers=registers(Brightness))),
+        ("bright", plugin_module(register_regularizers=registers(Other))),
+        ("third", plugin_module(register_regularizers=registers(Third)))])
+    assert [(f.plugin, f.error) for f in registry.failures] == [("bright", "a plugin named 'bright' is already registered")]
+    assert registry.get("regularizer", "third").plugin == "third"
+    assert "other" not in registry.names("regularizer")
+
+
+def test_hook_name_checks_flag_only_hook_implementations():
+    module = plugin_module(register_regularizers=registers(Brightness))
+    module.register_helper = lambda: None  # a plain function with a hook-like name is not a hook
+    registry = build_registry(extra_plugins=[("helper", module)])
+    assert registry.failures == [] and registry.get("regularizer", "brightness")
+    odd = build_registry(extra_plugins=[("odd", plugin_module(register_zzzzzzzzzz=registers(Brightness)))])
+    assert odd.failures[0].error == "PluginError: unknown hook 'register_zzzzzzzzzz'"
+
+
+@pytest.mark.parametrize("attrs, words", [
+    ({"name": ""}, "has no 'name'"),
+    ({"name": "opts", "Options": 3}, "'opts' has no pydantic 'Options' model"),
+    ({"name": "opts", "Options": dict}, "'opts' has no pydantic 'Options' model"),
+])
+def test_component_class_checks(attrs, words):
+    bad = type("Bad", (Regularizer,), attrs)
+    registry = build_registry(extra_plugins=[("badplug", plugin_module(register_regularizers=registers(bad)))])
+    assert words in registry.failures[0].error
+
+
+def test_default_registry_is_built_once_until_reset():
+    from clipforge.registry import default_registry, reset_default_registry
+
+    first = default_registry()
+    assert default_registry() is first and first.get("regularizer", "tv")
+    reset_default_registry()
+    second = default_registry()
+    assert second is not first and second.names("regularizer") == first.names("regularizer")
