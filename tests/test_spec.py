@@ -133,3 +133,139 @@ def test_runspec_rejects_unknown_keys_in_parts():
     with pytest.raises(SpecError, match="optimizer.momentum: unknown key"):
         load_spec({"prompts": ["x"], "optimizer": {"momentum": 0.9}})
     assert isinstance(load_spec({"prompts": ["x"]}), RunSpec)
+
+
+# --------------------------------------------------------------------------- exact messages and edges
+
+
+def test_spec_error_format_with_and_without_a_source():
+    assert str(SpecError([("a.b", "bad"), ("", "whole")], "s.json")) == "s.json: a.b: bad\ns.json: whole"
+    assert str(SpecError([("a.b", "bad"), ("", "whole")])) == "a.b: bad\nwhole"
+
+
+def test_problems_quote_a_bad_scalar_but_not_missing_fields_objects_or_value_errors():
+    from clipforge.spec import parse_spec
+
+    with pytest.raises(SpecError) as info:
+        parse_spec({"prompts": ["a"], "steps": "many", "copies": {"n": 2}})
+    lines = str(info.value).splitlines()
+    assert "steps: Input should be a valid integer, unable to parse string as an integer (got 'many')" in lines
+    assert any(line.startswith("copies: ") and "(got" not in line for line in lines)
+    with pytest.raises(SpecError) as info:
+        parse_spec({"steps": 3})
+    assert str(info.value) == "prompts: Field required"
+    with pytest.raises(SpecError) as info:
+        parse_spec({"prompts": [{"text": "a", "terms": [{"text": "b"}]}]})
+    assert "(got" not in str(info.value) and "give exactly one of" in str(info.value)
+    with pytest.raises(SpecError, match=r"^s\.json: a spec must be a JSON object, not list$"):
+        parse_spec([1], "s.json")
+
+
+def test_spec_files_that_cannot_be_read(tmp_path):
+    from clipforge.spec import read_spec_file
+
+    with pytest.raises(SpecError) as info:
+        read_spec_file(tmp_path / "none.json")
+    assert str(info.value) == f"{tmp_path / 'none.json'}: no such file"
+    with pytest.raises(SpecError) as info:
+        read_spec_file(tmp_path)
+    assert str(info.value) == f"{tmp_path}: cannot read: Is a directory"
+    bad = write(tmp_path, '{"prompts":\n    ["a",]}')
+    with pytest.raises(SpecError) as info:
+        read_spec_file(bad)
+    assert str(info.value).startswith(f"{bad}: invalid JSON at line 2, column 10: ")
+    assert read_spec_file(write(tmp_path, {"prompts": ["café"]}, "u.json")) == {"prompts": ["café"]}
+
+
+def test_load_spec_sources_and_override_errors_name_the_file(tmp_path):
+    spec = RunSpec(prompts=["a"])
+    assert load_spec(spec) is spec
+    assert load_spec(spec, ["steps=5"]).steps == 5 and spec.steps != 5
+    path = write(tmp_path, {"prompts": ["a"]})
+    with pytest.raises(SpecError) as info:
+        load_spec(path, ["steps"])
+    assert str(info.value) == f"{path}: --set: expected KEY=VALUE, got 'steps'"
+    assert load_spec(path, ["output_dir=a=b"]).output_dir == "a=b"  # only the first '=' splits
+
+
+@pytest.mark.parametrize("override, message", [
+    ("steps.x=1", "--set steps.x: steps is not an object"),
+    ("augmentations[3].options.p=1", "--set augmentations[3].options.p: augmentations[3] does not exist"),
+    ("resolution[1]=1", "--set resolution[1]: resolution[1] does not exist"),
+    ("a..b=1", "--set: cannot parse key 'a..b'"),
+    ("a[x]=1", "--set: cannot parse key 'a[x]'"),
+    ("=1", "--set: cannot parse key ''"),
+    ("newlist[0]=1", "--set newlist[0]: newlist is not set in the spec; set the whole list"),
+])
+def test_override_errors(override, message):
+    data = {"prompts": ["a"], "resolution": [{"step": 0, "size": 16}]}
+    with pytest.raises(SpecError) as info:
+        apply_overrides(data, [override])
+    assert str(info.value) == message
+
+
+def test_overrides_create_nested_objects_and_start_lists_from_their_defaults():
+    data = apply_overrides({"prompts": ["a"]}, ["performance.extra.deep=1", "regularizers[1].options.weight=0.5"])
+    assert data["performance"]["extra"] == {"deep": 1} and data["performance"]["precision"] == "fp32"
+    assert data["regularizers"] == [{"name": "tv", "options": {"weight": 0.005}},
+                                    {"name": "l1", "options": {"weight": 0.5}}]
+
+
+def test_check_components_reports_every_problem_with_its_path():
+    spec = RunSpec(prompts=["a"], parameterization="no_such", regularizers=["nope", {"name": "tv", "options": {"w": 1}}])
+    with pytest.raises(SpecError) as info:
+        check_components(spec, default_registry())
+    paths = [p for p, _ in info.value.problems]
+    assert paths == ["parameterization.name", "regularizers[0].name", "regularizers[1].options.w"]
+
+
+def test_resolved_options_are_plain_json():
+    spec = RunSpec(prompts=["a"], augmentations=[{"name": "random_affine"}])
+    resolved = resolved_spec(spec, check_components(spec, default_registry()))
+    options = resolved.augmentations[0].options
+    assert isinstance(options["scale"], list) and json.loads(json.dumps(options)) == options
+
+
+def test_hash_does_not_depend_on_the_order_of_option_keys():
+    a = RunSpec(prompts=["a"], regularizers=[{"name": "tv", "options": {"weight": 1, "p": 2}}])
+    b = RunSpec(prompts=["a"], regularizers=[{"name": "tv", "options": {"p": 2, "weight": 1}}])
+    assert a.hash() == b.hash() and len(a.hash()) == 12
+    for change in ({"callbacks": []}, {"log_every": 7}, {"device": "cpu"}, {"output_dir": "x"}):
+        assert RunSpec(prompts=["a"], **change).hash() == RunSpec(prompts=["a"]).hash(), change
+
+
+def test_size_at_switches_on_the_step_of_a_resolution_entry():
+    spec = RunSpec(prompts=["a"], steps=6, resolution=[{"step": 0, "size": 16}, {"step": 3, "size": 32}])
+    assert [spec.size_at(i) for i in range(6)] == [16, 16, 16, 32, 32, 32]
+
+
+def test_prompt_weights_multiply_and_display(tmp_path):
+    from clipforge import Prompt
+
+    p = Prompt.model_validate({"terms": [{"text": "a cat", "weight": 2}, {"text": "a dog", "weight": -1}],
+                               "weight": 0.5})
+    assert [(t.text, t.weight) for t in p.resolved_terms()] == [("a cat", 1.0), ("a dog", -0.5)]
+    assert p.display() == "2*a cat + -1*a dog"
+    single = Prompt.model_validate({"text": "a cat", "weight": 3})
+    assert [(t.text, t.weight) for t in single.resolved_terms()] == [("a cat", 3.0)]
+
+
+def test_image_paths_resolve_against_the_spec_folder_and_absolute_ones_stay(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "sub" / "cat.png")
+    spec = load_spec(write(tmp_path / "sub", {"prompts": [{"image": "cat.png"}]}))
+    assert spec.prompts[0].image == str((tmp_path / "sub" / "cat.png").resolve())
+    assert spec.prompts[0].display() == "image:cat.png"
+    absolute = load_spec(write(tmp_path, {"prompts": [{"image": str(tmp_path / "sub" / "cat.png")}]}))
+    assert absolute.prompts[0].image == str((tmp_path / "sub" / "cat.png").resolve())
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, {"prompts": [{"image": "dog.png"}]}))
+    assert repr(str(tmp_path / "dog.png")) in str(info.value)
+
+
+def test_format_loc():
+    from clipforge.spec import format_loc
+
+    assert format_loc(("a", 0, "b")) == "a[0].b" and format_loc(("b",), "x") == "x.b"
