@@ -29,7 +29,7 @@ MODULES: dict[str, list[str]] = {
     "clipforge/analyses/common.py": ["tests/test_analyses.py"],
     "clipforge/spec.py": ["tests/test_spec.py", "tests/test_engine.py"],
     "clipforge/registry.py": ["tests/test_plugins.py", "tests/test_contracts.py"],
-    "clipforge/engine.py": ["tests/test_engine.py", "tests/test_parameterizations.py"],
+    "clipforge/engine.py": ["tests/test_engine.py", "tests/test_parameterizations.py", "tests/test_paper_setup.py"],
 }
 
 #: mutmut's exit codes for a mutant's test run

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -314,3 +315,81 @@ def test_clipping_acts_per_image_in_a_run(param):
     for row in batched.rows:
         alone = invert({**spec, "prompts": [spec["prompts"][row.prompt_index]], "seeds": [row.seed]})
         assert (alone.images[0] - batched.images[row.index]).abs().max() < 1e-5, row
+
+
+# --------------------------------------------------------------------------- the engine's edges (mutation run)
+
+
+def test_without_a_resize_augmentation_copies_are_resized_to_the_backbone_like_resize_would():
+    spec = tiny_spec_dict(callbacks=[], steps=2, copies=2, resolution=[{"step": 0, "size": 16}],
+                          augmentations=[])  # 16 px images, a 32 px backbone
+    fallback = invert(spec)
+    explicit = invert({**spec, "augmentations": [{"name": "resize", "options": {"mode": "bicubic"}}]})
+    assert torch.equal(fallback.images, explicit.images)
+    nearest = invert({**spec, "augmentations": [{"name": "resize", "options": {"mode": "nearest"}}]})
+    assert not torch.equal(fallback.images, nearest.images)
+
+
+def test_channels_last_and_optimizer_options_reach_the_loop():
+    spec = tiny_spec_dict(callbacks=[], steps=3)
+    base = invert(spec)
+    assert (invert({**spec, "performance": {"channels_last": True}}).images - base.images).abs().max() < 1e-4
+    for change in ({"betas": [0.5, 0.9]}, {"eps": 0.5}):
+        other = invert({**spec, "optimizer": change})
+        assert (other.images - base.images).abs().max() > 1e-3, change
+
+
+def test_bf16_really_autocasts():
+    spec = tiny_spec_dict(callbacks=[], steps=1)
+    fp32 = invert(spec)
+    bf16 = invert({**spec, "performance": {"precision": "bf16"}})
+    assert fp32.metrics[0]["similarity"] != bf16.metrics[0]["similarity"]  # bf16 rounding shows
+
+
+def test_result_image_lookup():
+    result = invert(tiny_spec_dict(callbacks=[], steps=1))
+    rows = {(r.prompt_index, r.seed): r.index for r in result.rows}
+    assert torch.equal(result.image(), result.images[rows[(0, 0)]])
+    assert torch.equal(result.image(1, seed=1), result.images[rows[(1, 1)]])
+    assert torch.equal(result.image("a blue square"), result.images[rows[(1, 0)]])
+    assert torch.equal(result.image("a red circle", seed=1), result.images[rows[(0, 1)]])
+    with pytest.raises(KeyError, match="no image for prompt 'a cat', seed 3"):
+        result.image("a cat", seed=3)
+    with pytest.raises(KeyError):
+        result.image(0, seed=7)
+
+
+def test_invert_uses_its_registry_overrides_and_the_specs_output_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    class Dim(clipforge.Regularizer):
+        name = "dim_only_here"
+
+        def __call__(self, images):
+            return images.mean(dim=(1, 2, 3))
+
+    plugin = type("P", (), {"register_regularizers": staticmethod(clipforge.hookimpl(lambda register: register(Dim)))})
+    registry = clipforge.build_registry(extra_plugins=[("dimmer", plugin)])
+    spec = tiny_spec_dict(callbacks=[], steps=1, regularizers=["dim_only_here"], output_dir="from_spec")
+    result = invert(spec, registry=registry, overrides=["steps=2"])
+    assert result.steps_done == 2 and "dim_only_here" in result.metrics[-1]["regularizers"]
+    assert result.out_dir == Path("from_spec") and (tmp_path / "from_spec" / "run.json").exists()
+
+
+def test_load_image_reads_bytes_as_fractions_and_resizes_with_antialiasing(tmp_path):
+    from clipforge.engine import load_image
+
+    Image.fromarray(np.array([[[255, 0, 51]]], dtype=np.uint8)).resize((4, 4)).save(tmp_path / "flat.png")
+    flat = load_image(str(tmp_path / "flat.png"), (2, 2))
+    assert flat[:, 0, 0].tolist() == pytest.approx([1.0, 0.0, 0.2], abs=1e-6)
+    board = (np.indices((16, 16)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(board).convert("RGB").save(tmp_path / "board.png")
+    down = load_image(str(tmp_path / "board.png"), (4, 4))
+    assert (down - 0.5).abs().max() < 0.1  # averaged, not sampled
+    edge = np.zeros((2, 2, 3), dtype=np.uint8)
+    edge[:, 1] = 255
+    Image.fromarray(edge).save(tmp_path / "edge.png")
+    up = load_image(str(tmp_path / "edge.png"), (16, 16))
+    assert up.min() == 0.0 and up.max() == 1.0  # bicubic overshoot is clamped
+    Image.fromarray(board).save(tmp_path / "gray.png")  # a one-channel file comes out as RGB
+    assert load_image(str(tmp_path / "gray.png"), (4, 4)).shape == (3, 4, 4)
