@@ -441,7 +441,10 @@ def test_analysis_check_names_the_place_of_each_problem(tmp_path):
     assert str(path) in str(info.value) and "seeds" in str(info.value)
     with pytest.raises(SpecError) as info:
         load_analysis_spec(ProbeSpec, {"judge": JUDGE, "prompts": ["x"], "seeds": "many"})
-    assert "seeds" in str(info.value)
+    assert str(info.value).startswith("seeds")  # a dict has no file name to show
+    bad_backbone = CompareSpec(judge=JUDGE, prompts=["x"], backbones={"ok": JUDGE, "small": {"name": "no_such"}})
+    with pytest.raises(SpecError, match=r"^backbones\.small\.backbones\[0\]\.name: unknown backbone"):
+        bad_backbone.check(registry)
 
 
 def test_analyses_use_the_registry_they_are_given():
