@@ -393,3 +393,67 @@ def test_load_image_reads_bytes_as_fractions_and_resizes_with_antialiasing(tmp_p
     assert up.min() == 0.0 and up.max() == 1.0  # bicubic overshoot is clamped
     Image.fromarray(board).save(tmp_path / "gray.png")  # a one-channel file comes out as RGB
     assert load_image(str(tmp_path / "gray.png"), (4, 4)).shape == (3, 4, 4)
+
+
+class Withhold(Callback):
+    """A screen that withholds one row and brightens what it lets through, to see how screens compose."""
+
+    name = "withhold"
+
+    def __init__(self, row, seen=None):
+        super().__init__(Options())
+        self.row, self.seen = row, seen if seen is not None else []
+
+    def screen(self, run, images, step, final):
+        self.seen.append(images.clone())
+        withheld = torch.zeros(images.shape[0], dtype=torch.bool)
+        withheld[self.row] = True
+        return clipforge.Screened((images + 0.25).clamp(0, 1), withheld)
+
+
+def test_screens_compose_each_sees_the_last_ones_images_and_withheld_rows_are_zeroed():
+    spec = tiny_spec_dict(callbacks=[], steps=1)
+    raw = invert(spec).images
+    first, second = Withhold(0), Withhold(2)
+    result = invert(spec, callbacks=[first, second])
+    assert result.withheld == [True, False, True, False]
+    assert float(result.images[[0, 2]].abs().max()) == 0.0
+    assert torch.allclose(result.images[[1, 3]], (raw[[1, 3]] + 0.5).clamp(0, 1))  # both brightened
+    assert torch.equal(second.seen[-1], (first.seen[-1] + 0.25).clamp(0, 1))  # the second saw the first's
+    assert result.withheld == [bool(w) for w in result.withheld] and result.images.dtype == torch.float32
+
+
+def test_metrics_records_hold_loss_data_similarity_and_each_regularizer():
+    regs = [{"name": "tv", "options": {"weight": 0.5}}, {"name": "tv", "options": {"weight": 0.25, "p": 1.0}},
+            {"name": "l1", "options": {"weight": 0.0}}]
+    result = invert(tiny_spec_dict(callbacks=[], steps=1, regularizers=regs))
+    rec = result.metrics[0]
+    assert set(rec["regularizers"]) == {"tv", "tv#2"}  # a zero weight is off, a second tv is numbered
+    for i in range(4):
+        expected = rec["data"][i] + 0.5 * rec["regularizers"]["tv"][i] + 0.25 * rec["regularizers"]["tv#2"][i]
+        assert rec["loss"][i] == pytest.approx(expected, rel=1e-5)
+        assert rec["similarity"][i] != rec["data"][i] and -1 <= rec["similarity"][i] <= 1
+    assert rec["regularizers"]["tv"] != rec["regularizers"]["tv#2"] and rec["step"] == 1 and rec["size"] == 16
+
+
+def test_the_first_resolution_is_the_size_the_image_starts_at():
+    one = tiny_spec_dict(callbacks=[], steps=1, resolution=[{"step": 0, "size": 16}])
+    later = tiny_spec_dict(callbacks=[], steps=1, resolution=[{"step": 0, "size": 16}, {"step": 1, "size": 32}])
+    assert torch.equal(invert(one).images, invert(later).images)
+
+
+def test_chunked_copies_without_regularizers_give_the_same_result():
+    spec = tiny_spec_dict(callbacks=[], steps=3, copies=4, regularizers=[])
+    whole = invert(spec)
+    chunked = invert({**spec, "performance": {"chunk_copies": 3}})
+    assert (whole.images - chunked.images).abs().max() < 1e-3
+
+
+def test_pick_device():
+    from clipforge.engine import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert pick_device("auto") == torch.device("cpu")
+        with pytest.raises(RuntimeError, match="device 'cuda:0' was asked for, but CUDA is not available here"):
+            pick_device("cuda:0")

@@ -69,6 +69,14 @@ def test_negative_terms_push_away():
     assert torch.allclose(loss, (d[..., 0] - 0.5 * d[..., 1]).mean(1), atol=1e-6)
 
 
+def test_similarity_is_the_positive_weighted_mean_of_the_terms_cosines():
+    v = F.normalize(torch.randn(1, 4, 8), dim=-1)
+    t = F.normalize(torch.randn(1, 2, 8), dim=-1)
+    _, sim = data_term(v, Targets(t, torch.tensor([[3.0, 1.0]]), torch.tensor([[0.75, 0.25]])), "cosine")
+    cos = (v[:, :, None] * t[:, None]).sum(-1)  # (1, copies, terms)
+    assert torch.allclose(sim, (0.75 * cos[..., 0] + 0.25 * cos[..., 1]).mean(1), atol=1e-6)
+
+
 def test_per_image_gradient_clipping_matches_clip_grad_norm():
     g = torch.Generator().manual_seed(1)
     grads = torch.randn(3, 3, 4, 4, generator=g) * torch.tensor([0.1, 5.0, 50.0]).view(3, 1, 1, 1)
