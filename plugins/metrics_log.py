@@ -14,6 +14,8 @@ from pydantic import Field
 
 from clipforge import Callback, Options, RunInfo, hookimpl
 
+CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+
 
 class MetricsOptions(Options):
     filename: str = Field("metrics.jsonl", description="File name inside the run directory.")

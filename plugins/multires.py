@@ -16,6 +16,8 @@ from pydantic import Field
 
 from clipforge import Options, Parameterization, hookimpl
 
+CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+
 
 class MultiresOptions(Options):
     resolutions: list[Annotated[int, Field(gt=0)]] | None = Field(

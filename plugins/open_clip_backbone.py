@@ -23,6 +23,8 @@ from pydantic import Field, model_validator
 
 from clipforge import Backbone, Options, hookimpl, option_error
 
+CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 OFFLINE_DEFAULT = "toyworld-rn"
@@ -31,7 +33,7 @@ OFFLINE_DEFAULT = "toyworld-rn"
 def bundled_models() -> dict[str, Path]:
     """The offline models shipped inside clipforge, by name."""
     try:
-        from clipforge.toyworld.models import bundled_models as found
+        from clipforge.toyworld import bundled_models as found
     except ImportError:
         return {}
     return found()
@@ -198,7 +200,7 @@ class OpenClipBackbone(Backbone):
         return model, open_clip.SimpleTokenizer(context_length=context), preprocess
 
     def _from_bundled(self, folder: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-        from clipforge.toyworld.tokenizer import WordTokenizer
+        from clipforge.toyworld import WordTokenizer
 
         config = json.loads((folder / "open_clip_config.json").read_text())
         model = open_clip.create_model(f"local-dir:{folder}")

@@ -16,6 +16,8 @@ from pydantic import Field, model_validator
 
 from clipforge import AugmentContext, Augmentation, Options, hookimpl
 
+CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+
 
 class AffineOptions(Options):
     degrees: float = Field(30.0, ge=0, description="Rotation drawn uniformly in [-degrees, degrees].")

@@ -10,6 +10,8 @@ from pydantic import Field
 
 from clipforge import Options, Parameterization, draw_per_image, hookimpl
 
+CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+
 
 class PixelOptions(Options):
     init: Literal["uniform", "gray"] = Field("uniform", description="'uniform' in [0, 1] (the paper's), or 0.5 gray.")

@@ -10,6 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from clipforge import Callback, Options, RunInfo, hookimpl
 
+CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+
 
 class ProgressOptions(Options):
     disable: bool = Field(False, description="Show nothing.")

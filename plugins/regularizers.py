@@ -7,6 +7,8 @@ from pydantic import Field
 
 from clipforge import Regularizer, RegularizerOptions, hookimpl
 
+CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+
 
 class TVOptions(RegularizerOptions):
     weight: float = Field(0.005, description="Multiplier in the loss (the paper's 0.005).")

@@ -8,6 +8,8 @@ from pydantic import Field
 
 from clipforge import Callback, Options, RunInfo, StepState, hookimpl, image_grid, save_png, to_display
 
+CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+
 
 class SnapshotOptions(Options):
     every: int = Field(100, ge=1, description="Save a snapshot every N steps.")

@@ -70,3 +70,40 @@ def test_example_specs_are_valid(spec: str, capsys) -> None:
     verb = next((v for v in ("probe", "screen", "compare", "blend") if name.startswith(v)), None)
     argv = [verb, str(EXAMPLES / spec), "--check"] if verb else ["validate", str(EXAMPLES / spec)]
     assert main(argv) == 0, capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- built-ins as a third party
+
+
+def clipforge_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """Every ``from clipforge... import names`` and ``import clipforge...`` in a file (at any depth)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "clipforge":
+            found.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names if a.name.split(".")[0] == "clipforge"]
+    return found
+
+
+BUILT_INS = sorted(p for p in (ROOT / "plugins").glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("path", BUILT_INS, ids=lambda p: p.name)
+def test_built_in_plugins_use_only_public_names(path):
+    """A built-in is written as a third party would write it: against ``clipforge``'s ``__all__``
+    (and the offline world's, ``clipforge.toyworld.__all__``), never against internals."""
+    import clipforge.toyworld
+
+    public = {"clipforge": set(clipforge.__all__), "clipforge.toyworld": set(clipforge.toyworld.__all__)}
+    for module, names in clipforge_imports(path):
+        assert module in public, f"{path.name} imports the internal module {module}"
+        assert set(names) <= public[module], f"{path.name} imports non-public {set(names) - public[module]}"
+
+
+@pytest.mark.parametrize("path", BUILT_INS, ids=lambda p: p.name)
+def test_built_in_plugins_declare_the_api_they_were_written_for(path):
+    import importlib
+
+    module = importlib.import_module(f"clipforge_plugins.{path.stem}")
+    assert module.CLIPFORGE_API == clipforge.API_VERSION
