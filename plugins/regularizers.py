@@ -34,7 +34,7 @@ class TotalVariation(Regularizer):
 
 
 class L1Options(RegularizerOptions):
-    weight: float = Field(description="Multiplier in the loss (the paper's default is 0, i.e. off).")
+    weight: float = Field(0.0, description="Multiplier in the loss (the paper's default: 0, i.e. off).")
 
 
 class L1(Regularizer):

@@ -47,9 +47,7 @@ MODEL_SIZE = (24, 24)  # the backbone input size augmentations are told about (i
 COPIES = 3
 
 # Minimal values for Options with required fields, by (kind, name).
-REQUIRED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("regularizer", "l1"): {"weight": 0.0},
-}
+REQUIRED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {}  # every built-in has defaults for all
 # Options that make a component act, for the behaviour tests (defaults otherwise).
 ACTIVE_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("augmentation", "color_shift"): {"mean": 0.1, "std": 0.1},

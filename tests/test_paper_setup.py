@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipforge import AugmentContext, default_registry
+from clipforge import AugmentContext, default_registry, invert
 from clipforge.engine import Targets, clip_grad_per_image, data_term
+from conftest import tiny_spec_dict
 
 
 def component(kind, name, **options):
@@ -43,9 +44,10 @@ def test_l1_is_the_sum_of_absolute_values():
     assert torch.allclose(l1(x), x.abs().sum(dim=(1, 2, 3)))
 
 
-def test_l1_needs_an_explicit_weight():
-    with pytest.raises(Exception, match="weight"):
-        component("regularizer", "l1")
+def test_l1_is_off_by_default_as_in_the_paper():
+    assert component("regularizer", "l1").options.weight == 0.0
+    result = invert(tiny_spec_dict(callbacks=[], steps=1, regularizers=["tv", "l1"]))
+    assert set(result.metrics[0]["regularizers"]) == {"tv"}  # a zero weight is not even computed
 
 
 def test_l2_data_term_is_distance_between_normalised_embeddings():
