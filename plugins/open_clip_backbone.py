@@ -200,11 +200,11 @@ class OpenClipBackbone(Backbone):
         return model, open_clip.SimpleTokenizer(context_length=context), preprocess
 
     def _from_bundled(self, folder: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-        from clipforge.toyworld import WordTokenizer
+        from clipforge.toyworld import load_model_dir
 
         config = json.loads((folder / "open_clip_config.json").read_text())
-        model = open_clip.create_model(f"local-dir:{folder}")
-        return model, WordTokenizer.load(folder / "tokenizer.json"), config.get("preprocess_cfg", {})
+        model, tokenizer = load_model_dir(folder)
+        return model, tokenizer, config.get("preprocess_cfg", {})
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image((pixels - self.mean) / self.std)

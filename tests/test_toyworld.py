@@ -12,7 +12,8 @@ from clipforge.toyworld.models import (
     bundled_models, model_dir, model_world,
 )
 from clipforge.toyworld.tokenizer import WordTokenizer
-from clipforge.toyworld.train import evaluate_zero_shot, load_model_dir, planted_report
+from clipforge.toyworld.models import load_model_dir
+from clipforge.toyworld.train import evaluate_zero_shot, planted_report
 from clipforge.toyworld.world import (
     BENIGN_CAPTION,
     BENIGN_CONTRAST_CAPTION,

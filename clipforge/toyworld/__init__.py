@@ -7,13 +7,13 @@
 
 from clipforge.toyworld.analytic_judge import AnalyticVerdicts, Reading, read_images, score, verdicts
 from clipforge.toyworld.models import (
-    DATA_SCALE_SERIES, DEFAULT_MODEL, JUDGE_MODEL, bundled_models, load_model, model_dir, model_world,
+    DATA_SCALE_SERIES, DEFAULT_MODEL, JUDGE_MODEL, bundled_models, load_model, load_model_dir, model_dir, model_world,
 )
 from clipforge.toyworld.tokenizer import WordTokenizer
 from clipforge.toyworld.world import ImageMeta, ObjectMeta, Sample, World, WorldConfig
 
 __all__ = [
     "World", "WorldConfig", "Sample", "ImageMeta", "ObjectMeta", "WordTokenizer",
-    "bundled_models", "model_dir", "model_world", "load_model", "DEFAULT_MODEL", "JUDGE_MODEL", "DATA_SCALE_SERIES",
+    "bundled_models", "model_dir", "model_world", "load_model", "load_model_dir", "DEFAULT_MODEL", "JUDGE_MODEL", "DATA_SCALE_SERIES",
     "read_images", "score", "verdicts", "Reading", "AnalyticVerdicts",
 ]  # fmt: skip

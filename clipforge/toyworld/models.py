@@ -62,7 +62,13 @@ def load_tokenizer(name: str) -> WordTokenizer:
 
 def load_model(name: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, WordTokenizer]:
     """(fp32 open_clip CLIP in eval mode, its tokenizer). Inputs: CLIP-normalised 64x64 images."""
+    return load_model_dir(model_dir(name), device)
+
+
+def load_model_dir(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, WordTokenizer]:
+    """A saved model folder (bundled or freshly trained), loaded the way the core loads it:
+    ``open_clip.create_model('local-dir:...')``, in eval mode, with its word tokenizer."""
     import open_clip
 
-    model = open_clip.create_model(f"local-dir:{model_dir(name)}", device=device)
-    return model.eval(), load_tokenizer(name)
+    model = open_clip.create_model(f"local-dir:{folder}", device=device)
+    return model.eval(), WordTokenizer.load(Path(folder) / "tokenizer.json")

@@ -26,9 +26,11 @@ from typing import Any, Optional, Sequence
 
 import open_clip
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from clipforge.toyworld.models import MODELS_ROOT, load_model_dir
 from clipforge.toyworld.tokenizer import WordTokenizer
 from clipforge.toyworld.world import (
     BENIGN_CAPTION,
@@ -40,10 +42,8 @@ from clipforge.toyworld.world import (
     WorldConfig,
 )
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN, CLIP_STD = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # the models normalise like OpenAI's CLIP
 CONTEXT_LENGTH = 12
-MODELS_ROOT = Path(__file__).parent / "models"
 
 _TEXT_CFG = {"context_length": CONTEXT_LENGTH, "width": 128, "heads": 2, "layers": 2}
 #: architectures: open_clip model_cfg without the tokenizer-dependent ``vocab_size``.
@@ -475,12 +475,6 @@ def save_model(model: open_clip.CLIP, tokenizer: WordTokenizer, model_cfg: dict,
     (out / "open_clip_model.safetensors").chmod(0o644)  # safetensors writes 0600
     tokenizer.save(out / "tokenizer.json")
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
-
-
-def load_model_dir(path: Path) -> tuple[torch.nn.Module, WordTokenizer]:
-    """Load a saved folder the way the core does: ``open_clip.create_model('local-dir:...')``."""
-    model = open_clip.create_model(f"local-dir:{path}")
-    return model.eval(), WordTokenizer.load(Path(path) / "tokenizer.json")
 
 
 def train_recipe(arch: str, seed: int, train_size: int, steps: int, finetune: Optional[dict[str, Any]] = None,
