@@ -457,3 +457,85 @@ def test_pick_device():
         assert pick_device("auto") == torch.device("cpu")
         with pytest.raises(RuntimeError, match="device 'cuda:0' was asked for, but CUDA is not available here"):
             pick_device("cuda:0")
+
+
+class Watcher(Callback):
+    """Records what the loop tells its callbacks."""
+
+    name = "watcher"
+
+    def __init__(self):
+        super().__init__(Options())
+        self.metric_batches, self.screens, self.runs = [], [], []
+
+    def on_run_start(self, run):
+        self.runs.append(run)
+
+    def on_metrics(self, run, records):
+        self.runs.append(run)
+        self.metric_batches.append([r["step"] for r in records])
+
+    def on_step_end(self, run, state):
+        state.images()  # ask for the images, so that they are screened
+
+    def screen(self, run, images, step, final):
+        self.runs.append(run)
+        self.screens.append((step, final))
+        return None
+
+
+def test_callbacks_get_metrics_every_log_every_steps_and_each_screen_its_step():
+    watcher = Watcher()
+    invert(tiny_spec_dict(callbacks=[], steps=5, log_every=2), callbacks=[watcher])
+    assert watcher.metric_batches == [[1, 2], [3, 4], [5]]
+    assert watcher.screens == [(1, False), (2, False), (3, False), (4, False), (5, False), (5, True)]
+    run = watcher.runs[0]
+    assert all(r is run for r in watcher.runs) and run.total_steps == 5
+    assert run.extra["backbones"] and all(isinstance(b, str) for b in run.extra["backbones"])
+
+
+class ContextSpy(clipforge.Augmentation):
+    name = "context_spy"
+    seen = []
+
+    def __call__(self, copies, ctx):
+        ContextSpy.seen.append((ctx.step, ctx.resize_count, tuple(ctx.model_size), copies.shape[-1]))
+        return copies
+
+
+def test_augmentations_see_the_step_the_resize_count_and_the_model_size():
+    plugin = type("P", (), {"register_augmentations": staticmethod(clipforge.hookimpl(lambda register: register(ContextSpy)))})
+    registry = clipforge.build_registry(extra_plugins=[("spy", plugin)])
+    ContextSpy.seen = []
+    spec = tiny_spec_dict(callbacks=[], steps=6, augmentations=["context_spy", "resize"],
+                          resolution=[{"step": 0, "size": 16}, {"step": 2, "size": 24}, {"step": 4, "size": 32}])
+    invert(spec, registry=registry)
+    assert ContextSpy.seen == [(0, 0, (32, 32), 16), (1, 0, (32, 32), 16), (2, 1, (32, 32), 24),
+                               (3, 1, (32, 32), 24), (4, 2, (32, 32), 32), (5, 2, (32, 32), 32)]
+
+
+def test_a_run_that_cannot_start_leaves_no_empty_folder_and_a_failing_one_says_so(tmp_path):
+    bad = tiny_spec_dict(backbones=[{"name": "open_clip", "options": {"config": TINY_CONFIG,
+                                                                      "pretrained": str(tmp_path)}}])
+    with pytest.raises(Exception):
+        invert(bad, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(RuntimeError):
+        invert(tiny_spec_dict(steps=50), tmp_path / "boom", callbacks=[Boom(Options())])
+    run = json.loads((tmp_path / "boom" / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["steps_done"] == 2
+
+
+def test_tf32_is_only_switched_on_for_cuda():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    watcher = Watcher()
+
+    class Peek(Callback):
+        name = "peek"
+        during = None
+
+        def on_step_end(self, run, state):
+            Peek.during = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
+    invert(tiny_spec_dict(callbacks=[], steps=1, performance={"tf32": True}), callbacks=[watcher, Peek(Options())])
+    assert Peek.during == before and (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
