@@ -35,8 +35,8 @@ import torch
 
 from clipforge import invert, to_display
 from clipforge.judge import Judge, load_backbone
-from clipforge.registry import default_registry
-from clipforge.spec import RunSpec, SpecError, check_components, load_spec
+from clipforge.registry import check_components, default_registry
+from clipforge.spec import RunSpec, SpecError, load_spec
 from clipforge.toyworld import World
 from clipforge.toyworld.analytic_judge import AnalyticVerdicts, read_images, verdicts
 from clipforge.toyworld.models import DEFAULT_MODEL, JUDGE_MODEL

@@ -11,6 +11,7 @@ from clipforge.components import (
     Backbone,
     Callback,
     Component,
+    InversionResult,
     Options,
     Parameterization,
     Regularizer,
@@ -22,15 +23,15 @@ from clipforge.components import (
     draw_per_image,
     option_error,
 )
-from clipforge.engine import Engine, InversionResult, invert
+from clipforge.engine import Engine, invert
 from clipforge.hookspecs import hookimpl
 from clipforge.judge import Judge, Verdicts, load_backbone
 from clipforge.outputs import image_grid, save_png, to_display
 from clipforge.registry import PluginError, Registry, build_registry, default_registry
 from clipforge.spec import Prompt, RunSpec, SpecError, load_spec
+from clipforge.version import API_VERSION
 
 __version__ = "0.1.0"
-API_VERSION = "1.0"
 
 __all__ = [
     "API_VERSION",

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from clipforge.registry import PluginError, Registry, build_registry
-from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, check_components, load_spec
+from clipforge.registry import PluginError, Registry, build_registry, check_components
+from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, load_spec
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)

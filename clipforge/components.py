@@ -246,6 +246,32 @@ class StepState:
 
 
 @dataclass
+class InversionResult:
+    """What a run produced. ``images`` are (B, 3, H, W) in [0, 1] on the CPU, one per row."""
+
+    images: torch.Tensor
+    rows: list[Row]
+    metrics: list[dict[str, Any]]
+    spec: RunSpec
+    spec_hash: str
+    device: str
+    steps_done: int
+    interrupted: bool
+    seconds: float
+    out_dir: Path | None = None
+    withheld: list[bool] = field(default_factory=list)  # rows a screening callback withheld (zeroed)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def image(self, prompt: int | str = 0, seed: int | None = None) -> torch.Tensor:
+        """The (3, H, W) image of a prompt (index or text) and seed (the first seed by default)."""
+        for row in self.rows:
+            hit = row.prompt_index == prompt if isinstance(prompt, int) else row.label == prompt
+            if hit and (seed is None or row.seed == seed):
+                return self.images[row.index]
+        raise KeyError(f"no image for prompt {prompt!r}, seed {seed!r}")
+
+
+@dataclass
 class Screened:
     """What a screening callback lets through: (possibly altered) images and rows to withhold."""
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,6 +35,7 @@ from clipforge.components import (
     Augmentation,
     Backbone,
     Callback,
+    InversionResult,
     Parameterization,
     Regularizer,
     Row,
@@ -41,34 +43,10 @@ from clipforge.components import (
     Screened,
     StepState,
 )
-from clipforge.registry import Registry, default_registry
-from clipforge.spec import RunSpec, check_components, load_spec, resolved_spec
-
-
-@dataclass
-class InversionResult:
-    """What a run produced. ``images`` are (B, 3, H, W) in [0, 1] on the CPU, one per row."""
-
-    images: torch.Tensor
-    rows: list[Row]
-    metrics: list[dict[str, Any]]
-    spec: RunSpec
-    spec_hash: str
-    device: str
-    steps_done: int
-    interrupted: bool
-    seconds: float
-    out_dir: Path | None = None
-    withheld: list[bool] = field(default_factory=list)  # rows a screening callback withheld (zeroed)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def image(self, prompt: int | str = 0, seed: int | None = None) -> torch.Tensor:
-        """The (3, H, W) image of a prompt (index or text) and seed (the first seed by default)."""
-        for row in self.rows:
-            hit = row.prompt_index == prompt if isinstance(prompt, int) else row.label == prompt
-            if hit and (seed is None or row.seed == seed):
-                return self.images[row.index]
-        raise KeyError(f"no image for prompt {prompt!r}, seed {seed!r}")
+from clipforge import outputs
+from clipforge.outputs import load_image
+from clipforge.registry import Registry, check_components, default_registry, resolved_spec
+from clipforge.spec import RunSpec, load_spec
 
 
 def pick_device(name: str) -> torch.device:
@@ -101,17 +79,6 @@ class Targets:
     embeddings: torch.Tensor
     weights: torch.Tensor
     similarity_weights: torch.Tensor  # positive weights, normalised per image: the "similarity" metric
-
-
-def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:
-    """An image file as (3, H, W) in [0, 1] at ``size``."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        array = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
-        w, h = img.size
-    image = array.view(h, w, 3).permute(2, 0, 1).float() / 255
-    return F.interpolate(image[None], size=size, mode="bicubic", antialias=True)[0].clamp(0, 1)
 
 
 def embed_terms(backbone: Backbone, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], torch.Tensor]:
@@ -183,14 +150,6 @@ def copy_losses(
     loss = (dist * targets.weights[image_index]).sum(dim=-1)
     similarity = (cos * targets.similarity_weights[image_index]).sum(dim=-1)
     return loss, similarity
-
-
-def data_term(embeddings: torch.Tensor, targets: Targets, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image data term and similarity, averaged over copies. ``embeddings``: (B, K, D)."""
-    batch, copies, _ = embeddings.shape
-    index = torch.arange(batch, device=embeddings.device).repeat_interleave(copies)
-    loss, sim = copy_losses(embeddings.reshape(batch * copies, -1), index, targets, kind)
-    return loss.view(batch, copies).mean(dim=1), sim.view(batch, copies).mean(dim=1)
 
 
 class Engine:
@@ -359,8 +318,6 @@ class Engine:
         return records
 
     def run(self) -> InversionResult:
-        from clipforge import outputs
-
         if self.out_dir is not None:
             created = not self.out_dir.exists()
             outputs.prepare_out_dir(self.out_dir)
@@ -431,8 +388,8 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         try:
             flush()
-        except Exception:
-            pass
+        except Exception as exc:  # a callback failed on the last records: keep the images, say so
+            warnings.warn(f"the last metrics records were not delivered to every callback: {exc!r}", stacklevel=2)
 
         final = current_images(final=True)
         result = InversionResult(

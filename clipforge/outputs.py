@@ -17,17 +17,15 @@ import platform
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from safetensors.torch import save_file
 
-from clipforge.components import RunInfo
-
-if TYPE_CHECKING:  # pragma: no cover
-    from clipforge.engine import InversionResult
+from clipforge.components import InversionResult, RunInfo
 
 
 class OutputExistsError(FileExistsError):
@@ -54,7 +52,8 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """JSON, indented, written atomically (a reader never sees half a file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
@@ -67,8 +66,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def write_run_start(out_dir: Path, run: RunInfo) -> None:
-    _write_json(out_dir / "spec.json", run.spec.model_dump(mode="json"))
-    _write_json(out_dir / "run.json", {
+    write_json(out_dir / "spec.json", run.spec.model_dump(mode="json"))
+    write_json(out_dir / "run.json", {
         "spec_hash": run.spec_hash,
         "device": _device_name(run.device),
         "versions": library_versions(),
@@ -114,7 +113,7 @@ def image_grid(images: torch.Tensor, columns: int, pad: int = 2) -> torch.Tensor
     return grid
 
 
-def write_results(out_dir: Path, result: "InversionResult", run: RunInfo) -> None:
+def write_results(out_dir: Path, result: InversionResult, run: RunInfo) -> None:
     images_dir = out_dir / "images"
     images_dir.mkdir(exist_ok=True)
     shown = to_display(result.images, result.spec.output.rescale)
@@ -143,4 +142,13 @@ def write_results(out_dir: Path, result: "InversionResult", run: RunInfo) -> Non
         "final": {"loss": final.get("loss"), "similarity": final.get("similarity")},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
-    _write_json(out_dir / "run.json", run_json)
+    write_json(out_dir / "run.json", run_json)
+
+
+def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:
+    """An image file as (3, H, W) in [0, 1] at ``size`` (image prompts are read with it)."""
+    with Image.open(path) as img:
+        array = torch.frombuffer(bytearray(img.convert("RGB").tobytes()), dtype=torch.uint8)
+        w, h = img.size
+    image = array.view(h, w, 3).permute(2, 0, 1).float() / 255
+    return F.interpolate(image[None], size=size, mode="bicubic", antialias=True)[0].clamp(0, 1)

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pluggy
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from clipforge import hookspecs
+from clipforge.spec import COMPONENT_FIELDS, ComponentRef, RunSpec, SpecError, _problems
+from clipforge.version import API_VERSION
 from clipforge.components import KINDS, Component
 
 
@@ -227,8 +229,6 @@ def build_registry(
 def _check_api_version(plugin: Any) -> None:
     """A plugin may declare ``CLIPFORGE_API = "MAJOR.MINOR"``, the public API it was written for.
     It is refused when the major versions differ or it needs a newer minor version."""
-    from clipforge import API_VERSION
-
     wanted = getattr(plugin, "CLIPFORGE_API", None)
     if wanted is None:
         return
@@ -283,3 +283,47 @@ def reset_default_registry() -> None:
     """Forget the cached registry (after installing a plugin, or in tests)."""
     global _default
     _default = None
+
+
+# --------------------------------------------------------------------------- specs against the registry
+
+
+def check_components(spec: RunSpec, registry: Registry) -> dict[str, list[Any]]:
+    """Look up every named component and validate its options with the component's own model.
+
+    Returns, per component field, a list of ``(ComponentEntry, Options)``. Raises :class:`SpecError`
+    listing every problem, each with its JSON path.
+    """
+    problems: list[tuple[str, str]] = []
+    resolved: dict[str, list[Any]] = {}
+    for field_name, kind in COMPONENT_FIELDS.items():
+        value = getattr(spec, field_name)
+        refs = value if isinstance(value, list) else [value]
+        resolved[field_name] = []
+        for i, ref in enumerate(refs):
+            path = f"{field_name}[{i}]" if isinstance(value, list) else field_name
+            try:
+                entry = registry.get(kind, ref.name)
+            except UnknownComponentError as exc:
+                problems.append((f"{path}.name", str(exc)))
+                continue
+            try:
+                options = entry.cls.Options.model_validate(ref.options)
+            except ValidationError as exc:
+                problems.extend((p, f"{m} [{kind} {ref.name!r} from {entry.provider}]")
+                                for p, m in _problems(exc, f"{path}.options"))
+                continue
+            resolved[field_name].append((entry, options))
+    if problems:
+        raise SpecError(problems)
+    return resolved
+
+
+def resolved_spec(spec: RunSpec, components: dict[str, list[Any]]) -> RunSpec:
+    """The spec with every component's options filled in with their defaults."""
+    update: dict[str, Any] = {}
+    for field_name in COMPONENT_FIELDS:
+        refs = [ComponentRef(name=entry.name, options=opts.model_dump(mode="json"))
+                for entry, opts in components[field_name]]
+        update[field_name] = refs if isinstance(getattr(spec, field_name), list) else refs[0]
+    return spec.model_copy(update=update)

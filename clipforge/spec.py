@@ -3,7 +3,8 @@
 Every default reproduces the paper's setup (../shared/PAPER.md): a spec that gives only a prompt
 inverts it on OpenAI's ViT-B/16 exactly as the authors did. Components (backbones, the
 parameterisation, augmentations, regularisers, callbacks) are named, and their options are
-validated by the component's own ``Options`` model in a second pass (:func:`check_components`), so
+validated by the component's own ``Options`` model in a second pass
+(:func:`clipforge.registry.check_components`), so
 every error carries the JSON path where it happened, e.g. ``regularizers[1].options.weight``.
 """
 
@@ -17,7 +18,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from clipforge.registry import Registry, UnknownComponentError
 
 
 class SpecError(Exception):
@@ -382,46 +382,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value
-
-
-def check_components(spec: RunSpec, registry: Registry) -> dict[str, list[Any]]:
-    """Look up every named component and validate its options with the component's own model.
-
-    Returns, per component field, a list of ``(ComponentEntry, Options)``. Raises :class:`SpecError`
-    listing every problem, each with its JSON path.
-    """
-    problems: list[tuple[str, str]] = []
-    resolved: dict[str, list[Any]] = {}
-    for field, kind in COMPONENT_FIELDS.items():
-        value = getattr(spec, field)
-        refs = value if isinstance(value, list) else [value]
-        resolved[field] = []
-        for i, ref in enumerate(refs):
-            path = f"{field}[{i}]" if isinstance(value, list) else field
-            try:
-                entry = registry.get(kind, ref.name)
-            except UnknownComponentError as exc:
-                problems.append((f"{path}.name", str(exc)))
-                continue
-            try:
-                options = entry.cls.Options.model_validate(ref.options)
-            except ValidationError as exc:
-                problems.extend((p, f"{m} [{kind} {ref.name!r} from {entry.provider}]")
-                                for p, m in _problems(exc, f"{path}.options"))
-                continue
-            resolved[field].append((entry, options))
-    if problems:
-        raise SpecError(problems)
-    return resolved
-
-
-def resolved_spec(spec: RunSpec, components: dict[str, list[Any]]) -> RunSpec:
-    """The spec with every component's options filled in with their defaults."""
-    update: dict[str, Any] = {}
-    for field in COMPONENT_FIELDS:
-        refs = [ComponentRef(name=entry.name, options=opts.model_dump(mode="json")) for entry, opts in components[field]]
-        update[field] = refs if isinstance(getattr(spec, field), list) else refs[0]
-    return spec.model_copy(update=update)
 
 
 def load_spec(

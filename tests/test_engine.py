@@ -377,7 +377,7 @@ def test_invert_uses_its_registry_overrides_and_the_specs_output_dir(tmp_path, m
 
 
 def test_load_image_reads_bytes_as_fractions_and_resizes_with_antialiasing(tmp_path):
-    from clipforge.engine import load_image
+    from clipforge.outputs import load_image
 
     Image.fromarray(np.array([[[255, 0, 51]]], dtype=np.uint8)).resize((4, 4)).save(tmp_path / "flat.png")
     flat = load_image(str(tmp_path / "flat.png"), (2, 2))
@@ -539,3 +539,17 @@ def test_tf32_is_only_switched_on_for_cuda():
 
     invert(tiny_spec_dict(callbacks=[], steps=1, performance={"tf32": True}), callbacks=[watcher, Peek(Options())])
     assert Peek.during == before and (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_a_callback_failing_on_the_last_metrics_is_reported_and_the_images_are_kept(tmp_path):
+    class BadMetrics(Callback):
+        name = "bad_metrics"
+
+        def on_metrics(self, run, records):
+            raise ValueError("disk full")
+
+    with pytest.warns(UserWarning, match="last metrics records were not delivered.*disk full"):
+        result = invert(tiny_spec_dict(steps=50, log_every=10), tmp_path / "out",
+                        callbacks=[StopAt(Options()), BadMetrics(Options())])
+    assert result.interrupted and result.steps_done == 3
+    assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4

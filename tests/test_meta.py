@@ -107,3 +107,39 @@ def test_built_in_plugins_declare_the_api_they_were_written_for(path):
 
     module = importlib.import_module(f"clipforge_plugins.{path.stem}")
     assert module.CLIPFORGE_API == clipforge.API_VERSION
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_circles_inside_clipforge():
+    """Every import counts (top level, inside functions, under TYPE_CHECKING): a circle that only
+    type checkers see today is one edit away from an ImportError."""
+    modules = {module_name(p): p for p in (ROOT / "clipforge").rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for module, names in clipforge_imports(path):
+            submodules = {f"{module}.{n}" for n in names if f"{module}.{n}" in modules}  # from pkg import mod
+            targets |= submodules
+            if not names or len(submodules) < len(names):  # it takes names from the module itself
+                targets.add(module)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    # a package's __init__ may import its own modules (that is what a package does); a module may
+    # not import the package it belongs to, nor anything that leads back to itself
+    circles = []
+
+    def visit(node, trail):
+        for nxt in sorted(graph[node]):
+            if nxt in trail:
+                circle = trail[trail.index(nxt):] + [nxt]
+                if not all(b.startswith(a + ".") for a, b in zip(circle, circle[1:])):
+                    circles.append(" -> ".join(circle))
+            elif len(trail) < 12:
+                visit(nxt, trail + [nxt])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    assert not circles, "import circles:\n" + "\n".join(sorted(set(circles))[:10])

@@ -3,13 +3,21 @@
 import math
 
 import open_clip
-import pytest
 import torch
 import torch.nn.functional as F
 
 from clipforge import AugmentContext, default_registry, invert
-from clipforge.engine import Targets, clip_grad_per_image, data_term
+from clipforge.engine import Targets, clip_grad_per_image, copy_losses
 from conftest import tiny_spec_dict
+
+
+def data_term(embeddings, targets, kind):
+    """Per-image data term and similarity, averaged over copies: the engine's ``copy_losses`` on
+    (B, K, D) embeddings, the way its step lays out copies (image-major)."""
+    batch, copies, _ = embeddings.shape
+    index = torch.arange(batch).repeat_interleave(copies)
+    loss, sim = copy_losses(embeddings.reshape(batch * copies, -1), index, targets, kind)
+    return loss.view(batch, copies).mean(dim=1), sim.view(batch, copies).mean(dim=1)
 
 
 def component(kind, name, **options):

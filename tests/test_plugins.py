@@ -3,11 +3,10 @@ import json
 import types
 
 import pytest
-import torch
 
 import clipforge
 import clipforge.cli
-from clipforge import Options, Regularizer, build_registry, hookimpl, invert
+from clipforge import Regularizer, build_registry, hookimpl, invert
 from clipforge.cli import main
 from clipforge.registry import DuplicateComponentError, PluginError
 from conftest import tiny_spec_dict

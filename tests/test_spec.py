@@ -4,7 +4,8 @@ import pytest
 
 from clipforge import RunSpec, SpecError, default_registry, load_spec
 from clipforge.cli import full_schema, main
-from clipforge.spec import apply_overrides, check_components, resolved_spec
+from clipforge.registry import check_components, resolved_spec
+from clipforge.spec import apply_overrides
 
 
 def write(tmp_path, data, name="spec.json"):

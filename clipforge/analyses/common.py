@@ -4,7 +4,6 @@ confidence intervals, and writing reports."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,11 +13,12 @@ from pydantic import Field, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from clipforge.components import Callback, Options, RunInfo, StepState
-from clipforge.engine import Engine, InversionResult
+from clipforge.components import Callback, InversionResult, Options, RunInfo, StepState
+from clipforge.engine import Engine
+from clipforge.outputs import write_json  # noqa: F401  (the analyses write their reports with it)
 from clipforge.outputs import image_grid, prepare_out_dir, save_png, to_display
-from clipforge.registry import Registry, default_registry
-from clipforge.spec import ComponentRef, RunSpec, SpecError, StrictModel, check_components, parse_spec, read_spec_file
+from clipforge.registry import Registry, check_components, default_registry
+from clipforge.spec import ComponentRef, RunSpec, SpecError, StrictModel, parse_spec, read_spec_file
 
 
 class AnalysisSpec(StrictModel):
@@ -170,10 +170,6 @@ def sign_test(wins: int, losses: int) -> float:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(0, min(wins, losses) + 1)) / 2 ** n
     return min(1.0, 2 * tail)
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,5 @@
+"""The version of clipforge's public API, in a module that imports nothing, so that every part of
+clipforge (and a plugin's tests) can read it without importing the rest."""
+
+#: "MAJOR.MINOR": the major number changes when a name of ``clipforge.__all__`` changes incompatibly
+API_VERSION = "1.0"
