@@ -28,7 +28,7 @@ MODULES: dict[str, list[str]] = {
     "clipforge/judge.py": ["tests/test_analyses.py"],
     "clipforge/analyses/common.py": ["tests/test_analyses.py"],
     "clipforge/spec.py": ["tests/test_spec.py", "tests/test_engine.py"],
-    "clipforge/registry.py": ["tests/test_plugins.py", "tests/test_contracts.py"],
+    "clipforge/registry.py": ["tests/test_plugins.py", "tests/test_contracts.py", "tests/test_spec.py"],
     "clipforge/engine.py": ["tests/test_engine.py", "tests/test_parameterizations.py", "tests/test_paper_setup.py"],
 }
 

@@ -1,0 +1,1 @@
+python benchmarks/mutation.py --out benchmarks/out/mutation.json
