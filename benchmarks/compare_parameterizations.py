@@ -9,8 +9,8 @@ seconds each parameterisation needs to reach the baseline's final accuracy. The 
 images, which adds its caption and shape accuracy to every point of the curve
 (``analytic_caption``, ``analytic_shape``) and its final reading under ``"analytic"``.
 
-    python benchmarks/compare_parameterizations.py --json --out benchmarks/parameterizations
-    python benchmarks/compare_parameterizations.py --speed-only --json   # random ViT-B/16, paper shapes
+    python -m benchmarks.compare_parameterizations --json --out benchmarks/parameterizations
+    python -m benchmarks.compare_parameterizations --speed-only --json   # random ViT-B/16, paper shapes
 
 Writes ``table.md``, ``sheet.png`` (one row per parameterisation, the same prompts),
 ``accuracy.png`` (judge accuracy against steps) and ``analytic_accuracy.png`` (the analytic
@@ -35,9 +35,9 @@ from clipforge.toyworld import World
 from clipforge.toyworld.analytic_judge import read_images, verdicts
 from clipforge.toyworld.models import DEFAULT_MODEL, JUDGE_MODEL
 
-sys.path.insert(0, str(Path(__file__).parent))
-from speed import PeakMemory, PhaseClock  # noqa: E402
-from toyworld_eval import draw_prompts, scaled_paper_spec  # noqa: E402
+from benchmarks.speed import PeakMemory, PhaseClock
+from benchmarks.toyworld_eval import draw_prompts, scaled_paper_spec
+
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "pixel (paper)": {"parameterization": {"name": "pixel"}, "lr": 0.1},

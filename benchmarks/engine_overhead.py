@@ -6,7 +6,7 @@ gradient clipping, clamping and Adam. The engine's time is measured from its fir
 last (callbacks off, metrics gathered every step as by default); the plain loop's the same way.
 Repeats alternate between the two and the median is reported.
 
-    python benchmarks/engine_overhead.py --json
+    python -m benchmarks.engine_overhead --json
 """
 
 from __future__ import annotations

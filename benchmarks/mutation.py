@@ -7,7 +7,7 @@ A mutant is *killed* when a test fails or times out, *survives* when every test 
 kill rate per module and every survivor with its diff, for RESULTS.md. Not run in CI (it takes
 hours on 2 CPU cores).
 
-    python benchmarks/mutation.py --out benchmarks/out/mutation.json [--module clipforge/judge.py]
+    python -m benchmarks.mutation --out benchmarks/out/mutation.json [--module clipforge/judge.py]
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ train noise-judge --arch rn --seed 2 --steps 300 --lr 3e-4 --noise-std 0.3 --ini
 
 eval() {  # eval NAME ARGS...: toyworld_eval on 12 prompts x 150 steps (unless ARGS say otherwise)
     echo "== ablation_$1: ${*:2}" >&2
-    python benchmarks/toyworld_eval.py --json --prompts 12 --steps 150 --models toyworld-vit --judge toyworld-judge "${@:2}" > "$out/ablation_$1.json"
+    python -m benchmarks.toyworld_eval --json --prompts 12 --steps 150 --models toyworld-vit --judge toyworld-judge "${@:2}" > "$out/ablation_$1.json"
 }
 eval models --models "toyworld-vit,local-dir:$models/adv8-scratch,local-dir:$models/adv4-scratch,local-dir:$models/adv4-finetune,local-dir:$models/noise-finetune"
 eval tv0.02 --set "regularizers[0].options.weight=0.02"

@@ -18,25 +18,25 @@ run() {  # run FILE CMD...: stdout to $out/FILE, the command and its wall time t
     "$@" > "$out/$file"
     printf '%s\n# %ss wall\n' "$*" "$((SECONDS - start))" > "$out/$file.cmd"
 }
-run engine_overhead.json python benchmarks/engine_overhead.py --json --steps 10 --repeats 3
-run speed_toyworld_b4.json python benchmarks/speed.py --json --batch 4 --steps 10 --repeats 3
-run speed_toyworld_b8.json python benchmarks/speed.py --json --batch 8 --steps 10 --repeats 3
-run speed_toyworld_b24.json python benchmarks/speed.py --json --batch 24 --steps 10 --repeats 3
-run speed_vitb16.json python benchmarks/speed.py --json --model vit-b-16 --batch 2 --steps 2
-run speed_compile_b4.json python benchmarks/speed.py --json --batch 4 --steps 10 --repeats 3 --compile
-run speed_compile_b8.json python benchmarks/speed.py --json --batch 8 --steps 10 --repeats 3 --compile
-run toyworld_eval.json python benchmarks/toyworld_eval.py --json --steps 200 \
+run engine_overhead.json python -m benchmarks.engine_overhead --json --steps 10 --repeats 3
+run speed_toyworld_b4.json python -m benchmarks.speed --json --batch 4 --steps 10 --repeats 3
+run speed_toyworld_b8.json python -m benchmarks.speed --json --batch 8 --steps 10 --repeats 3
+run speed_toyworld_b24.json python -m benchmarks.speed --json --batch 24 --steps 10 --repeats 3
+run speed_vitb16.json python -m benchmarks.speed --json --model vit-b-16 --batch 2 --steps 2
+run speed_compile_b4.json python -m benchmarks.speed --json --batch 4 --steps 10 --repeats 3 --compile
+run speed_compile_b8.json python -m benchmarks.speed --json --batch 8 --steps 10 --repeats 3 --compile
+run toyworld_eval.json python -m benchmarks.toyworld_eval --json --steps 200 \
     --models toyworld-vit-3k,toyworld-vit-8k,toyworld-vit --judge toyworld-judge --sheet benchmarks/toyworld_eval_sheet.png
 # the second design (issue 12): the robust default, 24 random prompts x 2 seeds, paper setup and TV 0.02
 for v in rn:0.005 rn_tv002:0.02; do
-    run "toyworld_eval_${v%%:*}.json" python benchmarks/toyworld_eval.py --json --prompts 24 --seeds 0,1 --steps 200 \
+    run "toyworld_eval_${v%%:*}.json" python -m benchmarks.toyworld_eval --json --prompts 24 --seeds 0,1 --steps 200 \
         --threads 1 --set "regularizers[0].options.weight=${v#*:}" --sheet "benchmarks/toyworld_eval_${v%%:*}_sheet.png"
 done
-run parameterizations.json python benchmarks/compare_parameterizations.py --json --steps 150 --seeds 2 --prompts 24 \
+run parameterizations.json python -m benchmarks.compare_parameterizations --json --steps 150 --seeds 2 --prompts 24 \
     --eval-every 15 --model toyworld-vit --judge toyworld-judge --out benchmarks/parameterizations
-run parameterizations_rn.json python benchmarks/compare_parameterizations.py --json --steps 150 --seeds 2 --prompts 24 \
+run parameterizations_rn.json python -m benchmarks.compare_parameterizations --json --steps 150 --seeds 2 --prompts 24 \
     --eval-every 15 --out benchmarks/parameterizations_rn
-run parameterizations_speed_vitb16.json python benchmarks/compare_parameterizations.py --speed-only --json
+run parameterizations_speed_vitb16.json python -m benchmarks.compare_parameterizations --speed-only --json
 for analysis in probe:probe_ball screen:screen compare:compare_data_scale blend:blend blend:blend_embedding; do
     name=${analysis##*:}
     [[ -n $only && analysis_$name != "$only"* ]] && continue

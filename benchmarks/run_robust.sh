@@ -49,23 +49,23 @@ for m in e1_judge_ft_l2_1 e3_judge_ft_l2_05 e4_judge_ft_l2_1_aff e5_judge_ft_l2_
     list="$list,local-dir:$models/$m"
 done
 start=$(date +%s)
-python benchmarks/toyworld_eval.py --json --prompts 12 --steps 200 --threads 1 --judge toyworld-vit --models "$list" \
+python -m benchmarks.toyworld_eval --json --prompts 12 --steps 200 --threads 1 --judge toyworld-vit --models "$list" \
     --sheet "$out/robust_ablation_sheet.png" > "$out/robust_ablation.json"
 echo "# $(( $(date +%s) - start ))s wall" >&2
 # the shipped recipe (e6 with 600 robust steps and the affine on half the images: toyworld-rn), same
 # prompts and steps, judged by the clean ResNet toyworld-judge; with the paper's TV weight and two others
 eval_rn() {  # eval_rn SUFFIX [--set ...]
-    python benchmarks/toyworld_eval.py --json --prompts 12 --steps 200 --threads 1 --judge toyworld-judge \
+    python -m benchmarks.toyworld_eval --json --prompts 12 --steps 200 --threads 1 --judge toyworld-judge \
         --models toyworld-rn "${@:2}" --sheet "benchmarks/toyworld_rn_sheet$1.png" > "$out/toyworld_eval_rn12$1.json"
 }
 eval_rn ""  # the paper's TV weight, 0.005
 eval_rn _tv002 --set "regularizers[0].options.weight=0.02"
 eval_rn _tv001 --set "regularizers[0].options.weight=0.01"
-python benchmarks/toyworld_eval.py --json --prompts 12 --steps 200 --threads 2 --judge toyworld-judge \
+python -m benchmarks.toyworld_eval --json --prompts 12 --steps 200 --threads 2 --judge toyworld-judge \
     --models "local-dir:$models/e7_linf4" --sheet "$out/robust_e7_sheet.png" > "$out/robust_e7.json"
 # e8: the shipped recipe on a world with non-flat plain backgrounds (a smooth brightness pattern)
 textured='"world_overrides": {"single_radius": [12, 22], "pair_radius": [9, 15], "position_grid": 1, "background_texture": 0.15}'
 train e8_textured --recipe-json "{\"arch\": \"rn\", \"seed\": 0, \"train_size\": 32000, \"steps\": 600, $textured,
     \"finetune\": {\"steps\": 600, \"lr\": 3e-4, \"adv_eps\": 1.0, \"adv_steps\": 3, \"adv_norm\": \"l2\", \"affine_p\": 0.5}}"
-python benchmarks/toyworld_eval.py --json --prompts 12 --steps 200 --threads 2 --judge toyworld-judge \
+python -m benchmarks.toyworld_eval --json --prompts 12 --steps 200 --threads 2 --judge toyworld-judge \
     --models "local-dir:$models/e8_textured" --sheet "$out/robust_e8_sheet.png" > "$out/robust_e8.json"

@@ -17,10 +17,10 @@ A "step" costs about the same at every resolution of the schedule (the model alw
 input size), but not exactly, so each method is timed for ``--steps`` steps in each of the three
 phases (64, 128, 224 px) and the phases are weighted by their share of the paper's 3400 steps.
 
-    python benchmarks/speed.py --json                                    # CPU, offline model
-    python benchmarks/speed.py --json --model vit-b-16 --steps 2 --batch 2   # CPU, random ViT-B/16
-    python benchmarks/speed.py --json --model vit-b-16 --device cuda --batch 32 --steps 20   # GPU
-    python benchmarks/speed.py --json --model vit-b-16 --device cuda --batch 32 --full        # GPU, all 3400 steps
+    python -m benchmarks.speed --json                                    # CPU, offline model
+    python -m benchmarks.speed --json --model vit-b-16 --steps 2 --batch 2   # CPU, random ViT-B/16
+    python -m benchmarks.speed --json --model vit-b-16 --device cuda --batch 32 --steps 20   # GPU
+    python -m benchmarks.speed --json --model vit-b-16 --device cuda --batch 32 --full        # GPU, all 3400 steps
 
 Prints images per hour, seconds per step, peak memory and the ratios; ``--json``: one JSON object.
 """

@@ -11,9 +11,9 @@ against every caption of the world. The final images are also read by the analyt
 adversarial texture can fool), reported under ``"analytic"``, and read again as a person sees them,
 min-max rescaled like the PNGs (``"analytic_shown"``).
 
-    python benchmarks/toyworld_eval.py --json
-    python benchmarks/toyworld_eval.py --json --models toyworld-rn-3k,toyworld-rn-10k,toyworld-rn
-    python benchmarks/toyworld_eval.py --json --set parameterization.name=multires --set optimizer.lr=0.05
+    python -m benchmarks.toyworld_eval --json
+    python -m benchmarks.toyworld_eval --json --models toyworld-rn-3k,toyworld-rn-10k,toyworld-rn
+    python -m benchmarks.toyworld_eval --json --set parameterization.name=multires --set optimizer.lr=0.05
 
 ``--set`` changes the scaled paper spec (clipforge's ``--set`` syntax), for ablations.
 Prints one JSON object: transfer accuracy, judge margin, similarity and seconds per inversion, per

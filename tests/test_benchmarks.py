@@ -1,23 +1,12 @@
 """The benchmark scripts' own arithmetic: a wrong ratio there would be a wrong figure in RESULTS.md."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import compare_parameterizations, speed, toyworld_eval
 
 
 def test_speed_methods_take_turns_and_keep_medians():
-    speed = load_script("speed")
     calls = []
 
     def method(name, seconds):
@@ -35,14 +24,13 @@ def test_speed_methods_take_turns_and_keep_medians():
 
 
 def test_speed_weights_phases_by_the_paper_schedule():
-    speed = load_script("speed")
     # 10 steps per phase at 1, 2 and 4 s/step, weighted 900/900/1600 of 3400
     expected = (1 * 900 + 2 * 900 + 4 * 1600) / 3400
     assert speed.weighted_seconds_per_step([10.0, 20.0, 40.0], 10) == pytest.approx(expected)
 
 
 def test_attribute_accuracy_counts_each_stated_fact_of_the_prompt():
-    attribute_accuracy = load_script("toyworld_eval").attribute_accuracy
+    attribute_accuracy = toyworld_eval.attribute_accuracy
     prompts = ["a red circle on a gray background", "a blue square on a white background",
                "a green ring on a black background", "a cyan cross on a gray background"]
     judged = ["a red square on a gray background",   # colour, background
@@ -54,7 +42,7 @@ def test_attribute_accuracy_counts_each_stated_fact_of_the_prompt():
 
 
 def test_first_reaching_finds_the_first_check_at_or_above_the_target():
-    first_reaching = load_script("compare_parameterizations").first_reaching
+    first_reaching = compare_parameterizations.first_reaching
     curve = [{"step": 50, "accuracy": 0.1, "seconds": 1.0}, {"step": 100, "accuracy": 0.4, "seconds": 2.0},
              {"step": 150, "accuracy": 0.3, "seconds": 3.0}, {"step": 200, "accuracy": 0.5, "seconds": 4.0}]
     assert first_reaching(curve, 0.4)["step"] == 100  # reached exactly, not only exceeded

@@ -1,2 +1,2 @@
-python benchmarks/engine_overhead.py --json --steps 10 --repeats 3
+python -m benchmarks.engine_overhead --json --steps 10 --repeats 3
 # 8s wall

@@ -1,1 +1,1 @@
-python benchmarks/mutation.py --out benchmarks/out/mutation.json
+python -m benchmarks.mutation --out benchmarks/out/mutation.json

@@ -1,1 +1,1 @@
-python benchmarks/mutation.py --module clipforge/registry.py --out benchmarks/out/mutation_registry.json
+python -m benchmarks.mutation --module clipforge/registry.py --out benchmarks/out/mutation_registry.json

@@ -1,2 +1,2 @@
-python benchmarks/compare_parameterizations.py --speed-only --json
+python -m benchmarks.compare_parameterizations --speed-only --json
 # 67s wall

@@ -1,2 +1,2 @@
-python benchmarks/speed.py --json --batch 4 --steps 10 --repeats 3
+python -m benchmarks.speed --json --batch 4 --steps 10 --repeats 3
 # 23s wall

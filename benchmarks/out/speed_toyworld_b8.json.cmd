@@ -1,2 +1,2 @@
-python benchmarks/speed.py --json --batch 8 --steps 10 --repeats 3
+python -m benchmarks.speed --json --batch 8 --steps 10 --repeats 3
 # 34s wall

@@ -1,2 +1,2 @@
-python benchmarks/speed.py --json --model vit-b-16 --batch 2 --steps 2
+python -m benchmarks.speed --json --model vit-b-16 --batch 2 --steps 2
 # 201s wall
