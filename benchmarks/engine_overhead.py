@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 
@@ -22,6 +21,8 @@ import torch.nn.functional as F
 
 from clipforge import Callback, Options, default_registry
 from clipforge.engine import Engine
+
+from benchmarks.reference import paper_affine, tv_four_directions
 
 CONFIG = {
     "embed_dim": 64,
@@ -72,22 +73,10 @@ def plain_seconds(steps: int, batch: int, copies: int) -> float:
     for _ in range(steps):
         opt.zero_grad()
         x = image.repeat_interleave(copies, dim=0)
-        u = torch.rand(batch * copies, 5, generator=gen)
-        angle = (u[:, 0] * 2 - 1) * math.radians(30)
-        tx, ty = (u[:, 1] * 2 - 1) * 0.1, (u[:, 2] * 2 - 1) * 0.1
-        s = 0.7 + u[:, 3] * 0.5
-        cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
-        theta = torch.stack([torch.stack([cos, sin, -2 * (cos * tx + sin * ty)], 1),
-                             torch.stack([-sin, cos, -2 * (-sin * tx + cos * ty)], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        moved = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-        x = torch.where((u[:, 4] < 0.5).view(-1, 1, 1, 1), moved, x)
+        x = paper_affine(x, torch.rand(batch * copies, 5, generator=gen))
         emb = F.normalize(model.encode_image((x - mean) / std), dim=-1).view(batch, copies, -1)
         data = (emb - text[:, None]).norm(dim=-1).mean(1)
-        tv = sum(d.norm(dim=(2, 3)).mean(1) for d in (
-            image[..., :, 1:] - image[..., :, :-1], image[..., 1:, :] - image[..., :-1, :],
-            image[..., 1:, 1:] - image[..., :-1, :-1], image[..., 1:, :-1] - image[..., :-1, 1:]))
-        loss = data + 0.005 * tv
+        loss = data + 0.005 * tv_four_directions(image)
         loss.sum().backward()
         norms = image.grad.flatten(1).norm(dim=1)
         image.grad.mul_((1.0 / (norms + 1e-6)).clamp(max=1).view(-1, 1, 1, 1))

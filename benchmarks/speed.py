@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import threading
 import time
@@ -41,6 +40,8 @@ import torch.nn.functional as F
 from clipforge import Backbone, Callback, Options, StepState
 from clipforge.engine import Engine
 from clipforge.judge import load_backbone
+
+from benchmarks.reference import paper_affine, tv_four_directions
 
 PAPER_STEPS = 3400
 PAPER_PHASES = (900, 900, 1600)  # steps at 64, 128 and 224 px (scaled for smaller models)
@@ -115,20 +116,8 @@ def _naive_phases(backbone: Backbone, prompt: str, sizes: tuple[int, int, int], 
         start = time.perf_counter()
         for _ in range(steps_per_phase):
             optimizer.zero_grad()
-            tv = sum(d.norm(dim=(2, 3)).mean() for d in (
-                image[..., :, 1:] - image[..., :, :-1], image[..., 1:, :] - image[..., :-1, :],
-                image[..., 1:, 1:] - image[..., :-1, :-1], image[..., 1:, :-1] - image[..., :-1, 1:]))
-            x = image.repeat(copies, 1, 1, 1)
-            u = torch.rand(copies, 5, device=device)
-            angle = (u[:, 0] * 2 - 1) * math.radians(30)
-            tx, ty = (u[:, 1] * 2 - 1) * 0.1, (u[:, 2] * 2 - 1) * 0.1
-            s = 0.7 + u[:, 3] * 0.5
-            cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
-            theta = torch.stack([torch.stack([cos, sin, -2 * (cos * tx + sin * ty)], 1),
-                                 torch.stack([-sin, cos, -2 * (-sin * tx + cos * ty)], 1)], 1)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            moved = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-            x = torch.where((u[:, 4] < 0.5).view(-1, 1, 1, 1), moved, x)
+            tv = tv_four_directions(image).sum()  # one image
+            x = paper_affine(image.repeat(copies, 1, 1, 1), torch.rand(copies, 5, device=device))
             x = F.interpolate(x, size=size, mode="bicubic")
             # the authors' colour shift, redrawn every step; their defaults (0, 0) make it the identity
             shift = (torch.rand(copies, 3, 1, 1, device=device) - 0.5) * 2 * 0.0

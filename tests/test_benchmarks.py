@@ -49,3 +49,18 @@ def test_first_reaching_finds_the_first_check_at_or_above_the_target():
     assert first_reaching(curve, 0.45)["step"] == 200
     assert first_reaching(curve, 0.05)["step"] == 50
     assert first_reaching(curve, 0.6) is None
+
+
+def test_the_hand_written_reference_step_agrees_with_the_built_ins():
+    from benchmarks.reference import paper_affine, tv_four_directions
+    from clipforge import default_registry
+
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    tv = default_registry().get("regularizer", "tv").cls
+    assert torch.allclose(tv_four_directions(images), tv(tv.Options())(images), atol=1e-6)
+    still = torch.tensor([[0.5, 0.5, 0.5, 0.6, 0.0]]).repeat(3, 1)  # no turn, no shift, scale 1, applied
+    assert torch.allclose(paper_affine(images, still), images, atol=1e-5)
+    skipped = torch.tensor([[0.9, 0.1, 0.9, 0.0, 0.7]]).repeat(3, 1)  # a big move, but not applied
+    assert torch.equal(paper_affine(images, skipped), images)
+    moved = torch.tensor([[0.9, 0.1, 0.9, 0.0, 0.1]]).repeat(3, 1)
+    assert (paper_affine(images, moved) - images).abs().max() > 0.1
