@@ -37,7 +37,7 @@ SURVIVED, NO_TESTS = 0, 33
 
 
 def work_copy(dest: Path) -> None:
-    """The tracked files plus the shipped toy models (which tests load), without generated output."""
+    """The tracked files (the shipped toy models among them), without generated output."""
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in files:
         if name.startswith("benchmarks/out/") or name.endswith(".png"):
@@ -45,7 +45,6 @@ def work_copy(dest: Path) -> None:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
-    shutil.copytree(ROOT / "clipforge/toyworld/models", dest / "clipforge/toyworld/models", dirs_exist_ok=True)
 
 
 def setup_cfg(module: str, tests: list[str]) -> str:

@@ -44,7 +44,6 @@ from clipforge.components import (
     StepState,
 )
 from clipforge import outputs
-from clipforge.outputs import load_image
 from clipforge.registry import Registry, check_components, default_registry, resolved_spec
 from clipforge.spec import RunSpec, load_spec
 
@@ -91,7 +90,7 @@ def embed_terms(backbone: Backbone, keys: Sequence[tuple[str, str]]) -> dict[tup
             for t, e in zip(texts, F.normalize(backbone.encode_text(texts).float(), dim=-1)):
                 out[("text", t)] = e
         if images:
-            pixels = torch.stack([load_image(p, tuple(backbone.input_size)) for p in images]).to(backbone.device)
+            pixels = torch.stack([outputs.load_image(p, tuple(backbone.input_size)) for p in images]).to(backbone.device)
             for p, e in zip(images, F.normalize(backbone.encode_image(pixels).float(), dim=-1)):
                 out[("image", p)] = e
     return out

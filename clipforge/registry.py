@@ -25,9 +25,9 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from clipforge import hookspecs
+from clipforge.components import KINDS, Component
 from clipforge.spec import COMPONENT_FIELDS, ComponentRef, RunSpec, SpecError, _problems
 from clipforge.version import API_VERSION
-from clipforge.components import KINDS, Component
 
 
 class PluginError(Exception):

@@ -10,6 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub download must fail fast, n
 import pytest
 import torch
 
+import clipforge
+
 TINY_CONFIG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
@@ -46,3 +48,29 @@ def _threads():
     # CLIPFORGE_TEST_THREADS=1 under the mutation run: a forked child hangs in a parent's thread pool
     torch.set_num_threads(int(os.environ.get("CLIPFORGE_TEST_THREADS", "2")))
     yield
+
+
+def registry_with(*classes: type) -> "clipforge.Registry":
+    """The installed plugins plus one more, "extra", that registers ``classes`` through their kinds'
+    hooks: components that only this registry knows."""
+    hooks: dict[str, list[type]] = {}
+    for cls in classes:
+        hooks.setdefault(f"register_{cls.kind}s", []).append(cls)
+
+    def hook(found: list[type]):
+        def register_all(register):
+            for cls in found:
+                register(cls)
+        return clipforge.hookimpl(register_all)
+
+    plugin = type("Extra", (), {name: staticmethod(hook(found)) for name, found in hooks.items()})
+    return clipforge.build_registry(extra_plugins=[("extra", plugin)])
+
+
+class DimOnlyHere(clipforge.Regularizer):
+    """A regularizer no installed plugin provides, to see that a registry passed in is the one used."""
+
+    name = "dim_only_here"
+
+    def __call__(self, images):
+        return images.mean(dim=(1, 2, 3))

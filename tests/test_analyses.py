@@ -17,7 +17,7 @@ from clipforge.analyses.probe import ProbeSpec, run_probe
 from clipforge.analyses.screen import ScreenSpec, run_screen
 from clipforge.cli import main
 from clipforge.judge import Verdicts
-from conftest import tiny_backbone, tiny_spec_dict
+from conftest import DimOnlyHere, registry_with, tiny_backbone, tiny_spec_dict
 
 RUN = {"backbones": [tiny_backbone(0)], "steps": 3, "copies": 2, "resolution": [{"step": 0, "size": 32}]}
 JUDGE = tiny_backbone(1)
@@ -397,7 +397,8 @@ def test_wilson_interval_of_a_single_trial(k, n, low, high):
 
 
 def test_report_writers_write_exactly_this(tmp_path):
-    from clipforge.analyses.common import markdown_table, write_csv, write_grid, write_json
+    from clipforge.analyses.common import markdown_table, write_csv, write_grid
+    from clipforge.outputs import write_json
 
     assert markdown_table(["a", "b"], [[1, 0.5], ["x", 2.25]]) == (
         "| a | b |\n|---|---|\n| 1 | 0.500 |\n| x | 2.250 |")
@@ -450,14 +451,7 @@ def test_analysis_check_names_the_place_of_each_problem(tmp_path):
 def test_analyses_use_the_registry_they_are_given():
     from clipforge.analyses.common import run_inversions
 
-    class Dim(clipforge.Regularizer):
-        name = "dim_only_here"
-
-        def __call__(self, images):
-            return images.mean(dim=(1, 2, 3))
-
-    plugin = type("P", (), {"register_regularizers": staticmethod(clipforge.hookimpl(lambda register: register(Dim)))})
-    registry = clipforge.build_registry(extra_plugins=[("dimmer", plugin)])
+    registry = registry_with(DimOnlyHere)
     spec = ProbeSpec(judge=JUDGE, prompts=["x"], seeds=1, run={**RUN, "steps": 1, "regularizers": ["dim_only_here"]})
     result = run_inversions(spec.inversion_specs()["run"], registry, None)
     assert "dim_only_here" in result.metrics[-1]["regularizers"]

@@ -11,7 +11,7 @@ import clipforge
 from clipforge import Callback, Options, SpecError, invert
 from clipforge.cli import main
 from clipforge.engine import clip_grad_per_image
-from conftest import TINY_CONFIG, tiny_spec_dict
+from conftest import TINY_CONFIG, DimOnlyHere, registry_with, tiny_spec_dict
 
 
 def run_cli(tmp_path, spec, out_name="out", *extra):
@@ -361,15 +361,7 @@ def test_result_image_lookup():
 
 def test_invert_uses_its_registry_overrides_and_the_specs_output_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-    class Dim(clipforge.Regularizer):
-        name = "dim_only_here"
-
-        def __call__(self, images):
-            return images.mean(dim=(1, 2, 3))
-
-    plugin = type("P", (), {"register_regularizers": staticmethod(clipforge.hookimpl(lambda register: register(Dim)))})
-    registry = clipforge.build_registry(extra_plugins=[("dimmer", plugin)])
+    registry = registry_with(DimOnlyHere)
     spec = tiny_spec_dict(callbacks=[], steps=1, regularizers=["dim_only_here"], output_dir="from_spec")
     result = invert(spec, registry=registry, overrides=["steps=2"])
     assert result.steps_done == 2 and "dim_only_here" in result.metrics[-1]["regularizers"]
@@ -504,8 +496,7 @@ class ContextSpy(clipforge.Augmentation):
 
 
 def test_augmentations_see_the_step_the_resize_count_and_the_model_size():
-    plugin = type("P", (), {"register_augmentations": staticmethod(clipforge.hookimpl(lambda register: register(ContextSpy)))})
-    registry = clipforge.build_registry(extra_plugins=[("spy", plugin)])
+    registry = registry_with(ContextSpy)
     ContextSpy.seen = []
     spec = tiny_spec_dict(callbacks=[], steps=6, augmentations=["context_spy", "resize"],
                           resolution=[{"step": 0, "size": 16}, {"step": 2, "size": 24}, {"step": 4, "size": 32}])

@@ -20,10 +20,10 @@ from rich.table import Table
 
 from clipforge.analyses.common import (
     AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, with_ci, write_grid,
-    write_json,
 )
 from clipforge.analyses.compare import candidate_captions
 from clipforge.judge import Judge, load_backbone
+from clipforge.outputs import write_json
 from clipforge.registry import Registry, default_registry
 from clipforge.spec import RunSpec
 

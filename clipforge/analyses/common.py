@@ -15,7 +15,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from clipforge.components import Callback, InversionResult, Options, RunInfo, StepState
 from clipforge.engine import Engine
-from clipforge.outputs import write_json  # noqa: F401  (the analyses write their reports with it)
 from clipforge.outputs import image_grid, prepare_out_dir, save_png, to_display
 from clipforge.registry import Registry, check_components, default_registry
 from clipforge.spec import ComponentRef, RunSpec, SpecError, StrictModel, parse_spec, read_spec_file

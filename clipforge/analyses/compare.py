@@ -20,9 +20,10 @@ from rich.table import Table
 
 from clipforge.analyses.common import (
     AnalysisSpec, SharedProgress, markdown_table, mean_interval, prepare, run_inversions, sign_test, wilson_interval,
-    with_ci, write_grid, write_json,
+    with_ci, write_grid,
 )
 from clipforge.judge import Judge, Verdicts, load_backbone
+from clipforge.outputs import write_json
 from clipforge.registry import Registry, default_registry
 from clipforge.spec import ComponentRef, RunSpec
 from clipforge.toyworld import World

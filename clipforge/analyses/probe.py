@@ -17,10 +17,10 @@ from pydantic import Field, field_validator
 from rich.table import Table
 
 from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, with_ci, write_csv,
-    write_grid, write_json,
+    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, with_ci, write_csv, write_grid,
 )
 from clipforge.judge import Judge, load_backbone
+from clipforge.outputs import write_json
 from clipforge.registry import Registry, default_registry
 from clipforge.toyworld.analytic_judge import read_images
 from clipforge.toyworld.world import COLOURS

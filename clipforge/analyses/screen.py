@@ -18,9 +18,9 @@ from rich.table import Table
 
 from clipforge.analyses.common import (
     AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, with_ci, write_grid,
-    write_json,
 )
 from clipforge.judge import load_backbone
+from clipforge.outputs import write_json
 from clipforge.registry import Registry, default_registry
 
 
