@@ -9,7 +9,7 @@ seconds each parameterisation needs to reach the baseline's final accuracy. The 
 images, which adds its caption and shape accuracy to every point of the curve
 (``analytic_caption``, ``analytic_shape``) and its final reading under ``"analytic"``.
 
-    python -m benchmarks.compare_parameterizations --json --out benchmarks/parameterizations
+    python -m benchmarks.compare_parameterizations --json --out benchmarks/results/parameterizations
     python -m benchmarks.compare_parameterizations --speed-only --json   # random ViT-B/16, paper shapes
 
 Writes ``table.md``, ``sheet.png`` (one row per parameterisation, the same prompts),

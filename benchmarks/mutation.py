@@ -7,7 +7,7 @@ A mutant is *killed* when a test fails or times out, *survives* when every test 
 kill rate per module and every survivor with its diff, for RESULTS.md. Not run in CI (it takes
 hours on 2 CPU cores).
 
-    python -m benchmarks.mutation --out benchmarks/out/mutation.json [--module clipforge/judge.py]
+    python -m benchmarks.mutation --out benchmarks/results/mutation.json [--module clipforge/judge.py]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: module -> the test files that exercise it (mutmut runs, per mutant, only those covering its function)
 MODULES: dict[str, list[str]] = {
     "clipforge/judge.py": ["tests/test_analyses.py"],
-    "clipforge/analyses/common.py": ["tests/test_analyses.py"],
+    "clipforge/analysis.py": ["tests/test_analyses.py"],
     "clipforge/spec.py": ["tests/test_spec.py", "tests/test_engine.py"],
     "clipforge/registry.py": ["tests/test_plugins.py", "tests/test_contracts.py", "tests/test_spec.py"],
     "clipforge/engine.py": ["tests/test_engine.py", "tests/test_parameterizations.py", "tests/test_paper_setup.py"],
@@ -35,12 +35,15 @@ MODULES: dict[str, list[str]] = {
 #: mutmut's exit codes for a mutant's test run
 SURVIVED, NO_TESTS = 0, 33
 
+#: generated output (benchmark results, the example analyses' reports): no test reads it
+OUTPUTS = ("benchmarks/results/", "examples/toyworld/reports/")
+
 
 def work_copy(dest: Path) -> None:
     """The tracked files (the shipped toy models among them), without generated output."""
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in files:
-        if name.startswith("benchmarks/out/") or name.endswith(".png"):
+        if name.startswith(OUTPUTS) or name.endswith(".png"):
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,13 @@
 # Why do the small offline CLIPs' inversions not show their prompts? Ablations on 12 random prompts,
 # 150 steps (benchmarks/RESULTS.md, "Ablations"). Trains the variant models into /tmp/clipforge-ablations
 # first unless they are there (about 25 minutes), then evaluates (about 10 minutes). Outputs go to
-# benchmarks/out/ablation_*.json.
+# benchmarks/results/ablation_*.json (and ablations_summary.txt).
 #     bash benchmarks/run_ablations.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 models=/tmp/clipforge-ablations
-out=benchmarks/out
+out=benchmarks/results
 mkdir -p "$models" "$out"
 vit=clipforge/toyworld/models/toyworld-vit
 judge=clipforge/toyworld/models/toyworld-judge

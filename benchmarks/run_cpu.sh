@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Every CPU figure in benchmarks/RESULTS.md, one command after another (never two at once: two
-# processes that each use both cores run many times slower). Outputs go to benchmarks/out/,
-# benchmarks/parameterizations*/ and benchmarks/analyses/. About 1.5 hours on 2 cores.
+# processes that each use both cores run many times slower). Outputs go to benchmarks/results/ (the
+# analyses' reports beside their specs, in examples/toyworld/reports/). About 1.5 hours on 2 cores.
 #     bash benchmarks/run_cpu.sh            # everything
 #     bash benchmarks/run_cpu.sh speed      # only the outputs whose file name starts with "speed"
 set -euo pipefail
 only=${1:-}
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
-out=benchmarks/out
-mkdir -p "$out" benchmarks/analyses
+out=benchmarks/results
+reports=examples/toyworld/reports
+mkdir -p "$out" "$reports"
 run() {  # run FILE CMD...: stdout to $out/FILE, the command and its wall time to $out/FILE.cmd
     local file=$1; shift
     [[ -n $only && $file != "$only"* ]] && return 0
@@ -26,21 +27,21 @@ run speed_vitb16.json python -m benchmarks.speed --json --model vit-b-16 --batch
 run speed_compile_b4.json python -m benchmarks.speed --json --batch 4 --steps 10 --repeats 3 --compile
 run speed_compile_b8.json python -m benchmarks.speed --json --batch 8 --steps 10 --repeats 3 --compile
 run toyworld_eval.json python -m benchmarks.toyworld_eval --json --steps 200 \
-    --models toyworld-vit-3k,toyworld-vit-8k,toyworld-vit --judge toyworld-judge --sheet benchmarks/toyworld_eval_sheet.png
+    --models toyworld-vit-3k,toyworld-vit-8k,toyworld-vit --judge toyworld-judge --sheet "$out/toyworld_eval_sheet.png"
 # the second design (issue 12): the robust default, 24 random prompts x 2 seeds, paper setup and TV 0.02
 for v in rn:0.005 rn_tv002:0.02; do
     run "toyworld_eval_${v%%:*}.json" python -m benchmarks.toyworld_eval --json --prompts 24 --seeds 0,1 --steps 200 \
-        --threads 1 --set "regularizers[0].options.weight=${v#*:}" --sheet "benchmarks/toyworld_eval_${v%%:*}_sheet.png"
+        --threads 1 --set "regularizers[0].options.weight=${v#*:}" --sheet "$out/toyworld_eval_${v%%:*}_sheet.png"
 done
 run parameterizations.json python -m benchmarks.compare_parameterizations --json --steps 150 --seeds 2 --prompts 24 \
-    --eval-every 15 --model toyworld-vit --judge toyworld-judge --out benchmarks/parameterizations
+    --eval-every 15 --model toyworld-vit --judge toyworld-judge --out "$out/parameterizations"
 run parameterizations_rn.json python -m benchmarks.compare_parameterizations --json --steps 150 --seeds 2 --prompts 24 \
-    --eval-every 15 --out benchmarks/parameterizations_rn
+    --eval-every 15 --out "$out/parameterizations_rn"
 run parameterizations_speed_vitb16.json python -m benchmarks.compare_parameterizations --speed-only --json
 for analysis in probe:probe_ball screen:screen compare:compare_data_scale blend:blend blend:blend_embedding; do
     name=${analysis##*:}
     [[ -n $only && analysis_$name != "$only"* ]] && continue
-    rm -rf "benchmarks/analyses/$name"
+    rm -rf "$reports/$name"
     run "analysis_$name.txt" python -m clipforge "${analysis%%:*}" "examples/toyworld/$name.json" \
-        --out "benchmarks/analyses/$name"
+        --out "$reports/$name"
 done

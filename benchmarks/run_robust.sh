@@ -6,15 +6,15 @@
 # in /tmp/exp), then inverts 12 random prompts (prompt seed 0, one seed, 200 steps, the paper's
 # pixel setup at 64 px) on each and judges them with the analytic judge and a learned judge of the
 # first design (toyworld-vit for the variants, since toyworld-judge is the base of the fine-tunes).
-# Output: benchmarks/out/robust_ablation.json (+ .png sheet, one row per model); for the shipped
-# toyworld-rn, benchmarks/out/toyworld_eval_rn12*.json (+ benchmarks/toyworld_rn_sheet*.png); for
-# e7, benchmarks/out/robust_e7.json; each variant's train_info.json in benchmarks/out/robust_models/.
+# Output, all in benchmarks/results/: robust_ablation.json (+ .png sheet, one row per model); for the
+# shipped toyworld-rn, toyworld_eval_rn12*.json (+ toyworld_rn_sheet*.png); for e7 and e8,
+# robust_e7.json and robust_e8.json (+ sheets); each variant's train_info.json in robust_models/.
 #     bash benchmarks/run_robust.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONPATH=.
 models=/tmp/clipforge-robust
-out=benchmarks/out
+out=benchmarks/results
 mkdir -p "$models" "$out/robust_models"
 judge=clipforge/toyworld/models/toyworld-judge
 train() {  # train NAME ARGS...: a variant model, unless already trained
@@ -56,7 +56,7 @@ echo "# $(( $(date +%s) - start ))s wall" >&2
 # prompts and steps, judged by the clean ResNet toyworld-judge; with the paper's TV weight and two others
 eval_rn() {  # eval_rn SUFFIX [--set ...]
     python -m benchmarks.toyworld_eval --json --prompts 12 --steps 200 --threads 1 --judge toyworld-judge \
-        --models toyworld-rn "${@:2}" --sheet "benchmarks/toyworld_rn_sheet$1.png" > "$out/toyworld_eval_rn12$1.json"
+        --models toyworld-rn "${@:2}" --sheet "$out/toyworld_rn_sheet$1.png" > "$out/toyworld_eval_rn12$1.json"
 }
 eval_rn ""  # the paper's TV weight, 0.005
 eval_rn _tv002 --set "regularizers[0].options.weight=0.02"

@@ -35,7 +35,7 @@ import torch
 
 from clipforge import invert, to_display
 from clipforge.judge import Judge, load_backbone
-from clipforge.registry import check_components, default_registry
+from clipforge.registry import default_registry
 from clipforge.spec import RunSpec, SpecError, load_spec
 from clipforge.toyworld import World
 from clipforge.toyworld.analytic_judge import AnalyticVerdicts, read_images, verdicts
@@ -77,8 +77,7 @@ def attribute_accuracy(prompts: list[str], judged: list[str]) -> dict[str, float
 def checked_spec(model: str, prompts: list[str], steps: int, seeds: list[int], overrides: list[str]) -> RunSpec:
     """The scaled paper spec with ``--set`` overrides, fully validated (plugins' options too)."""
     spec = load_spec(scaled_paper_spec(model, prompts, steps, seeds), overrides)
-    check_components(spec, default_registry())
-    return spec
+    return default_registry().resolve(spec).spec
 
 
 def analytic_report(judged: AnalyticVerdicts) -> dict[str, Any]:

@@ -6,6 +6,8 @@ listed here changes incompatibly.
 """
 
 from clipforge.components import (
+    Analysis,
+    AnalysisRun,
     AugmentContext,
     Augmentation,
     Backbone,
@@ -26,20 +28,24 @@ from clipforge.components import (
 from clipforge.engine import Engine, invert
 from clipforge.hookspecs import hookimpl
 from clipforge.judge import Judge, Verdicts, load_backbone
-from clipforge.outputs import image_grid, save_png, to_display
-from clipforge.registry import PluginError, Registry, build_registry, default_registry
-from clipforge.spec import Prompt, RunSpec, SpecError, load_spec
+from clipforge.outputs import image_grid, progress_bar, save_png, to_display
+from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
+from clipforge.spec import AnalysisSpec, ComponentRef, Prompt, RunSpec, SpecError, load_spec
 from clipforge.version import API_VERSION
 
 __version__ = "0.1.0"
 
 __all__ = [
     "API_VERSION",
+    "Analysis",
+    "AnalysisRun",
+    "AnalysisSpec",
     "AugmentContext",
     "Augmentation",
     "Backbone",
     "Callback",
     "Component",
+    "ComponentRef",
     "Engine",
     "InversionResult",
     "Judge",
@@ -48,6 +54,7 @@ __all__ = [
     "PluginError",
     "Prompt",
     "Registry",
+    "ResolvedSpec",
     "Regularizer",
     "RegularizerOptions",
     "Row",
@@ -64,6 +71,7 @@ __all__ = [
     "invert",
     "load_backbone",
     "load_spec",
+    "progress_bar",
     "option_error",
     "save_png",
     "to_display",

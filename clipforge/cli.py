@@ -1,4 +1,8 @@
-"""The ``clipforge`` command: invert, validate, schema, plugins.
+"""The ``clipforge`` command: invert, validate, schema, plugins, and one verb per installed analysis.
+
+The registry is built once per command, from the plugin flags (``--block``, ``--plugins``, ...),
+before the full command line is parsed: analyses are plugins, so their verbs come from it. A spec is
+checked against it exactly once (``Registry.resolve``), and the engine runs what that returned.
 
 Errors in what the user gave (a spec, a file, a plugin name) are printed as one line each, naming
 the place, with exit status 2 and no traceback (``--traceback`` shows it for debugging).
@@ -15,8 +19,8 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from clipforge.registry import PluginError, Registry, build_registry, check_components
-from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, load_spec
+from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry
+from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, load_analysis_spec, load_spec
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -34,23 +38,22 @@ def _registry(args: argparse.Namespace) -> Registry:
     return registry
 
 
-def _load(args: argparse.Namespace, registry: Registry) -> RunSpec:
+def _resolve(args: argparse.Namespace, registry: Registry) -> ResolvedSpec:
+    """Load the spec file (with ``--set``) and check it against the registry, once."""
     spec = load_spec(args.spec, args.set or [])
     try:
-        check_components(spec, registry)
+        return registry.resolve(spec)
     except SpecError as exc:
         raise SpecError(exc.problems, args.spec) from None
-    return spec
 
 
-def cmd_invert(args: argparse.Namespace) -> int:
+def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
     from clipforge.engine import Engine
 
-    registry = _registry(args)
-    spec = _load(args, registry)
+    resolved = _resolve(args, registry)
+    spec = resolved.spec
     out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}-{spec.hash()}"
-    engine = Engine(spec, registry=registry, out_dir=out_dir)
-    result = engine.run()
+    result = Engine(resolved, registry=registry, out_dir=out_dir).run()
     if result.interrupted:
         err.print(f"interrupted at step {result.steps_done}/{spec.steps}; current images saved in {out_dir}")
         return 130
@@ -62,52 +65,31 @@ def cmd_invert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    registry = _registry(args)
-    spec = _load(args, registry)
+def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
+    spec = _resolve(args, registry).spec
     images = len(spec.prompts) * len(spec.seeds)
     names = ", ".join(b.options.get("model", b.name) if b.options else b.name for b in spec.backbones)
     out.print(f"ok: {args.spec} is valid ({images} image(s), {spec.steps} steps, backbones: {names})")
     return 0
 
 
-ANALYSES = {
-    "probe": ("clipforge.analyses.probe", "ProbeSpec", "run_probe", "probe_table",
-              "attribute (bias) probe: proportions of attribute values in inversions, with 95%% intervals"),
-    "screen": ("clipforge.analyses.screen", "ScreenSpec", "run_screen", "screen_table",
-               "safety screen of inversions, with flag rates and the text-side similarity table"),
-    "compare": ("clipforge.analyses.compare", "CompareSpec", "run_compare", "compare_table",
-                "the same prompts and seeds on several backbones, scored by one judge"),
-    "blend": ("clipforge.analyses.blend", "BlendSpec", "run_blend", "blend_table",
-              "do inversions of combined prompts show both concepts?"),
-}
+def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
+    from clipforge.analysis import plan_analysis, run_analysis
 
-
-def cmd_analysis(args: argparse.Namespace) -> int:
-    import importlib
-
-    from clipforge.analyses.common import load_analysis_spec
-
-    module_name, spec_cls, run_fn, table_fn = ANALYSES[args.command][:4]
-    module = importlib.import_module(module_name)
-    registry = _registry(args)
+    entry = registry.get("analysis", args.command)
+    spec = load_analysis_spec(entry.cls.Options, args.spec)
     try:
-        spec = load_analysis_spec(getattr(module, spec_cls), args.spec)
-    except SpecError as exc:
-        raise SpecError(exc.problems, args.spec) from None
-    try:
-        spec.check(registry)
+        plan = plan_analysis(entry.cls(spec), registry)
     except SpecError as exc:
         raise SpecError(exc.problems, args.spec) from None
     if args.check:
         out.print(f"ok: {args.spec} is a valid {args.command} spec")
         return 0
     out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}"
-    try:
-        report = getattr(module, run_fn)(spec, out_dir, registry)
-    except SpecError as exc:
-        raise SpecError(exc.problems, args.spec) from None
-    out.print(getattr(module, table_fn)(report))
+    report = run_analysis(plan, out_dir, registry)
+    table = plan.analysis.table(report)
+    if table is not None:
+        out.print(table)
     out.print(f"report: {Path(out_dir) / 'report.md'}")
     return 0
 
@@ -142,13 +124,12 @@ def full_schema(registry: Registry) -> dict[str, Any]:
     return schema
 
 
-def cmd_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(full_schema(_registry(args)), indent=2))
+def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
+    print(json.dumps(full_schema(registry), indent=2))
     return 0
 
 
-def cmd_plugins(args: argparse.Namespace) -> int:
-    registry = _registry(args)
+def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
     if args.json:
         print(json.dumps({
             "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "hooks": p.hooks,
@@ -168,13 +149,22 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipforge", description="Invert CLIP models.")
+#: the verbs clipforge itself provides; an analysis cannot take one of these names
+COMMANDS = ("invert", "validate", "schema", "plugins")
+
+
+def _add_plugin_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block", action="append", metavar="PLUGIN", help="do not load this plugin (repeatable)")
     parser.add_argument("--plugins", metavar="A,B", help="load only these entry-point plugins")
     parser.add_argument("--no-autoload", action="store_true", help="load no entry-point plugins")
     parser.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal")
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+
+
+def build_parser(registry: Registry) -> argparse.ArgumentParser:
+    """The full command line: clipforge's own verbs and one per analysis in ``registry``."""
+    parser = argparse.ArgumentParser(prog="clipforge", description="Invert CLIP models.")
+    _add_plugin_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("invert", help="run the inversion described by a spec file")
@@ -189,9 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_validate)
 
-    for name, (*_, help_text) in ANALYSES.items():
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("spec", help=f"a JSON {name} spec")
+    for entry in sorted(registry.entries["analysis"].values(), key=lambda e: e.name):
+        if entry.name in COMMANDS:
+            err.print(f"warning: analysis {entry.name!r} from {entry.provider} is not available: "
+                      f"{entry.name!r} is a clipforge command")
+            continue
+        help_text = (entry.cls.description or f"the {entry.name} analysis").replace("%", "%%")
+        p = sub.add_parser(entry.name, help=help_text)
+        p.add_argument("spec", help=f"a JSON {entry.name} spec")
         p.add_argument("--out", help="output directory (must not exist or be empty)")
         p.add_argument("--check", action="store_true", help="validate the spec without running it")
         p.set_defaults(func=cmd_analysis)
@@ -199,16 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of run specs, with every installed plugin's options")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("plugins", help="list installed components and the plugins providing them")
+    p = sub.add_parser("plugins", help="list installed components and analyses, and the plugins providing them")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = argparse.ArgumentParser(add_help=False)
+    _add_plugin_flags(flags)
+    plugin_args, _ = flags.parse_known_args(argv)
     try:
-        return args.func(args)
+        registry = _registry(plugin_args)
+    except PluginError as exc:
+        err.print(f"error: {exc}")
+        return 2
+    args = build_parser(registry).parse_args(argv)
+    try:
+        return args.func(args, registry)
     except SpecError as exc:
         for line in exc.format().splitlines():
             err.print(f"error: {line}")

@@ -1,4 +1,4 @@
-"""Base classes for the five kinds of component a plugin can provide.
+"""Base classes for the kinds of component a plugin can provide.
 
 Every component has a ``name`` (how a spec refers to it) and a nested pydantic ``Options`` model
 that rejects unknown keys. The engine builds each component once per run and then calls its
@@ -21,6 +21,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from clipforge.spec import AnalysisSpec
+
 if TYPE_CHECKING:  # pragma: no cover
     from clipforge.spec import RunSpec
 
@@ -42,6 +44,7 @@ class Component:
     """Common base: a name, an options model, and the validated options."""
 
     kind: ClassVar[str] = ""
+    hook: ClassVar[str] = ""  # the hook that registers components of this kind
     name: ClassVar[str] = ""
     Options: ClassVar[type[Options]] = Options
 
@@ -109,6 +112,7 @@ class Backbone(Component):
     """
 
     kind = "backbone"
+    hook = "register_backbones"
     input_size: tuple[int, int] = (224, 224)
     interpolation: str = "bicubic"
 
@@ -138,6 +142,7 @@ class Parameterization(Component):
     """
 
     kind = "parameterization"
+    hook = "register_parameterizations"
 
     def __init__(
         self,
@@ -179,6 +184,7 @@ class Augmentation(Component):
     """A random transform of the (B * K, 3, H, W) copies, drawn through ``ctx``'s generators."""
 
     kind = "augmentation"
+    hook = "register_augmentations"
 
     def __call__(self, copies: torch.Tensor, ctx: AugmentContext) -> torch.Tensor:
         raise NotImplementedError
@@ -195,6 +201,7 @@ class Regularizer(Component):
     """
 
     kind = "regularizer"
+    hook = "register_regularizers"
     Options: ClassVar[type[Options]] = RegularizerOptions
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -287,6 +294,7 @@ class Callback(Component):
     """
 
     kind = "callback"
+    hook = "register_callbacks"
 
     def on_run_start(self, run: RunInfo) -> None:
         """Before the first step."""
@@ -307,10 +315,69 @@ class Callback(Component):
         return None
 
 
+@dataclass
+class AnalysisRun:
+    """What an analysis's inversions produced, handed to :meth:`Analysis.analyse`.
+
+    ``results`` holds one :class:`InversionResult` per inversion spec (keyed as in
+    ``inversion_specs()``), ``judge`` the spec's judge backbone, built on the device the inversions
+    ran on; ``specs`` the resolved run specs (their components ready to build without another
+    check) and ``registry`` the registry everything was found in.
+    """
+
+    results: dict[str, InversionResult]
+    judge: Backbone
+    specs: dict[str, Any]
+    registry: Any
+
+    @property
+    def result(self) -> InversionResult:
+        """The only result, for analyses with one inversion spec."""
+        (only,) = self.results.values()
+        return only
+
+
+class Analysis(Component):
+    """A study made of batches of inversions, judged and written up: a ``clipforge <name>`` verb.
+
+    Its ``Options`` is its spec model (a subclass of :class:`clipforge.AnalysisSpec`), read from the
+    JSON file the verb is given. :func:`clipforge.analysis.run_analysis` runs it: the inversions of
+    ``options.inversion_specs()`` under one progress bar with the analysis's ``callbacks()``; then
+    ``analyse()`` turns them into a report (a JSON-able dict, written as ``report.json``); then
+    ``write_report()`` writes ``report.md`` and its images; ``table()`` is what the terminal shows.
+    """
+
+    kind = "analysis"
+    hook = "register_analyses"
+    Options: ClassVar[type[AnalysisSpec]] = AnalysisSpec
+    description: ClassVar[str] = ""  # one line, for ``clipforge --help`` and ``clipforge plugins``
+
+    def progress_label(self) -> str:
+        """The progress bar's text."""
+        return f"{self.name}: inverting"
+
+    def callbacks(self, registry: Any) -> list["Callback"]:
+        """Extra callbacks for every inversion of the analysis (built from ``registry``)."""
+        return []
+
+    def analyse(self, run: AnalysisRun) -> dict[str, Any]:
+        """The report: a JSON-able dict (written as ``report.json``)."""
+        raise NotImplementedError
+
+    def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
+        """Write ``report.md`` (and any images or tables) into the output folder ``out``."""
+
+    def table(self, report: dict[str, Any]) -> Any:
+        """A short summary for the terminal (a string or a rich renderable), or None."""
+        return None
+
+
+#: every kind of component, with its base class: the one list of kinds
 KINDS: dict[str, type[Component]] = {
     "backbone": Backbone,
     "parameterization": Parameterization,
     "augmentation": Augmentation,
     "regularizer": Regularizer,
     "callback": Callback,
+    "analysis": Analysis,
 }

@@ -44,7 +44,7 @@ from clipforge.components import (
     StepState,
 )
 from clipforge import outputs
-from clipforge.registry import Registry, check_components, default_registry, resolved_spec
+from clipforge.registry import Registry, ResolvedSpec, default_registry
 from clipforge.spec import RunSpec, load_spec
 
 
@@ -154,7 +154,8 @@ def copy_losses(
 class Engine:
     """Builds a run's components from a spec and runs the loop.
 
-    :param spec: the run spec (a path, a dict or a :class:`RunSpec`).
+    :param spec: the run spec: a :class:`ResolvedSpec` (from :meth:`Registry.resolve`), or a path,
+        a dict or a :class:`RunSpec`, which is resolved here, once.
     :param registry: where components are looked up (default: the installed plugins).
     :param out_dir: where results are written; ``None`` keeps everything in memory.
     :param callbacks: extra callback objects (for notebooks and tests), besides the spec's.
@@ -162,15 +163,14 @@ class Engine:
 
     def __init__(
         self,
-        spec: RunSpec | dict[str, Any] | str | Path,
+        spec: ResolvedSpec | RunSpec | dict[str, Any] | str | Path,
         registry: Registry | None = None,
         out_dir: str | Path | None = None,
         callbacks: Sequence[Callback] = (),
     ) -> None:
         self.registry = registry or default_registry()
-        spec = load_spec(spec)
-        self.components = check_components(spec, self.registry)
-        self.spec = resolved_spec(spec, self.components)
+        self.resolved = spec if isinstance(spec, ResolvedSpec) else self.registry.resolve(load_spec(spec))
+        self.spec = self.resolved.spec
         self.spec_hash = self.spec.hash()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra_callbacks = list(callbacks)
@@ -178,10 +178,10 @@ class Engine:
     # ------------------------------------------------------------------ setup
 
     def _build(self) -> None:
-        spec, comps = self.spec, self.components
+        spec, comps = self.spec, self.resolved.components
         self.device = pick_device(spec.device)
         self.rows = make_rows(spec)
-        self.backbones: list[Backbone] = [entry.cls(opts, self.device) for entry, opts in comps["backbones"]]
+        self.backbones: list[Backbone] = [c.build(self.device) for c in comps["backbones"]]
         self.targets = [embed_targets(bb, spec, self.rows) for bb in self.backbones]
         perf = spec.performance
         self.encode = {}
@@ -190,17 +190,17 @@ class Engine:
                 bb.model.to(memory_format=torch.channels_last)
             self.encode[bb] = torch.compile(bb.encode_image, dynamic=False) if perf.compile else bb.encode_image
         self.generators = [torch.Generator().manual_seed(row.seed) for row in self.rows]
-        (p_entry, p_opts), = comps["parameterization"]
+        (param,) = comps["parameterization"]
         size = spec.size_at(0)
-        self.param: Parameterization = p_entry.cls(p_opts, len(self.rows), (size, size), self.generators, self.device)
-        self.augmentations: list[Augmentation] = [e.cls(o) for e, o in comps["augmentations"]]
-        self.regularizers: list[Regularizer] = [e.cls(o) for e, o in comps["regularizers"]]
+        self.param: Parameterization = param.build(len(self.rows), (size, size), self.generators, self.device)
+        self.augmentations: list[Augmentation] = [c.build() for c in comps["augmentations"]]
+        self.regularizers: list[Regularizer] = [c.build() for c in comps["regularizers"]]
         self.active_regularizers = [r for r in self.regularizers if getattr(r.options, "weight", 1.0) != 0]
         self.regularizer_names: list[str] = []  # metric keys: "tv", and "tv#2" for a second tv
         for r in self.active_regularizers:
             count = sum(n.split("#")[0] == r.name for n in self.regularizer_names)
             self.regularizer_names.append(r.name if count == 0 else f"{r.name}#{count + 1}")
-        self.callbacks: list[Callback] = [e.cls(o) for e, o in comps["callbacks"]] + self.extra_callbacks
+        self.callbacks: list[Callback] = [c.build() for c in comps["callbacks"]] + self.extra_callbacks
         self.run_info = RunInfo(
             spec=spec, rows=self.rows, device=self.device, out_dir=self.out_dir,
             spec_hash=self.spec_hash, total_steps=spec.steps,

@@ -73,10 +73,9 @@ def register_callbacks(register: Register) -> None:
     """
 
 
-HOOK_KINDS: dict[str, str] = {
-    "register_backbones": "backbone",
-    "register_parameterizations": "parameterization",
-    "register_augmentations": "augmentation",
-    "register_regularizers": "regularizer",
-    "register_callbacks": "callback",
-}
+@hookspec
+def register_analyses(register: Register) -> None:
+    """Register :class:`clipforge.Analysis` subclasses (studies run as ``clipforge <name> SPEC.json``).
+
+    :param register: call ``register(AnalysisClass)`` for each analysis.
+    """

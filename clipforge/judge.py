@@ -44,9 +44,7 @@ class Verdicts:
 def load_backbone(ref: ComponentRef | dict[str, Any] | str, device: torch.device | str = "cpu",
                   registry: Registry | None = None) -> Backbone:
     """Build a backbone outside a run, e.g. ``{"name": "open_clip", "options": {"model": "toyworld-judge"}}``."""
-    ref = ComponentRef.model_validate(ref)
-    entry = (registry or default_registry()).get("backbone", ref.name)
-    return entry.cls(entry.cls.Options.model_validate(ref.options), torch.device(device))
+    return (registry or default_registry()).build("backbone", ref, torch.device(device))
 
 
 class Judge:

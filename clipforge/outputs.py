@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import save_file
 
 from clipforge.components import InversionResult, RunInfo
@@ -40,6 +42,13 @@ def prepare_out_dir(path: Path) -> None:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise OutputExistsError(path)
     path.mkdir(parents=True, exist_ok=True)
+
+
+def progress_bar(*fields: ProgressColumn, disable: bool = False) -> Progress:
+    """clipforge's rich progress bar, on stderr: text, bar, steps done of total, any extra columns
+    (``fields``), elapsed time and time left. Used by the ``progress`` callback and by analyses."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *fields,
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=disable)
 
 
 def library_versions() -> dict[str, str]:

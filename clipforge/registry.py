@@ -50,6 +50,10 @@ def _is_builtin(entry: "ComponentEntry") -> bool:
     return entry.distribution == BUILTIN_DISTRIBUTION
 
 
+#: hook name -> the kind of component it registers (every kind's base class names its hook)
+HOOK_KINDS: dict[str, str] = {cls.hook: kind for kind, cls in KINDS.items()}
+
+
 class UnknownComponentError(PluginError):
     def __init__(self, kind: str, name: str, known: list[str]):
         self.kind, self.name, self.known = kind, name, known
@@ -113,6 +117,25 @@ class Registry:
 
     def all(self) -> list[ComponentEntry]:
         return [e for kind in KINDS for e in sorted(self.entries.get(kind, {}).values(), key=lambda e: e.name)]
+
+    def resolve(self, spec: RunSpec, where: str = "") -> ResolvedSpec:
+        """Check a run spec against this registry: find every component and validate its options
+        with the component's own model. This is the one place a spec's components are checked.
+
+        :param where: JSON path of the spec inside a larger one (an analysis's ``run``), to prefix
+            every problem's path with.
+        :raises SpecError: listing every problem, each with its JSON path.
+        """
+        return _resolve(self, spec, where)
+
+    def resolve_component(self, kind: str, ref: Any, where: str = "") -> ResolvedComponent:
+        """Find one component (a :class:`ComponentRef`, its dict, or a bare name) and validate its
+        options; ``where`` is its JSON path, for the error."""
+        return _resolve_component(self, kind, ref, where)
+
+    def build(self, kind: str, ref: Any, *args: Any) -> Any:
+        """Build one component outside a run (a judge's backbone, a screen's callback)."""
+        return self.resolve_component(kind, ref).build(*args)
 
 
 def _env_list(var: str) -> list[str]:
@@ -188,7 +211,7 @@ def build_registry(
 
     entries: dict[str, dict[str, ComponentEntry]] = {kind: {} for kind in KINDS}
     plugin_hooks: dict[str, list[str]] = {name: [] for name in dist_of}
-    for hook_name, kind in hookspecs.HOOK_KINDS.items():
+    for hook_name, kind in HOOK_KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             plugin_name = impl.plugin_name
             dist, version = dist_of.get(plugin_name, (None, None))
@@ -247,9 +270,9 @@ def _check_api_version(plugin: Any) -> None:
 def _check_hook_names(pm: pluggy.PluginManager, plugin: Any) -> None:
     """Catch misspelled hook implementations (``register_backbone`` for ``register_backbones``)."""
     for attr in dir(plugin):
-        if attr.startswith("register_") and attr not in hookspecs.HOOK_KINDS:
+        if attr.startswith("register_") and attr not in HOOK_KINDS:
             if callable(getattr(plugin, attr, None)) and hasattr(getattr(plugin, attr), "clipforge_impl"):
-                close = difflib.get_close_matches(attr, list(hookspecs.HOOK_KINDS), n=1)
+                close = difflib.get_close_matches(attr, list(HOOK_KINDS), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise PluginError(f"unknown hook {attr!r}{hint}")
 
@@ -257,7 +280,7 @@ def _check_hook_names(pm: pluggy.PluginManager, plugin: Any) -> None:
 def _make_entry(kind: str, cls: Any, plugin: str, dist: str | None, version: str | None) -> ComponentEntry:
     base = KINDS[kind]
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise PluginError(f"register_{kind}s registered {cls!r}, which is not a subclass of clipforge.{base.__name__}")
+        raise PluginError(f"{base.hook} registered {cls!r}, which is not a subclass of clipforge.{base.__name__}")
     if not getattr(cls, "name", ""):
         raise PluginError(f"{kind} class {cls.__name__} has no 'name'")
     options = getattr(cls, "Options", None)
@@ -265,6 +288,8 @@ def _make_entry(kind: str, cls: Any, plugin: str, dist: str | None, version: str
         raise PluginError(f"{kind} {cls.name!r} has no pydantic 'Options' model")
     if options.model_config.get("extra") != "forbid":
         raise PluginError(f"{kind} {cls.name!r}: Options must reject unknown keys (subclass clipforge.Options)")
+    if not issubclass(options, base.Options):
+        raise PluginError(f"{kind} {cls.name!r}: Options must subclass clipforge.{base.Options.__name__}")
     return ComponentEntry(kind, cls.name, cls, plugin, dist, version)
 
 
@@ -288,42 +313,72 @@ def reset_default_registry() -> None:
 # --------------------------------------------------------------------------- specs against the registry
 
 
-def check_components(spec: RunSpec, registry: Registry) -> dict[str, list[Any]]:
-    """Look up every named component and validate its options with the component's own model.
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """A component found in the registry, its options validated by its own model: ready to build."""
 
-    Returns, per component field, a list of ``(ComponentEntry, Options)``. Raises :class:`SpecError`
-    listing every problem, each with its JSON path.
-    """
+    entry: ComponentEntry
+    options: BaseModel
+
+    def build(self, *args: Any) -> Any:
+        """An instance: ``cls(options, *args)`` (a backbone takes the device, a parameterisation more)."""
+        return self.entry.cls(self.options, *args)
+
+    def ref(self) -> ComponentRef:
+        """The reference with every option filled in (defaults included), as a resolved spec shows it."""
+        return ComponentRef(name=self.entry.name, options=self.options.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A run spec checked against a registry, made by :meth:`Registry.resolve`: every component was
+    found and its options validated once. ``spec`` shows every option with its default filled in;
+    ``components`` holds, per component field of the spec, the components ready to build."""
+
+    spec: RunSpec
+    components: dict[str, list[ResolvedComponent]]
+
+
+def _prefixed(where: str, path: str) -> str:
+    if not where:
+        return path
+    return f"{where}{path}" if path.startswith("[") else f"{where}.{path}" if path else where
+
+
+def _resolve_component(registry: Registry, kind: str, ref: Any, where: str) -> ResolvedComponent:
+    try:
+        ref = ComponentRef.model_validate(ref)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc, where)) from None
+    try:
+        entry = registry.get(kind, ref.name)
+    except UnknownComponentError as exc:
+        raise SpecError([(_prefixed(where, "name"), str(exc))]) from None
+    try:
+        options = entry.cls.Options.model_validate(ref.options)
+    except ValidationError as exc:
+        raise SpecError([(p, f"{m} [{kind} {ref.name!r} from {entry.provider}]")
+                         for p, m in _problems(exc, _prefixed(where, "options"))]) from None
+    return ResolvedComponent(entry, options)
+
+
+def _resolve(registry: Registry, spec: RunSpec, where: str) -> ResolvedSpec:
     problems: list[tuple[str, str]] = []
-    resolved: dict[str, list[Any]] = {}
+    components: dict[str, list[ResolvedComponent]] = {}
     for field_name, kind in COMPONENT_FIELDS.items():
         value = getattr(spec, field_name)
         refs = value if isinstance(value, list) else [value]
-        resolved[field_name] = []
+        components[field_name] = []
         for i, ref in enumerate(refs):
-            path = f"{field_name}[{i}]" if isinstance(value, list) else field_name
+            path = _prefixed(where, f"{field_name}[{i}]" if isinstance(value, list) else field_name)
             try:
-                entry = registry.get(kind, ref.name)
-            except UnknownComponentError as exc:
-                problems.append((f"{path}.name", str(exc)))
-                continue
-            try:
-                options = entry.cls.Options.model_validate(ref.options)
-            except ValidationError as exc:
-                problems.extend((p, f"{m} [{kind} {ref.name!r} from {entry.provider}]")
-                                for p, m in _problems(exc, f"{path}.options"))
-                continue
-            resolved[field_name].append((entry, options))
+                components[field_name].append(_resolve_component(registry, kind, ref, path))
+            except SpecError as exc:
+                problems.extend(exc.problems)
     if problems:
         raise SpecError(problems)
-    return resolved
-
-
-def resolved_spec(spec: RunSpec, components: dict[str, list[Any]]) -> RunSpec:
-    """The spec with every component's options filled in with their defaults."""
     update: dict[str, Any] = {}
-    for field_name in COMPONENT_FIELDS:
-        refs = [ComponentRef(name=entry.name, options=opts.model_dump(mode="json"))
-                for entry, opts in components[field_name]]
+    for field_name, resolved in components.items():
+        refs = [c.ref() for c in resolved]
         update[field_name] = refs if isinstance(getattr(spec, field_name), list) else refs[0]
-    return spec.model_copy(update=update)
+    return ResolvedSpec(spec.model_copy(update=update), components)

@@ -4,8 +4,7 @@ Every default reproduces the paper's setup (../shared/PAPER.md): a spec that giv
 inverts it on OpenAI's ViT-B/16 exactly as the authors did. Components (backbones, the
 parameterisation, augmentations, regularisers, callbacks) are named, and their options are
 validated by the component's own ``Options`` model in a second pass
-(:func:`clipforge.registry.check_components`), so
-every error carries the JSON path where it happened, e.g. ``regularizers[1].options.weight``.
+(:meth:`clipforge.registry.Registry.resolve`), so every error carries the JSON path where it happened, e.g. ``regularizers[1].options.weight``.
 """
 
 from __future__ import annotations
@@ -14,10 +13,9 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-
 
 
 class SpecError(Exception):
@@ -296,7 +294,7 @@ def _problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]
 
 
 def parse_spec(data: Any, source: str | None = None) -> RunSpec:
-    """Validate the spec's own structure (component options are checked by :func:`check_components`).
+    """Validate the spec's own structure (component options are checked by ``Registry.resolve``).
 
     Relative image paths are taken relative to the spec file's folder.
     """
@@ -403,3 +401,55 @@ def load_spec(
         except SpecError as exc:
             raise SpecError(exc.problems, name) from None
     return parse_spec(data, name)
+
+
+# --------------------------------------------------------------------------- analyses
+
+
+class AnalysisSpec(StrictModel):
+    """Fields every analysis spec has (an analysis's ``Options``). ``run`` holds inversion settings
+    (any run-spec field but ``prompts`` and ``seeds``, which the analysis fills in)."""
+
+    run: dict[str, Any] = Field(default_factory=dict, description="Inversion settings, as in a run spec.")
+    seeds: int | list[int] = Field(4, description="Seeds per prompt: a count (0..N-1) or a list.")
+    judge: ComponentRef = Field(description="The held-out backbone that judges the inversions.")
+    output_dir: str | None = Field(None, description="Where the report goes, unless --out says otherwise.")
+
+    @field_validator("run")
+    @classmethod
+    def _no_prompts(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in ("prompts", "seeds"):
+            if key in value:
+                raise ValueError(f"'run' must not set {key!r}: the analysis sets it")
+        return value
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def run_spec(self, prompts: Sequence[Any], backbones: list[dict[str, Any]] | None = None,
+                 where: str = "run") -> RunSpec:
+        """The run spec of ``prompts`` over this spec's seeds; errors name their path under ``where``."""
+        data = {**self.run, "prompts": list(prompts), "seeds": self.seed_list(), "callbacks": []}
+        if backbones is not None:
+            data["backbones"] = backbones
+        try:
+            return parse_spec(data)
+        except SpecError as exc:
+            raise SpecError([(f"{where}.{p}" if p else where, m) for p, m in exc.problems]) from None
+
+    def inversion_specs(self) -> dict[str, RunSpec]:
+        """The run specs this analysis inverts, by the spec path that configures them (``run`` for
+        the ``prompts`` field; an analysis with several runs overrides this)."""
+        return {"run": self.run_spec(getattr(self, "prompts"))}
+
+
+def load_analysis_spec(cls: type[AnalysisSpec], source: str | Path | dict[str, Any]) -> AnalysisSpec:
+    """An analysis spec from a JSON file (or a dict), its errors with their JSON paths and file."""
+    name = None if isinstance(source, dict) else str(source)
+    data = source if isinstance(source, dict) else read_spec_file(source)
+    if not isinstance(data, dict):
+        raise SpecError([("", f"a spec must be a JSON object, not {type(data).__name__}")], name)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc), name) from None

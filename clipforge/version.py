@@ -1,5 +1,7 @@
 """The version of clipforge's public API, in a module that imports nothing, so that every part of
 clipforge (and a plugin's tests) can read it without importing the rest."""
 
-#: "MAJOR.MINOR": the major number changes when a name of ``clipforge.__all__`` changes incompatibly
-API_VERSION = "1.0"
+#: "MAJOR.MINOR": the major number changes when a name of ``clipforge.__all__`` changes incompatibly,
+#: the minor number when names are added (1.1: analyses as plugins, ``Analysis``, ``AnalysisSpec``,
+#: ``AnalysisRun``, ``clipforge.analysis``, ``progress_bar``; ``Registry.resolve`` and ``build``)
+API_VERSION = "1.1"

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from clipforge import Options, Parameterization, hookimpl
 
-CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 # Square root of the colour correlation of ImageNet images (from an SVD): mixing three independent
 # channels through it gives colours that co-vary as in natural images.

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from clipforge import Callback, Options, RunInfo, hookimpl
 
-CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 
 class MetricsOptions(Options):

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from clipforge import Backbone, Options, hookimpl, option_error
 
-CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from clipforge import Options, Parameterization, draw_per_image, hookimpl
 
-CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 
 class PixelOptions(Options):

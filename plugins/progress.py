@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 
-from clipforge import Callback, Options, RunInfo, hookimpl
+from clipforge import Callback, Options, RunInfo, hookimpl, progress_bar
 
-CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 
 class ProgressOptions(Options):
@@ -28,11 +27,7 @@ class ProgressBar(Callback):
     def on_run_start(self, run: RunInfo) -> None:
         if self.options.disable:
             return
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  sim {task.fields[sim]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-        )
+        self.progress = progress_bar(TextColumn("loss {task.fields[loss]}  sim {task.fields[sim]}"))
         label = f"{len(run.rows)} image{'s' if len(run.rows) != 1 else ''}"
         self.task = self.progress.add_task(f"inverting {label}", total=run.total_steps, loss="-", sim="-")
         self.progress.start()

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from clipforge import Callback, Judge, Options, RunInfo, Screened, hookimpl, load_backbone
 
-CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 DEFAULT_CONCEPTS = ["nudity", "a naked person", "sexual content", "pornography", "graphic violence", "gore"]
 

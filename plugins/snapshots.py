@@ -8,7 +8,7 @@ from pydantic import Field
 
 from clipforge import Callback, Options, RunInfo, StepState, hookimpl, image_grid, save_png, to_display
 
-CLIPFORGE_API = "1.0"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 
 class SnapshotOptions(Options):

@@ -55,7 +55,7 @@ def registry_with(*classes: type) -> "clipforge.Registry":
     hooks: components that only this registry knows."""
     hooks: dict[str, list[type]] = {}
     for cls in classes:
-        hooks.setdefault(f"register_{cls.kind}s", []).append(cls)
+        hooks.setdefault(cls.hook, []).append(cls)
 
     def hook(found: list[type]):
         def register_all(register):

@@ -10,11 +10,11 @@ from safetensors.torch import load_file
 
 import clipforge
 from clipforge import Judge, invert
-from clipforge.analyses.blend import BlendSpec, present_against_controls, run_blend
-from clipforge.analyses.common import mean_interval, sign_test, wilson_interval
-from clipforge.analyses.compare import CompareSpec, candidate_captions, paired_comparison, rank_backbones, run_compare
-from clipforge.analyses.probe import ProbeSpec, run_probe
-from clipforge.analyses.screen import ScreenSpec, run_screen
+from clipforge.analysis import candidate_captions, mean_interval, plan_analysis, run_analysis, sign_test, wilson_interval
+from clipforge_plugins.analysis_blend import Blend, BlendSpec, present_against_controls
+from clipforge_plugins.analysis_compare import Compare, CompareSpec, paired_comparison, rank_backbones
+from clipforge_plugins.analysis_probe import Probe, ProbeSpec
+from clipforge_plugins.analysis_screen import Screen, ScreenSpec
 from clipforge.cli import main
 from clipforge.judge import Verdicts
 from conftest import DimOnlyHere, registry_with, tiny_backbone, tiny_spec_dict
@@ -87,7 +87,7 @@ def test_load_backbone_builds_on_the_device_asked_for():
 def test_probe_report(tmp_path):
     spec = ProbeSpec(run=RUN, seeds=3, judge=JUDGE, prompts=["a nurse", "a pilot"], attribute="colour",
                      values={"red": "a red thing", "blue": ["a blue thing", "something blue"]})
-    report = run_probe(spec, tmp_path / "probe", show_progress=False)
+    report = run_analysis(Probe(spec), tmp_path / "probe", show_progress=False)
     for prompt in ("a nurse", "a pilot"):
         entry = report["prompts"][prompt]
         assert entry["images"] == 3 and sum(entry["counts"].values()) == 3
@@ -215,7 +215,7 @@ def np_image(path):
 def test_screen_analysis_reports_flag_rates_and_text_table(tmp_path):
     spec = ScreenSpec(run=RUN, seeds=2, judge=JUDGE, prompts=["a calm landscape", "a calm seascape"],
                       concepts=["a checkerboard"], threshold=-10.0, words=["zorblax", "circle"])
-    report = run_screen(spec, tmp_path / "screen", show_progress=False)
+    report = run_analysis(Screen(spec), tmp_path / "screen", show_progress=False)
     assert report["flag_rates"]["a calm landscape"]["rate"] == 1.0
     assert set(report["text_similarity"]) == {"a calm landscape", "a calm seascape", "zorblax", "circle"}
     assert "Text-side similarity" in (tmp_path / "screen" / "report.md").read_text()
@@ -224,7 +224,7 @@ def test_screen_analysis_reports_flag_rates_and_text_table(tmp_path):
 def test_compare_and_blend(tmp_path):
     spec = CompareSpec(run=RUN, seeds=2, judge=JUDGE, prompts=["a cat", "a dog"],
                        backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
-    report = run_compare(spec, tmp_path / "compare", show_progress=False)
+    report = run_analysis(Compare(spec), tmp_path / "compare", show_progress=False)
     assert set(report["results"]) == {"small", "other"} and sorted(report["ranking"]) == ["other", "small"]
     # the figures agree with the same inversions judged independently, image by image
     captions = candidate_captions(spec.captions, spec.prompts)
@@ -244,7 +244,7 @@ def test_compare_and_blend(tmp_path):
     assert pair["sign_test_p"] == pytest.approx(sign_test(only_higher, only_lower))
     assert "Neighbours in the ranking" in (tmp_path / "compare" / "report.md").read_text()
     assert report["results"]["small"]["images"] == 4
-    blend = run_blend(BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")]), tmp_path / "blend",
+    blend = run_analysis(Blend(BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")])), tmp_path / "blend",
                       show_progress=False)
     assert set(blend["summary"]) == {"a", "b", "blend"}
     assert (tmp_path / "blend" / "pair_00.png").exists()
@@ -255,14 +255,14 @@ TOY_PROMPTS = ["a red circle on a white background", "a blue square on a black b
 
 def test_compare_reports_the_analytic_judge_on_toyworld_prompts(tmp_path, monkeypatch):
     """Every image is read as the first prompt's object: half the images are right, for both backbones."""
-    from clipforge.analyses import compare
+    from clipforge_plugins import analysis_compare as compare
     from clipforge.toyworld.analytic_judge import Reading
 
     reading = Reading("white", "red", "circle", 0.9, 0.1)
     monkeypatch.setattr(compare, "read_images", lambda images: [reading] * len(images))
     spec = CompareSpec(run=RUN, seeds=2, judge=JUDGE, prompts=TOY_PROMPTS, rank_by="analytic_accuracy",
                        backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
-    report = run_compare(spec, tmp_path / "compare", show_progress=False)
+    report = run_analysis(Compare(spec), tmp_path / "compare", show_progress=False)
     for label in ("small", "other"):
         result = report["results"][label]
         assert result["analytic_accuracy"] == 0.5
@@ -279,7 +279,7 @@ def test_compare_ranks_by_the_analytic_judge_only_on_toyworld_prompts():
 
 
 def test_probe_reads_toyworld_colours_with_the_analytic_judge(tmp_path, monkeypatch):
-    from clipforge.analyses import probe
+    from clipforge_plugins import analysis_probe as probe
     from clipforge.toyworld.analytic_judge import Reading
 
     colours = iter(["red", "red", "blue", None, "green", "red"])  # 3 seeds x 2 prompts, in row order
@@ -287,7 +287,7 @@ def test_probe_reads_toyworld_colours_with_the_analytic_judge(tmp_path, monkeypa
         Reading("gray", next(colours), None, 0.0, 0.0) for _ in range(len(images))])
     spec = ProbeSpec(run=RUN, seeds=3, judge=JUDGE, prompts=["a ball", "a marble"], attribute="colour",
                      values={"red": "a red thing", "blue": "a blue thing"})
-    report = run_probe(spec, tmp_path / "probe", show_progress=False)
+    report = run_analysis(Probe(spec), tmp_path / "probe", show_progress=False)
     ball, marble = report["prompts"]["a ball"]["analytic"], report["prompts"]["a marble"]["analytic"]
     assert ball["counts"] == {"red": 2, "blue": 1, "none of these": 0}
     assert marble["counts"] == {"red": 1, "blue": 0, "none of these": 2}
@@ -327,7 +327,7 @@ def test_blend_presence_against_controls(tmp_path):
     assert present_against_controls(sims, 0, [2, 3]).tolist() == [True, False, False]  # a tie is not presence
     assert present_against_controls(sims, 1, [2, 3]).tolist() == [False, True, False]
     spec = BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")], controls=["a car", "a tree"])
-    report = run_blend(spec, tmp_path / "blend", show_progress=False)
+    report = run_analysis(Blend(spec), tmp_path / "blend", show_progress=False)
     assert report["pairs"][0]["controls"] == ["a car", "a tree"] and report["top_k"] is None
     assert "closer to it than to every control caption" in (tmp_path / "blend" / "report.md").read_text()
     assert report["pairs"][0]["concepts"] == ["a cat", "a dog"]
@@ -344,7 +344,7 @@ def test_blend_presence_against_controls(tmp_path):
         assert entry["b_present"] == pytest.approx(float(has_b[rows].float().mean()))
         assert entry["both_present"] == int((has_a[rows] & has_b[rows]).sum())
     world = BlendSpec(run=RUN, seeds=1, judge=JUDGE, pairs=[("a red circle", "a blue square")], controls="toyworld")
-    report = run_blend(world, None, show_progress=False)
+    report = run_analysis(Blend(world), None, show_progress=False)
     assert len(report["pairs"][0]["controls"]) == 12 and "a green triangle" in report["pairs"][0]["controls"]
     assert report["summary"]["blend"]["images"] == 1
 
@@ -374,11 +374,11 @@ def test_analysis_cli_errors_name_the_place(tmp_path, capsys):
     assert "seeds" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- shared helpers (analyses/common.py)
+# --------------------------------------------------------------------------- shared helpers (clipforge/analysis.py)
 
 
 def test_mean_interval_and_with_ci_against_hand_computed_values():
-    from clipforge.analyses.common import with_ci
+    from clipforge.analysis import with_ci
 
     mean, lo, hi = mean_interval([1.0, 2.0, 3.0, 4.0])  # sd 1.2910, half = 1.96 * sd / 2
     assert mean == 2.5 and lo == pytest.approx(2.5 - 1.2652, abs=1e-4) and hi == pytest.approx(2.5 + 1.2652, abs=1e-4)
@@ -397,7 +397,7 @@ def test_wilson_interval_of_a_single_trial(k, n, low, high):
 
 
 def test_report_writers_write_exactly_this(tmp_path):
-    from clipforge.analyses.common import markdown_table, write_csv, write_grid
+    from clipforge.analysis import markdown_table, write_csv, write_grid
     from clipforge.outputs import write_json
 
     assert markdown_table(["a", "b"], [[1, 0.5], ["x", 2.25]]) == (
@@ -421,18 +421,18 @@ def test_seed_list_from_a_count_or_a_list():
 
 
 def test_analysis_check_names_the_place_of_each_problem(tmp_path):
-    from clipforge.analyses.common import load_analysis_spec
+    from clipforge.analysis import load_analysis_spec
     from clipforge.spec import SpecError
 
     registry = clipforge.default_registry()
     bad_run = ProbeSpec(judge=JUDGE, prompts=["x"], run={"regularizers": [{"name": "tv", "options": {"wieght": 1}}]})
     with pytest.raises(SpecError, match=r"run\.regularizers\[0\]\.options\.wieght"):
-        bad_run.check(registry)
+        plan_analysis(Probe(bad_run), registry)
     bad_judge = ProbeSpec(judge={"name": "open_clip", "options": {"modle": "x"}}, prompts=["x"])
     with pytest.raises(SpecError, match=r"judge\.options\.modle"):
-        bad_judge.check(registry)
+        plan_analysis(Probe(bad_judge), registry)
     with pytest.raises(SpecError, match=r"judge\.name: unknown backbone 'no_such'"):
-        ProbeSpec(judge={"name": "no_such"}, prompts=["x"]).check(registry)
+        plan_analysis(Probe(ProbeSpec(judge={"name": "no_such"}, prompts=["x"])), registry)
     with pytest.raises(SpecError, match=r"^run\.steps: "):
         ProbeSpec(judge=JUDGE, prompts=["x"], run={"steps": -1}).run_spec(["x"])
     path = tmp_path / "probe.json"
@@ -445,25 +445,27 @@ def test_analysis_check_names_the_place_of_each_problem(tmp_path):
     assert str(info.value).startswith("seeds")  # a dict has no file name to show
     bad_backbone = CompareSpec(judge=JUDGE, prompts=["x"], backbones={"ok": JUDGE, "small": {"name": "no_such"}})
     with pytest.raises(SpecError, match=r"^backbones\.small\.backbones\[0\]\.name: unknown backbone"):
-        bad_backbone.check(registry)
+        plan_analysis(Compare(bad_backbone), registry)
 
 
 def test_analyses_use_the_registry_they_are_given():
-    from clipforge.analyses.common import run_inversions
-
     registry = registry_with(DimOnlyHere)
     spec = ProbeSpec(judge=JUDGE, prompts=["x"], seeds=1, run={**RUN, "steps": 1, "regularizers": ["dim_only_here"]})
-    result = run_inversions(spec.inversion_specs()["run"], registry, None)
-    assert "dim_only_here" in result.metrics[-1]["regularizers"]
+    with pytest.raises(clipforge.SpecError, match="unknown regularizer 'dim_only_here'"):
+        plan_analysis(Probe(spec), clipforge.default_registry())
+    plan = plan_analysis(Probe(spec), registry)
+    assert plan.specs["run"].spec.regularizers[0].name == "dim_only_here"
+    report = run_analysis(plan, None, registry, show_progress=False)
+    assert report["analysis"] == "probe" and len(report["images"]) == 1
 
 
 def test_shared_progress_counts_every_step_of_every_inversion(capsys):
-    from clipforge.analyses.common import SharedProgress, run_inversions
+    from clipforge.analysis import SharedProgress
 
     spec = ProbeSpec(judge=JUDGE, prompts=["x"], seeds=1, run={**RUN, "steps": 2}).inversion_specs()["run"]
     with SharedProgress(4, "probing things", enabled=True) as bar:
-        run_inversions(spec, None, bar)
-        run_inversions(spec, None, bar)
+        invert(spec, callbacks=[bar.callback()])
+        invert(spec, callbacks=[bar.callback()])
         assert bar.progress.tasks[0].completed == 4
     err = capsys.readouterr().err
     assert "probing things" in err and "4/4" in err

@@ -11,6 +11,7 @@ options that make it act in ``ACTIVE_OPTIONS``.
 
 from __future__ import annotations
 
+import json
 import types
 from typing import Any
 
@@ -21,6 +22,9 @@ from pydantic import Field, ValidationError
 
 import clipforge
 from clipforge import (
+    Analysis,
+    AnalysisRun,
+    AnalysisSpec,
     AugmentContext,
     Augmentation,
     Backbone,
@@ -47,7 +51,14 @@ MODEL_SIZE = (24, 24)  # the backbone input size augmentations are told about (i
 COPIES = 3
 
 # Minimal values for Options with required fields, by (kind, name).
-REQUIRED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {}  # every built-in has defaults for all
+# Analyses' specs always name what to invert and the judge.
+_JUDGE = {"name": "open_clip", "options": {"config": TINY_CONFIG}}
+REQUIRED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("analysis", "probe"): {"judge": _JUDGE, "prompts": ["a cat"]},
+    ("analysis", "screen"): {"judge": _JUDGE, "prompts": ["a cat"], "concepts": ["a dog"]},
+    ("analysis", "compare"): {"judge": _JUDGE, "prompts": ["a cat"], "backbones": {"a": _JUDGE, "b": _JUDGE}},
+    ("analysis", "blend"): {"judge": _JUDGE, "pairs": [["a cat", "a dog"]]},
+}
 # Options that make a component act, for the behaviour tests (defaults otherwise).
 ACTIVE_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("augmentation", "color_shift"): {"mean": 0.1, "std": 0.1},
@@ -420,3 +431,37 @@ def test_hook_register_callbacks(monkeypatch):
     assert [v for k, v in calls if k == "on_step_end"] == [1, 2, 3, 4]
     assert [v for k, v in calls if k == "on_metrics"] == [[1, 2], [3, 4]]
     assert ("screen", True) in calls
+
+
+class BrightnessSpec(AnalysisSpec):
+    prompts: list[str] = Field(min_length=1, description="Prompts to invert.")
+
+
+class MeanBrightnessStudy(Analysis):
+    """A fake analysis: how bright are the inversions of each prompt?"""
+
+    name = "fake_brightness_study"
+    description = "mean brightness of inversions"
+    Options = BrightnessSpec
+
+    def analyse(self, run: AnalysisRun) -> dict[str, Any]:
+        result = run.result
+        return {"brightness": {p: result.images[[r.index for r in result.rows if r.prompt_index == i]].mean().item()
+                               for i, p in enumerate(self.options.prompts)},
+                "judge_dim": int(run.judge.encode_text(["x"]).shape[-1])}
+
+    def write_report(self, report, run, out):
+        (out / "report.md").write_text(f"# Brightness\n\n{report['brightness']}\n", encoding="utf-8")
+
+
+def test_hook_register_analyses(tmp_path):
+    from clipforge.analysis import run_analysis
+
+    registry = registry_with("fake_analyses", "register_analyses", MeanBrightnessStudy)
+    spec = BrightnessSpec(prompts=["a red circle", "a blue square"], seeds=2, judge=_JUDGE,
+                          run={k: v for k, v in short_spec().items() if k not in ("prompts", "seeds")})
+    report = run_analysis(MeanBrightnessStudy(spec), tmp_path / "study", registry, show_progress=False)
+    assert report["analysis"] == "fake_brightness_study" and set(report["brightness"]) == set(spec.prompts)
+    assert all(0 <= v <= 1 for v in report["brightness"].values()) and report["judge_dim"] > 0
+    assert json.loads((tmp_path / "study" / "report.json").read_text()) == report
+    assert (tmp_path / "study" / "report.md").read_text().startswith("# Brightness")

@@ -12,6 +12,7 @@ import pytest
 
 import clipforge
 from clipforge import hookspecs
+from clipforge.registry import HOOK_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "plugins.md"
@@ -29,10 +30,19 @@ def hooks() -> dict[str, str]:
 
 
 def test_the_hooks_are_the_ones_the_registry_knows():
-    assert set(hooks()) == set(hookspecs.HOOK_KINDS)
+    assert set(hooks()) == set(HOOK_KINDS)
 
 
-@pytest.mark.parametrize("hook", sorted(hookspecs.HOOK_KINDS))
+def test_the_kinds_of_component_are_listed_once():
+    """``components.KINDS`` is the list; the hooks and the run spec's component fields follow it."""
+    from clipforge.components import KINDS
+    from clipforge.spec import COMPONENT_FIELDS
+
+    assert sorted(HOOK_KINDS.values()) == sorted(KINDS)
+    assert set(COMPONENT_FIELDS.values()) == set(KINDS) - {"analysis"}  # analyses are not part of a run
+
+
+@pytest.mark.parametrize("hook", sorted(HOOK_KINDS))
 def test_every_hook_is_documented_with_its_signature(hook):
     assert hooks()[hook] in DOCS.read_text(encoding="utf-8"), f"docs/plugins.md lacks {hooks()[hook]}"
 
@@ -46,7 +56,7 @@ def defined_test_functions() -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("hook", sorted(hookspecs.HOOK_KINDS))
+@pytest.mark.parametrize("hook", sorted(HOOK_KINDS))
 def test_every_hook_has_its_own_test(hook):
     assert f"test_hook_{hook}" in defined_test_functions(), f"no test function named test_hook_{hook} in tests/"
 
@@ -67,7 +77,7 @@ def test_example_specs_are_valid(spec: str, capsys) -> None:
     from clipforge.cli import main
 
     name = Path(spec).stem
-    verb = next((v for v in ("probe", "screen", "compare", "blend") if name.startswith(v)), None)
+    verb = next((v for v in clipforge.default_registry().names("analysis") if name.startswith(v)), None)
     argv = [verb, str(EXAMPLES / spec), "--check"] if verb else ["validate", str(EXAMPLES / spec)]
     assert main(argv) == 0, capsys.readouterr().err
 
@@ -92,10 +102,13 @@ BUILT_INS = sorted(p for p in (ROOT / "plugins").glob("*.py") if p.name != "__in
 @pytest.mark.parametrize("path", BUILT_INS, ids=lambda p: p.name)
 def test_built_in_plugins_use_only_public_names(path):
     """A built-in is written as a third party would write it: against ``clipforge``'s ``__all__``
-    (and the offline world's, ``clipforge.toyworld.__all__``), never against internals."""
+    (and that of the analysis tools, ``clipforge.analysis``, and of the offline world,
+    ``clipforge.toyworld``), never against internals."""
+    import clipforge.analysis
     import clipforge.toyworld
 
-    public = {"clipforge": set(clipforge.__all__), "clipforge.toyworld": set(clipforge.toyworld.__all__)}
+    public = {"clipforge": set(clipforge.__all__), "clipforge.analysis": set(clipforge.analysis.__all__),
+              "clipforge.toyworld": set(clipforge.toyworld.__all__)}
     for module, names in clipforge_imports(path):
         assert module in public, f"{path.name} imports the internal module {module}"
         assert set(names) <= public[module], f"{path.name} imports non-public {set(names) - public[module]}"

@@ -190,17 +190,41 @@ def test_plugins_command_lists_components(capsys):
     assert regs["distribution"] == "clipforge" and regs["hooks"] == ["register_regularizers"]
 
 
-def test_builtin_plugins_use_only_the_public_api():
-    import pathlib
-    import re
+BUILTIN_ANALYSES = {"probe", "screen", "compare", "blend"}
 
-    folder = pathlib.Path(__file__).parent.parent / "plugins"
-    for path in folder.glob("*.py"):
-        for line in path.read_text().splitlines():
-            m = re.match(r"\s*(?:from|import) (clipforge[\w.]*)", line)
-            if m:
-                assert m.group(1) in ("clipforge", "clipforge.toyworld", "clipforge.toyworld.models",
-                                      "clipforge.toyworld.tokenizer"), (path.name, line)
+
+def test_analyses_are_plugins_listed_as_verbs(capsys):
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    analyses = {c["name"]: (p["name"], p["distribution"], p["hooks"])
+                for p in data["plugins"] for c in p["components"] if c["kind"] == "analysis"}
+    assert BUILTIN_ANALYSES <= set(analyses)
+    for name in BUILTIN_ANALYSES:
+        assert analyses[name] == (name, "clipforge", ["register_analyses"])
+    assert main(["plugins"]) == 0 and "analysis" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    usage = capsys.readouterr().out
+    assert all(verb in usage for verb in BUILTIN_ANALYSES) and "attribute (bias) probe" in usage
+    # blocked, an analysis is no verb at all
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--block", "probe", "probe", "x.json", "--check"])
+    assert exit_info.value.code == 2 and "invalid choice: 'probe'" in capsys.readouterr().err
+
+
+def test_an_analysis_cannot_take_the_name_of_a_command(monkeypatch, capsys, tmp_path):
+    from conftest import registry_with
+
+    class Shadow(clipforge.Analysis):
+        name = "validate"
+
+    monkeypatch.setattr(clipforge.cli, "build_registry", lambda **_: registry_with(Shadow))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_spec_dict()))
+    assert main(["validate", str(spec)]) == 0  # clipforge's own command, not the analysis
+    captured = capsys.readouterr()
+    assert "is valid" in captured.out
+    assert "analysis 'validate' from plugin 'extra' is not available: 'validate' is a clipforge command" in captured.err
 
 
 @pytest.mark.parametrize("declared, ok", [("1.0", True), ("1.99", False), ("2.0", False), ("0.9", False),

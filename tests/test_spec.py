@@ -4,7 +4,6 @@ import pytest
 
 from clipforge import RunSpec, SpecError, default_registry, load_spec
 from clipforge.cli import full_schema, main
-from clipforge.registry import check_components, resolved_spec
 from clipforge.spec import apply_overrides
 
 
@@ -69,7 +68,7 @@ def test_every_problem_is_reported(tmp_path, capsys, tiny_spec):
 
 def test_prompt_only_spec_is_the_paper_setup():
     spec = load_spec({"prompts": ["a dog"]})
-    resolved = resolved_spec(spec, check_components(spec, default_registry()))
+    resolved = default_registry().resolve(spec).spec
     assert resolved.backbones[0].name == "open_clip"
     assert resolved.backbones[0].options["model"] == "ViT-B-16"
     assert resolved.backbones[0].options["pretrained"] == "openai"
@@ -212,17 +211,17 @@ def test_overrides_create_nested_objects_and_start_lists_from_their_defaults():
                                     {"name": "l1", "options": {"weight": 0.5}}]
 
 
-def test_check_components_reports_every_problem_with_its_path():
+def test_resolve_reports_every_problem_with_its_path():
     spec = RunSpec(prompts=["a"], parameterization="no_such", regularizers=["nope", {"name": "tv", "options": {"w": 1}}])
     with pytest.raises(SpecError) as info:
-        check_components(spec, default_registry())
+        default_registry().resolve(spec)
     paths = [p for p, _ in info.value.problems]
     assert paths == ["parameterization.name", "regularizers[0].name", "regularizers[1].options.w"]
 
 
 def test_resolved_options_are_plain_json():
     spec = RunSpec(prompts=["a"], augmentations=[{"name": "random_affine"}])
-    resolved = resolved_spec(spec, check_components(spec, default_registry()))
+    resolved = default_registry().resolve(spec).spec
     options = resolved.augmentations[0].options
     assert isinstance(options["scale"], list) and json.loads(json.dumps(options)) == options
 
@@ -270,3 +269,58 @@ def test_format_loc():
     from clipforge.spec import format_loc
 
     assert format_loc(("a", 0, "b")) == "a[0].b" and format_loc(("b",), "x") == "x.b"
+
+
+# --------------------------------------------------------------------------- one check per command
+
+
+@pytest.fixture
+def checks(monkeypatch):
+    """Every run spec parsed (``parse_spec``) and checked against the registry (``Registry.resolve``)
+    from now on, as ("parse" | "resolve", JSON path of the run spec in its file)."""
+    import clipforge.spec
+    from clipforge.registry import Registry
+
+    seen: list[tuple[str, str]] = []
+    parse, resolve = clipforge.spec.parse_spec, Registry.resolve
+
+    def parse_spy(data, source=None):
+        seen.append(("parse", ""))
+        return parse(data, source)
+
+    def resolve_spy(self, spec, where=""):
+        seen.append(("resolve", where))
+        return resolve(self, spec, where)
+
+    monkeypatch.setattr(clipforge.spec, "parse_spec", parse_spy)
+    monkeypatch.setattr(Registry, "resolve", resolve_spy)
+    return seen
+
+
+def _analysis_specs():
+    from conftest import tiny_backbone
+
+    run = {"backbones": [tiny_backbone(0)], "steps": 2, "copies": 2, "resolution": [{"step": 0, "size": 32}],
+           "callbacks": []}
+    judge = tiny_backbone(1)
+    return {
+        "probe": {"run": run, "seeds": 1, "judge": judge, "prompts": ["a cat"]},
+        "compare": {"run": run, "seeds": 1, "judge": judge, "prompts": ["a cat"],
+                    "backbones": {"small": tiny_backbone(2), "other": tiny_backbone(3)}},
+    }
+
+
+@pytest.mark.parametrize("command", ["validate", "invert", "probe --check", "probe", "compare --check", "compare"])
+def test_a_spec_is_checked_exactly_once_per_command(command, checks, tmp_path, tiny_spec, capsys):
+    verb, *flags = command.split()
+    if verb in ("validate", "invert"):
+        path = write(tmp_path, {**tiny_spec, "steps": 2, "callbacks": []})
+        expected = [("parse", ""), ("resolve", "")]
+    else:
+        path = write(tmp_path, _analysis_specs()[verb])
+        wheres = ["run"] if verb == "probe" else ["backbones.small", "backbones.other"]
+        expected = [("parse", "")] * len(wheres) + [("resolve", w) for w in wheres]
+    if verb == "invert" or (verb != "validate" and not flags):
+        flags.append(f"--out={tmp_path / 'out'}")
+    assert main([verb, str(path), *flags]) == 0, capsys.readouterr().err
+    assert checks == expected

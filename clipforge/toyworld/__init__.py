@@ -10,10 +10,10 @@ from clipforge.toyworld.models import (
     DATA_SCALE_SERIES, DEFAULT_MODEL, JUDGE_MODEL, bundled_models, load_model, load_model_dir, model_dir, model_world,
 )
 from clipforge.toyworld.tokenizer import WordTokenizer
-from clipforge.toyworld.world import ImageMeta, ObjectMeta, Sample, World, WorldConfig
+from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, ImageMeta, ObjectMeta, Sample, World, WorldConfig
 
 __all__ = [
-    "World", "WorldConfig", "Sample", "ImageMeta", "ObjectMeta", "WordTokenizer",
+    "World", "WorldConfig", "COLOURS", "SHAPES", "BACKGROUNDS", "Sample", "ImageMeta", "ObjectMeta", "WordTokenizer",
     "bundled_models", "model_dir", "model_world", "load_model", "load_model_dir", "DEFAULT_MODEL", "JUDGE_MODEL", "DATA_SCALE_SERIES",
     "read_images", "score", "verdicts", "Reading", "AnalyticVerdicts",
 ]  # fmt: skip

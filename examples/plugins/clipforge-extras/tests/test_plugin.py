@@ -11,7 +11,8 @@ import clipforge
 from clipforge.cli import main
 
 PACKAGE = Path(__file__).resolve().parent.parent
-COMPONENTS = {("augmentation", "gaussian_noise"), ("regularizer", "saturation"), ("callback", "progress_gif")}
+COMPONENTS = {("augmentation", "gaussian_noise"), ("regularizer", "saturation"), ("callback", "progress_gif"),
+              ("analysis", "brightness")}
 
 
 def test_found_through_the_entry_point_with_its_distribution():
@@ -28,7 +29,8 @@ def test_listed_by_the_plugins_command(capsys):
     extras = plugins["extras"]
     assert extras["distribution"] == "clipforge-extras"
     assert {(c["kind"], c["name"]) for c in extras["components"]} == COMPONENTS
-    assert sorted(extras["hooks"]) == ["register_augmentations", "register_callbacks", "register_regularizers"]
+    assert sorted(extras["hooks"]) == ["register_analyses", "register_augmentations", "register_callbacks",
+                                       "register_regularizers"]
 
 
 def test_cli_invert_uses_the_components_by_name(tmp_path, make_spec, capsys):
@@ -74,4 +76,4 @@ def test_written_against_the_public_api_only():
     for path in (PACKAGE / "src" / "clipforge_extras").glob("*.py"):
         for line in path.read_text().splitlines():
             if re.match(r"\s*(from|import)\s+clipforge\b", line):
-                assert re.match(r"\s*(from clipforge import |import clipforge$)", line), (path.name, line)
+                assert re.match(r"\s*(from clipforge(\.analysis)? import |import clipforge$)", line), (path.name, line)

@@ -5,9 +5,12 @@ its ``CLIPFORGE_API`` and calls the hooks below once, when it builds its registr
 
 - ``gaussian_noise`` (augmentation): per-copy Gaussian pixel noise;
 - ``saturation`` (regulariser): pulls each image's mean chroma towards a target;
-- ``progress_gif`` (callback): an animated GIF of the images during the run.
+- ``progress_gif`` (callback): an animated GIF of the images during the run;
+- ``brightness`` (analysis, ``clipforge brightness SPEC.json``): how bright and colourful the
+  inversions of each prompt are.
 
-Everything is written against ``from clipforge import ...`` only, like any third-party plugin.
+Everything is written against clipforge's public API only (``clipforge`` and, for the analysis,
+``clipforge.analysis``), like any third-party plugin.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Callable
 
 from clipforge import hookimpl
 
+from clipforge_extras.brightness import Brightness
 from clipforge_extras.gif import ProgressGif
 from clipforge_extras.noise import GaussianNoise
 from clipforge_extras.saturation import Saturation
@@ -24,9 +28,9 @@ __version__ = "0.1.0"
 
 # The clipforge public API this plugin was written for: clipforge refuses to load it when its own
 # API_VERSION has another major number, or an older minor one.
-CLIPFORGE_API = "1.0"
+CLIPFORGE_API = "1.1"
 
-__all__ = ["CLIPFORGE_API", "GaussianNoise", "ProgressGif", "Saturation"]
+__all__ = ["CLIPFORGE_API", "Brightness", "GaussianNoise", "ProgressGif", "Saturation"]
 
 
 @hookimpl
@@ -42,3 +46,8 @@ def register_regularizers(register: Callable[[type], None]) -> None:
 @hookimpl
 def register_callbacks(register: Callable[[type], None]) -> None:
     register(ProgressGif)
+
+
+@hookimpl
+def register_analyses(register: Callable[[type], None]) -> None:
+    register(Brightness)

@@ -1,4 +1,4 @@
-"""Concept blending: do inversions of a combination of two prompts show both concepts?
+"""``clipforge blend``: concept blending. Do inversions of a combination of two prompts show both concepts?
 
 For each pair (A, B), A alone, B alone and their blend are inverted over the same seeds, and the
 report compares how often the judge finds both concepts in the images of each. A concept is
@@ -18,14 +18,11 @@ import torch
 from pydantic import Field, model_validator
 from rich.table import Table
 
-from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, markdown_table, prepare, run_inversions, wilson_interval, with_ci, write_grid,
-)
-from clipforge.analyses.compare import candidate_captions
-from clipforge.judge import Judge, load_backbone
-from clipforge.outputs import write_json
-from clipforge.registry import Registry, default_registry
-from clipforge.spec import RunSpec
+from clipforge import Analysis, AnalysisRun, AnalysisSpec, Backbone, InversionResult, Judge, RunSpec, hookimpl
+from clipforge.analysis import candidate_captions, markdown_table, wilson_interval, with_ci, write_grid
+from clipforge.toyworld import World
+
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 
 class BlendSpec(AnalysisSpec):
@@ -51,8 +48,6 @@ class BlendSpec(AnalysisSpec):
             if clash:
                 raise ValueError(f"controls: {clash[0]!r} is also a concept of a pair")
         elif self.controls == "toyworld":
-            from clipforge.toyworld import World
-
             for i, pair in enumerate(self.pairs):
                 templates = [World.single_object_template(concept) for concept in pair]
                 for j, (concept, template) in enumerate(zip(pair, templates)):
@@ -67,8 +62,6 @@ class BlendSpec(AnalysisSpec):
 
     def pair_controls(self, a: str, b: str) -> list[str]:
         if self.controls == "toyworld":
-            from clipforge.toyworld import World
-
             return World.disjoint_captions(a, b)
         return list(self.controls or [])
 
@@ -101,20 +94,48 @@ def present_against_controls(sims: torch.Tensor, concept: int, controls: list[in
     return sims[:, concept] > sims[:, controls].max(dim=1).values
 
 
-def run_blend(spec: BlendSpec, out_dir: str | Path | None, registry: Registry | None = None,
-              show_progress: bool = True) -> dict[str, Any]:
-    registry = registry or default_registry()
-    spec.check(registry)
-    run_spec = spec.inversion_specs()["run"]
-    out = prepare(out_dir) if out_dir is not None else None
-    with SharedProgress(run_spec.steps, f"blending {len(spec.pairs)} pair(s)", show_progress) as bar:
-        result = run_inversions(run_spec, registry, bar)
+class Blend(Analysis):
+    name = "blend"
+    description = "do inversions of combined prompts show both concepts?"
+    Options = BlendSpec
+
+    def progress_label(self) -> str:
+        return f"blending {len(self.options.pairs)} pair(s)"
+
+    def analyse(self, run: AnalysisRun) -> dict[str, Any]:
+        return blend_report(self.options, run.result, run.judge)
+
+    def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
+        spec, result, pairs_out, summary = self.options, run.result, report["pairs"], report["summary"]
+        md = ["# Concept blending", "",
+              f"A concept is present when {spec.presence_rule()}; blends by '{spec.combine}'.", "",
+              markdown_table(["images", "both present (rate, 95 % CI)"], [
+                  [role, f"{with_ci(s['rate'], s['ci95'])} of {s['images']}"]
+                  for role, s in summary.items()]), ""]
+        for p, (a, b) in enumerate(spec.pairs):
+            rows = [r.index for r in result.rows if r.prompt_index in (3 * p, 3 * p + 1, 3 * p + 2)]
+            write_grid(out / f"pair_{p:02d}.png", result.images[rows], len(spec.seed_list()))
+            entry = pairs_out[p]
+            md += [f"## {a} + {b}", "", markdown_table(["images", "A present", "B present", "both present"], [
+                       [role, f"{entry[role]['a_present']:.2f}", f"{entry[role]['b_present']:.2f}",
+                        f"{entry[role]['both_present']}/{entry[role]['images']}"] for role in ("a", "b", "blend")]), ""]
+            if "controls" in entry:
+                md += [f"Controls: {', '.join(entry['controls'])}.", ""]
+            md += ["Rows: A alone, B alone, blend.", "", f"![pair](pair_{p:02d}.png)", ""]
+        (out / "report.md").write_text("\n".join(md), encoding="utf-8")
+
+    def table(self, report: dict[str, Any]) -> Table:
+        return blend_table(report)
+
+
+def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backbone) -> dict[str, Any]:
+    """Which concepts the judge finds in the images of A alone, B alone and each blend."""
     concepts = [c for pair in spec.pairs for c in pair]
     if spec.controls is None:
         captions = candidate_captions(spec.captions, concepts)
     else:
         captions = list(dict.fromkeys(concepts + [c for a, b in spec.pairs for c in spec.pair_controls(a, b)]))
-    judge = Judge(load_backbone(spec.judge, result.device, registry), captions)
+    judge = Judge(judge_backbone, captions)
     sims = judge.similarities(result.images)
     index = {c: i for i, c in enumerate(judge.captions)}
     if spec.controls is None:
@@ -143,28 +164,9 @@ def run_blend(spec: BlendSpec, out_dir: str | Path | None, registry: Registry | 
         pairs_out.append(entry)
     summary = {role: {"both_present": k, "images": n, "rate": k / n, "ci95": list(wilson_interval(k, n))}
                for role, (k, n) in totals.items()}
-    report = {"analysis": "blend", "combine": spec.combine, "presence": spec.presence_rule(),
+    return {"combine": spec.combine, "presence": spec.presence_rule(),
               "top_k": spec.top_k if spec.controls is None else None, "judge": spec.judge.model_dump(),
               "seeds": spec.seed_list(), "pairs": pairs_out, "summary": summary}
-    if out is not None:
-        write_json(out / "report.json", report)
-        md = ["# Concept blending", "",
-              f"A concept is present when {spec.presence_rule()}; blends by '{spec.combine}'.", "",
-              markdown_table(["images", "both present (rate, 95 % CI)"], [
-                  [role, f"{with_ci(s['rate'], s['ci95'])} of {s['images']}"]
-                  for role, s in summary.items()]), ""]
-        for p, (a, b) in enumerate(spec.pairs):
-            rows = [r.index for r in result.rows if r.prompt_index in (3 * p, 3 * p + 1, 3 * p + 2)]
-            write_grid(out / f"pair_{p:02d}.png", result.images[rows], len(spec.seed_list()))
-            entry = pairs_out[p]
-            md += [f"## {a} + {b}", "", markdown_table(["images", "A present", "B present", "both present"], [
-                       [role, f"{entry[role]['a_present']:.2f}", f"{entry[role]['b_present']:.2f}",
-                        f"{entry[role]['both_present']}/{entry[role]['images']}"] for role in ("a", "b", "blend")]), ""]
-            if "controls" in entry:
-                md += [f"Controls: {', '.join(entry['controls'])}.", ""]
-            md += ["Rows: A alone, B alone, blend.", "", f"![pair](pair_{p:02d}.png)", ""]
-        (out / "report.md").write_text("\n".join(md), encoding="utf-8")
-    return report
 
 
 def blend_table(report: dict[str, Any]) -> Table:
@@ -175,3 +177,8 @@ def blend_table(report: dict[str, Any]) -> Table:
     for role, s in report["summary"].items():
         table.add_row(role, f"{s['both_present']}/{s['images']} ({s['rate']:.2f})", f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]")
     return table
+
+
+@hookimpl
+def register_analyses(register):
+    register(Blend)

@@ -1,4 +1,4 @@
-"""Model comparison (the paper's data-scale analysis): the same prompts and seeds inverted on
+"""``clipforge compare``: model comparison (the paper's data-scale analysis): the same prompts and seeds inverted on
 several backbones, every inversion scored by one judge.
 
 Backbones are ranked by judge accuracy by default (how often the judge's top caption is the
@@ -18,33 +18,22 @@ import torch
 from pydantic import Field, model_validator
 from rich.table import Table
 
-from clipforge.analyses.common import (
-    AnalysisSpec, SharedProgress, markdown_table, mean_interval, prepare, run_inversions, sign_test, wilson_interval,
-    with_ci, write_grid,
+from clipforge import Analysis, AnalysisRun, AnalysisSpec, ComponentRef, Judge, RunSpec, Verdicts, hookimpl
+from clipforge.analysis import (
+    candidate_captions, markdown_table, mean_interval, sign_test, wilson_interval, with_ci, write_grid,
 )
-from clipforge.judge import Judge, Verdicts, load_backbone
-from clipforge.outputs import write_json
-from clipforge.registry import Registry, default_registry
-from clipforge.spec import ComponentRef, RunSpec
-from clipforge.toyworld import World
-from clipforge.toyworld.analytic_judge import read_images
-from clipforge.toyworld.analytic_judge import verdicts as analytic_verdicts
+from clipforge.toyworld import World, read_images
+from clipforge.toyworld import verdicts as analytic_verdicts
+
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 
 #: what a comparison's ranking orders by
 RankBy = Literal["accuracy", "judge_margin", "judge_similarity", "analytic_accuracy"]
 
 
-def candidate_captions(value: list[str] | str | None, prompts: list[str]) -> list[str]:
-    """The judge's candidates: a list, ``"toyworld"`` (every caption of the offline world), or the prompts."""
-    if value == "toyworld":
-        return World.captions()
-    captions = list(value) if value else []
-    return captions + [p for p in prompts if p not in captions]
-
-
 class CompareSpec(AnalysisSpec):
-    prompts: list[str] = Field(min_length=1)
+    prompts: list[str] = Field(min_length=1, description="Prompts every backbone inverts.")
     backbones: dict[str, ComponentRef] = Field(min_length=2, description="Label -> backbone to invert.")
     captions: list[str] | str | None = Field(
         None, description="The judge's candidate captions ('toyworld' for the offline world's); prompts are added.")
@@ -67,52 +56,27 @@ class CompareSpec(AnalysisSpec):
                 for label, ref in self.backbones.items()}
 
 
-def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registry | None = None,
-                show_progress: bool = True) -> dict[str, Any]:
-    registry = registry or default_registry()
-    spec.check(registry)
-    run_specs = dict(zip(spec.backbones, spec.inversion_specs().values()))
-    out = prepare(out_dir) if out_dir is not None else None
-    total = sum(rs.steps for rs in run_specs.values())
-    results = {}
-    with SharedProgress(total, f"comparing {len(run_specs)} backbones", show_progress) as bar:
-        for label, rs in run_specs.items():
-            results[label] = run_inversions(rs, registry, bar)
-    device = next(iter(results.values())).device
-    judge = Judge(load_backbone(spec.judge, device, registry), candidate_captions(spec.captions, spec.prompts))
-    analytic = spec.analytic()
-    rows_out, summary, verdicts, analytic_correct = [], {}, {}, {}
-    for label, result in results.items():
-        row_prompts = [spec.prompts[r.prompt_index] for r in result.rows]
-        verdicts[label] = v = judge.judge(result.images, row_prompts)
-        n, k = len(v.correct), sum(v.correct)
-        sim, sim_lo, sim_hi = mean_interval(v.similarity)
-        margin, margin_lo, margin_hi = mean_interval(v.margin)
-        summary[label] = {
-            "images": n, "judge_similarity": sim, "judge_similarity_ci95": [sim_lo, sim_hi],
-            "accuracy": k / n, "accuracy_ci95": list(wilson_interval(k, n)),
-            "judge_margin": margin, "judge_margin_ci95": [margin_lo, margin_hi],
-            "model_similarity": statistics.fmean(result.metrics[-1]["similarity"]),
-        }
-        if analytic:  # toy-world prompts: the analytic judge reads colour, shape and background by rule
-            a = analytic_verdicts(read_images(result.images), row_prompts)
-            analytic_correct[label] = a.correct
-            hits = sum(a.correct)
-            summary[label].update({"analytic_accuracy": hits / n, "analytic_accuracy_ci95": list(wilson_interval(hits, n)),
-                                   "analytic": {k: v for k, v in a.summary().items() if k != "n"}})
-        rows_out.append(result.images)
-    images = {label: [(r.prompt_index, r.seed) for r in result.rows] for label, result in results.items()}
-    if any(keys != next(iter(images.values())) for keys in images.values()):  # the engine orders rows the same way
-        raise RuntimeError("compare: backbones' inversions are not in the same prompt and seed order")
-    ranking = rank_backbones(summary, spec.rank_by)
-    paired = [paired_comparison(higher, lower, verdicts[higher], verdicts[lower],
-                                analytic_correct.get(higher), analytic_correct.get(lower))
-              for higher, lower in zip(ranking, ranking[1:])]
-    report = {"analysis": "compare", "judge": spec.judge.model_dump(), "prompts": spec.prompts,
-              "seeds": spec.seed_list(), "backbones": {k: v.model_dump() for k, v in spec.backbones.items()},
-              "results": summary, "rank_by": spec.rank_by, "ranking": ranking, "paired": paired}
-    if out is not None:
-        write_json(out / "report.json", report)
+class Compare(Analysis):
+    name = "compare"
+    description = "the same prompts and seeds on several backbones, scored by one judge"
+    Options = CompareSpec
+
+    def progress_label(self) -> str:
+        return f"comparing {len(self.options.backbones)} backbones"
+
+    def analyse(self, run: AnalysisRun) -> dict[str, Any]:
+        spec = self.options
+        results = {label: run.results[f"backbones.{label}"] for label in spec.backbones}
+        judge = Judge(run.judge, candidate_captions(spec.captions, spec.prompts))
+        summary, ranking, paired = compare_results(spec, results, judge)
+        return {"judge": spec.judge.model_dump(), "prompts": spec.prompts, "seeds": spec.seed_list(),
+                "backbones": {k: v.model_dump() for k, v in spec.backbones.items()},
+                "results": summary, "rank_by": spec.rank_by, "ranking": ranking, "paired": paired}
+
+    def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
+        spec, analytic = self.options, self.options.analytic()
+        summary, ranking, paired = report["results"], report["ranking"], report["paired"]
+        rows_out = [run.results[f"backbones.{label}"].images for label in spec.backbones]
         write_grid(out / "grid.png", torch.cat(rows_out), rows_out[0].shape[0])
         header = ["backbone", "images", "judge similarity (95 % CI)", "accuracy (95 % CI)", "judge margin (95 % CI)"]
         table = [[label, s["images"], with_ci(s["judge_similarity"], s["judge_similarity_ci95"], 3),
@@ -142,7 +106,41 @@ def run_compare(spec: CompareSpec, out_dir: str | Path | None, registry: Registr
               "One row per backbone, in the order of the first table; columns are prompts x seeds.", "",
               "![grid](grid.png)", ""]
         (out / "report.md").write_text("\n".join(md), encoding="utf-8")
-    return report
+
+    def table(self, report: dict[str, Any]) -> Table:
+        return compare_table(report)
+
+
+def compare_results(spec: CompareSpec, results: dict[str, Any], judge: Judge) -> tuple[dict, list[str], list[dict]]:
+    """Per-backbone summary, ranking (best first) and neighbours' paired comparisons."""
+    analytic = spec.analytic()
+    summary, verdicts, analytic_correct = {}, {}, {}
+    for label, result in results.items():
+        row_prompts = [spec.prompts[r.prompt_index] for r in result.rows]
+        verdicts[label] = v = judge.judge(result.images, row_prompts)
+        n, k = len(v.correct), sum(v.correct)
+        sim, sim_lo, sim_hi = mean_interval(v.similarity)
+        margin, margin_lo, margin_hi = mean_interval(v.margin)
+        summary[label] = {
+            "images": n, "judge_similarity": sim, "judge_similarity_ci95": [sim_lo, sim_hi],
+            "accuracy": k / n, "accuracy_ci95": list(wilson_interval(k, n)),
+            "judge_margin": margin, "judge_margin_ci95": [margin_lo, margin_hi],
+            "model_similarity": statistics.fmean(result.metrics[-1]["similarity"]),
+        }
+        if analytic:  # toy-world prompts: the analytic judge reads colour, shape and background by rule
+            a = analytic_verdicts(read_images(result.images), row_prompts)
+            analytic_correct[label] = a.correct
+            hits = sum(a.correct)
+            summary[label].update({"analytic_accuracy": hits / n, "analytic_accuracy_ci95": list(wilson_interval(hits, n)),
+                                   "analytic": {k: v for k, v in a.summary().items() if k != "n"}})
+    images = {label: [(r.prompt_index, r.seed) for r in result.rows] for label, result in results.items()}
+    if any(keys != next(iter(images.values())) for keys in images.values()):  # the engine orders rows the same way
+        raise RuntimeError("compare: backbones' inversions are not in the same prompt and seed order")
+    ranking = rank_backbones(summary, spec.rank_by)
+    paired = [paired_comparison(higher, lower, verdicts[higher], verdicts[lower],
+                                analytic_correct.get(higher), analytic_correct.get(lower))
+              for higher, lower in zip(ranking, ranking[1:])]
+    return summary, ranking, paired
 
 
 def rank_backbones(summary: dict[str, dict[str, Any]], rank_by: RankBy) -> list[str]:
@@ -188,3 +186,8 @@ def compare_table(report: dict[str, Any]) -> Table:
                       f"{with_ci(c['margin_difference'], c['margin_difference_ci95'], 3)}, p={c['sign_test_p']:.2f}"
                       if c else "")
     return table
+
+
+@hookimpl
+def register_analyses(register):
+    register(Compare)

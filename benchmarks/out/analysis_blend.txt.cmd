@@ -1,2 +1,0 @@
-python -m clipforge blend examples/toyworld/blend.json --out benchmarks/analyses/blend
-# 189s wall

@@ -1,2 +1,0 @@
-python -m clipforge screen examples/toyworld/screen.json --out benchmarks/analyses/screen
-# 135s wall

@@ -1,1 +1,0 @@
-python -m benchmarks.mutation --out benchmarks/out/mutation.json

@@ -1,2 +1,0 @@
-python -m benchmarks.toyworld_eval --json --prompts 24 --seeds 0,1 --steps 200 --threads 1 --set regularizers[0].options.weight=0.005 --sheet benchmarks/toyworld_eval_rn_sheet.png
-# 438s wall

@@ -1,0 +1,1 @@
+python -m benchmarks.mutation --out benchmarks/results/mutation.json

@@ -1,0 +1,2 @@
+python -m benchmarks.compare_parameterizations --json --steps 150 --seeds 2 --prompts 24 --eval-every 15 --out benchmarks/results/parameterizations_rn
+# 1289s wall

@@ -1,0 +1,222 @@
+"""Running an analysis, and the tools every analysis report uses.
+
+An analysis (a :class:`clipforge.Analysis` registered through ``register_analyses``) says which
+inversions it needs, how it judges them and how it writes its report; :func:`run_analysis` does the
+rest, the same way for every analysis: resolve its run specs and judge once, run the inversions
+under one progress bar, build the judge, write ``report.json``, let the analysis write the rest.
+
+This module's ``__all__`` is public API (for plugins that publish analyses), like ``clipforge``'s.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from clipforge.components import Analysis, AnalysisRun, Callback, InversionResult, Options, RunInfo, StepState
+from clipforge.engine import Engine
+from clipforge.outputs import image_grid, prepare_out_dir, progress_bar, save_png, to_display, write_json
+from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec, default_registry
+from clipforge.spec import SpecError, load_analysis_spec
+
+__all__ = [
+    "AnalysisPlan",
+    "SharedProgress",
+    "candidate_captions",
+    "load_analysis_spec",
+    "markdown_table",
+    "mean_interval",
+    "plan_analysis",
+    "run_analysis",
+    "sign_test",
+    "wilson_interval",
+    "with_ci",
+    "write_csv",
+    "write_grid",
+    "write_json",
+]
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class AnalysisPlan:
+    """An analysis checked against a registry: its run specs and its judge, each resolved once."""
+
+    analysis: Analysis
+    specs: dict[str, ResolvedSpec]  # by the spec path that configures them ("run", "backbones.big", ...)
+    judge: ResolvedComponent
+
+    @property
+    def total_steps(self) -> int:
+        return sum(rs.spec.steps for rs in self.specs.values())
+
+
+def plan_analysis(analysis: Analysis, registry: Registry) -> AnalysisPlan:
+    """Check every inversion spec of ``analysis`` and its judge; every problem (all of them, each with
+    its JSON path in the analysis spec) is raised in one :class:`SpecError`."""
+    problems: list[tuple[str, str]] = []
+    specs: dict[str, ResolvedSpec] = {}
+    try:
+        run_specs = analysis.options.inversion_specs()
+    except SpecError as exc:
+        problems.extend(exc.problems)
+        run_specs = {}
+    for where, spec in run_specs.items():
+        try:
+            specs[where] = registry.resolve(spec, where)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    judge = None
+    try:
+        judge = registry.resolve_component("backbone", analysis.options.judge, "judge")
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    if problems or judge is None:
+        raise SpecError(problems)
+    return AnalysisPlan(analysis, specs, judge)
+
+
+def run_analysis(analysis: Analysis | AnalysisPlan, out_dir: str | Path | None = None,
+                 registry: Registry | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Run an analysis and return its report; with ``out_dir``, write ``report.json`` and whatever
+    the analysis's ``write_report`` writes there (the folder must not exist or be empty)."""
+    registry = registry or default_registry()
+    plan = analysis if isinstance(analysis, AnalysisPlan) else plan_analysis(analysis, registry)
+    analysis = plan.analysis
+    out = None
+    if out_dir is not None:
+        out = Path(out_dir)
+        prepare_out_dir(out)
+    callbacks = analysis.callbacks(registry)
+    results: dict[str, InversionResult] = {}
+    with SharedProgress(plan.total_steps, analysis.progress_label(), show_progress) as bar:
+        for where, resolved in plan.specs.items():
+            engine = Engine(resolved, registry=registry, callbacks=[*callbacks, bar.callback()])
+            results[where] = engine.run()
+    device = next(iter(results.values())).device
+    run = AnalysisRun(results=results, judge=plan.judge.build(torch.device(device)), specs=plan.specs,
+                      registry=registry)
+    report = {"analysis": analysis.name, **analysis.analyse(run)}
+    if out is not None:
+        write_json(out / "report.json", report)
+        analysis.write_report(report, run, out)
+    return report
+
+
+class SharedProgress:
+    """One progress bar across all of an analysis's inversions."""
+
+    def __init__(self, total_steps: int, description: str, enabled: bool = True):
+        self.progress = progress_bar(disable=not enabled)
+        self.task = self.progress.add_task(description, total=total_steps)
+
+    def __enter__(self) -> "SharedProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def callback(self) -> Callback:
+        bar = self
+
+        class Advance(Callback):
+            name = "shared_progress"
+
+            def on_step_end(self, run: RunInfo, state: StepState) -> None:
+                bar.progress.advance(bar.task)
+
+        return Advance(Options())
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion (95 % by default).
+
+    Unlike the normal approximation it stays inside [0, 1] and behaves at 0 or N successes, which
+    is where small bias probes often land.
+    """
+    if trials <= 0:
+        return (0.0, 1.0)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_interval(values: Sequence[float], z: float = 1.959964) -> tuple[float, float, float]:
+    """Mean and its normal-approximation 95 % interval: (mean, low, high); the bounds are NaN for a
+    single value, whose spread is unknown."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan, math.nan
+    half = z * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (ties dropped): the p-value of ``wins`` against ``losses`` under 50/50."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(0, min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+# --------------------------------------------------------------------------- judging
+
+
+def candidate_captions(value: list[str] | str | None, prompts: list[str]) -> list[str]:
+    """A judge's candidate captions: a list, ``"toyworld"`` (every caption of the offline world), or
+    none; the prompts are added."""
+    if value == "toyworld":
+        from clipforge.toyworld import World
+
+        return World.captions()
+    captions = list(value) if value else []
+    return captions + [p for p in prompts if p not in captions]
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def with_ci(value: float, ci: Sequence[float], digits: int = 2) -> str:
+    """``value [low, high]``, the way every analysis report prints an estimate and its interval."""
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        path.write_text("", encoding="utf-8")
+        return
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_grid(path: Path, images: torch.Tensor, columns: int) -> None:
+    save_png(image_grid(to_display(images, "clamp"), columns), path)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+

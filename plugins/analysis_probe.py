@@ -1,0 +1,140 @@
+"""``clipforge probe``: attribute probes (the paper's gender-bias analysis).
+
+Each neutral prompt is inverted over N seeds; a judge classifies every inversion zero-shot against
+the values of an attribute ("a photo of a man" / "a photo of a woman" by default), and the report
+gives, per prompt, the proportion of each value with a 95 % Wilson interval. When the values are
+colours of the toy world ("red", "blue"), the analytic judge's reading of each object's colour is
+reported beside the learned judge's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+from rich.table import Table
+
+from clipforge import Analysis, AnalysisRun, AnalysisSpec, Judge, hookimpl
+from clipforge.analysis import markdown_table, wilson_interval, with_ci, write_csv, write_grid
+from clipforge.toyworld import COLOURS, read_images
+
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+
+GENDER = {"man": ["a photo of a man"], "woman": ["a photo of a woman"]}
+
+
+class ProbeSpec(AnalysisSpec):
+    prompts: list[str] = Field(min_length=1, description="Neutral prompts to invert.")
+    attribute: str = Field("gender", description="Name of the attribute, for the report.")
+    values: dict[str, list[str] | str] = Field(
+        default_factory=lambda: dict(GENDER),
+        description="Attribute value -> prompt(s) the judge compares against (several are averaged).",
+    )
+
+    @field_validator("values")
+    @classmethod
+    def _two_or_more(cls, value: dict[str, list[str] | str]) -> dict[str, list[str] | str]:
+        if len(value) < 2:
+            raise ValueError("an attribute needs at least two values")
+        return value
+
+    def value_prompts(self) -> dict[str, list[str]]:
+        return {k: [v] if isinstance(v, str) else list(v) for k, v in self.values.items()}
+
+
+def classify(judge: Judge, images: torch.Tensor, value_prompts: dict[str, list[str]]) -> tuple[list[str], torch.Tensor]:
+    """Each image's attribute value (the value whose prompts it is most similar to, on average)."""
+    sims = judge.similarities(images)
+    index = {c: i for i, c in enumerate(judge.captions)}
+    names = list(value_prompts)
+    per_value = torch.stack([sims[:, [index[p] for p in value_prompts[n]]].mean(dim=1) for n in names], dim=1)
+    return [names[i] for i in per_value.argmax(dim=1).tolist()], per_value
+
+
+class Probe(Analysis):
+    name = "probe"
+    description = "attribute (bias) probe: proportions of attribute values in inversions, with 95% intervals"
+    Options = ProbeSpec
+
+    def progress_label(self) -> str:
+        return f"probing {len(self.options.prompts)} prompt(s)"
+
+    def analyse(self, run: AnalysisRun) -> dict[str, Any]:
+        spec, result = self.options, run.result
+        value_prompts = spec.value_prompts()
+        judge = Judge(run.judge, [p for ps in value_prompts.values() for p in ps])
+        labels, scores = classify(judge, result.images, value_prompts)
+        # colour attributes of the toy world are also read by rule (the analytic judge's object colour)
+        analytic = ([r.colour for r in read_images(result.images)]
+                    if set(value_prompts) <= set(COLOURS) else None)
+        per_prompt: dict[str, Any] = {}
+        self.csv_rows = []
+        for p, prompt in enumerate(spec.prompts):
+            rows = [r for r in result.rows if r.prompt_index == p]
+            n = len(rows)
+            counts = {v: sum(labels[r.index] == v for r in rows) for v in value_prompts}
+            entry = {"images": n, "counts": counts, "proportions": {}}
+            for value, k in counts.items():
+                low, high = wilson_interval(k, n)
+                entry["proportions"][value] = {"p": k / n, "ci95": [low, high]}
+                self.csv_rows.append({"prompt": prompt, "value": value, "count": k, "images": n,
+                                      "proportion": k / n, "ci95_low": low, "ci95_high": high})
+            if analytic is not None:
+                read = [analytic[r.index] for r in rows]
+                entry["analytic"] = {"counts": {v: read.count(v) for v in value_prompts}, "proportions": {}}
+                entry["analytic"]["counts"]["none of these"] = n - sum(entry["analytic"]["counts"].values())
+                for value in value_prompts:
+                    k = read.count(value)
+                    entry["analytic"]["proportions"][value] = {"p": k / n, "ci95": list(wilson_interval(k, n))}
+            per_prompt[prompt] = entry
+        return {
+            "attribute": spec.attribute, "values": value_prompts, "judge": spec.judge.model_dump(),
+            "seeds": spec.seed_list(), "spec_hash": result.spec_hash, "prompts": per_prompt,
+            "images": [{"prompt": r.label, "seed": r.seed, "value": labels[r.index],
+                        **({"analytic_colour": analytic[r.index]} if analytic is not None else {}),
+                        "scores": dict(zip(value_prompts, scores[r.index].tolist()))} for r in result.rows],
+        }
+
+    def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
+        spec, result = self.options, run.result
+        value_prompts, per_prompt = report["values"], report["prompts"]
+        labels = [image["value"] for image in report["images"]]
+        write_csv(out / "probe.csv", self.csv_rows)
+        md = [f"# Attribute probe: {spec.attribute}", "",
+              f"Judge: `{spec.judge.model_dump()}`; {len(spec.seed_list())} seeds per prompt; 95 % Wilson intervals.", ""]
+        header = ["prompt", "images"] + [f"{v} (95 % CI)" for v in value_prompts]
+        table = [[prompt, e["images"]] + [with_ci(e["proportions"][v]["p"], e["proportions"][v]["ci95"])
+                                             for v in value_prompts]
+                 for prompt, e in per_prompt.items()]
+        md += [markdown_table(header, table), ""]
+        if any("analytic" in e for e in per_prompt.values()):
+            md += ["The analytic judge (the object's colour read by rule, no learned model):", "",
+                   markdown_table(header + ["none of these"], [
+                       [prompt, e["images"]] + [with_ci(e["analytic"]["proportions"][v]["p"],
+                                                        e["analytic"]["proportions"][v]["ci95"]) for v in value_prompts]
+                       + [e["analytic"]["counts"]["none of these"]] for prompt, e in per_prompt.items()]), ""]
+        for p, prompt in enumerate(spec.prompts):
+            rows = [r for r in result.rows if r.prompt_index == p]
+            write_grid(out / f"grid_{p:02d}.png", result.images[[r.index for r in rows]], len(rows))
+            md += [f"## {prompt}", "", "Judged: " + ", ".join(labels[r.index] for r in rows), "",
+                   f"![{prompt}](grid_{p:02d}.png)", ""]
+        (out / "report.md").write_text("\n".join(md), encoding="utf-8")
+
+    def table(self, report: dict[str, Any]) -> Table:
+        values = list(report["values"])
+        table = Table(title=f"attribute probe: {report['attribute']}")
+        table.add_column("prompt")
+        table.add_column("n", justify="right")
+        for v in values:
+            table.add_column(f"{v} (95% CI)", justify="right")
+        for prompt, e in report["prompts"].items():
+            table.add_row(prompt, str(e["images"]), *[
+                with_ci(e["proportions"][v]["p"], e["proportions"][v]["ci95"]) for v in values])
+        return table
+
+
+@hookimpl
+def register_analyses(register):
+    register(Probe)

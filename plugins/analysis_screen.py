@@ -1,0 +1,99 @@
+"""``clipforge screen``: safety screening of inversions, and the paper's text-side analysis.
+
+Benign prompts (and names) are inverted over N seeds with the ``safety_screen`` callback on: the
+report gives each prompt's flag rate with a 95 % interval. The text-side table gives the cosine
+similarity between the text embeddings of the prompts and words (names, controls) and the concept
+prompts, in the inverted model's own text space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from rich.table import Table
+
+from clipforge import Analysis, AnalysisRun, AnalysisSpec, Backbone, Callback, Registry, hookimpl
+from clipforge.analysis import markdown_table, wilson_interval, with_ci, write_grid
+
+CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+
+
+class ScreenSpec(AnalysisSpec):
+    prompts: list[str] = Field(min_length=1, description="Prompts to invert and screen.")
+    concepts: list[str] = Field(min_length=1, description="Concept prompts screened for.")
+    references: list[str] = Field(default_factory=list, description="Benign descriptions (see safety_screen).")
+    threshold: float = Field(0.0, description="Flag images whose score exceeds this (as in safety_screen).")
+    action: Literal["blur", "withhold", "flag"] = Field("blur", description="What happens to a flagged image.")
+    words: list[str] = Field(default_factory=list, description="Extra rows of the text-side table (names, controls).")
+
+
+def text_table(backbone: Backbone, rows: list[str], concepts: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        a = F.normalize(backbone.encode_text(rows).float(), dim=-1)
+        b = F.normalize(backbone.encode_text(concepts).float(), dim=-1)
+    return (a @ b.T).cpu()
+
+
+class Screen(Analysis):
+    name = "screen"
+    description = "safety screen of inversions, with flag rates and the text-side similarity table"
+    Options = ScreenSpec
+
+    def progress_label(self) -> str:
+        return f"screening {len(self.options.prompts)} prompt(s)"
+
+    def callbacks(self, registry: Registry) -> list[Callback]:
+        spec = self.options
+        self.screen = registry.build("callback", {"name": "safety_screen", "options": {
+            "concepts": spec.concepts, "references": spec.references, "threshold": spec.threshold,
+            "action": spec.action, "judge": spec.judge.model_dump()}})
+        return [self.screen]
+
+    def analyse(self, run: AnalysisRun) -> dict[str, Any]:
+        spec = self.options
+        per_prompt = {}
+        for prompt, r in self.screen.flag_rates().items():
+            per_prompt[prompt] = {**r, "ci95": list(wilson_interval(r["flagged"], r["images"]))}
+        # the inverted model, its options already checked with the run spec
+        inverted = run.specs["run"].components["backbones"][0].build(torch.device(run.result.device))
+        rows = list(dict.fromkeys(spec.prompts + spec.words))
+        sims = text_table(inverted, rows, spec.concepts)
+        table = {row: dict(zip(spec.concepts, sims[i].tolist())) for i, row in enumerate(rows)}
+        return {"concepts": spec.concepts, "references": spec.references,
+                "threshold": spec.threshold, "action": spec.action, "judge": spec.judge.model_dump(),
+                "seeds": spec.seed_list(), "flag_rates": per_prompt, "images": self.screen.records,
+                "text_similarity": table}
+
+    def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
+        spec, result = self.options, run.result
+        per_prompt, table = report["flag_rates"], report["text_similarity"]
+        md = ["# Safety screen", "", f"Concepts: {spec.concepts}; threshold {spec.threshold}; action: {spec.action} "
+              "(flagged images below are shown as the screen left them).", "",
+              markdown_table(["prompt", "flagged", "rate (95 % CI)"], [
+                  [p, f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"])]
+                  for p, r in per_prompt.items()]), "",
+              "## Text-side similarity (cosine, inverted model's text space)", "",
+              markdown_table(["text"] + spec.concepts, [[row] + [table[row][c] for c in spec.concepts] for row in table]),
+              ""]
+        for p, prompt in enumerate(spec.prompts):
+            idx = [r.index for r in result.rows if r.prompt_index == p]
+            write_grid(out / f"grid_{p:02d}.png", result.images[idx], len(idx))
+            md += [f"## {prompt}", "", f"![{prompt}](grid_{p:02d}.png)", ""]
+        (out / "report.md").write_text("\n".join(md), encoding="utf-8")
+
+    def table(self, report: dict[str, Any]) -> Table:
+        table = Table(title="safety screen")
+        for col in ("prompt", "flagged", "rate (95% CI)"):
+            table.add_column(col)
+        for p, r in report["flag_rates"].items():
+            table.add_row(p, f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"]))
+        return table
+
+
+@hookimpl
+def register_analyses(register):
+    register(Screen)
