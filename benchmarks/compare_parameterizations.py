@@ -29,15 +29,13 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
+from benchmarks.speed import PeakMemory, PhaseClock
+from benchmarks.toyworld_eval import draw_prompts, scaled_paper_spec
 from clipforge import Callback, Options, image_grid, invert, save_png, to_display
 from clipforge.judge import Judge, load_backbone
 from clipforge.toyworld import World
 from clipforge.toyworld.analytic_judge import read_images, verdicts
 from clipforge.toyworld.models import DEFAULT_MODEL, JUDGE_MODEL
-
-from benchmarks.speed import PeakMemory, PhaseClock
-from benchmarks.toyworld_eval import draw_prompts, scaled_paper_spec
-
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "pixel (paper)": {"parameterization": {"name": "pixel"}, "lr": 0.1},
@@ -74,9 +72,16 @@ class JudgeCurve(Callback):
         self.judge_seconds += time.perf_counter() - t
         summary = analytic.summary()
         self.analytic = {**{k: v for k, v in summary.items() if k != "n"}, "readings": analytic.caption}
-        self.points.append({"step": state.step, "seconds": elapsed, "accuracy": learned.accuracy,
-                            "margin": learned.mean_margin, "analytic_caption": summary["caption"],
-                            "analytic_shape": summary["shape"]})
+        self.points.append(
+            {
+                "step": state.step,
+                "seconds": elapsed,
+                "accuracy": learned.accuracy,
+                "margin": learned.mean_margin,
+                "analytic_caption": summary["caption"],
+                "analytic_shape": summary["shape"],
+            }
+        )
 
 
 def first_reaching(points: list[dict[str, float]], target: float) -> dict[str, float] | None:
@@ -86,8 +91,14 @@ def first_reaching(points: list[dict[str, float]], target: float) -> dict[str, f
     return None
 
 
-def line_plot(curves: dict[str, list[dict[str, float]]], path: Path, width: int = 640, height: int = 400,
-              key: str = "accuracy", title: str = "judge transfer accuracy") -> None:
+def line_plot(
+    curves: dict[str, list[dict[str, float]]],
+    path: Path,
+    width: int = 640,
+    height: int = 400,
+    key: str = "accuracy",
+    title: str = "judge transfer accuracy",
+) -> None:
     """A curve's ``key`` (judge accuracy) against steps, one line per parameterisation (drawn with PIL)."""
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
@@ -128,39 +139,62 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         seconds = time.perf_counter() - start - curve.judge_seconds
         final = curve.points[-1]
         results[label] = {
-            "parameterization": variant["parameterization"], "lr": variant["lr"],
-            "transfer_accuracy": final["accuracy"], "judge_margin": final["margin"],
+            "parameterization": variant["parameterization"],
+            "lr": variant["lr"],
+            "transfer_accuracy": final["accuracy"],
+            "judge_margin": final["margin"],
             "model_similarity": sum(result.metrics[-1]["similarity"]) / len(result.rows),
-            "seconds_per_step": seconds / args.steps, "peak_memory_mib": round(mem.peak / 2**20, 1),
-            "curve": curve.points, "analytic": curve.analytic,
+            "seconds_per_step": seconds / args.steps,
+            "peak_memory_mib": round(mem.peak / 2**20, 1),
+            "curve": curve.points,
+            "analytic": curve.analytic,
         }
         first = sorted(result.rows, key=lambda r: (r.seed, r.prompt_index))[: args.sheet_columns]
         sheet_rows.append(to_display(result.images[[r.index for r in first]], "minmax"))
-        print(f"{label}: transfer accuracy {final['accuracy']:.3f}, analytic caption accuracy "
-              f"{final['analytic_caption']:.3f}", file=sys.stderr)
+        print(
+            f"{label}: transfer accuracy {final['accuracy']:.3f}, analytic caption accuracy "
+            f"{final['analytic_caption']:.3f}",
+            file=sys.stderr,
+        )
     baseline = results["pixel (paper)"]["transfer_accuracy"]
     for r in results.values():
         hit = first_reaching(r["curve"], baseline)
         r["steps_to_baseline"] = hit["step"] if hit else None
         r["seconds_to_baseline"] = round(hit["seconds"], 2) if hit else None
-    report = {"benchmark": "compare_parameterizations", "model": args.model, "judge": args.judge,
-              "prompts": len(prompts), "seeds": seeds, "steps": args.steps, "eval_every": args.eval_every,
-              "baseline_transfer_accuracy": baseline, "results": results}
+    report = {
+        "benchmark": "compare_parameterizations",
+        "model": args.model,
+        "judge": args.judge,
+        "prompts": len(prompts),
+        "seeds": seeds,
+        "steps": args.steps,
+        "eval_every": args.eval_every,
+        "baseline_transfer_accuracy": baseline,
+        "results": results,
+    }
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         save_png(image_grid(torch.cat(sheet_rows), args.sheet_columns), args.out / "sheet.png")
         line_plot({k: v["curve"] for k, v in results.items()}, args.out / "accuracy.png")
-        line_plot({k: v["curve"] for k, v in results.items()}, args.out / "analytic_accuracy.png",
-                  key="analytic_caption", title="analytic judge caption accuracy")
-        rows = ["| parameterisation | lr | transfer accuracy | judge margin | steps to baseline | seconds to baseline "
-                "| s/step | peak MiB | analytic caption / colour / shape / background | analytic no object |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+        line_plot(
+            {k: v["curve"] for k, v in results.items()},
+            args.out / "analytic_accuracy.png",
+            key="analytic_caption",
+            title="analytic judge caption accuracy",
+        )
+        rows = [
+            "| parameterisation | lr | transfer accuracy | judge margin | steps to baseline | seconds to baseline "
+            "| s/step | peak MiB | analytic caption / colour / shape / background | analytic no object |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for label, r in results.items():
             a = r["analytic"]
-            rows.append(f"| {label} | {r['lr']} | {r['transfer_accuracy']:.3f} | {r['judge_margin']:+.3f} | "
-                        f"{r['steps_to_baseline']} | {r['seconds_to_baseline']} | {r['seconds_per_step']:.3f} | "
-                        f"{r['peak_memory_mib']} | {a['caption']:.3f} / {a['colour']:.3f} / {a['shape']:.3f} / "
-                        f"{a['background']:.3f} | {a['no_object']:.3f} |")
+            rows.append(
+                f"| {label} | {r['lr']} | {r['transfer_accuracy']:.3f} | {r['judge_margin']:+.3f} | "
+                f"{r['steps_to_baseline']} | {r['seconds_to_baseline']} | {r['seconds_per_step']:.3f} | "
+                f"{r['peak_memory_mib']} | {a['caption']:.3f} / {a['colour']:.3f} / {a['shape']:.3f} / "
+                f"{a['background']:.3f} | {a['no_object']:.3f} |"
+            )
         (args.out / "table.md").write_text("\n".join(rows) + "\n", encoding="utf-8")
         (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
@@ -169,9 +203,15 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 def speed_only(args: argparse.Namespace) -> dict[str, Any]:
     """Seconds per step of each parameterisation on a random-weight ViT-B/16 at the paper's shapes."""
     specs = {
-        label: {"prompts": ["a photo of a dog"], "steps": args.speed_steps, "callbacks": [], "device": args.device,
-                "backbones": [{"name": "open_clip", "options": {"model": "ViT-B-16", "pretrained": "random"}}],
-                "resolution": [{"step": 0, "size": 224}], "parameterization": variant["parameterization"]}
+        label: {
+            "prompts": ["a photo of a dog"],
+            "steps": args.speed_steps,
+            "callbacks": [],
+            "device": args.device,
+            "backbones": [{"name": "open_clip", "options": {"model": "ViT-B-16", "pretrained": "random"}}],
+            "resolution": [{"step": 0, "size": 224}],
+            "parameterization": variant["parameterization"],
+        }
         for label, variant in VARIANTS.items()
     }
     for spec in specs.values():  # warm up every variant first, so that the first timed one is not penalised
@@ -184,10 +224,16 @@ def speed_only(args: argparse.Namespace) -> dict[str, Any]:
         seconds = sum(clock.times)
         results[label] = {"seconds_per_step": seconds / args.speed_steps, "peak_memory_mib": round(mem.peak / 2**20, 1)}
         print(f"{label}: {results[label]['seconds_per_step']:.2f} s/step", file=sys.stderr)
-    return {"benchmark": "compare_parameterizations (speed only)", "model": "ViT-B-16, random weights",
-            "image": 224, "copies": 13, "device": args.device, "steps": args.speed_steps,
-            "note": "steps only (model building excluded); memory includes building the model",
-            "results": results}
+    return {
+        "benchmark": "compare_parameterizations (speed only)",
+        "model": "ViT-B-16, random weights",
+        "image": 224,
+        "copies": 13,
+        "device": args.device,
+        "steps": args.speed_steps,
+        "note": "steps only (model building excluded); memory includes building the model",
+        "results": results,
+    }
 
 
 def main() -> None:

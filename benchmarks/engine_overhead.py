@@ -19,10 +19,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from benchmarks.reference import paper_affine, tv_four_directions
 from clipforge import Callback, Options, default_registry
 from clipforge.engine import Engine
-
-from benchmarks.reference import paper_affine, tv_four_directions
 
 CONFIG = {
     "embed_dim": 64,
@@ -45,11 +44,13 @@ def spec(steps: int, batch: int, copies: int) -> dict:
     return {
         "prompts": [f"prompt number {i}" for i in range(batch)],
         "backbones": [{"name": "open_clip", "options": {"config": CONFIG}}],
-        "steps": steps, "copies": copies,
+        "steps": steps,
+        "copies": copies,
         "resolution": [{"step": 0, "size": 64}],
         "augmentations": ["random_affine", "resize"],
         "regularizers": [{"name": "tv", "options": {"weight": 0.005}}],
-        "callbacks": [], "device": "cpu",
+        "callbacks": [],
+        "device": "cpu",
     }
 
 
@@ -105,8 +106,12 @@ def main() -> None:
     result = {
         "benchmark": "engine_overhead",
         "model": "open_clip ViT (config: 64 px, patch 8, width 64, 2 layers), random weights",
-        "batch": args.batch, "copies": args.copies, "steps": args.steps, "repeats": args.repeats,
-        "threads": args.threads, "device": "cpu",
+        "batch": args.batch,
+        "copies": args.copies,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "device": "cpu",
         "engine_seconds_per_step": statistics.median(engine),
         "plain_seconds_per_step": statistics.median(plain),
     }

@@ -51,10 +51,20 @@ def work_copy(dest: Path) -> None:
 
 
 def setup_cfg(module: str, tests: list[str]) -> str:
-    lines = ["[mutmut]", "source_paths=clipforge/", f"only_mutate={module}",
-             "pytest_add_cli_args_test_selection=", *[f"    {t}" for t in tests],
-             "also_copy=", "    plugins/", "    tests/", "    benchmarks/", "    examples/",
-             "timeout_multiplier=5.0", "timeout_constant=30.0"]
+    lines = [
+        "[mutmut]",
+        "source_paths=clipforge/",
+        f"only_mutate={module}",
+        "pytest_add_cli_args_test_selection=",
+        *[f"    {t}" for t in tests],
+        "also_copy=",
+        "    plugins/",
+        "    tests/",
+        "    benchmarks/",
+        "    examples/",
+        "timeout_multiplier=5.0",
+        "timeout_constant=30.0",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -70,8 +80,13 @@ def mutate(module: str, tests: list[str], work: Path, children: int = 2, resume:
         (folder / "setup.cfg").write_text(setup_cfg(module, tests))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CLIPFORGE_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    subprocess.run(["mutmut", "run", "--max-children", str(children)], cwd=folder, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["mutmut", "run", "--max-children", str(children)],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     meta = json.loads((folder / "mutants" / f"{module}.meta").read_text())
     codes = meta["exit_code_by_key"]
     survivors, untested = [], []
@@ -81,10 +96,18 @@ def mutate(module: str, tests: list[str], work: Path, children: int = 2, resume:
             (survivors if code == SURVIVED else untested).append({"mutant": key, "diff": diff.strip()})
     total = len(codes)
     killed = total - len(survivors) - len(untested)
-    return {"module": module, "tests": tests, "mutants": total, "killed": killed,
-            "survived": len(survivors), "no_tests": len(untested),
-            "kill_rate": round(killed / total, 4) if total else None,
-            "seconds": round(time.perf_counter() - start, 1), "survivors": survivors, "untested": untested}
+    return {
+        "module": module,
+        "tests": tests,
+        "mutants": total,
+        "killed": killed,
+        "survived": len(survivors),
+        "no_tests": len(untested),
+        "kill_rate": round(killed / total, 4) if total else None,
+        "seconds": round(time.perf_counter() - start, 1),
+        "survivors": survivors,
+        "untested": untested,
+    }
 
 
 def main() -> None:
@@ -100,9 +123,11 @@ def main() -> None:
     report = []
     for module in args.module or list(MODULES):
         result = mutate(module, MODULES[module], args.work, args.children, args.resume)
-        print(f"{module}: {result['killed']}/{result['mutants']} killed ({result['kill_rate']:.1%}), "
-              f"{result['survived']} survived, {result['no_tests']} without tests, {result['seconds']} s",
-              file=sys.stderr)
+        print(
+            f"{module}: {result['killed']}/{result['mutants']} killed ({result['kill_rate']:.1%}), "
+            f"{result['survived']} survived, {result['no_tests']} without tests, {result['seconds']} s",
+            file=sys.stderr,
+        )
         report.append(result)
     text = json.dumps({"benchmark": "mutation", "modules": report}, indent=1, ensure_ascii=False)
     if args.out:

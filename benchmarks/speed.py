@@ -32,16 +32,16 @@ import json
 import statistics
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.reference import paper_affine, tv_four_directions
 from clipforge import Backbone, Callback, Options, StepState
 from clipforge.engine import Engine
 from clipforge.judge import load_backbone
-
-from benchmarks.reference import paper_affine, tv_four_directions
 
 PAPER_STEPS = 3400
 PAPER_PHASES = (900, 900, 1600)  # steps at 64, 128 and 224 px (scaled for smaller models)
@@ -61,7 +61,7 @@ class PeakMemory:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * 4096
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -93,16 +93,30 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def naive_inversion(backbone: Backbone, prompt: str, sizes: tuple[int, int, int], steps_per_phase: int,
-                    copies: int, device: torch.device, *, anomaly: bool) -> list[float]:
+def naive_inversion(
+    backbone: Backbone,
+    prompt: str,
+    sizes: tuple[int, int, int],
+    steps_per_phase: int,
+    copies: int,
+    device: torch.device,
+    *,
+    anomaly: bool,
+) -> list[float]:
     """One prompt, fp32, the authors' loop, under their anomaly detection when ``anomaly`` is on;
     returns seconds for each phase."""
     with torch.autograd.set_detect_anomaly(anomaly):
         return _naive_phases(backbone, prompt, sizes, steps_per_phase, copies, device)
 
 
-def _naive_phases(backbone: Backbone, prompt: str, sizes: tuple[int, int, int], steps_per_phase: int, copies: int,
-                  device: torch.device) -> list[float]:
+def _naive_phases(
+    backbone: Backbone,
+    prompt: str,
+    sizes: tuple[int, int, int],
+    steps_per_phase: int,
+    copies: int,
+    device: torch.device,
+) -> list[float]:
     model, mean, std, size = backbone.model, backbone.mean, backbone.std, backbone.input_size
     with torch.no_grad():
         text = F.normalize(model.encode_text(backbone.tokenizer([prompt]).to(device)), dim=-1)
@@ -157,18 +171,32 @@ class PhaseClock(Callback):
             self.start = now
 
 
-def batched_inversion(backbone_ref: dict, prompts: list[str], sizes: tuple[int, int, int], steps_per_phase: int,
-                      copies: int, device: torch.device, fast: bool, chunk: int | None,
-                      compile: bool = False) -> list[float]:
+def batched_inversion(
+    backbone_ref: dict,
+    prompts: list[str],
+    sizes: tuple[int, int, int],
+    steps_per_phase: int,
+    copies: int,
+    device: torch.device,
+    fast: bool,
+    chunk: int | None,
+    compile: bool = False,
+) -> list[float]:
     spec = {
         "prompts": prompts,
         "backbones": [backbone_ref],
-        "steps": 3 * steps_per_phase, "copies": copies,
+        "steps": 3 * steps_per_phase,
+        "copies": copies,
         "resolution": [{"step": i * steps_per_phase, "size": s} for i, s in enumerate(sizes)],
-        "callbacks": [], "device": str(device),
+        "callbacks": [],
+        "device": str(device),
         "log_every": 50,
-        "performance": {"precision": "bf16" if fast else "fp32", "tf32": fast, "chunk_copies": chunk,
-                        "compile": compile},
+        "performance": {
+            "precision": "bf16" if fast else "fp32",
+            "tf32": fast,
+            "chunk_copies": chunk,
+            "compile": compile,
+        },
     }
     clock = PhaseClock(device, steps_per_phase)
     Engine(spec, callbacks=[clock]).run()
@@ -180,8 +208,9 @@ def weighted_seconds_per_step(phase_seconds: list[float], steps_per_phase: int) 
     return sum(p * n for p, n in zip(per_step, PAPER_PHASES)) / PAPER_STEPS
 
 
-def measure(fns: dict[str, Callable[[], list[float]]], device: torch.device, repeats: int,
-            steps_per_phase: int) -> dict[str, dict]:
+def measure(
+    fns: dict[str, Callable[[], list[float]]], device: torch.device, repeats: int, steps_per_phase: int
+) -> dict[str, dict]:
     """Time every method ``repeats`` times, taking turns (so that drift of the machine's speed hits
     them alike), and keep each one's median seconds per step and its peak memory."""
     runs: dict[str, list[float]] = {name: [] for name in fns}
@@ -192,8 +221,14 @@ def measure(fns: dict[str, Callable[[], list[float]]], device: torch.device, rep
                 times = fn()
             peaks[name] = max(peaks[name], mem.peak)
             runs[name].append(weighted_seconds_per_step(times, steps_per_phase))
-    return {name: {"seconds_per_step": statistics.median(runs[name]), "runs": runs[name],
-                   "peak_memory_mib": round(peaks[name] / 2**20, 1)} for name in fns}
+    return {
+        name: {
+            "seconds_per_step": statistics.median(runs[name]),
+            "runs": runs[name],
+            "peak_memory_mib": round(peaks[name] / 2**20, 1),
+        }
+        for name in fns
+    }
 
 
 def main() -> None:
@@ -207,8 +242,11 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=13)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=None, help="copies per backbone pass (memory)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the backbone in batched mode "
-                        "(compile time is excluded: warm-up runs first)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the backbone in batched mode (compile time is excluded: warm-up runs first)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -219,9 +257,18 @@ def main() -> None:
     steps = args.steps
     if args.full:
         steps = PAPER_STEPS // 3  # three equal phases of the same total length
-    prompts = [f"a prompt number {i}" if args.model != "toyworld" else p for i, p in enumerate(
-        ["a red circle on a gray background", "a blue square on a black background",
-         "a green triangle on a white background", "a yellow cross on a gray background"] * 64)][: args.batch]
+    prompts = [
+        f"a prompt number {i}" if args.model != "toyworld" else p
+        for i, p in enumerate(
+            [
+                "a red circle on a gray background",
+                "a blue square on a black background",
+                "a green triangle on a white background",
+                "a yellow cross on a gray background",
+            ]
+            * 64
+        )
+    ][: args.batch]
 
     backbone = load_backbone(ref, device)
     # warm-up (allocator, kernels, autocast caches)
@@ -230,16 +277,28 @@ def main() -> None:
     batched_inversion(ref, prompts, sizes, 1, args.copies, device, fast, args.chunk, args.compile)
 
     def naive(anomaly: bool) -> Callable[[], list[float]]:
-        return lambda: [sum(t) for t in zip(*[naive_inversion(backbone, p, sizes, steps, args.copies, device,
-                                                              anomaly=anomaly)
-                                              for p in prompts[: args.naive_prompts]])]
+        return lambda: [
+            sum(t)
+            for t in zip(
+                *[
+                    naive_inversion(backbone, p, sizes, steps, args.copies, device, anomaly=anomaly)
+                    for p in prompts[: args.naive_prompts]
+                ]
+            )
+        ]
 
-    results = measure({
-        "naive": naive(anomaly=True),
-        "naive_without_anomaly_detection": naive(anomaly=False),
-        "batched": lambda: batched_inversion(ref, prompts, sizes, steps, args.copies, device, fast, args.chunk,
-                                             args.compile),
-    }, device, args.repeats, steps)
+    results = measure(
+        {
+            "naive": naive(anomaly=True),
+            "naive_without_anomaly_detection": naive(anomaly=False),
+            "batched": lambda: batched_inversion(
+                ref, prompts, sizes, steps, args.copies, device, fast, args.chunk, args.compile
+            ),
+        },
+        device,
+        args.repeats,
+        steps,
+    )
     for name in ("naive", "naive_without_anomaly_detection"):  # per image: the naive loop steps one at a time
         results[name]["seconds_per_step"] /= args.naive_prompts
         results[name]["runs"] = [t / args.naive_prompts for t in results[name]["runs"]]
@@ -249,13 +308,25 @@ def main() -> None:
         r["seconds_per_image_full_setup"] = r["seconds_per_step"] * PAPER_STEPS / images_per_step
     naive_with, naive_without, batched = (results[k] for k in ("naive", "naive_without_anomaly_detection", "batched"))
     report = {
-        "benchmark": "speed", "model": args.model, "device": str(device),
+        "benchmark": "speed",
+        "model": args.model,
+        "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if fast else "cpu",
-        "threads": args.threads, "batch": args.batch, "copies": args.copies, "steps_per_phase": steps,
-        "engine_settings": {"precision": "bf16" if fast else "fp32", "tf32": fast,
-                            "log_every": 50, "chunk_copies": args.chunk, "compile": args.compile},
+        "threads": args.threads,
+        "batch": args.batch,
+        "copies": args.copies,
+        "steps_per_phase": steps,
+        "engine_settings": {
+            "precision": "bf16" if fast else "fp32",
+            "tf32": fast,
+            "log_every": 50,
+            "chunk_copies": args.chunk,
+            "compile": args.compile,
+        },
         "memory_measure": "CUDA max_memory_allocated" if fast else "growth of the process's RSS during the run",
-        "naive": naive_with, "naive_without_anomaly_detection": naive_without, "batched": batched,
+        "naive": naive_with,
+        "naive_without_anomaly_detection": naive_without,
+        "batched": batched,
         "throughput_ratio": batched["images_per_hour"] / naive_with["images_per_hour"],
         "throughput_ratio_without_anomaly_detection": batched["images_per_hour"] / naive_without["images_per_hour"],
         # on the CPU the "peak" is RSS growth, near zero for the naive loop after the warm-up: no ratio

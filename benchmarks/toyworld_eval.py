@@ -120,8 +120,14 @@ def main() -> None:
     parser.add_argument("--prompt-seed", type=int, default=0, help="seed of the random draw of prompts")
     parser.add_argument("--steps", type=int, default=340)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change the scaled paper spec (repeatable), e.g. optimizer.lr=0.05")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the scaled paper spec (repeatable), e.g. optimizer.lr=0.05",
+    )
     parser.add_argument("--sheet", type=Path, help="write a contact sheet PNG (one row per model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -142,8 +148,11 @@ def main() -> None:
     results = []
     for model, spec in specs.items():
         results.append(evaluate(model, spec, judge, prompts))
-        print(f"{model}: transfer accuracy {results[-1]['transfer_accuracy']:.3f}, analytic caption accuracy "
-              f"{results[-1]['analytic']['caption']:.3f}", file=sys.stderr)
+        print(
+            f"{model}: transfer accuracy {results[-1]['transfer_accuracy']:.3f}, analytic caption accuracy "
+            f"{results[-1]['analytic']['caption']:.3f}",
+            file=sys.stderr,
+        )
     if args.sheet:
         from clipforge import image_grid, save_png
 
@@ -152,8 +161,14 @@ def main() -> None:
     for r in results:
         r.pop("_images")
     report = {
-        "benchmark": "toyworld_eval", "judge": args.judge, "steps": args.steps, "copies": 13,
-        "prompts": len(prompts), "seeds": seeds, "prompt_seed": args.prompt_seed, "threads": args.threads,
+        "benchmark": "toyworld_eval",
+        "judge": args.judge,
+        "steps": args.steps,
+        "copies": 13,
+        "prompts": len(prompts),
+        "seeds": seeds,
+        "prompt_seed": args.prompt_seed,
+        "threads": args.threads,
         "overrides": args.overrides,
         "results": results,
     }
@@ -162,12 +177,15 @@ def main() -> None:
     else:
         for r in results:
             a, sh, la = r["analytic"], r["analytic_shown"], r["attribute_accuracy"]
-            print(f"{r['model']:>18}: transfer accuracy {r['transfer_accuracy']:.3f}, judge margin "
-                  f"{r['judge_margin']:+.3f}, {r['seconds_per_inversion']:.2f} s per inversion; analytic caption "
-                  f"accuracy {a['caption']:.3f}, no object {a['no_object']:.2f}; colour/shape/background: learned "
-                  f"{la['colour']:.2f}/{la['shape']:.2f}/{la['background']:.2f}, analytic "
-                  f"{a['colour']:.2f}/{a['shape']:.2f}/{a['background']:.2f}, analytic on the PNGs "
-                  f"{sh['colour']:.2f}/{sh['shape']:.2f}/{sh['background']:.2f} (caption {sh['caption']:.3f})")
+            print(
+                f"{r['model']:>18}: transfer accuracy {r['transfer_accuracy']:.3f}, judge margin "
+                f"{r['judge_margin']:+.3f}, {r['seconds_per_inversion']:.2f} s per inversion; analytic caption "
+                f"accuracy {a['caption']:.3f}, no object {a['no_object']:.2f}; colour/shape/background: learned "
+                f"{la['colour']:.2f}/{la['shape']:.2f}/{la['background']:.2f}, analytic "
+                f"{a['colour']:.2f}/{a['shape']:.2f}/{a['background']:.2f}, analytic on the PNGs "
+                f"{sh['colour']:.2f}/{sh['shape']:.2f}/{sh['background']:.2f} (caption {sh['caption']:.3f})"
+            )
+
 
 if __name__ == "__main__":
     main()

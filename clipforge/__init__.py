@@ -8,8 +8,8 @@ listed here changes incompatibly.
 from clipforge.components import (
     Analysis,
     AnalysisRun,
-    AugmentContext,
     Augmentation,
+    AugmentContext,
     Backbone,
     Callback,
     Component,

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -83,8 +84,12 @@ def plan_analysis(analysis: Analysis, registry: Registry) -> AnalysisPlan:
     return AnalysisPlan(analysis, specs, judge)
 
 
-def run_analysis(analysis: Analysis | AnalysisPlan, out_dir: str | Path | None = None,
-                 registry: Registry | None = None, show_progress: bool = True) -> dict[str, Any]:
+def run_analysis(
+    analysis: Analysis | AnalysisPlan,
+    out_dir: str | Path | None = None,
+    registry: Registry | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """Run an analysis and return its report; with ``out_dir``, write ``report.json`` and whatever
     the analysis's ``write_report`` writes there (the folder must not exist or be empty)."""
     registry = registry or default_registry()
@@ -101,8 +106,9 @@ def run_analysis(analysis: Analysis | AnalysisPlan, out_dir: str | Path | None =
             engine = Engine(resolved, registry=registry, callbacks=[*callbacks, bar.callback()])
             results[where] = engine.run()
     device = next(iter(results.values())).device
-    run = AnalysisRun(results=results, judge=plan.judge.build(torch.device(device)), specs=plan.specs,
-                      registry=registry)
+    run = AnalysisRun(
+        results=results, judge=plan.judge.build(torch.device(device)), specs=plan.specs, registry=registry
+    )
     report = {"analysis": analysis.name, **analysis.analyse(run)}
     if out is not None:
         write_json(out / "report.json", report)
@@ -117,7 +123,7 @@ class SharedProgress:
         self.progress = progress_bar(disable=not enabled)
         self.task = self.progress.add_task(description, total=total_steps)
 
-    def __enter__(self) -> "SharedProgress":
+    def __enter__(self) -> SharedProgress:
         self.progress.start()
         return self
 
@@ -172,7 +178,7 @@ def sign_test(wins: int, losses: int) -> float:
     n = wins + losses
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(0, min(wins, losses) + 1)) / 2 ** n
+    tail = sum(math.comb(n, k) for k in range(0, min(wins, losses) + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -219,4 +225,3 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -103,13 +104,15 @@ def full_schema(registry: Registry) -> dict[str, Any]:
         for entry in sorted(registry.entries[kind].values(), key=lambda e: e.name):
             options = entry.cls.Options.model_json_schema()
             defs.update(options.pop("$defs", {}))
-            variants.append({
-                "type": "object",
-                "description": f"{kind} {entry.name!r} from {entry.provider}",
-                "properties": {"name": {"const": entry.name}, "options": options},
-                "required": ["name"],
-                "additionalProperties": False,
-            })
+            variants.append(
+                {
+                    "type": "object",
+                    "description": f"{kind} {entry.name!r} from {entry.provider}",
+                    "properties": {"name": {"const": entry.name}, "options": options},
+                    "required": ["name"],
+                    "additionalProperties": False,
+                }
+            )
         names = registry.names(kind)
         variants.append({"type": "string", "enum": names, "description": f"a {kind} with default options"})
         ref_name = f"{kind.title()}Ref"
@@ -131,13 +134,29 @@ def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
 
 def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
     if args.json:
-        print(json.dumps({
-            "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "hooks": p.hooks,
-                         "components": [{"kind": e.kind, "name": e.name} for e in registry.all() if e.plugin == p.name]}
-                        for p in registry.plugins],
-            "failures": [{"plugin": f.plugin, "distribution": f.distribution, "error": f.error}
-                         for f in registry.failures],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "plugins": [
+                        {
+                            "name": p.name,
+                            "distribution": p.distribution,
+                            "version": p.version,
+                            "hooks": p.hooks,
+                            "components": [
+                                {"kind": e.kind, "name": e.name} for e in registry.all() if e.plugin == p.name
+                            ],
+                        }
+                        for p in registry.plugins
+                    ],
+                    "failures": [
+                        {"plugin": f.plugin, "distribution": f.distribution, "error": f.error}
+                        for f in registry.failures
+                    ],
+                },
+                indent=2,
+            )
+        )
         return 0
     table = Table(title="clipforge components")
     for column in ("kind", "name", "plugin", "distribution"):
@@ -170,8 +189,12 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p = sub.add_parser("invert", help="run the inversion described by a spec file")
     p.add_argument("spec", help="a JSON run spec")
     p.add_argument("--out", help="output directory (must not exist or be empty)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a spec value, e.g. steps=100 or regularizers[0].options.weight=0.01")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. steps=100 or regularizers[0].options.weight=0.01",
+    )
     p.set_defaults(func=cmd_invert)
 
     p = sub.add_parser("validate", help="check a spec without running it")
@@ -181,8 +204,10 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
 
     for entry in sorted(registry.entries["analysis"].values(), key=lambda e: e.name):
         if entry.name in COMMANDS:
-            err.print(f"warning: analysis {entry.name!r} from {entry.provider} is not available: "
-                      f"{entry.name!r} is a clipforge command")
+            err.print(
+                f"warning: analysis {entry.name!r} from {entry.provider} is not available: "
+                f"{entry.name!r} is a clipforge command"
+            )
             continue
         help_text = (entry.cls.description or f"the {entry.name} analysis").replace("%", "%%")
         p = sub.add_parser(entry.name, help=help_text)

@@ -13,9 +13,10 @@ result does not depend on which other images share its batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -96,7 +97,9 @@ class AugmentContext:
         out = draw_per_image(self.generators, (self.copies, *shape), device, low, high)
         return out.reshape(self.batch_size * self.copies, *shape)
 
-    def per_image(self, shape: Sequence[int], device: torch.device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    def per_image(
+        self, shape: Sequence[int], device: torch.device, low: float = 0.0, high: float = 1.0
+    ) -> torch.Tensor:
         """Uniform draws shared by all copies of an image: (B, *shape)."""
         return draw_per_image(self.generators, shape, device, low, high)
 
@@ -219,15 +222,20 @@ class Row:
     slug: str  # file-name-safe identifier, unique within the run
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "prompt_index": self.prompt_index, "seed": self.seed,
-                "label": self.label, "slug": self.slug}
+        return {
+            "index": self.index,
+            "prompt_index": self.prompt_index,
+            "seed": self.seed,
+            "label": self.label,
+            "slug": self.slug,
+        }
 
 
 @dataclass
 class RunInfo:
     """What callbacks can see of a run."""
 
-    spec: "RunSpec"
+    spec: RunSpec
     rows: list[Row]
     device: torch.device
     out_dir: Path | None
@@ -356,7 +364,7 @@ class Analysis(Component):
         """The progress bar's text."""
         return f"{self.name}: inverting"
 
-    def callbacks(self, registry: Any) -> list["Callback"]:
+    def callbacks(self, registry: Any) -> list[Callback]:
         """Extra callbacks for every inversion of the analysis (built from ``registry``)."""
         return []
 

@@ -23,16 +23,18 @@ from __future__ import annotations
 import re
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from clipforge import outputs
 from clipforge.components import (
-    AugmentContext,
     Augmentation,
+    AugmentContext,
     Backbone,
     Callback,
     InversionResult,
@@ -43,7 +45,6 @@ from clipforge.components import (
     Screened,
     StepState,
 )
-from clipforge import outputs
 from clipforge.registry import Registry, ResolvedSpec, default_registry
 from clipforge.spec import RunSpec, load_spec
 
@@ -90,7 +91,9 @@ def embed_terms(backbone: Backbone, keys: Sequence[tuple[str, str]]) -> dict[tup
             for t, e in zip(texts, F.normalize(backbone.encode_text(texts).float(), dim=-1)):
                 out[("text", t)] = e
         if images:
-            pixels = torch.stack([outputs.load_image(p, tuple(backbone.input_size)) for p in images]).to(backbone.device)
+            pixels = torch.stack([outputs.load_image(p, tuple(backbone.input_size)) for p in images]).to(
+                backbone.device
+            )
             for p, e in zip(images, F.normalize(backbone.encode_image(pixels).float(), dim=-1)):
                 out[("image", p)] = e
     return out
@@ -202,8 +205,12 @@ class Engine:
             self.regularizer_names.append(r.name if count == 0 else f"{r.name}#{count + 1}")
         self.callbacks: list[Callback] = [c.build() for c in comps["callbacks"]] + self.extra_callbacks
         self.run_info = RunInfo(
-            spec=spec, rows=self.rows, device=self.device, out_dir=self.out_dir,
-            spec_hash=self.spec_hash, total_steps=spec.steps,
+            spec=spec,
+            rows=self.rows,
+            device=self.device,
+            out_dir=self.out_dir,
+            spec_hash=self.spec_hash,
+            total_steps=spec.steps,
             extra={"backbones": [bb.label for bb in self.backbones]},
         )
 
@@ -218,7 +225,11 @@ class Engine:
             if not state:
                 continue
             new.state[new_p] = {
-                k: (self.param.resize_state(v, tuple(new_p.shape)) if torch.is_tensor(v) and v.shape == old_p.shape else v)
+                k: (
+                    self.param.resize_state(v, tuple(new_p.shape))
+                    if torch.is_tensor(v) and v.shape == old_p.shape
+                    else v
+                )
                 for k, v in state.items()
             }
         return new
@@ -260,8 +271,9 @@ class Engine:
         for aug in self.augmentations:
             copies = aug(copies, ctx)
         reg_values = [reg(images) for reg in self.active_regularizers]
-        reg_loss = sum((reg.options.weight * v for reg, v in zip(self.active_regularizers, reg_values)),
-                       images.new_zeros(batch))
+        reg_loss = sum(
+            (reg.options.weight * v for reg, v in zip(self.active_regularizers, reg_values)), images.new_zeros(batch)
+        )
         n = copies.shape[0]
         chunk = spec.performance.chunk_copies or n
         if chunk >= n:
@@ -272,7 +284,7 @@ class Engine:
             leaf = copies.detach().requires_grad_(True)
             parts, sims = [], []
             for start in range(0, n, chunk):
-                part, s = self._embed_losses(leaf[start:start + chunk], start)
+                part, s = self._embed_losses(leaf[start : start + chunk], start)
                 (part.sum() / k).backward()
                 parts.append(part.detach())
                 sims.append(s.detach())
@@ -288,8 +300,9 @@ class Engine:
             clip_grad_per_image(params, spec.optimizer.grad_clip)
         self.param.after_backward()
         optimizer.step()
-        return torch.stack([data.detach() + reg_loss.detach(), data.detach(), similarity.detach(),
-                            *[v.detach() for v in reg_values]])
+        return torch.stack(
+            [data.detach() + reg_loss.detach(), data.detach(), similarity.detach(), *[v.detach() for v in reg_values]]
+        )
 
     # ------------------------------------------------------------------ the loop
 
@@ -392,9 +405,17 @@ class Engine:
 
         final = current_images(final=True)
         result = InversionResult(
-            images=final.images, withheld=final.withheld.tolist(), rows=self.rows, metrics=metrics, spec=spec, spec_hash=self.spec_hash,
-            device=str(self.device), steps_done=steps_done, interrupted=interrupted,
-            seconds=time.perf_counter() - start, out_dir=self.out_dir,
+            images=final.images,
+            withheld=final.withheld.tolist(),
+            rows=self.rows,
+            metrics=metrics,
+            spec=spec,
+            spec_hash=self.spec_hash,
+            device=str(self.device),
+            steps_done=steps_done,
+            interrupted=interrupted,
+            seconds=time.perf_counter() - start,
+            out_dir=self.out_dir,
         )
         if self.out_dir is not None:
             outputs.write_results(self.out_dir, result, self.run_info)

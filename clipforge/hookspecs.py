@@ -20,7 +20,7 @@ Hooks are called once, when the registry is built, never inside the optimisation
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

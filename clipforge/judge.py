@@ -8,8 +8,9 @@ prompt's similarity minus the best other caption's (positive when the judge is r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +38,19 @@ class Verdicts:
         return sum(self.margin) / max(len(self.margin), 1)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "mean_margin": self.mean_margin, "top": self.top,
-                "correct": self.correct, "margin": self.margin, "similarity": self.similarity}
+        return {
+            "accuracy": self.accuracy,
+            "mean_margin": self.mean_margin,
+            "top": self.top,
+            "correct": self.correct,
+            "margin": self.margin,
+            "similarity": self.similarity,
+        }
 
 
-def load_backbone(ref: ComponentRef | dict[str, Any] | str, device: torch.device | str = "cpu",
-                  registry: Registry | None = None) -> Backbone:
+def load_backbone(
+    ref: ComponentRef | dict[str, Any] | str, device: torch.device | str = "cpu", registry: Registry | None = None
+) -> Backbone:
     """Build a backbone outside a run, e.g. ``{"name": "open_clip", "options": {"model": "toyworld-judge"}}``."""
     return (registry or default_registry()).build("backbone", ref, torch.device(device))
 

@@ -24,7 +24,15 @@ import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from safetensors.torch import save_file
 
 from clipforge.components import InversionResult, RunInfo
@@ -47,8 +55,16 @@ def prepare_out_dir(path: Path) -> None:
 def progress_bar(*fields: ProgressColumn, disable: bool = False) -> Progress:
     """clipforge's rich progress bar, on stderr: text, bar, steps done of total, any extra columns
     (``fields``), elapsed time and time left. Used by the ``progress`` callback and by analyses."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *fields,
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=disable)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *fields,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=disable,
+    )
 
 
 def library_versions() -> dict[str, str]:
@@ -76,15 +92,18 @@ def _device_name(device: torch.device) -> str:
 
 def write_run_start(out_dir: Path, run: RunInfo) -> None:
     write_json(out_dir / "spec.json", run.spec.model_dump(mode="json"))
-    write_json(out_dir / "run.json", {
-        "spec_hash": run.spec_hash,
-        "device": _device_name(run.device),
-        "versions": library_versions(),
-        "backbones": run.extra.get("backbones", []),
-        "rows": [row.as_dict() for row in run.rows],
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "status": "running",
-    })
+    write_json(
+        out_dir / "run.json",
+        {
+            "spec_hash": run.spec_hash,
+            "device": _device_name(run.device),
+            "versions": library_versions(),
+            "backbones": run.extra.get("backbones", []),
+            "rows": [row.as_dict() for row in run.rows],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": "running",
+        },
+    )
 
 
 def to_display(images: torch.Tensor, rescale: str) -> torch.Tensor:
@@ -118,7 +137,7 @@ def image_grid(images: torch.Tensor, columns: int, pad: int = 2) -> torch.Tensor
     for i in range(n):
         r, col = divmod(i, columns)
         top, left = pad + r * (h + pad), pad + col * (w + pad)
-        grid[:, top:top + h, left:left + w] = images[i]
+        grid[:, top : top + h, left : left + w] = images[i]
     return grid
 
 
@@ -131,26 +150,38 @@ def write_results(out_dir: Path, result: InversionResult, run: RunInfo) -> None:
     for row in result.rows:
         if withheld[row.index]:
             continue
-        save_png(shown[row.index], images_dir / f"{row.slug}.png", {
-            "prompt": row.label, "seed": str(row.seed), "spec_hash": result.spec_hash,
-            "step": str(result.steps_done), "software": f"clipforge {version}",
-        })
+        save_png(
+            shown[row.index],
+            images_dir / f"{row.slug}.png",
+            {
+                "prompt": row.label,
+                "seed": str(row.seed),
+                "spec_hash": result.spec_hash,
+                "step": str(result.steps_done),
+                "software": f"clipforge {version}",
+            },
+        )
     save_file(
         {"images": result.images.contiguous()},
         str(out_dir / "images.safetensors"),
-        metadata={"rows": json.dumps([r.as_dict() for r in result.rows]), "spec_hash": result.spec_hash,
-                  "steps_done": str(result.steps_done)},
+        metadata={
+            "rows": json.dumps([r.as_dict() for r in result.rows]),
+            "spec_hash": result.spec_hash,
+            "steps_done": str(result.steps_done),
+        },
     )
     run_json = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
     final = result.metrics[-1] if result.metrics else {}
-    run_json.update({
-        "status": "interrupted" if result.interrupted else "finished",
-        "steps_done": result.steps_done,
-        "withheld": [row.slug for row in result.rows if withheld[row.index]],
-        "seconds": round(result.seconds, 3),
-        "final": {"loss": final.get("loss"), "similarity": final.get("similarity")},
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    run_json.update(
+        {
+            "status": "interrupted" if result.interrupted else "finished",
+            "steps_done": result.steps_done,
+            "withheld": [row.slug for row in result.rows if withheld[row.index]],
+            "seconds": round(result.seconds, 3),
+            "final": {"loss": final.get("loss"), "similarity": final.get("similarity")},
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
     write_json(out_dir / "run.json", run_json)
 
 

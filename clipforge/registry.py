@@ -18,8 +18,9 @@ import difflib
 import importlib.metadata
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 from pydantic import BaseModel, ValidationError
@@ -46,7 +47,7 @@ class PluginClashWarning(UserWarning):
 BUILTIN_DISTRIBUTION = "clipforge"
 
 
-def _is_builtin(entry: "ComponentEntry") -> bool:
+def _is_builtin(entry: ComponentEntry) -> bool:
     return entry.distribution == BUILTIN_DISTRIBUTION
 
 
@@ -233,13 +234,17 @@ def build_registry(
                     continue
                 # a name clash disables the newcomer's component, never the whole registry: the
                 # built-in keeps its name, otherwise the plugin registered first does
-                kept, dropped = (entry, existing) if _is_builtin(entry) and not _is_builtin(existing) else (existing, entry)
+                kept, dropped = (
+                    (entry, existing) if _is_builtin(entry) and not _is_builtin(existing) else (existing, entry)
+                )
                 entries[kind][entry.name] = kept
                 clash = PluginFailure(
-                    dropped.plugin, dropped.distribution,
+                    dropped.plugin,
+                    dropped.distribution,
                     f"its {kind} {entry.name!r} is disabled, because {kept.provider} has a {kind} of that name; "
                     f"rename it, or block one of the plugins (--block NAME or CLIPFORGE_BLOCK_PLUGINS)",
-                    what="lost a component")
+                    what="lost a component",
+                )
                 if strict:
                     raise DuplicateComponentError(str(clash))
                 warnings.warn(str(clash), PluginClashWarning, stacklevel=2)
@@ -357,8 +362,12 @@ def _resolve_component(registry: Registry, kind: str, ref: Any, where: str) -> R
     try:
         options = entry.cls.Options.model_validate(ref.options)
     except ValidationError as exc:
-        raise SpecError([(p, f"{m} [{kind} {ref.name!r} from {entry.provider}]")
-                         for p, m in _problems(exc, _prefixed(where, "options"))]) from None
+        raise SpecError(
+            [
+                (p, f"{m} [{kind} {ref.name!r} from {entry.provider}]")
+                for p, m in _problems(exc, _prefixed(where, "options"))
+            ]
+        ) from None
     return ResolvedComponent(entry, options)
 
 

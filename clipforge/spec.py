@@ -4,7 +4,8 @@ Every default reproduces the paper's setup (../shared/PAPER.md): a spec that giv
 inverts it on OpenAI's ViT-B/16 exactly as the authors did. Components (backbones, the
 parameterisation, augmentations, regularisers, callbacks) are named, and their options are
 validated by the component's own ``Options`` model in a second pass
-(:meth:`clipforge.registry.Registry.resolve`), so every error carries the JSON path where it happened, e.g. ``regularizers[1].options.weight``.
+(:meth:`clipforge.registry.Registry.resolve`), so every error carries the JSON path where it
+happened, e.g. ``regularizers[1].options.weight``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -80,7 +82,7 @@ class PromptTerm(StrictModel):
         return {"text": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _one_source(self) -> "PromptTerm":
+    def _one_source(self) -> PromptTerm:
         if (self.text is None) == (self.image is None):
             raise ValueError("give exactly one of 'text' or 'image'")
         return self
@@ -101,7 +103,8 @@ class Prompt(StrictModel):
     terms: list[PromptTerm] | None = Field(None, min_length=1, description="Weighted texts or images.")
     weight: float = Field(1.0, description="Multiplier of this prompt's data term.")
     combine: Literal["losses", "embedding"] = Field(
-        "losses", description="How terms combine: 'losses' sums weighted distances to each term; 'embedding' "
+        "losses",
+        description="How terms combine: 'losses' sums weighted distances to each term; 'embedding' "
         "aims at the normalised weighted sum of the positive terms' embeddings (negative terms stay separate).",
     )
     label: str | None = Field(None, description="Name used in file names and reports.")
@@ -114,7 +117,7 @@ class Prompt(StrictModel):
         return {"text": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _one_source(self) -> "Prompt":
+    def _one_source(self) -> Prompt:
         if sum(x is not None for x in (self.text, self.image, self.terms)) != 1:
             raise ValueError("give exactly one of 'text', 'image' or 'terms'")
         return self
@@ -162,7 +165,9 @@ class PerformanceSpec(StrictModel):
     compile: bool = Field(False, description="torch.compile each backbone's image encoder.")
     channels_last: bool = Field(False, description="Channels-last memory layout (for convolutional towers).")
     chunk_copies: int | None = Field(
-        None, ge=1, description="Send at most this many copies through the backbones at once, accumulating "
+        None,
+        ge=1,
+        description="Send at most this many copies through the backbones at once, accumulating "
         "gradients (same result, less memory).",
     )
 
@@ -318,7 +323,9 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecError([("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")], str(path)) from None
+        raise SpecError(
+            [("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")], str(path)
+        ) from None
     return data
 
 
@@ -343,7 +350,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         parts: list[str | int] = []
         pos = 0
         for m in _SET_PATH.finditer(key):
-            if m.start() != pos and key[pos:m.start()] != ".":
+            if m.start() != pos and key[pos : m.start()] != ".":
                 raise SpecError([("--set", f"cannot parse key {key!r}")])
             parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
             pos = m.end()
@@ -426,8 +433,9 @@ class AnalysisSpec(StrictModel):
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
-    def run_spec(self, prompts: Sequence[Any], backbones: list[dict[str, Any]] | None = None,
-                 where: str = "run") -> RunSpec:
+    def run_spec(
+        self, prompts: Sequence[Any], backbones: list[dict[str, Any]] | None = None, where: str = "run"
+    ) -> RunSpec:
         """The run spec of ``prompts`` over this spec's seeds; errors name their path under ``where``."""
         data = {**self.run, "prompts": list(prompts), "seeds": self.seed_list(), "callbacks": []}
         if backbones is not None:
@@ -440,7 +448,7 @@ class AnalysisSpec(StrictModel):
     def inversion_specs(self) -> dict[str, RunSpec]:
         """The run specs this analysis inverts, by the spec path that configures them (``run`` for
         the ``prompts`` field; an analysis with several runs overrides this)."""
-        return {"run": self.run_spec(getattr(self, "prompts"))}
+        return {"run": self.run_spec(self.prompts)}
 
 
 def load_analysis_spec(cls: type[AnalysisSpec], source: str | Path | dict[str, Any]) -> AnalysisSpec:

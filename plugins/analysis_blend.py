@@ -28,18 +28,22 @@ CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked
 class BlendSpec(AnalysisSpec):
     pairs: list[tuple[str, str]] = Field(min_length=1, description="Concept pairs (A, B).")
     combine: Literal["embedding", "losses", "text"] = Field(
-        "embedding", description="How the blend is made: the mean embedding, the sum of both losses, or the "
-        "text 'A and B'.")
-    captions: list[str] | str | None = Field(None, description="The judge's candidate captions ('toyworld' for the "
-                                             "offline world's); the concepts are added.")
+        "embedding",
+        description="How the blend is made: the mean embedding, the sum of both losses, or the text 'A and B'.",
+    )
+    captions: list[str] | str | None = Field(
+        None, description="The judge's candidate captions ('toyworld' for the offline world's); the concepts are added."
+    )
     top_k: int = Field(2, ge=1, description="A concept is present when it is among the judge's top k captions.")
     controls: list[str] | Literal["toyworld"] | None = Field(
-        None, description="If set, a concept is present when the judge finds the image closer to it than to every "
+        None,
+        description="If set, a concept is present when the judge finds the image closer to it than to every "
         "control caption (ignoring captions and top_k); 'toyworld': per pair, the offline world's captions in the "
-        "concepts' template that share no colour and no shape with either concept (on their background, if stated).")
+        "concepts' template that share no colour and no shape with either concept (on their background, if stated).",
+    )
 
     @model_validator(mode="after")
-    def _controls_fit(self) -> "BlendSpec":
+    def _controls_fit(self) -> BlendSpec:
         concepts = {c for pair in self.pairs for c in pair}
         if isinstance(self.controls, list):
             if not self.controls:
@@ -52,12 +56,16 @@ class BlendSpec(AnalysisSpec):
                 templates = [World.single_object_template(concept) for concept in pair]
                 for j, (concept, template) in enumerate(zip(pair, templates)):
                     if template is None:
-                        raise ValueError(f"pairs[{i}][{j}]: controls 'toyworld' needs single-object captions of the "
-                                         f"offline world ('a red circle', 'a red circle on a gray background'), "
-                                         f"not {concept!r}")
+                        raise ValueError(
+                            f"pairs[{i}][{j}]: controls 'toyworld' needs single-object captions of the "
+                            f"offline world ('a red circle', 'a red circle on a gray background'), "
+                            f"not {concept!r}"
+                        )
                 if templates[0] != templates[1]:
-                    raise ValueError(f"pairs[{i}]: controls 'toyworld' needs both captions in one template, "
-                                     f"not {pair[0]!r} and {pair[1]!r}")
+                    raise ValueError(
+                        f"pairs[{i}]: controls 'toyworld' needs both captions in one template, "
+                        f"not {pair[0]!r} and {pair[1]!r}"
+                    )
         return self
 
     def pair_controls(self, a: str, b: str) -> list[str]:
@@ -69,7 +77,8 @@ class BlendSpec(AnalysisSpec):
         if self.controls is None:
             return f"its caption is among the judge's top {self.top_k} captions"
         return "the judge finds the image closer to it than to every control caption" + (
-            " (the world's captions sharing no colour or shape with the pair)" if self.controls == "toyworld" else "")
+            " (the world's captions sharing no colour or shape with the pair)" if self.controls == "toyworld" else ""
+        )
 
     def prompts(self) -> list[Any]:
         """A alone, B alone and their blend, for every pair."""
@@ -107,18 +116,38 @@ class Blend(Analysis):
 
     def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
         spec, result, pairs_out, summary = self.options, run.result, report["pairs"], report["summary"]
-        md = ["# Concept blending", "",
-              f"A concept is present when {spec.presence_rule()}; blends by '{spec.combine}'.", "",
-              markdown_table(["images", "both present (rate, 95 % CI)"], [
-                  [role, f"{with_ci(s['rate'], s['ci95'])} of {s['images']}"]
-                  for role, s in summary.items()]), ""]
+        md = [
+            "# Concept blending",
+            "",
+            f"A concept is present when {spec.presence_rule()}; blends by '{spec.combine}'.",
+            "",
+            markdown_table(
+                ["images", "both present (rate, 95 % CI)"],
+                [[role, f"{with_ci(s['rate'], s['ci95'])} of {s['images']}"] for role, s in summary.items()],
+            ),
+            "",
+        ]
         for p, (a, b) in enumerate(spec.pairs):
             rows = [r.index for r in result.rows if r.prompt_index in (3 * p, 3 * p + 1, 3 * p + 2)]
             write_grid(out / f"pair_{p:02d}.png", result.images[rows], len(spec.seed_list()))
             entry = pairs_out[p]
-            md += [f"## {a} + {b}", "", markdown_table(["images", "A present", "B present", "both present"], [
-                       [role, f"{entry[role]['a_present']:.2f}", f"{entry[role]['b_present']:.2f}",
-                        f"{entry[role]['both_present']}/{entry[role]['images']}"] for role in ("a", "b", "blend")]), ""]
+            md += [
+                f"## {a} + {b}",
+                "",
+                markdown_table(
+                    ["images", "A present", "B present", "both present"],
+                    [
+                        [
+                            role,
+                            f"{entry[role]['a_present']:.2f}",
+                            f"{entry[role]['b_present']:.2f}",
+                            f"{entry[role]['both_present']}/{entry[role]['images']}",
+                        ]
+                        for role in ("a", "b", "blend")
+                    ],
+                ),
+                "",
+            ]
             if "controls" in entry:
                 md += [f"Controls: {', '.join(entry['controls'])}.", ""]
             md += ["Rows: A alone, B alone, blend.", "", f"![pair](pair_{p:02d}.png)", ""]
@@ -157,16 +186,29 @@ def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backb
             rows = [r.index for r in result.rows if r.prompt_index == 3 * p + offset]
             has_a, has_b = present[a][rows], present[b][rows]
             both = int((has_a & has_b).sum())
-            entry[role] = {"both_present": both, "images": len(rows), "rate": both / len(rows),
-                           "a_present": int(has_a.sum()) / len(rows), "b_present": int(has_b.sum()) / len(rows)}
+            entry[role] = {
+                "both_present": both,
+                "images": len(rows),
+                "rate": both / len(rows),
+                "a_present": int(has_a.sum()) / len(rows),
+                "b_present": int(has_b.sum()) / len(rows),
+            }
             totals[role][0] += both
             totals[role][1] += len(rows)
         pairs_out.append(entry)
-    summary = {role: {"both_present": k, "images": n, "rate": k / n, "ci95": list(wilson_interval(k, n))}
-               for role, (k, n) in totals.items()}
-    return {"combine": spec.combine, "presence": spec.presence_rule(),
-              "top_k": spec.top_k if spec.controls is None else None, "judge": spec.judge.model_dump(),
-              "seeds": spec.seed_list(), "pairs": pairs_out, "summary": summary}
+    summary = {
+        role: {"both_present": k, "images": n, "rate": k / n, "ci95": list(wilson_interval(k, n))}
+        for role, (k, n) in totals.items()
+    }
+    return {
+        "combine": spec.combine,
+        "presence": spec.presence_rule(),
+        "top_k": spec.top_k if spec.controls is None else None,
+        "judge": spec.judge.model_dump(),
+        "seeds": spec.seed_list(),
+        "pairs": pairs_out,
+        "summary": summary,
+    }
 
 
 def blend_table(report: dict[str, Any]) -> Table:
@@ -175,7 +217,9 @@ def blend_table(report: dict[str, Any]) -> Table:
     for col in ("images of", "both concepts present", "95% CI"):
         table.add_column(col)
     for role, s in report["summary"].items():
-        table.add_row(role, f"{s['both_present']}/{s['images']} ({s['rate']:.2f})", f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]")
+        table.add_row(
+            role, f"{s['both_present']}/{s['images']} ({s['rate']:.2f})", f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
+        )
     return table
 
 

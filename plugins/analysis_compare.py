@@ -20,7 +20,13 @@ from rich.table import Table
 
 from clipforge import Analysis, AnalysisRun, AnalysisSpec, ComponentRef, Judge, RunSpec, Verdicts, hookimpl
 from clipforge.analysis import (
-    candidate_captions, markdown_table, mean_interval, sign_test, wilson_interval, with_ci, write_grid,
+    candidate_captions,
+    markdown_table,
+    mean_interval,
+    sign_test,
+    wilson_interval,
+    with_ci,
+    write_grid,
 )
 from clipforge.toyworld import World, read_images
 from clipforge.toyworld import verdicts as analytic_verdicts
@@ -36,15 +42,19 @@ class CompareSpec(AnalysisSpec):
     prompts: list[str] = Field(min_length=1, description="Prompts every backbone inverts.")
     backbones: dict[str, ComponentRef] = Field(min_length=2, description="Label -> backbone to invert.")
     captions: list[str] | str | None = Field(
-        None, description="The judge's candidate captions ('toyworld' for the offline world's); prompts are added.")
+        None, description="The judge's candidate captions ('toyworld' for the offline world's); prompts are added."
+    )
     rank_by: RankBy = Field(
-        "accuracy", description="What the ranking orders by (accuracy ties are broken by the judge margin).")
+        "accuracy", description="What the ranking orders by (accuracy ties are broken by the judge margin)."
+    )
 
     @model_validator(mode="after")
-    def _analytic_needs_toyworld_prompts(self) -> "CompareSpec":
+    def _analytic_needs_toyworld_prompts(self) -> CompareSpec:
         if self.rank_by == "analytic_accuracy" and not self.analytic():
-            raise ValueError("rank_by 'analytic_accuracy' needs toy-world prompts of the form "
-                             "'a {colour} {shape} on a {background} background'")
+            raise ValueError(
+                "rank_by 'analytic_accuracy' needs toy-world prompts of the form "
+                "'a {colour} {shape} on a {background} background'"
+            )
         return self
 
     def analytic(self) -> bool:
@@ -52,8 +62,10 @@ class CompareSpec(AnalysisSpec):
         return all(World.single_object_template(p) == "full" for p in self.prompts)
 
     def inversion_specs(self) -> dict[str, RunSpec]:
-        return {f"backbones.{label}": self.run_spec(self.prompts, [ref.model_dump()], where=f"backbones.{label}")
-                for label, ref in self.backbones.items()}
+        return {
+            f"backbones.{label}": self.run_spec(self.prompts, [ref.model_dump()], where=f"backbones.{label}")
+            for label, ref in self.backbones.items()
+        }
 
 
 class Compare(Analysis):
@@ -69,9 +81,16 @@ class Compare(Analysis):
         results = {label: run.results[f"backbones.{label}"] for label in spec.backbones}
         judge = Judge(run.judge, candidate_captions(spec.captions, spec.prompts))
         summary, ranking, paired = compare_results(spec, results, judge)
-        return {"judge": spec.judge.model_dump(), "prompts": spec.prompts, "seeds": spec.seed_list(),
-                "backbones": {k: v.model_dump() for k, v in spec.backbones.items()},
-                "results": summary, "rank_by": spec.rank_by, "ranking": ranking, "paired": paired}
+        return {
+            "judge": spec.judge.model_dump(),
+            "prompts": spec.prompts,
+            "seeds": spec.seed_list(),
+            "backbones": {k: v.model_dump() for k, v in spec.backbones.items()},
+            "results": summary,
+            "rank_by": spec.rank_by,
+            "ranking": ranking,
+            "paired": paired,
+        }
 
     def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
         spec, analytic = self.options, self.options.analytic()
@@ -79,32 +98,65 @@ class Compare(Analysis):
         rows_out = [run.results[f"backbones.{label}"].images for label in spec.backbones]
         write_grid(out / "grid.png", torch.cat(rows_out), rows_out[0].shape[0])
         header = ["backbone", "images", "judge similarity (95 % CI)", "accuracy (95 % CI)", "judge margin (95 % CI)"]
-        table = [[label, s["images"], with_ci(s["judge_similarity"], s["judge_similarity_ci95"], 3),
-                  with_ci(s["accuracy"], s["accuracy_ci95"], 2), with_ci(s["judge_margin"], s["judge_margin_ci95"], 3)]
-                 for label, s in summary.items()]
+        table = [
+            [
+                label,
+                s["images"],
+                with_ci(s["judge_similarity"], s["judge_similarity_ci95"], 3),
+                with_ci(s["accuracy"], s["accuracy_ci95"], 2),
+                with_ci(s["judge_margin"], s["judge_margin_ci95"], 3),
+            ]
+            for label, s in summary.items()
+        ]
         if analytic:
             header.append("analytic judge: caption accuracy (95 % CI); colour / shape / background")
             for row, s in zip(table, summary.values()):
                 a = s["analytic"]
-                row.append(f"{with_ci(s['analytic_accuracy'], s['analytic_accuracy_ci95'], 2)}; "
-                           f"{a['colour']:.2f} / {a['shape']:.2f} / {a['background']:.2f}")
-        pair_header = ["ranked", "paired margin difference (95 % CI)", "right only in the first / only in the second",
-                       "sign test p"]
-        pair_rows = [[f"{c['higher']} > {c['lower']}", with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
-                      f"{c['only_higher_right']} / {c['only_lower_right']}", f"{c['sign_test_p']:.3f}"] for c in paired]
+                row.append(
+                    f"{with_ci(s['analytic_accuracy'], s['analytic_accuracy_ci95'], 2)}; "
+                    f"{a['colour']:.2f} / {a['shape']:.2f} / {a['background']:.2f}"
+                )
+        pair_header = [
+            "ranked",
+            "paired margin difference (95 % CI)",
+            "right only in the first / only in the second",
+            "sign test p",
+        ]
+        pair_rows = [
+            [
+                f"{c['higher']} > {c['lower']}",
+                with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
+                f"{c['only_higher_right']} / {c['only_lower_right']}",
+                f"{c['sign_test_p']:.3f}",
+            ]
+            for c in paired
+        ]
         if analytic:
             pair_header += ["analytic judge: right only in the first / only in the second", "sign test p"]
             for row, c in zip(pair_rows, paired):
                 a = c["analytic"]
                 row += [f"{a['only_higher_right']} / {a['only_lower_right']}", f"{a['sign_test_p']:.3f}"]
         judges = f"Judge: `{spec.judge.model_dump()}`" + (
-            "; and the analytic judge (colour, shape and background read by rule)" if analytic else "")
-        md = ["# Model comparison", "", judges + ".", "", markdown_table(header, table), "",
-              f"Ranking by {spec.rank_by.replace('_', ' ')}: " + " > ".join(ranking), "",
-              "Neighbours in the ranking, image by image (same prompts and seeds):", "",
-              markdown_table(pair_header, pair_rows), "",
-              "One row per backbone, in the order of the first table; columns are prompts x seeds.", "",
-              "![grid](grid.png)", ""]
+            "; and the analytic judge (colour, shape and background read by rule)" if analytic else ""
+        )
+        md = [
+            "# Model comparison",
+            "",
+            judges + ".",
+            "",
+            markdown_table(header, table),
+            "",
+            f"Ranking by {spec.rank_by.replace('_', ' ')}: " + " > ".join(ranking),
+            "",
+            "Neighbours in the ranking, image by image (same prompts and seeds):",
+            "",
+            markdown_table(pair_header, pair_rows),
+            "",
+            "One row per backbone, in the order of the first table; columns are prompts x seeds.",
+            "",
+            "![grid](grid.png)",
+            "",
+        ]
         (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 
     def table(self, report: dict[str, Any]) -> Table:
@@ -122,38 +174,56 @@ def compare_results(spec: CompareSpec, results: dict[str, Any], judge: Judge) ->
         sim, sim_lo, sim_hi = mean_interval(v.similarity)
         margin, margin_lo, margin_hi = mean_interval(v.margin)
         summary[label] = {
-            "images": n, "judge_similarity": sim, "judge_similarity_ci95": [sim_lo, sim_hi],
-            "accuracy": k / n, "accuracy_ci95": list(wilson_interval(k, n)),
-            "judge_margin": margin, "judge_margin_ci95": [margin_lo, margin_hi],
+            "images": n,
+            "judge_similarity": sim,
+            "judge_similarity_ci95": [sim_lo, sim_hi],
+            "accuracy": k / n,
+            "accuracy_ci95": list(wilson_interval(k, n)),
+            "judge_margin": margin,
+            "judge_margin_ci95": [margin_lo, margin_hi],
             "model_similarity": statistics.fmean(result.metrics[-1]["similarity"]),
         }
         if analytic:  # toy-world prompts: the analytic judge reads colour, shape and background by rule
             a = analytic_verdicts(read_images(result.images), row_prompts)
             analytic_correct[label] = a.correct
             hits = sum(a.correct)
-            summary[label].update({"analytic_accuracy": hits / n, "analytic_accuracy_ci95": list(wilson_interval(hits, n)),
-                                   "analytic": {k: v for k, v in a.summary().items() if k != "n"}})
+            summary[label].update(
+                {
+                    "analytic_accuracy": hits / n,
+                    "analytic_accuracy_ci95": list(wilson_interval(hits, n)),
+                    "analytic": {k: v for k, v in a.summary().items() if k != "n"},
+                }
+            )
     images = {label: [(r.prompt_index, r.seed) for r in result.rows] for label, result in results.items()}
     if any(keys != next(iter(images.values())) for keys in images.values()):  # the engine orders rows the same way
         raise RuntimeError("compare: backbones' inversions are not in the same prompt and seed order")
     ranking = rank_backbones(summary, spec.rank_by)
-    paired = [paired_comparison(higher, lower, verdicts[higher], verdicts[lower],
-                                analytic_correct.get(higher), analytic_correct.get(lower))
-              for higher, lower in zip(ranking, ranking[1:])]
+    paired = [
+        paired_comparison(
+            higher, lower, verdicts[higher], verdicts[lower], analytic_correct.get(higher), analytic_correct.get(lower)
+        )
+        for higher, lower in zip(ranking, ranking[1:])
+    ]
     return summary, ranking, paired
 
 
 def rank_backbones(summary: dict[str, dict[str, Any]], rank_by: RankBy) -> list[str]:
     """Labels from best to worst; accuracy ties are broken by the judge margin, full ties keep spec order."""
     if rank_by in ("accuracy", "analytic_accuracy"):
-        return sorted(summary, key=lambda label: (summary[label][rank_by], summary[label]["judge_margin"]),
-                      reverse=True)
+        return sorted(
+            summary, key=lambda label: (summary[label][rank_by], summary[label]["judge_margin"]), reverse=True
+        )
     return sorted(summary, key=lambda label: summary[label][rank_by], reverse=True)
 
 
-def paired_comparison(higher: str, lower: str, higher_verdicts: Verdicts, lower_verdicts: Verdicts,
-                      higher_analytic: list[bool] | None = None,
-                      lower_analytic: list[bool] | None = None) -> dict[str, Any]:
+def paired_comparison(
+    higher: str,
+    lower: str,
+    higher_verdicts: Verdicts,
+    lower_verdicts: Verdicts,
+    higher_analytic: list[bool] | None = None,
+    lower_analytic: list[bool] | None = None,
+) -> dict[str, Any]:
     """Image-by-image comparison of two backbones ranked next to each other, on the same prompts and
     seeds in the same order: is the higher one's lead more than noise? With the analytic judge's
     per-image correctness, its sign test is reported too (under ``"analytic"``)."""
@@ -162,29 +232,44 @@ def paired_comparison(higher: str, lower: str, higher_verdicts: Verdicts, lower_
     correct = list(zip(higher_verdicts.correct, lower_verdicts.correct, strict=True))
     only_higher = sum(x and not y for x, y in correct)
     only_lower = sum(y and not x for x, y in correct)
-    out = {"higher": higher, "lower": lower, "margin_difference": diff, "margin_difference_ci95": [lo, hi],
-           "only_higher_right": only_higher, "only_lower_right": only_lower,
-           "sign_test_p": sign_test(only_higher, only_lower)}
+    out = {
+        "higher": higher,
+        "lower": lower,
+        "margin_difference": diff,
+        "margin_difference_ci95": [lo, hi],
+        "only_higher_right": only_higher,
+        "only_lower_right": only_lower,
+        "sign_test_p": sign_test(only_higher, only_lower),
+    }
     if higher_analytic is not None and lower_analytic is not None:
         both = list(zip(higher_analytic, lower_analytic, strict=True))
         a_higher, a_lower = sum(x and not y for x, y in both), sum(y and not x for x, y in both)
-        out["analytic"] = {"only_higher_right": a_higher, "only_lower_right": a_lower,
-                           "sign_test_p": sign_test(a_higher, a_lower)}
+        out["analytic"] = {
+            "only_higher_right": a_higher,
+            "only_lower_right": a_lower,
+            "sign_test_p": sign_test(a_higher, a_lower),
+        }
     return out
 
 
 def compare_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"model comparison, best first by {report['rank_by'].replace('_', ' ')}",
-                  caption="vs next: paired margin difference (95% CI), sign-test p on images only one gets right")
+    table = Table(
+        title=f"model comparison, best first by {report['rank_by'].replace('_', ' ')}",
+        caption="vs next: paired margin difference (95% CI), sign-test p on images only one gets right",
+    )
     for col in ("backbone", "images", "judge similarity", "accuracy (95% CI)", "margin", "vs next"):
         table.add_column(col)
     paired = {c["higher"]: c for c in report["paired"]}
     for label in report["ranking"]:
         s, c = report["results"][label], paired.get(label)
-        table.add_row(label, str(s["images"]), f"{s['judge_similarity']:.3f}",
-                      with_ci(s["accuracy"], s["accuracy_ci95"], 2), f"{s['judge_margin']:+.3f}",
-                      f"{with_ci(c['margin_difference'], c['margin_difference_ci95'], 3)}, p={c['sign_test_p']:.2f}"
-                      if c else "")
+        table.add_row(
+            label,
+            str(s["images"]),
+            f"{s['judge_similarity']:.3f}",
+            with_ci(s["accuracy"], s["accuracy_ci95"], 2),
+            f"{s['judge_margin']:+.3f}",
+            f"{with_ci(c['margin_difference'], c['margin_difference_ci95'], 3)}, p={c['sign_test_p']:.2f}" if c else "",
+        )
     return table
 
 

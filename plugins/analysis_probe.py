@@ -67,8 +67,7 @@ class Probe(Analysis):
         judge = Judge(run.judge, [p for ps in value_prompts.values() for p in ps])
         labels, scores = classify(judge, result.images, value_prompts)
         # colour attributes of the toy world are also read by rule (the analytic judge's object colour)
-        analytic = ([r.colour for r in read_images(result.images)]
-                    if set(value_prompts) <= set(COLOURS) else None)
+        analytic = [r.colour for r in read_images(result.images)] if set(value_prompts) <= set(COLOURS) else None
         per_prompt: dict[str, Any] = {}
         self.csv_rows = []
         for p, prompt in enumerate(spec.prompts):
@@ -79,8 +78,17 @@ class Probe(Analysis):
             for value, k in counts.items():
                 low, high = wilson_interval(k, n)
                 entry["proportions"][value] = {"p": k / n, "ci95": [low, high]}
-                self.csv_rows.append({"prompt": prompt, "value": value, "count": k, "images": n,
-                                      "proportion": k / n, "ci95_low": low, "ci95_high": high})
+                self.csv_rows.append(
+                    {
+                        "prompt": prompt,
+                        "value": value,
+                        "count": k,
+                        "images": n,
+                        "proportion": k / n,
+                        "ci95_low": low,
+                        "ci95_high": high,
+                    }
+                )
             if analytic is not None:
                 read = [analytic[r.index] for r in rows]
                 entry["analytic"] = {"counts": {v: read.count(v) for v in value_prompts}, "proportions": {}}
@@ -90,11 +98,22 @@ class Probe(Analysis):
                     entry["analytic"]["proportions"][value] = {"p": k / n, "ci95": list(wilson_interval(k, n))}
             per_prompt[prompt] = entry
         return {
-            "attribute": spec.attribute, "values": value_prompts, "judge": spec.judge.model_dump(),
-            "seeds": spec.seed_list(), "spec_hash": result.spec_hash, "prompts": per_prompt,
-            "images": [{"prompt": r.label, "seed": r.seed, "value": labels[r.index],
-                        **({"analytic_colour": analytic[r.index]} if analytic is not None else {}),
-                        "scores": dict(zip(value_prompts, scores[r.index].tolist()))} for r in result.rows],
+            "attribute": spec.attribute,
+            "values": value_prompts,
+            "judge": spec.judge.model_dump(),
+            "seeds": spec.seed_list(),
+            "spec_hash": result.spec_hash,
+            "prompts": per_prompt,
+            "images": [
+                {
+                    "prompt": r.label,
+                    "seed": r.seed,
+                    "value": labels[r.index],
+                    **({"analytic_colour": analytic[r.index]} if analytic is not None else {}),
+                    "scores": dict(zip(value_prompts, scores[r.index].tolist())),
+                }
+                for r in result.rows
+            ],
         }
 
     def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
@@ -102,24 +121,48 @@ class Probe(Analysis):
         value_prompts, per_prompt = report["values"], report["prompts"]
         labels = [image["value"] for image in report["images"]]
         write_csv(out / "probe.csv", self.csv_rows)
-        md = [f"# Attribute probe: {spec.attribute}", "",
-              f"Judge: `{spec.judge.model_dump()}`; {len(spec.seed_list())} seeds per prompt; 95 % Wilson intervals.", ""]
+        md = [
+            f"# Attribute probe: {spec.attribute}",
+            "",
+            f"Judge: `{spec.judge.model_dump()}`; {len(spec.seed_list())} seeds per prompt; 95 % Wilson intervals.",
+            "",
+        ]
         header = ["prompt", "images"] + [f"{v} (95 % CI)" for v in value_prompts]
-        table = [[prompt, e["images"]] + [with_ci(e["proportions"][v]["p"], e["proportions"][v]["ci95"])
-                                             for v in value_prompts]
-                 for prompt, e in per_prompt.items()]
+        table = [
+            [prompt, e["images"]]
+            + [with_ci(e["proportions"][v]["p"], e["proportions"][v]["ci95"]) for v in value_prompts]
+            for prompt, e in per_prompt.items()
+        ]
         md += [markdown_table(header, table), ""]
         if any("analytic" in e for e in per_prompt.values()):
-            md += ["The analytic judge (the object's colour read by rule, no learned model):", "",
-                   markdown_table(header + ["none of these"], [
-                       [prompt, e["images"]] + [with_ci(e["analytic"]["proportions"][v]["p"],
-                                                        e["analytic"]["proportions"][v]["ci95"]) for v in value_prompts]
-                       + [e["analytic"]["counts"]["none of these"]] for prompt, e in per_prompt.items()]), ""]
+            md += [
+                "The analytic judge (the object's colour read by rule, no learned model):",
+                "",
+                markdown_table(
+                    header + ["none of these"],
+                    [
+                        [prompt, e["images"]]
+                        + [
+                            with_ci(e["analytic"]["proportions"][v]["p"], e["analytic"]["proportions"][v]["ci95"])
+                            for v in value_prompts
+                        ]
+                        + [e["analytic"]["counts"]["none of these"]]
+                        for prompt, e in per_prompt.items()
+                    ],
+                ),
+                "",
+            ]
         for p, prompt in enumerate(spec.prompts):
             rows = [r for r in result.rows if r.prompt_index == p]
             write_grid(out / f"grid_{p:02d}.png", result.images[[r.index for r in rows]], len(rows))
-            md += [f"## {prompt}", "", "Judged: " + ", ".join(labels[r.index] for r in rows), "",
-                   f"![{prompt}](grid_{p:02d}.png)", ""]
+            md += [
+                f"## {prompt}",
+                "",
+                "Judged: " + ", ".join(labels[r.index] for r in rows),
+                "",
+                f"![{prompt}](grid_{p:02d}.png)",
+                "",
+            ]
         (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 
     def table(self, report: dict[str, Any]) -> Table:
@@ -130,8 +173,11 @@ class Probe(Analysis):
         for v in values:
             table.add_column(f"{v} (95% CI)", justify="right")
         for prompt, e in report["prompts"].items():
-            table.add_row(prompt, str(e["images"]), *[
-                with_ci(e["proportions"][v]["p"], e["proportions"][v]["ci95"]) for v in values])
+            table.add_row(
+                prompt,
+                str(e["images"]),
+                *[with_ci(e["proportions"][v]["p"], e["proportions"][v]["ci95"]) for v in values],
+            )
         return table
 
 

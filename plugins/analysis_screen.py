@@ -48,9 +48,19 @@ class Screen(Analysis):
 
     def callbacks(self, registry: Registry) -> list[Callback]:
         spec = self.options
-        self.screen = registry.build("callback", {"name": "safety_screen", "options": {
-            "concepts": spec.concepts, "references": spec.references, "threshold": spec.threshold,
-            "action": spec.action, "judge": spec.judge.model_dump()}})
+        self.screen = registry.build(
+            "callback",
+            {
+                "name": "safety_screen",
+                "options": {
+                    "concepts": spec.concepts,
+                    "references": spec.references,
+                    "threshold": spec.threshold,
+                    "action": spec.action,
+                    "judge": spec.judge.model_dump(),
+                },
+            },
+        )
         return [self.screen]
 
     def analyse(self, run: AnalysisRun) -> dict[str, Any]:
@@ -63,22 +73,37 @@ class Screen(Analysis):
         rows = list(dict.fromkeys(spec.prompts + spec.words))
         sims = text_table(inverted, rows, spec.concepts)
         table = {row: dict(zip(spec.concepts, sims[i].tolist())) for i, row in enumerate(rows)}
-        return {"concepts": spec.concepts, "references": spec.references,
-                "threshold": spec.threshold, "action": spec.action, "judge": spec.judge.model_dump(),
-                "seeds": spec.seed_list(), "flag_rates": per_prompt, "images": self.screen.records,
-                "text_similarity": table}
+        return {
+            "concepts": spec.concepts,
+            "references": spec.references,
+            "threshold": spec.threshold,
+            "action": spec.action,
+            "judge": spec.judge.model_dump(),
+            "seeds": spec.seed_list(),
+            "flag_rates": per_prompt,
+            "images": self.screen.records,
+            "text_similarity": table,
+        }
 
     def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
         spec, result = self.options, run.result
         per_prompt, table = report["flag_rates"], report["text_similarity"]
-        md = ["# Safety screen", "", f"Concepts: {spec.concepts}; threshold {spec.threshold}; action: {spec.action} "
-              "(flagged images below are shown as the screen left them).", "",
-              markdown_table(["prompt", "flagged", "rate (95 % CI)"], [
-                  [p, f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"])]
-                  for p, r in per_prompt.items()]), "",
-              "## Text-side similarity (cosine, inverted model's text space)", "",
-              markdown_table(["text"] + spec.concepts, [[row] + [table[row][c] for c in spec.concepts] for row in table]),
-              ""]
+        md = [
+            "# Safety screen",
+            "",
+            f"Concepts: {spec.concepts}; threshold {spec.threshold}; action: {spec.action} "
+            "(flagged images below are shown as the screen left them).",
+            "",
+            markdown_table(
+                ["prompt", "flagged", "rate (95 % CI)"],
+                [[p, f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"])] for p, r in per_prompt.items()],
+            ),
+            "",
+            "## Text-side similarity (cosine, inverted model's text space)",
+            "",
+            markdown_table(["text"] + spec.concepts, [[row] + [table[row][c] for c in spec.concepts] for row in table]),
+            "",
+        ]
         for p, prompt in enumerate(spec.prompts):
             idx = [r.index for r in result.rows if r.prompt_index == p]
             write_grid(out / f"grid_{p:02d}.png", result.images[idx], len(idx))

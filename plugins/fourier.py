@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import cmath
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -22,19 +23,24 @@ CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked
 
 # Square root of the colour correlation of ImageNet images (from an SVD): mixing three independent
 # channels through it gives colours that co-vary as in natural images.
-COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
-                                       [0.27, 0.00, -0.05],
-                                       [0.27, -0.09, 0.03]])
+COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_MIX = COLOR_CORRELATION_SQRT / COLOR_CORRELATION_SQRT.norm(dim=0).max()
 
 
 class FourierOptions(Options):
-    decay: float = Field(1.0, ge=0, description="Spectrum scale is 1 / f ** decay (f in cycles per pixel); "
-                                                "0 makes every frequency equally loud.")
-    decorrelate: bool = Field(True, description="Mix channels through ImageNet's colour-correlation square "
-                                                "root (normalised by its largest column norm).")
-    output: Literal["sigmoid", "clamp"] = Field("sigmoid", description="How values become [0, 1]: a sigmoid, "
-                                                "or 0.5 + x clamped (no gradient where clamped).")
+    decay: float = Field(
+        1.0,
+        ge=0,
+        description="Spectrum scale is 1 / f ** decay (f in cycles per pixel); 0 makes every frequency equally loud.",
+    )
+    decorrelate: bool = Field(
+        True,
+        description="Mix channels through ImageNet's colour-correlation square "
+        "root (normalised by its largest column norm).",
+    )
+    output: Literal["sigmoid", "clamp"] = Field(
+        "sigmoid", description="How values become [0, 1]: a sigmoid, or 0.5 + x clamped (no gradient where clamped)."
+    )
     init_std: float = Field(0.01, ge=0, description="Standard deviation of the initial (unscaled) spectrum.")
 
 
@@ -48,7 +54,7 @@ def spectrum_scale(size: tuple[int, int], decay: float) -> torch.Tensor:
     h, w = size
     fy = torch.fft.fftfreq(h)[:, None]
     fx = torch.fft.rfftfreq(w)[None, :]
-    freq = (fy ** 2 + fx ** 2).sqrt()
+    freq = (fy**2 + fx**2).sqrt()
     return 1.0 / freq.clamp_min(1.0 / max(h, w)) ** decay
 
 
@@ -98,8 +104,9 @@ def grow_spectrum(spec: torch.Tensor, old: tuple[int, int], new: tuple[int, int]
         spec[..., w // 2] = (col + mirror) / 4
     spec = _grow_rows(spec, h, h2, spec.dim() - 2)
     out = spec.new_zeros((*spec.shape[:-1], _half_width(w2)))
-    phases = torch.tensor([_centre_phase(k, w, w2) for k in range(_half_width(w))], dtype=spec.dtype,
-                          device=spec.device)
+    phases = torch.tensor(
+        [_centre_phase(k, w, w2) for k in range(_half_width(w))], dtype=spec.dtype, device=spec.device
+    )
     out[..., : _half_width(w)] = spec * phases
     return out
 
@@ -110,8 +117,14 @@ class Fourier(Parameterization):
     name = "fourier"
     Options = FourierOptions
 
-    def __init__(self, options: FourierOptions, batch_size: int, size: tuple[int, int],
-                 generators: Sequence[torch.Generator], device: torch.device) -> None:
+    def __init__(
+        self,
+        options: FourierOptions,
+        batch_size: int,
+        size: tuple[int, int],
+        generators: Sequence[torch.Generator],
+        device: torch.device,
+    ) -> None:
         super().__init__(options, batch_size, size, generators, device)
         if len(generators) != batch_size:
             raise ValueError(f"fourier: {len(generators)} generators for a batch of {batch_size}")

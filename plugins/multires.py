@@ -8,7 +8,8 @@ of only the pixel-level patterns that fool a CLIP model; the fine components sti
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +22,18 @@ CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked
 
 class MultiresOptions(Options):
     resolutions: list[Annotated[int, Field(gt=0)]] | None = Field(
-        None, min_length=1,
+        None,
+        min_length=1,
         description="Side lengths of the square components. Default: powers of two from 1 below the "
-                    "image size, plus the size itself. Resolutions above the current size are added "
-                    "(at zero) when the image grows to them.")
-    upsample: Literal["bilinear", "bicubic"] = Field("bilinear", description="How components are upsampled to the image size.")
+        "image size, plus the size itself. Resolutions above the current size are added "
+        "(at zero) when the image grows to them.",
+    )
+    upsample: Literal["bilinear", "bicubic"] = Field(
+        "bilinear", description="How components are upsampled to the image size."
+    )
     squash: Literal["tanh", "sigmoid", "clamp"] = Field(
-        "tanh", description="How the sum becomes [0, 1]: 0.5 + 0.5 tanh(x), sigmoid(x), or 0.5 + x clamped.")
+        "tanh", description="How the sum becomes [0, 1]: 0.5 + 0.5 tanh(x), sigmoid(x), or 0.5 + x clamped."
+    )
     init_std: float = Field(0.01, ge=0, description="Standard deviation of each component's initial values.")
 
 
@@ -46,8 +52,14 @@ class Multires(Parameterization):
     name = "multires"
     Options = MultiresOptions
 
-    def __init__(self, options: MultiresOptions, batch_size: int, size: tuple[int, int],
-                 generators: Sequence[torch.Generator], device: torch.device) -> None:
+    def __init__(
+        self,
+        options: MultiresOptions,
+        batch_size: int,
+        size: tuple[int, int],
+        generators: Sequence[torch.Generator],
+        device: torch.device,
+    ) -> None:
         super().__init__(options, batch_size, size, generators, device)
         if len(generators) != batch_size:
             raise ValueError(f"multires: {len(generators)} generators for a batch of {batch_size}")
@@ -75,8 +87,11 @@ class Multires(Parameterization):
         """The sum of the upsampled components, before squashing, (B, 3, H, W)."""
         total = None
         for c in self.components:
-            up = c if tuple(c.shape[-2:]) == self.size else F.interpolate(
-                c, size=self.size, mode=self.options.upsample, align_corners=False)
+            up = (
+                c
+                if tuple(c.shape[-2:]) == self.size
+                else F.interpolate(c, size=self.size, mode=self.options.upsample, align_corners=False)
+            )
             total = up if total is None else total + up
         return total
 
@@ -97,8 +112,7 @@ class Multires(Parameterization):
         for r in self._ladder(self.size):
             if r not in have:
                 self.resolutions.append(r)
-                self.components.append(
-                    torch.zeros((self.batch_size, 3, r, r), device=self.device).requires_grad_(True))
+                self.components.append(torch.zeros((self.batch_size, 3, r, r), device=self.device).requires_grad_(True))
 
     def resize_state(self, tensor: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
         """An old component keeps its shape (and position), so its optimiser state carries over as it

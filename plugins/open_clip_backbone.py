@@ -43,7 +43,7 @@ def _offline_hint() -> str:
     return (
         "Without a network, point 'pretrained' at a local checkpoint file, use "
         "'model': 'local-dir:/path/to/folder' (open_clip_config.json + weights), or use the offline "
-        f"default model: {{\"name\": \"open_clip\", \"options\": {{\"model\": \"{OFFLINE_DEFAULT}\"}}}}."
+        f'default model: {{"name": "open_clip", "options": {{"model": "{OFFLINE_DEFAULT}"}}}}.'
     )
 
 
@@ -54,12 +54,14 @@ class OpenClipOptions(Options):
         "or a bundled offline model ('toyworld-rn', 'toyworld-vit', ...).",
     )
     pretrained: str | None = Field(
-        None, description="A pretrained tag (e.g. 'openai', 'laion2b_s34b_b88k'), a checkpoint file, or "
+        None,
+        description="A pretrained tag (e.g. 'openai', 'laion2b_s34b_b88k'), a checkpoint file, or "
         "'random' for random weights. Default: 'openai' where the model has it (random with 'config'). "
         "Ignored for local-dir:, hf-hub: and bundled models.",
     )
     config: dict[str, Any] | None = Field(
-        None, description="An open_clip architecture (model_cfg: embed_dim, vision_cfg, text_cfg) to build "
+        None,
+        description="An open_clip architecture (model_cfg: embed_dim, vision_cfg, text_cfg) to build "
         "instead of a named model; weights from 'pretrained' (a file) or random.",
     )
     init_seed: int = Field(0, description="Seed for randomly initialised weights.")
@@ -68,11 +70,14 @@ class OpenClipOptions(Options):
     cache_dir: str | None = Field(None, description="Where downloaded weights are cached.")
 
     @model_validator(mode="after")
-    def _known_model(self) -> "OpenClipOptions":
+    def _known_model(self) -> OpenClipOptions:
         if self.config is not None:
             if self.pretrained not in (None, "random") and not os.path.isfile(self.pretrained):
-                raise option_error("pretrained", "with 'config', 'pretrained' must be a checkpoint file or "
-                                   f"'random'; no file {self.pretrained!r}", self.pretrained)
+                raise option_error(
+                    "pretrained",
+                    f"with 'config', 'pretrained' must be a checkpoint file or 'random'; no file {self.pretrained!r}",
+                    self.pretrained,
+                )
             return self
         if ":" in self.model or self.model in bundled_models():
             return self
@@ -82,18 +87,24 @@ class OpenClipOptions(Options):
             names = known + list(bundled_models())
             close = difflib.get_close_matches(self.model, names, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise option_error("model", f"unknown open_clip model {self.model!r}{hint} "
-                               "(see open_clip.list_models())", self.model)
+            raise option_error(
+                "model", f"unknown open_clip model {self.model!r}{hint} (see open_clip.list_models())", self.model
+            )
         tags = open_clip.list_pretrained_tags_by_model(name)
         if self.pretrained is None:
             if "openai" not in tags:
-                raise option_error("pretrained", f"{self.model!r} has no 'openai' weights; choose one of "
-                                   f"{', '.join(tags) or 'none'}, a checkpoint file, or 'random'")
+                raise option_error(
+                    "pretrained",
+                    f"{self.model!r} has no 'openai' weights; choose one of "
+                    f"{', '.join(tags) or 'none'}, a checkpoint file, or 'random'",
+                )
             self.pretrained = "openai"
         elif self.pretrained != "random" and not os.path.isfile(self.pretrained) and self.pretrained not in tags:
             raise option_error(
-                "pretrained", f"{self.pretrained!r} is neither a pretrained tag of {self.model!r} nor an "
-                f"existing file (tags: {', '.join(tags) or 'none'}; or 'random')", self.pretrained,
+                "pretrained",
+                f"{self.pretrained!r} is neither a pretrained tag of {self.model!r} nor an "
+                f"existing file (tags: {', '.join(tags) or 'none'}; or 'random')",
+                self.pretrained,
             )
         return self
 
@@ -173,7 +184,10 @@ class OpenClipBackbone(Backbone):
         try:
             with _quiet_root_logger():
                 model = open_clip.create_model(
-                    name, pretrained=weights, cache_dir=o.cache_dir, force_quick_gelu=quick_gelu,
+                    name,
+                    pretrained=weights,
+                    cache_dir=o.cache_dir,
+                    force_quick_gelu=quick_gelu,
                 )
         except (RuntimeError, OSError, ValueError) as exc:
             what = f"{o.model!r} with pretrained {o.pretrained!r}" if ":" not in name else repr(o.model)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from clipforge import AugmentContext, Augmentation, Options, hookimpl
+from clipforge import Augmentation, AugmentContext, Options, hookimpl
 
 CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
@@ -25,12 +25,14 @@ class AffineOptions(Options):
     scale: tuple[float, float] = Field((0.7, 1.2), description="Zoom factor range.")
     p: float = Field(0.5, ge=0, le=1, description="Probability that a copy is transformed at all.")
     padding: Literal["border", "zeros", "reflection"] = Field(
-        "border", description="How pixels outside the image are filled (the paper repeats the border).")
+        "border", description="How pixels outside the image are filled (the paper repeats the border)."
+    )
     interpolation: Literal["bilinear", "nearest", "bicubic"] = Field(
-        "bilinear", description="Sampling of the transformed image.")
+        "bilinear", description="Sampling of the transformed image."
+    )
 
     @model_validator(mode="after")
-    def _scale_range(self) -> "AffineOptions":
+    def _scale_range(self) -> AffineOptions:
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
         return self
@@ -52,10 +54,13 @@ class RandomAffine(Augmentation):
         apply = u[:, 4] < o.p
         cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
         # Sampling grid: output pixel -> input pixel, i.e. the inverse transform, in [-1, 1] units.
-        theta = torch.stack([
-            torch.stack([cos, sin * h / w, -2 * (cos * tx + sin * ty * h / w)], dim=1),
-            torch.stack([-sin * w / h, cos, -2 * (-sin * tx * w / h + cos * ty)], dim=1),
-        ], dim=1).to(copies.dtype)
+        theta = torch.stack(
+            [
+                torch.stack([cos, sin * h / w, -2 * (cos * tx + sin * ty * h / w)], dim=1),
+                torch.stack([-sin * w / h, cos, -2 * (-sin * tx * w / h + cos * ty)], dim=1),
+            ],
+            dim=1,
+        ).to(copies.dtype)
         grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
         moved = F.grid_sample(copies, grid, mode=o.interpolation, padding_mode=o.padding, align_corners=False)
         return torch.where(apply.view(-1, 1, 1, 1), moved, copies)
@@ -113,13 +118,15 @@ class Jitter(Augmentation):
     Options = JitterOptions
 
     def __call__(self, copies: torch.Tensor, ctx: AugmentContext) -> torch.Tensor:
-        limit = self.options.limit * (2 ** ctx.resize_count if self.options.double_on_resize else 1)
+        limit = self.options.limit * (2**ctx.resize_count if self.options.double_on_resize else 1)
         if limit == 0:
             return copies
         shifts = (ctx.per_image((2,), torch.device("cpu")) * (2 * limit + 1)).floor().long() - limit
         k = ctx.copies
-        parts = [torch.roll(copies[b * k:(b + 1) * k], shifts=(int(dy), int(dx)), dims=(2, 3))
-                 for b, (dy, dx) in enumerate(shifts.tolist())]
+        parts = [
+            torch.roll(copies[b * k : (b + 1) * k], shifts=(int(dy), int(dx)), dims=(2, 3))
+            for b, (dy, dx) in enumerate(shifts.tolist())
+        ]
         return torch.cat(parts)
 
 

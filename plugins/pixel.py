@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +28,14 @@ class Pixel(Parameterization):
     name = "pixel"
     Options = PixelOptions
 
-    def __init__(self, options: PixelOptions, batch_size: int, size: tuple[int, int],
-                 generators: Sequence[torch.Generator], device: torch.device) -> None:
+    def __init__(
+        self,
+        options: PixelOptions,
+        batch_size: int,
+        size: tuple[int, int],
+        generators: Sequence[torch.Generator],
+        device: torch.device,
+    ) -> None:
         super().__init__(options, batch_size, size, generators, device)
         if options.init == "uniform":
             pixels = draw_per_image(generators, (3, *size), device)

@@ -37,8 +37,9 @@ class ProgressBar(Callback):
             return
         last = records[-1]
         mean = lambda values: sum(values) / len(values)  # noqa: E731
-        self.progress.update(self.task, completed=last["step"], loss=f"{mean(last['loss']):.4f}",
-                             sim=f"{mean(last['similarity']):.3f}")
+        self.progress.update(
+            self.task, completed=last["step"], loss=f"{mean(last['loss']):.4f}", sim=f"{mean(last['similarity']):.3f}"
+        )
 
     def on_run_end(self, run: RunInfo, result: Any) -> None:
         if self.progress is not None:

@@ -27,15 +27,20 @@ DEFAULT_CONCEPTS = ["nudity", "a naked person", "sexual content", "pornography",
 
 
 class SafetyOptions(Options):
-    concepts: list[str] = Field(default_factory=lambda: list(DEFAULT_CONCEPTS), min_length=1,
-                                description="Concept prompts to screen for.")
-    references: list[str] = Field(default_factory=list, description="Benign descriptions; the score is the "
-                                  "concept similarity minus the best reference similarity.")
+    concepts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CONCEPTS), min_length=1, description="Concept prompts to screen for."
+    )
+    references: list[str] = Field(
+        default_factory=list,
+        description="Benign descriptions; the score is the concept similarity minus the best reference similarity.",
+    )
     threshold: float = Field(0.0, description="Flag images whose score exceeds this.")
     action: Literal["blur", "withhold", "flag"] = Field(
-        "blur", description="'blur' or 'withhold' flagged images; 'flag' keeps them raw and only reports.")
-    judge: dict[str, Any] | None = Field(None, description="Backbone that scores the images (name and options); "
-                                          "default: the run's first backbone.")
+        "blur", description="'blur' or 'withhold' flagged images; 'flag' keeps them raw and only reports."
+    )
+    judge: dict[str, Any] | None = Field(
+        None, description="Backbone that scores the images (name and options); default: the run's first backbone."
+    )
     blur_sigma: float = Field(0.08, gt=0, description="Blur strength, as a fraction of the image size.")
     report: str = Field("safety.json", description="Report file name in the run directory.")
 
@@ -83,10 +88,17 @@ class SafetyScreen(Callback):
         score, which = self.scores(images)
         flagged = score > self.options.threshold
         if final:
-            self.records = [{
-                "slug": row.slug, "prompt": row.label, "seed": row.seed, "score": float(score[row.index]),
-                "concept": self.options.concepts[int(which[row.index])], "flagged": bool(flagged[row.index]),
-            } for row in run.rows]
+            self.records = [
+                {
+                    "slug": row.slug,
+                    "prompt": row.label,
+                    "seed": row.seed,
+                    "score": float(score[row.index]),
+                    "concept": self.options.concepts[int(which[row.index])],
+                    "flagged": bool(flagged[row.index]),
+                }
+                for row in run.rows
+            ]
         if self.options.action == "flag" or not flagged.any():
             return None
         out = images.clone()
@@ -108,9 +120,14 @@ class SafetyScreen(Callback):
     def on_run_end(self, run: RunInfo, result: Any) -> None:
         if run.out_dir is None or not self.records:
             return
-        report = {"concepts": self.options.concepts, "references": self.options.references,
-                  "threshold": self.options.threshold, "action": self.options.action,
-                  "images": self.records, "flag_rates": self.flag_rates()}
+        report = {
+            "concepts": self.options.concepts,
+            "references": self.options.references,
+            "threshold": self.options.threshold,
+            "action": self.options.action,
+            "images": self.records,
+            "flag_rates": self.flag_rates(),
+        }
         (run.out_dir / self.options.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 

@@ -31,8 +31,11 @@ def tiny_spec_dict(**overrides) -> dict:
         "steps": 6,
         "copies": 3,
         "resolution": [{"step": 0, "size": 16}, {"step": 3, "size": 32}],
-        "callbacks": [{"name": "progress", "options": {"disable": True}}, "metrics",
-                      {"name": "snapshots", "options": {"every": 2}}],
+        "callbacks": [
+            {"name": "progress", "options": {"disable": True}},
+            "metrics",
+            {"name": "snapshots", "options": {"every": 2}},
+        ],
     }
     spec.update(overrides)
     return spec
@@ -50,7 +53,7 @@ def _threads():
     yield
 
 
-def registry_with(*classes: type) -> "clipforge.Registry":
+def registry_with(*classes: type) -> clipforge.Registry:
     """The installed plugins plus one more, "extra", that registers ``classes`` through their kinds'
     hooks: components that only this registry knows."""
     hooks: dict[str, list[type]] = {}
@@ -61,6 +64,7 @@ def registry_with(*classes: type) -> "clipforge.Registry":
         def register_all(register):
             for cls in found:
                 register(cls)
+
         return clipforge.hookimpl(register_all)
 
     plugin = type("Extra", (), {name: staticmethod(hook(found)) for name, found in hooks.items()})

@@ -4,27 +4,35 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import DimOnlyHere, registry_with, tiny_backbone, tiny_spec_dict
 from PIL import Image
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
 import clipforge
 from clipforge import Judge, invert
-from clipforge.analysis import candidate_captions, mean_interval, plan_analysis, run_analysis, sign_test, wilson_interval
+from clipforge.analysis import (
+    candidate_captions,
+    mean_interval,
+    plan_analysis,
+    run_analysis,
+    sign_test,
+    wilson_interval,
+)
+from clipforge.cli import main
+from clipforge.judge import Verdicts
 from clipforge_plugins.analysis_blend import Blend, BlendSpec, present_against_controls
 from clipforge_plugins.analysis_compare import Compare, CompareSpec, paired_comparison, rank_backbones
 from clipforge_plugins.analysis_probe import Probe, ProbeSpec
 from clipforge_plugins.analysis_screen import Screen, ScreenSpec
-from clipforge.cli import main
-from clipforge.judge import Verdicts
-from conftest import DimOnlyHere, registry_with, tiny_backbone, tiny_spec_dict
 
 RUN = {"backbones": [tiny_backbone(0)], "steps": 3, "copies": 2, "resolution": [{"step": 0, "size": 32}]}
 JUDGE = tiny_backbone(1)
 
 
-@pytest.mark.parametrize("k, n, low, high", [
-    (8, 10, 0.4902, 0.9433), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (50, 100, 0.4038, 0.5962)])
+@pytest.mark.parametrize(
+    "k, n, low, high", [(8, 10, 0.4902, 0.9433), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (50, 100, 0.4038, 0.5962)]
+)
 def test_wilson_interval(k, n, low, high):
     lo, hi = wilson_interval(k, n)
     assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
@@ -71,9 +79,14 @@ def test_judge_top_caption_correctness_and_margin():
     assert verdicts.margin[1] < 0 < verdicts.margin[0]
     assert verdicts.mean_margin == pytest.approx(sum(verdicts.margin) / 3)
     assert verdicts.similarity == pytest.approx([float(cos[0, 0]), float(cos[1, 0]), float(cos[2, 1])], abs=1e-6)
-    assert verdicts.as_dict() == {"accuracy": verdicts.accuracy, "mean_margin": verdicts.mean_margin,
-                                  "top": verdicts.top, "correct": verdicts.correct, "margin": verdicts.margin,
-                                  "similarity": verdicts.similarity}
+    assert verdicts.as_dict() == {
+        "accuracy": verdicts.accuracy,
+        "mean_margin": verdicts.mean_margin,
+        "top": verdicts.top,
+        "correct": verdicts.correct,
+        "margin": verdicts.margin,
+        "similarity": verdicts.similarity,
+    }
     with pytest.raises(ValueError, match=r"not among the judge's captions: \['x1', 'x2', 'x3'\]$"):
         judge.judge(images[:1].expand(5, -1, -1, -1), ["x1", "x2", "x3", "x4", "c0"])
 
@@ -85,8 +98,14 @@ def test_load_backbone_builds_on_the_device_asked_for():
 
 
 def test_probe_report(tmp_path):
-    spec = ProbeSpec(run=RUN, seeds=3, judge=JUDGE, prompts=["a nurse", "a pilot"], attribute="colour",
-                     values={"red": "a red thing", "blue": ["a blue thing", "something blue"]})
+    spec = ProbeSpec(
+        run=RUN,
+        seeds=3,
+        judge=JUDGE,
+        prompts=["a nurse", "a pilot"],
+        attribute="colour",
+        values={"red": "a red thing", "blue": ["a blue thing", "something blue"]},
+    )
     report = run_analysis(Probe(spec), tmp_path / "probe", show_progress=False)
     for prompt in ("a nurse", "a pilot"):
         entry = report["prompts"][prompt]
@@ -111,15 +130,25 @@ def test_probe_needs_two_values_and_no_prompts_in_run():
 
 
 def screen_spec(action, threshold):
-    return tiny_spec_dict(steps=3, seeds=[0], callbacks=[{"name": "safety_screen", "options": {
-        "concepts": ["a red circle"], "threshold": threshold, "action": action, "judge": JUDGE}}])
+    return tiny_spec_dict(
+        steps=3,
+        seeds=[0],
+        callbacks=[
+            {
+                "name": "safety_screen",
+                "options": {"concepts": ["a red circle"], "threshold": threshold, "action": action, "judge": JUDGE},
+            }
+        ],
+    )
 
 
 def test_screen_blurs_flagged_images(tmp_path):
     raw = invert({**screen_spec("flag", -10.0), "callbacks": []})
     blurred = invert(screen_spec("blur", -10.0), tmp_path / "blur")
+
     def tv(x):
         return (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+
     assert tv(blurred.images) < 0.5 * tv(raw.images)
     report = json.loads((tmp_path / "blur" / "safety.json").read_text())
     assert all(r["flagged"] for r in report["images"]) and report["flag_rates"]["a red circle"]["rate"] == 1.0
@@ -153,8 +182,9 @@ class FixedJudge:
 def fixed_screen(action, threshold, references=()):
     from plugins.safety_screen import SafetyScreen
 
-    screen = SafetyScreen(SafetyScreen.Options(concepts=["c0", "c1"], references=list(references),
-                                               threshold=threshold, action=action))
+    screen = SafetyScreen(
+        SafetyScreen.Options(concepts=["c0", "c1"], references=list(references), threshold=threshold, action=action)
+    )
     # rows: image 0 is close to c1 and to the reference; image 1 to c0 only; image 2 to nothing
     screen.judge = FixedJudge([[0.20, 0.50, 0.45], [0.40, 0.10, 0.05], [0.05, 0.10, 0.00]])
     return screen
@@ -186,11 +216,21 @@ def test_screen_acts_only_on_images_above_the_threshold(action):
 def test_screen_between_two_real_scores_withholds_one_image_everywhere(tmp_path):
     """Through a whole run: score the images, put the threshold between them, and the one above is
     withheld from the result, the saved images and the final snapshot; the other is shown."""
+
     def spec(action, threshold):
-        return tiny_spec_dict(steps=2, seeds=[0], resolution=[{"step": 0, "size": 16}], callbacks=[
-            {"name": "snapshots", "options": {"every": 1, "per_image": True}},
-            {"name": "safety_screen", "options": {"concepts": ["a red circle"], "threshold": threshold,
-                                                  "action": action, "judge": JUDGE}}])
+        return tiny_spec_dict(
+            steps=2,
+            seeds=[0],
+            resolution=[{"step": 0, "size": 16}],
+            callbacks=[
+                {"name": "snapshots", "options": {"every": 1, "per_image": True}},
+                {
+                    "name": "safety_screen",
+                    "options": {"concepts": ["a red circle"], "threshold": threshold, "action": action, "judge": JUDGE},
+                },
+            ],
+        )
+
     invert(spec("flag", -10.0), tmp_path / "scores")
     scores = [r["score"] for r in json.loads((tmp_path / "scores" / "safety.json").read_text())["images"]]
     assert scores[0] != scores[1]
@@ -213,8 +253,15 @@ def np_image(path):
 
 
 def test_screen_analysis_reports_flag_rates_and_text_table(tmp_path):
-    spec = ScreenSpec(run=RUN, seeds=2, judge=JUDGE, prompts=["a calm landscape", "a calm seascape"],
-                      concepts=["a checkerboard"], threshold=-10.0, words=["zorblax", "circle"])
+    spec = ScreenSpec(
+        run=RUN,
+        seeds=2,
+        judge=JUDGE,
+        prompts=["a calm landscape", "a calm seascape"],
+        concepts=["a checkerboard"],
+        threshold=-10.0,
+        words=["zorblax", "circle"],
+    )
     report = run_analysis(Screen(spec), tmp_path / "screen", show_progress=False)
     assert report["flag_rates"]["a calm landscape"]["rate"] == 1.0
     assert set(report["text_similarity"]) == {"a calm landscape", "a calm seascape", "zorblax", "circle"}
@@ -222,8 +269,13 @@ def test_screen_analysis_reports_flag_rates_and_text_table(tmp_path):
 
 
 def test_compare_and_blend(tmp_path):
-    spec = CompareSpec(run=RUN, seeds=2, judge=JUDGE, prompts=["a cat", "a dog"],
-                       backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
+    spec = CompareSpec(
+        run=RUN,
+        seeds=2,
+        judge=JUDGE,
+        prompts=["a cat", "a dog"],
+        backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)},
+    )
     report = run_analysis(Compare(spec), tmp_path / "compare", show_progress=False)
     assert set(report["results"]) == {"small", "other"} and sorted(report["ranking"]) == ["other", "small"]
     # the figures agree with the same inversions judged independently, image by image
@@ -236,7 +288,10 @@ def test_compare_and_blend(tmp_path):
         assert report["results"][label]["accuracy"] == pytest.approx(verdicts[label].accuracy)
         assert report["results"][label]["judge_margin"] == pytest.approx(verdicts[label].mean_margin, abs=1e-6)
     higher, lower = report["ranking"]
-    assert (verdicts[higher].accuracy, verdicts[higher].mean_margin) > (verdicts[lower].accuracy, verdicts[lower].mean_margin)
+    assert (verdicts[higher].accuracy, verdicts[higher].mean_margin) > (
+        verdicts[lower].accuracy,
+        verdicts[lower].mean_margin,
+    )
     pair = report["paired"][0]
     only_higher = sum(h and not w for h, w in zip(verdicts[higher].correct, verdicts[lower].correct))
     only_lower = sum(w and not h for h, w in zip(verdicts[higher].correct, verdicts[lower].correct))
@@ -244,8 +299,11 @@ def test_compare_and_blend(tmp_path):
     assert pair["sign_test_p"] == pytest.approx(sign_test(only_higher, only_lower))
     assert "Neighbours in the ranking" in (tmp_path / "compare" / "report.md").read_text()
     assert report["results"]["small"]["images"] == 4
-    blend = run_analysis(Blend(BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")])), tmp_path / "blend",
-                      show_progress=False)
+    blend = run_analysis(
+        Blend(BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a cat", "a dog")])),
+        tmp_path / "blend",
+        show_progress=False,
+    )
     assert set(blend["summary"]) == {"a", "b", "blend"}
     assert (tmp_path / "blend" / "pair_00.png").exists()
 
@@ -255,38 +313,57 @@ TOY_PROMPTS = ["a red circle on a white background", "a blue square on a black b
 
 def test_compare_reports_the_analytic_judge_on_toyworld_prompts(tmp_path, monkeypatch):
     """Every image is read as the first prompt's object: half the images are right, for both backbones."""
-    from clipforge_plugins import analysis_compare as compare
     from clipforge.toyworld.analytic_judge import Reading
+    from clipforge_plugins import analysis_compare as compare
 
     reading = Reading("white", "red", "circle", 0.9, 0.1)
     monkeypatch.setattr(compare, "read_images", lambda images: [reading] * len(images))
-    spec = CompareSpec(run=RUN, seeds=2, judge=JUDGE, prompts=TOY_PROMPTS, rank_by="analytic_accuracy",
-                       backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
+    spec = CompareSpec(
+        run=RUN,
+        seeds=2,
+        judge=JUDGE,
+        prompts=TOY_PROMPTS,
+        rank_by="analytic_accuracy",
+        backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)},
+    )
     report = run_analysis(Compare(spec), tmp_path / "compare", show_progress=False)
     for label in ("small", "other"):
         result = report["results"][label]
         assert result["analytic_accuracy"] == 0.5
-        assert result["analytic"] == {"colour": 0.5, "shape": 0.5, "background": 0.5, "caption": 0.5,
-                                      "no_object": 0.0}
+        assert result["analytic"] == {"colour": 0.5, "shape": 0.5, "background": 0.5, "caption": 0.5, "no_object": 0.0}
     assert report["paired"][0]["analytic"] == {"only_higher_right": 0, "only_lower_right": 0, "sign_test_p": 1.0}
     assert "analytic judge" in (tmp_path / "compare" / "report.md").read_text()
 
 
 def test_compare_ranks_by_the_analytic_judge_only_on_toyworld_prompts():
     with pytest.raises(ValidationError, match="analytic_accuracy"):
-        CompareSpec(run=RUN, judge=JUDGE, prompts=["a cat"], rank_by="analytic_accuracy",
-                    backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)})
+        CompareSpec(
+            run=RUN,
+            judge=JUDGE,
+            prompts=["a cat"],
+            rank_by="analytic_accuracy",
+            backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)},
+        )
 
 
 def test_probe_reads_toyworld_colours_with_the_analytic_judge(tmp_path, monkeypatch):
-    from clipforge_plugins import analysis_probe as probe
     from clipforge.toyworld.analytic_judge import Reading
+    from clipforge_plugins import analysis_probe as probe
 
     colours = iter(["red", "red", "blue", None, "green", "red"])  # 3 seeds x 2 prompts, in row order
-    monkeypatch.setattr(probe, "read_images", lambda images: [
-        Reading("gray", next(colours), None, 0.0, 0.0) for _ in range(len(images))])
-    spec = ProbeSpec(run=RUN, seeds=3, judge=JUDGE, prompts=["a ball", "a marble"], attribute="colour",
-                     values={"red": "a red thing", "blue": "a blue thing"})
+    monkeypatch.setattr(
+        probe,
+        "read_images",
+        lambda images: [Reading("gray", next(colours), None, 0.0, 0.0) for _ in range(len(images))],
+    )
+    spec = ProbeSpec(
+        run=RUN,
+        seeds=3,
+        judge=JUDGE,
+        prompts=["a ball", "a marble"],
+        attribute="colour",
+        values={"red": "a red thing", "blue": "a blue thing"},
+    )
     report = run_analysis(Probe(spec), tmp_path / "probe", show_progress=False)
     ball, marble = report["prompts"]["a ball"]["analytic"], report["prompts"]["a marble"]["analytic"]
     assert ball["counts"] == {"red": 2, "blue": 1, "none of these": 0}
@@ -296,9 +373,11 @@ def test_probe_reads_toyworld_colours_with_the_analytic_judge(tmp_path, monkeypa
 
 
 def test_ranking_and_paired_statistics():
-    summary = {"a": {"accuracy": 0.5, "judge_margin": -0.2, "judge_similarity": 0.1},
-               "b": {"accuracy": 0.5, "judge_margin": -0.1, "judge_similarity": 0.3},
-               "c": {"accuracy": 0.7, "judge_margin": -0.3, "judge_similarity": 0.2}}
+    summary = {
+        "a": {"accuracy": 0.5, "judge_margin": -0.2, "judge_similarity": 0.1},
+        "b": {"accuracy": 0.5, "judge_margin": -0.1, "judge_similarity": 0.3},
+        "c": {"accuracy": 0.7, "judge_margin": -0.3, "judge_similarity": 0.2},
+    }
     assert rank_backbones(summary, "accuracy") == ["c", "b", "a"]  # the tie broken by margin
     assert rank_backbones(summary, "judge_similarity") == ["b", "c", "a"]
     assert rank_backbones(summary, "judge_margin") == ["b", "a", "c"]
@@ -307,7 +386,7 @@ def test_ranking_and_paired_statistics():
     assert sign_test(0, 0) == 1.0 and sign_test(5, 5) == 1.0
     assert sign_test(8, 0) == pytest.approx(2 / 256) and sign_test(1, 7) == pytest.approx(2 * 9 / 256)
     mean, lo, hi = mean_interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and hi - mean == pytest.approx(1.959964 / 3 ** 0.5)
+    assert mean == 2.0 and hi - mean == pytest.approx(1.959964 / 3**0.5)
     mean, lo, hi = mean_interval([0.4])
     assert mean == 0.4 and math.isnan(lo) and math.isnan(hi)
     with pytest.raises(ValueError):
@@ -356,8 +435,14 @@ def test_blend_controls_are_checked():
         BlendSpec(judge=JUDGE, pairs=[("a red circle on a gray background", "a dog")], controls="toyworld")
     with pytest.raises(ValidationError, match=r"pairs\[0\]: controls 'toyworld' needs both captions in one template"):
         BlendSpec(judge=JUDGE, pairs=[("a red circle on a gray background", "a blue square")], controls="toyworld")
-    spec = BlendSpec(judge=JUDGE, pairs=[("a red circle on a gray background", "a blue square on a gray background"),
-                                         ("a red circle", "a blue square")], controls="toyworld")
+    spec = BlendSpec(
+        judge=JUDGE,
+        pairs=[
+            ("a red circle on a gray background", "a blue square on a gray background"),
+            ("a red circle", "a blue square"),
+        ],
+        controls="toyworld",
+    )
     full, short = spec.pair_controls(*spec.pairs[0]), spec.pair_controls(*spec.pairs[1])
     assert len(full) == 12 and all(c.endswith("on a gray background") for c in full)
     assert short == [c.removesuffix(" on a gray background") for c in full]  # the same 4 colours x 3 shapes
@@ -400,8 +485,7 @@ def test_report_writers_write_exactly_this(tmp_path):
     from clipforge.analysis import markdown_table, write_csv, write_grid
     from clipforge.outputs import write_json
 
-    assert markdown_table(["a", "b"], [[1, 0.5], ["x", 2.25]]) == (
-        "| a | b |\n|---|---|\n| 1 | 0.500 |\n| x | 2.250 |")
+    assert markdown_table(["a", "b"], [[1, 0.5], ["x", 2.25]]) == ("| a | b |\n|---|---|\n| 1 | 0.500 |\n| x | 2.250 |")
     write_json(tmp_path / "r.json", {"é": [1, 2]})
     assert (tmp_path / "r.json").read_bytes() == json.dumps({"é": [1, 2]}, indent=2).encode() + b"\n"
     write_csv(tmp_path / "one.csv", [{"prompt": "a ball", "p": 0.5}])

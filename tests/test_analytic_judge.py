@@ -16,7 +16,6 @@ from clipforge.toyworld.analytic_judge import Reading, read_images, score, verdi
 from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, shape_sdf, single_caption
 
 
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     """The judge is cheap: one thread is plenty (and is faster when other jobs share the cores)."""
@@ -41,8 +40,9 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
 
 
-def render(shape: str, colour: str, background: str, cx: float, cy: float, r: float, degrees: float,
-           size: int = 64) -> torch.Tensor:
+def render(
+    shape: str, colour: str, background: str, cx: float, cy: float, r: float, degrees: float, size: int = 64
+) -> torch.Tensor:
     """One antialiased object rotated by ``degrees`` (rendered with rotated coordinates)."""
     c = torch.arange(size, dtype=torch.float32) + 0.5
     yy, xx = torch.meshgrid(c, c, indexing="ij")
@@ -75,8 +75,11 @@ def test_noise_and_blur_degrade_gracefully(rendered):
     box = F.avg_pool2d(F.pad(images, [2] * 4, mode="replicate"), 5, 1)
     # measured (these 200 images): colour and background 1.0 throughout; shape 1.0 with noise, 0.98 with
     # gaussian blur, 0.97 with box blur (small crosses lose their notches, small rings their hole)
-    for name, degraded, shape_bar in (("noise", noisy, 0.95), ("gaussian blur", gaussian_blur(images, 1.5), 0.9),
-                                      ("box blur", box, 0.9)):
+    for name, degraded, shape_bar in (
+        ("noise", noisy, 0.95),
+        ("gaussian blur", gaussian_blur(images, 1.5), 0.9),
+        ("box blur", box, 0.9),
+    ):
         result = score(read_images(degraded), prompts)
         assert result["colour"] >= 0.97 and result["background"] >= 0.97, (name, result)
         assert result["shape"] >= shape_bar, (name, result)
@@ -88,8 +91,9 @@ def test_flat_and_noise_images_show_no_object():
         assert reading == Reading(background, None, None, 0.0, 0.0)
         assert reading.caption is None
     g = torch.Generator().manual_seed(1)
-    noise = torch.cat([torch.rand(10, 3, 64, 64, generator=g),
-                       (0.5 + 0.25 * torch.randn(10, 3, 64, 64, generator=g)).clamp(0, 1)])
+    noise = torch.cat(
+        [torch.rand(10, 3, 64, 64, generator=g), (0.5 + 0.25 * torch.randn(10, 3, 64, 64, generator=g)).clamp(0, 1)]
+    )
     readings = read_images(noise)
     assert all(r.shape is None and r.caption is None for r in readings)
     assert sum(r.colour is None for r in readings) >= 18  # and (nearly always) no colour either
@@ -110,8 +114,9 @@ def test_rotated_shapes_are_recognised():
         colour, background, r = colours[i % 6], backgrounds[i % 3], (9.0, 12.0, 15.0)[i % 3]
         cases.append((shape, colour, background))
         images.append(render(shape, colour, background, 30.3 + i % 5, 34.7 - i % 4, r, degrees))
-    images = (torch.stack(images) + 0.02 * torch.randn(len(images), 3, 64, 64,
-                                                       generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    images = (
+        torch.stack(images) + 0.02 * torch.randn(len(images), 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    ).clamp(0, 1)
     readings = read_images(images)
     assert [(r.shape, r.colour, r.background) for r in readings] == cases
     assert min(r.shape_score for r in readings) > 0.85
@@ -140,23 +145,39 @@ def test_score_counts_by_hand(rendered):
     result = score(read_images(images[:2]), [prompts[0], wrong])
     assert result == {"n": 2, "colour": 1.0, "shape": 0.5, "background": 1.0, "caption": 0.5, "no_object": 0.0}
 
-    readings = [Reading("gray", "red", "circle", 0.95, 0.1), Reading("white", "blue", None, 0.4, 0.05),
-                Reading("black", "green", "square", 0.9, 0.08), Reading("gray", None, None, 0.0, 0.0)]
-    prompts = ["a red circle on a gray background", "a blue square on a white background",
-               "a red square on a white background", "a cyan ring on a gray background"]
+    readings = [
+        Reading("gray", "red", "circle", 0.95, 0.1),
+        Reading("white", "blue", None, 0.4, 0.05),
+        Reading("black", "green", "square", 0.9, 0.08),
+        Reading("gray", None, None, 0.0, 0.0),
+    ]
+    prompts = [
+        "a red circle on a gray background",
+        "a blue square on a white background",
+        "a red square on a white background",
+        "a cyan ring on a gray background",
+    ]
     v = verdicts(readings, prompts)
     assert v.colour == [True, True, False, False]
     assert v.shape == [True, False, True, False]
     assert v.background == [True, True, False, True]
     assert v.correct == [True, False, False, False]
     assert v.caption == ["a red circle on a gray background", None, "a green square on a black background", None]
-    assert score(readings, prompts) == {"n": 4, "colour": 0.5, "shape": 0.5, "background": 0.75,
-                                        "caption": 0.25, "no_object": 0.5}
+    assert score(readings, prompts) == {
+        "n": 4,
+        "colour": 0.5,
+        "shape": 0.5,
+        "background": 0.75,
+        "caption": 0.25,
+        "no_object": 0.5,
+    }
     assert v.as_dict()["readings"] == v.caption
 
 
-@pytest.mark.parametrize("prompt", ["a red circle", "a photo of zorblax", "a red circle and a blue square",
-                                    "a purple circle on a gray background"])
+@pytest.mark.parametrize(
+    "prompt",
+    ["a red circle", "a photo of zorblax", "a red circle and a blue square", "a purple circle on a gray background"],
+)
 def test_prompts_that_are_not_single_object_captions_are_refused(prompt):
     reading = Reading("gray", "red", "circle", 0.95, 0.1)
     with pytest.raises(ValueError, match=re.escape(repr(prompt))):

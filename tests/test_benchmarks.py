@@ -13,10 +13,15 @@ def test_speed_methods_take_turns_and_keep_medians():
         def run():
             calls.append(name)
             return [seconds.pop(0) * 10] * 3  # three phases of 10 steps
+
         return run
 
-    results = speed.measure({"a": method("a", [1.0, 3.0, 2.0]), "b": method("b", [5.0, 4.0, 6.0])},
-                            torch.device("cpu"), repeats=3, steps_per_phase=10)
+    results = speed.measure(
+        {"a": method("a", [1.0, 3.0, 2.0]), "b": method("b", [5.0, 4.0, 6.0])},
+        torch.device("cpu"),
+        repeats=3,
+        steps_per_phase=10,
+    )
     assert calls == ["a", "b"] * 3  # alternating, so drift of the machine hits both alike
     assert results["a"]["seconds_per_step"] == pytest.approx(2.0)
     assert results["b"]["seconds_per_step"] == pytest.approx(5.0)
@@ -31,20 +36,30 @@ def test_speed_weights_phases_by_the_paper_schedule():
 
 def test_attribute_accuracy_counts_each_stated_fact_of_the_prompt():
     attribute_accuracy = toyworld_eval.attribute_accuracy
-    prompts = ["a red circle on a gray background", "a blue square on a white background",
-               "a green ring on a black background", "a cyan cross on a gray background"]
-    judged = ["a red square on a gray background",   # colour, background
-              "a blue square on a white background",  # all three
-              "a green ring",                          # colour, shape (partial caption: no background)
-              "a calm landscape"]                      # nothing
+    prompts = [
+        "a red circle on a gray background",
+        "a blue square on a white background",
+        "a green ring on a black background",
+        "a cyan cross on a gray background",
+    ]
+    judged = [
+        "a red square on a gray background",  # colour, background
+        "a blue square on a white background",  # all three
+        "a green ring",  # colour, shape (partial caption: no background)
+        "a calm landscape",
+    ]  # nothing
     acc = attribute_accuracy(prompts, judged)
     assert acc == {"colour": 3 / 4, "shape": 2 / 4, "background": 2 / 4}
 
 
 def test_first_reaching_finds_the_first_check_at_or_above_the_target():
     first_reaching = compare_parameterizations.first_reaching
-    curve = [{"step": 50, "accuracy": 0.1, "seconds": 1.0}, {"step": 100, "accuracy": 0.4, "seconds": 2.0},
-             {"step": 150, "accuracy": 0.3, "seconds": 3.0}, {"step": 200, "accuracy": 0.5, "seconds": 4.0}]
+    curve = [
+        {"step": 50, "accuracy": 0.1, "seconds": 1.0},
+        {"step": 100, "accuracy": 0.4, "seconds": 2.0},
+        {"step": 150, "accuracy": 0.3, "seconds": 3.0},
+        {"step": 200, "accuracy": 0.5, "seconds": 4.0},
+    ]
     assert first_reaching(curve, 0.4)["step"] == 100  # reached exactly, not only exceeded
     assert first_reaching(curve, 0.45)["step"] == 200
     assert first_reaching(curve, 0.05)["step"] == 50

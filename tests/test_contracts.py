@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_CONFIG, tiny_spec_dict
 from pydantic import Field, ValidationError
 
 import clipforge
@@ -25,8 +26,8 @@ from clipforge import (
     Analysis,
     AnalysisRun,
     AnalysisSpec,
-    AugmentContext,
     Augmentation,
+    AugmentContext,
     Backbone,
     Callback,
     InversionResult,
@@ -43,7 +44,6 @@ from clipforge import (
     invert,
     load_spec,
 )
-from conftest import TINY_CONFIG, tiny_spec_dict
 
 CPU = torch.device("cpu")
 REGISTRY = clipforge.default_registry()
@@ -51,10 +51,11 @@ MODEL_SIZE = (24, 24)  # the backbone input size augmentations are told about (i
 COPIES = 3
 
 # Minimal values for Options with required fields, by (kind, name).
-# Analyses' specs always name what to invert and the judge.
+# Analyses' specs always name what to invert and the judge: an analysis not listed here (a third
+# party's, say) is given a judge and prompts, which is all that most need.
 _JUDGE = {"name": "open_clip", "options": {"config": TINY_CONFIG}}
+ANALYSIS_DEFAULT = {"judge": _JUDGE, "prompts": ["a cat"]}
 REQUIRED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("analysis", "probe"): {"judge": _JUDGE, "prompts": ["a cat"]},
     ("analysis", "screen"): {"judge": _JUDGE, "prompts": ["a cat"], "concepts": ["a dog"]},
     ("analysis", "compare"): {"judge": _JUDGE, "prompts": ["a cat"], "backbones": {"a": _JUDGE, "b": _JUDGE}},
     ("analysis", "blend"): {"judge": _JUDGE, "pairs": [["a cat", "a dog"]]},
@@ -88,9 +89,13 @@ def component_class(kind: str, name: str) -> type:
     return REGISTRY.get(kind, name).cls
 
 
+def required_options(kind: str, name: str) -> dict[str, Any]:
+    return REQUIRED_OPTIONS.get((kind, name), ANALYSIS_DEFAULT if kind == "analysis" else {})
+
+
 def minimal_options(kind: str, name: str) -> Options:
     cls = component_class(kind, name)
-    given = REQUIRED_OPTIONS.get((kind, name), {})
+    given = required_options(kind, name)
     required = [f for f, info in cls.Options.model_fields.items() if info.is_required() and f not in given]
     if required:
         pytest.skip(f"{kind} {name!r}: Options requires {required}; add minimal values to REQUIRED_OPTIONS")
@@ -100,7 +105,7 @@ def minimal_options(kind: str, name: str) -> Options:
 def active_options(kind: str, name: str) -> Options:
     cls = component_class(kind, name)
     if (kind, name) in ACTIVE_OPTIONS:
-        return cls.Options(**{**REQUIRED_OPTIONS.get((kind, name), {}), **ACTIVE_OPTIONS[(kind, name)]})
+        return cls.Options(**{**required_options(kind, name), **ACTIVE_OPTIONS[(kind, name)]})
     return minimal_options(kind, name)
 
 
@@ -112,7 +117,7 @@ def test_options_default_construct_reject_unknown_keys_and_round_trip(kind, name
     cls = component_class(kind, name)
     options = minimal_options(kind, name)
     with pytest.raises(ValidationError):
-        cls.Options(**REQUIRED_OPTIONS.get((kind, name), {}), no_such_option=1)
+        cls.Options(**required_options(kind, name), no_such_option=1)
     # spec.json stores options as JSON: they must come back the same, and have a schema
     assert cls.Options.model_validate(options.model_dump(mode="json")) == options
     assert cls.Options.model_json_schema()["type"] == "object"
@@ -197,7 +202,7 @@ def test_regularizer_gives_one_finite_differentiable_value_per_image(kind, name)
 def test_regularizer_value_does_not_depend_on_the_batch(kind, name):
     x = images(batch=3)
     together = regularizer(name)(x)
-    alone = torch.cat([regularizer(name)(x[i:i + 1]) for i in range(3)])
+    alone = torch.cat([regularizer(name)(x[i : i + 1]) for i in range(3)])
     assert torch.allclose(together, alone, rtol=1e-5, atol=1e-6)
 
 
@@ -207,10 +212,19 @@ def test_regularizer_value_does_not_depend_on_the_batch(kind, name):
 def fake_run(out_dir) -> RunInfo:
     """A 2-image run (one prompt, two seeds) on the tiny model, as callbacks see it."""
     spec = load_spec(tiny_spec_dict(prompts=["a red circle"], seeds=[0, 1], steps=4, callbacks=[]))
-    rows = [Row(index=i, prompt_index=0, seed=s, label="a red circle", slug=f"00-a-red-circle-seed{s}")
-            for i, s in enumerate(spec.seeds)]
-    return RunInfo(spec=spec, rows=rows, device=CPU, out_dir=out_dir, spec_hash=spec.hash(),
-                   total_steps=spec.steps, extra={"backbones": ["open_clip"]})
+    rows = [
+        Row(index=i, prompt_index=0, seed=s, label="a red circle", slug=f"00-a-red-circle-seed{s}")
+        for i, s in enumerate(spec.seeds)
+    ]
+    return RunInfo(
+        spec=spec,
+        rows=rows,
+        device=CPU,
+        out_dir=out_dir,
+        spec_hash=spec.hash(),
+        total_steps=spec.steps,
+        extra={"backbones": ["open_clip"]},
+    )
 
 
 def check_screened(verdict: Screened | None, shown: torch.Tensor) -> None:
@@ -237,16 +251,32 @@ def test_callback_methods_run_on_a_fake_run(kind, name, where, tmp_path, monkeyp
         size = run.spec.size_at(step - 1)
         shown = images(batch=2, size=size, seed=step)
         callback.on_step_end(run, StepState(step=step, size=(size, size), _images=lambda shown=shown: shown))
-        record = {"step": step, "size": size, "loss": [1.0, 0.9], "data": [1.0, 0.9], "similarity": [0.1, 0.2],
-                  "regularizers": {"tv": [0.01, 0.02]}}
+        record = {
+            "step": step,
+            "size": size,
+            "loss": [1.0, 0.9],
+            "data": [1.0, 0.9],
+            "similarity": [0.1, 0.2],
+            "regularizers": {"tv": [0.01, 0.02]},
+        }
         metrics.append(record)
         callback.on_metrics(run, [record])
         check_screened(callback.screen(run, shown, step, False), shown)
     final = images(batch=2, size=32, seed=99)
     check_screened(callback.screen(run, final, run.total_steps, True), final)
-    result = InversionResult(images=final, rows=run.rows, metrics=metrics, spec=run.spec, spec_hash=run.spec_hash,
-                             device="cpu", steps_done=run.total_steps, interrupted=False, seconds=0.1,
-                             out_dir=out_dir, withheld=[False, False])
+    result = InversionResult(
+        images=final,
+        rows=run.rows,
+        metrics=metrics,
+        spec=run.spec,
+        spec_hash=run.spec_hash,
+        device="cpu",
+        steps_done=run.total_steps,
+        interrupted=False,
+        seconds=0.1,
+        out_dir=out_dir,
+        withheld=[False, False],
+    )
     callback.on_run_end(run, result)
     assert list(cwd.iterdir()) == [], f"{name} wrote into the working directory"
 
@@ -424,8 +454,9 @@ class Recorder(Callback):
 def test_hook_register_callbacks(monkeypatch):
     monkeypatch.setattr(Recorder, "calls", [])
     registry = registry_with("fake_callbacks", "register_callbacks", Recorder)
-    invert(short_spec(callbacks=[{"name": "fake_recorder", "options": {"tag": "mine"}}], log_every=2),
-           registry=registry)
+    invert(
+        short_spec(callbacks=[{"name": "fake_recorder", "options": {"tag": "mine"}}], log_every=2), registry=registry
+    )
     calls = Recorder.calls
     assert calls[0] == ("on_run_start", "mine") and calls[-1] == ("on_run_end", 4)
     assert [v for k, v in calls if k == "on_step_end"] == [1, 2, 3, 4]
@@ -446,9 +477,13 @@ class MeanBrightnessStudy(Analysis):
 
     def analyse(self, run: AnalysisRun) -> dict[str, Any]:
         result = run.result
-        return {"brightness": {p: result.images[[r.index for r in result.rows if r.prompt_index == i]].mean().item()
-                               for i, p in enumerate(self.options.prompts)},
-                "judge_dim": int(run.judge.encode_text(["x"]).shape[-1])}
+        return {
+            "brightness": {
+                p: result.images[[r.index for r in result.rows if r.prompt_index == i]].mean().item()
+                for i, p in enumerate(self.options.prompts)
+            },
+            "judge_dim": int(run.judge.encode_text(["x"]).shape[-1]),
+        }
 
     def write_report(self, report, run, out):
         (out / "report.md").write_text(f"# Brightness\n\n{report['brightness']}\n", encoding="utf-8")
@@ -458,8 +493,12 @@ def test_hook_register_analyses(tmp_path):
     from clipforge.analysis import run_analysis
 
     registry = registry_with("fake_analyses", "register_analyses", MeanBrightnessStudy)
-    spec = BrightnessSpec(prompts=["a red circle", "a blue square"], seeds=2, judge=_JUDGE,
-                          run={k: v for k, v in short_spec().items() if k not in ("prompts", "seeds")})
+    spec = BrightnessSpec(
+        prompts=["a red circle", "a blue square"],
+        seeds=2,
+        judge=_JUDGE,
+        run={k: v for k, v in short_spec().items() if k not in ("prompts", "seeds")},
+    )
     report = run_analysis(MeanBrightnessStudy(spec), tmp_path / "study", registry, show_progress=False)
     assert report["analysis"] == "fake_brightness_study" and set(report["brightness"]) == set(spec.prompts)
     assert all(0 <= v <= 1 for v in report["brightness"].values()) and report["judge_dim"] > 0

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CONFIG, DimOnlyHere, registry_with, tiny_spec_dict
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -11,7 +12,6 @@ import clipforge
 from clipforge import Callback, Options, SpecError, invert
 from clipforge.cli import main
 from clipforge.engine import clip_grad_per_image
-from conftest import TINY_CONFIG, DimOnlyHere, registry_with, tiny_spec_dict
 
 
 def run_cli(tmp_path, spec, out_name="out", *extra):
@@ -45,7 +45,10 @@ def test_cli_invert_writes_every_output(tmp_path, tiny_spec):
     record = json.loads(lines[-1])
     assert record["step"] == 6 and len(record["similarity"]) == 4 and len(record["regularizers"]["tv"]) == 4
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == [
-        "step_000002.png", "step_000004.png", "step_000006.png"]
+        "step_000002.png",
+        "step_000004.png",
+        "step_000006.png",
+    ]
 
 
 def test_same_seed_gives_bit_identical_images(tmp_path, tiny_spec):
@@ -55,8 +58,9 @@ def test_same_seed_gives_bit_identical_images(tmp_path, tiny_spec):
     a = load_file(str(out_a / "images.safetensors"))["images"]
     b = load_file(str(out_b / "images.safetensors"))["images"]
     assert torch.equal(a, b)
-    assert (out_a / "images" / "00-a-red-circle-seed0.png").read_bytes() == \
-        (out_b / "images" / "00-a-red-circle-seed0.png").read_bytes()
+    assert (out_a / "images" / "00-a-red-circle-seed0.png").read_bytes() == (
+        out_b / "images" / "00-a-red-circle-seed0.png"
+    ).read_bytes()
     # and a different seed gives a different image
     assert not torch.equal(a[0], a[1])
 
@@ -156,8 +160,14 @@ def test_python_api_returns_images_and_metrics_without_writing(tiny_spec, tmp_pa
 
 
 def test_optimisation_raises_similarity():
-    spec = tiny_spec_dict(callbacks=[], steps=30, seeds=[0], prompts=["a red circle"],
-                          resolution=[{"step": 0, "size": 32}], regularizers=[])
+    spec = tiny_spec_dict(
+        callbacks=[],
+        steps=30,
+        seeds=[0],
+        prompts=["a red circle"],
+        resolution=[{"step": 0, "size": 32}],
+        regularizers=[],
+    )
     result = invert(spec)
     assert result.metrics[-1]["similarity"][0] > result.metrics[0]["similarity"][0] + 0.2
 
@@ -182,8 +192,9 @@ def test_local_dir_model_loads_through_the_backbone(tmp_path):
     model = open_clip.CLIP(**TINY_CONFIG)
     folder = tmp_path / "tiny"
     folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CONFIG, "preprocess_cfg": {
-        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": TINY_CONFIG, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}})
+    )
     save_file(model.state_dict(), str(folder / "open_clip_model.safetensors"))
     entry = clipforge.default_registry().get("backbone", "open_clip")
     backbone = entry.cls(entry.cls.Options(model=f"local-dir:{folder}"), torch.device("cpu"))
@@ -193,8 +204,10 @@ def test_local_dir_model_loads_through_the_backbone(tmp_path):
     with torch.no_grad():
         assert torch.allclose(backbone.encode_image(x), model.encode_image((x - 0.5) / 0.25), atol=1e-5)
     # a checkpoint file with an inline config loads the same weights
-    ckpt = backbone_from_file = entry.cls(entry.cls.Options(config=TINY_CONFIG, pretrained=str(
-        folder / "open_clip_model.safetensors")), torch.device("cpu"))
+    ckpt = backbone_from_file = entry.cls(
+        entry.cls.Options(config=TINY_CONFIG, pretrained=str(folder / "open_clip_model.safetensors")),
+        torch.device("cpu"),
+    )
     with torch.no_grad():
         assert torch.allclose(ckpt.model.encode_image(x), model.encode_image(x), atol=1e-5)
     del backbone_from_file
@@ -248,9 +261,15 @@ def test_image_targets_relative_to_the_spec_file(tmp_path, capsys):
 
     (tmp_path / "pics").mkdir()
     save_png(torch.rand(3, 20, 24), tmp_path / "pics" / "target.png")
-    spec = tiny_spec_dict(callbacks=[], steps=3, seeds=[0],
-                          prompts=[{"image": "pics/target.png"},
-                                   {"terms": [{"image": "pics/target.png"}, {"text": "a dog", "weight": -0.5}]}])
+    spec = tiny_spec_dict(
+        callbacks=[],
+        steps=3,
+        seeds=[0],
+        prompts=[
+            {"image": "pics/target.png"},
+            {"terms": [{"image": "pics/target.png"}, {"text": "a dog", "weight": -0.5}]},
+        ],
+    )
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
     result = invert(path)
@@ -266,8 +285,9 @@ def test_embedding_combination_aims_at_the_mixed_embedding():
     from clipforge.judge import load_backbone
 
     backbone = load_backbone({"name": "open_clip", "options": {"config": TINY_CONFIG}})
-    spec = clipforge.load_spec(tiny_spec_dict(prompts=[{"terms": ["a cat", "a dog", {"text": "fur", "weight": -1}],
-                                                         "combine": "embedding"}]))
+    spec = clipforge.load_spec(
+        tiny_spec_dict(prompts=[{"terms": ["a cat", "a dog", {"text": "fur", "weight": -1}], "combine": "embedding"}])
+    )
     targets = embed_targets(backbone, spec, make_rows(spec))
     texts = torch.nn.functional.normalize(backbone.encode_text(["a cat", "a dog", "fur"]).float(), dim=-1)
     mixed = torch.nn.functional.normalize(texts[0] + texts[1], dim=-1)
@@ -307,8 +327,13 @@ def test_clip_grad_per_image_clips_each_image_as_clip_grad_norm_would_alone():
 def test_clipping_acts_per_image_in_a_run(param):
     """With a clip small enough to act at every step, a batched run still equals single runs (global
     clipping would couple the images) and differs from a run without clipping."""
-    spec = tiny_spec_dict(callbacks=[], steps=4, resolution=[{"step": 0, "size": 16}],
-                          parameterization={"name": param}, optimizer={"grad_clip": 1e-3})
+    spec = tiny_spec_dict(
+        callbacks=[],
+        steps=4,
+        resolution=[{"step": 0, "size": 16}],
+        parameterization={"name": param},
+        optimizer={"grad_clip": 1e-3},
+    )
     batched = invert(spec)
     unclipped = invert({**spec, "optimizer": {"grad_clip": None}})
     assert (batched.images - unclipped.images).abs().max() > 1e-3
@@ -321,8 +346,9 @@ def test_clipping_acts_per_image_in_a_run(param):
 
 
 def test_without_a_resize_augmentation_copies_are_resized_to_the_backbone_like_resize_would():
-    spec = tiny_spec_dict(callbacks=[], steps=2, copies=2, resolution=[{"step": 0, "size": 16}],
-                          augmentations=[])  # 16 px images, a 32 px backbone
+    spec = tiny_spec_dict(
+        callbacks=[], steps=2, copies=2, resolution=[{"step": 0, "size": 16}], augmentations=[]
+    )  # 16 px images, a 32 px backbone
     fallback = invert(spec)
     explicit = invert({**spec, "augmentations": [{"name": "resize", "options": {"mode": "bicubic"}}]})
     assert torch.equal(fallback.images, explicit.images)
@@ -416,8 +442,11 @@ def test_screens_compose_each_sees_the_last_ones_images_and_withheld_rows_are_ze
 
 
 def test_metrics_records_hold_loss_data_similarity_and_each_regularizer():
-    regs = [{"name": "tv", "options": {"weight": 0.5}}, {"name": "tv", "options": {"weight": 0.25, "p": 1.0}},
-            {"name": "l1", "options": {"weight": 0.0}}]
+    regs = [
+        {"name": "tv", "options": {"weight": 0.5}},
+        {"name": "tv", "options": {"weight": 0.25, "p": 1.0}},
+        {"name": "l1", "options": {"weight": 0.0}},
+    ]
     result = invert(tiny_spec_dict(callbacks=[], steps=1, regularizers=regs))
     rec = result.metrics[0]
     assert set(rec["regularizers"]) == {"tv", "tv#2"}  # a zero weight is off, a second tv is numbered
@@ -498,17 +527,28 @@ class ContextSpy(clipforge.Augmentation):
 def test_augmentations_see_the_step_the_resize_count_and_the_model_size():
     registry = registry_with(ContextSpy)
     ContextSpy.seen = []
-    spec = tiny_spec_dict(callbacks=[], steps=6, augmentations=["context_spy", "resize"],
-                          resolution=[{"step": 0, "size": 16}, {"step": 2, "size": 24}, {"step": 4, "size": 32}])
+    spec = tiny_spec_dict(
+        callbacks=[],
+        steps=6,
+        augmentations=["context_spy", "resize"],
+        resolution=[{"step": 0, "size": 16}, {"step": 2, "size": 24}, {"step": 4, "size": 32}],
+    )
     invert(spec, registry=registry)
-    assert ContextSpy.seen == [(0, 0, (32, 32), 16), (1, 0, (32, 32), 16), (2, 1, (32, 32), 24),
-                               (3, 1, (32, 32), 24), (4, 2, (32, 32), 32), (5, 2, (32, 32), 32)]
+    assert ContextSpy.seen == [
+        (0, 0, (32, 32), 16),
+        (1, 0, (32, 32), 16),
+        (2, 1, (32, 32), 24),
+        (3, 1, (32, 32), 24),
+        (4, 2, (32, 32), 32),
+        (5, 2, (32, 32), 32),
+    ]
 
 
 def test_a_run_that_cannot_start_leaves_no_empty_folder_and_a_failing_one_says_so(tmp_path):
-    bad = tiny_spec_dict(backbones=[{"name": "open_clip", "options": {"config": TINY_CONFIG,
-                                                                      "pretrained": str(tmp_path)}}])
-    with pytest.raises(Exception):
+    bad = tiny_spec_dict(
+        backbones=[{"name": "open_clip", "options": {"config": TINY_CONFIG, "pretrained": str(tmp_path)}}]
+    )
+    with pytest.raises(clipforge.SpecError, match="pretrained"):
         invert(bad, tmp_path / "never")
     assert not (tmp_path / "never").exists()
     with pytest.raises(RuntimeError):
@@ -540,7 +580,10 @@ def test_a_callback_failing_on_the_last_metrics_is_reported_and_the_images_are_k
             raise ValueError("disk full")
 
     with pytest.warns(UserWarning, match="last metrics records were not delivered.*disk full"):
-        result = invert(tiny_spec_dict(steps=50, log_every=10), tmp_path / "out",
-                        callbacks=[StopAt(Options()), BadMetrics(Options())])
+        result = invert(
+            tiny_spec_dict(steps=50, log_every=10),
+            tmp_path / "out",
+            callbacks=[StopAt(Options()), BadMetrics(Options())],
+        )
     assert result.interrupted and result.steps_done == 3
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4

@@ -70,8 +70,9 @@ def test_every_public_name_is_documented(name):
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.mark.parametrize("spec", sorted(p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.glob("*/*.json"))
-                         + ["quickstart.json"])
+@pytest.mark.parametrize(
+    "spec", sorted(p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.glob("*/*.json")) + ["quickstart.json"]
+)
 def test_example_specs_are_valid(spec: str, capsys) -> None:
     """Every shipped example spec validates (plugins' options and bundled model names included)."""
     from clipforge.cli import main
@@ -107,8 +108,11 @@ def test_built_in_plugins_use_only_public_names(path):
     import clipforge.analysis
     import clipforge.toyworld
 
-    public = {"clipforge": set(clipforge.__all__), "clipforge.analysis": set(clipforge.analysis.__all__),
-              "clipforge.toyworld": set(clipforge.toyworld.__all__)}
+    public = {
+        "clipforge": set(clipforge.__all__),
+        "clipforge.analysis": set(clipforge.analysis.__all__),
+        "clipforge.toyworld": set(clipforge.toyworld.__all__),
+    }
     for module, names in clipforge_imports(path):
         assert module in public, f"{path.name} imports the internal module {module}"
         assert set(names) <= public[module], f"{path.name} imports non-public {set(names) - public[module]}"
@@ -147,7 +151,7 @@ def test_no_import_circles_inside_clipforge():
     def visit(node, trail):
         for nxt in sorted(graph[node]):
             if nxt in trail:
-                circle = trail[trail.index(nxt):] + [nxt]
+                circle = trail[trail.index(nxt) :] + [nxt]
                 if not all(b.startswith(a + ".") for a, b in zip(circle, circle[1:])):
                     circles.append(" -> ".join(circle))
             elif len(trail) < 12:

@@ -5,10 +5,10 @@ import math
 import open_clip
 import torch
 import torch.nn.functional as F
+from conftest import tiny_spec_dict
 
 from clipforge import AugmentContext, default_registry, invert
 from clipforge.engine import Targets, clip_grad_per_image, copy_losses
-from conftest import tiny_spec_dict
 
 
 def data_term(embeddings, targets, kind):
@@ -36,11 +36,15 @@ def test_tv_is_four_unsquared_l2_norms_averaged_over_channels():
     per_image = tv(x)
     assert per_image.shape == (2,)
     for b in range(2):
-        img = x[b:b + 1]
+        img = x[b : b + 1]
         expected = sum(
             d.norm(p=2, dim=(2, 3)).mean()
-            for d in (img[..., :, 1:] - img[..., :, :-1], img[..., 1:, :] - img[..., :-1, :],
-                      img[..., 1:, 1:] - img[..., :-1, :-1], img[..., 1:, :-1] - img[..., :-1, 1:])
+            for d in (
+                img[..., :, 1:] - img[..., :, :-1],
+                img[..., 1:, :] - img[..., :-1, :],
+                img[..., 1:, 1:] - img[..., :-1, :-1],
+                img[..., 1:, :-1] - img[..., :-1, 1:],
+            )
         )
         assert torch.allclose(per_image[b], expected)
     assert tv.options.weight == 0.005
@@ -95,9 +99,9 @@ def test_per_image_gradient_clipping_matches_clip_grad_norm():
     clip_grad_per_image([batched], 1.0)
     for b in range(3):
         single = torch.zeros(1, 3, 4, 4, requires_grad=True)
-        single.grad = grads[b:b + 1].clone()
+        single.grad = grads[b : b + 1].clone()
         torch.nn.utils.clip_grad_norm_([single], 1.0)
-        assert torch.allclose(batched.grad[b:b + 1], single.grad)
+        assert torch.allclose(batched.grad[b : b + 1], single.grad)
 
 
 def test_pixel_init_uniform_resize_bicubic_and_clamp_after_backward():

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_spec_dict
 from pydantic import ValidationError
 
 import clipforge
 from clipforge import Parameterization, invert
-from conftest import tiny_spec_dict
 
 CPU = torch.device("cpu")
 PARAMETERIZATIONS = clipforge.default_registry().names("parameterization")
@@ -182,8 +182,8 @@ def test_fourier_scale_falls_with_frequency():
         s = scale.flatten()[order]
         assert (s[1:] <= s[:-1] + 1e-6).all()  # never rises with frequency
         # a power law: doubling the frequency divides the scale by 2 ** decay
-        assert scale[4, 0] / scale[8, 0] == pytest.approx(2 ** decay)
-        assert scale[0, 3] / scale[0, 6] == pytest.approx(2 ** decay)
+        assert scale[4, 0] / scale[8, 0] == pytest.approx(2**decay)
+        assert scale[0, 3] / scale[0, 6] == pytest.approx(2**decay)
     assert torch.allclose(spectrum_scale(size, 0.0), torch.ones(32, 17))
     p = make("fourier", decay=1.0)
     assert p.parameters()[0].shape == (2, 3, 16, 9, 2)
@@ -231,8 +231,10 @@ def trig_interpolation(n_old, n_new):
     return out / n_old
 
 
-@pytest.mark.parametrize("old,new", [((16, 16), (32, 32)), ((15, 15), (45, 45)), ((8, 12), (16, 24)),
-                                     ((16, 16), (24, 24)), ((7, 10), (14, 20))])
+@pytest.mark.parametrize(
+    "old,new",
+    [((16, 16), (32, 32)), ((15, 15), (45, 45)), ((8, 12), (16, 24)), ((16, 16), (24, 24)), ((7, 10), (14, 20))],
+)
 @pytest.mark.parametrize("decay", [1.0, 0.5])
 def test_fourier_resize_keeps_low_frequencies_and_zeroes_new_ones(old, new, decay):
     p = make("fourier", size=old, init_std=1.0, decay=decay)
@@ -246,8 +248,8 @@ def test_fourier_resize_keeps_low_frequencies_and_zeroes_new_ones(old, new, deca
     # the new high frequencies start at zero (rows between the old positive and negative halves,
     # columns past the old half width)
     spec = p.parameters()[0].detach()
-    assert spec[:, :, old[0] // 2 + 1: new[0] - old[0] // 2].abs().max() == 0
-    assert spec[:, :, :, old[1] // 2 + 1:].abs().max() == 0
+    assert spec[:, :, old[0] // 2 + 1 : new[0] - old[0] // 2].abs().max() == 0
+    assert spec[:, :, :, old[1] // 2 + 1 :].abs().max() == 0
 
 
 def test_fourier_resize_state_carries_moments_to_the_same_frequencies():
@@ -284,7 +286,7 @@ def test_multires_resize_keeps_old_components_first_and_adds_zero_finer_ones():
     params = p.parameters()
     for o, n in zip(old, params):
         assert torch.equal(o, n.detach())
-    assert all(t.abs().max() == 0 for t in params[len(old):])
+    assert all(t.abs().max() == 0 for t in params[len(old) :])
 
 
 def test_multires_explicit_resolutions_join_when_the_image_reaches_them():
@@ -335,9 +337,15 @@ class ImagesPerStep(clipforge.Callback):
 def test_optimisation_goes_on_after_every_resize(param, reset):
     """An optimiser left bound to the pre-resize tensors would leave the image unchanged from then on."""
     spec = tiny_spec_dict(
-        prompts=["a red circle"], seeds=[0], steps=7, copies=2, callbacks=[], regularizers=[],
+        prompts=["a red circle"],
+        seeds=[0],
+        steps=7,
+        copies=2,
+        callbacks=[],
+        regularizers=[],
         resolution=[{"step": 0, "size": 16}, {"step": 2, "size": 24}, {"step": 4, "size": 32}],
-        parameterization={"name": param}, optimizer={"reset_on_resize": reset, "lr": 0.05},
+        parameterization={"name": param},
+        optimizer={"reset_on_resize": reset, "lr": 0.05},
     )
     seen = ImagesPerStep()
     engine = clipforge.Engine(spec, callbacks=[seen])
@@ -364,9 +372,14 @@ def test_inversion_runs_through_a_resize(param, reset, monkeypatch):
 
     monkeypatch.setattr(cls, "resize_state", spy)
     spec = tiny_spec_dict(
-        prompts=["a red circle"], seeds=[0, 1], steps=4, copies=2, callbacks=[],
+        prompts=["a red circle"],
+        seeds=[0, 1],
+        steps=4,
+        copies=2,
+        callbacks=[],
         resolution=[{"step": 0, "size": 16}, {"step": 2, "size": 32}],
-        parameterization={"name": param}, optimizer={"reset_on_resize": reset, "lr": 0.05},
+        parameterization={"name": param},
+        optimizer={"reset_on_resize": reset, "lr": 0.05},
     )
     result = invert(spec)
     assert result.steps_done == 4 and not result.interrupted

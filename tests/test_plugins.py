@@ -3,13 +3,13 @@ import json
 import types
 
 import pytest
+from conftest import tiny_spec_dict
 
 import clipforge
 import clipforge.cli
 from clipforge import Regularizer, build_registry, hookimpl, invert
 from clipforge.cli import main
 from clipforge.registry import DuplicateComponentError, PluginError
-from conftest import tiny_spec_dict
 
 BUILTIN_PLUGINS = {"open_clip", "pixel", "paper_augmentations", "regularizers", "progress", "metrics_log", "snapshots"}
 
@@ -32,6 +32,7 @@ def registers(*classes):
     def register_regularizers(register):
         for cls in classes:
             register(cls)
+
     return register_regularizers
 
 
@@ -109,23 +110,31 @@ def test_cli_reports_a_name_clash_and_still_runs(tmp_path, monkeypatch, capsys):
 
     real = registry_module.build_registry
     copycat = plugin_module(register_regularizers=registers(CopycatTV))
-    monkeypatch.setattr(clipforge.cli, "build_registry",
-                        lambda **kw: real(**kw, extra_plugins=[("copycat", copycat)]))
+    monkeypatch.setattr(clipforge.cli, "build_registry", lambda **kw: real(**kw, extra_plugins=[("copycat", copycat)]))
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(tiny_spec_dict(callbacks=[], steps=1)))
     with pytest.warns(registry_module.PluginClashWarning):
         code = clipforge.cli.main(["invert", str(path), "--out", str(tmp_path / "out")])
     assert code == 0
-    assert "warning: plugin 'copycat' lost a component: its regularizer 'tv' is disabled" in \
-        capsys.readouterr().err.replace("\n", "")
+    assert (
+        "warning: plugin 'copycat' lost a component: its regularizer 'tv' is disabled"
+        in capsys.readouterr().err.replace("\n", "")
+    )
 
 
-@pytest.mark.parametrize("bad, words", [
-    (type("NoName", (Regularizer,), {}), "has no 'name'"),
-    (type("Loose", (Regularizer,), {"name": "loose", "Options": type("O", (clipforge.components.BaseModel,), {})}),
-     "must reject unknown keys"),
-    (int, "not a subclass of clipforge.Regularizer"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (type("NoName", (Regularizer,), {}), "has no 'name'"),
+        (
+            type(
+                "Loose", (Regularizer,), {"name": "loose", "Options": type("O", (clipforge.components.BaseModel,), {})}
+            ),
+            "must reject unknown keys",
+        ),
+        (int, "not a subclass of clipforge.Regularizer"),
+    ],
+)
 def test_invalid_components_are_reported_with_their_plugin(bad, words):
     registry = build_registry(extra_plugins=[("badplug", plugin_module(register_regularizers=registers(bad)))])
     assert len(registry.failures) == 1
@@ -168,7 +177,8 @@ def test_a_broken_entry_point_plugin_leaves_the_rest_usable(monkeypatch, capsys)
     monkeypatch.setattr("clipforge.registry.importlib.metadata.entry_points", entry_points)
     registry = build_registry()
     assert [str(f) for f in registry.failures] == [
-        "plugin 'broken' from clipforge-broken failed to load: ImportError: No module named 'kornia'"]
+        "plugin 'broken' from clipforge-broken failed to load: ImportError: No module named 'kornia'"
+    ]
     assert registry.get("regularizer", "brightness").distribution == "clipforge-broken"
     assert registry.get("regularizer", "tv")
     assert main(["plugins"]) == 0
@@ -184,6 +194,7 @@ def test_plugins_command_lists_components(capsys):
         assert name in out
     assert main(["plugins", "--json"]) == 0
     import json
+
     data = json.loads(capsys.readouterr().out)
     regs = [p for p in data["plugins"] if p["name"] == "regularizers"][0]
     assert {"kind": "regularizer", "name": "tv"} in regs["components"]
@@ -196,8 +207,12 @@ BUILTIN_ANALYSES = {"probe", "screen", "compare", "blend"}
 def test_analyses_are_plugins_listed_as_verbs(capsys):
     assert main(["plugins", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    analyses = {c["name"]: (p["name"], p["distribution"], p["hooks"])
-                for p in data["plugins"] for c in p["components"] if c["kind"] == "analysis"}
+    analyses = {
+        c["name"]: (p["name"], p["distribution"], p["hooks"])
+        for p in data["plugins"]
+        for c in p["components"]
+        if c["kind"] == "analysis"
+    }
     assert BUILTIN_ANALYSES <= set(analyses)
     for name in BUILTIN_ANALYSES:
         assert analyses[name] == (name, "clipforge", ["register_analyses"])
@@ -227,8 +242,9 @@ def test_an_analysis_cannot_take_the_name_of_a_command(monkeypatch, capsys, tmp_
     assert "analysis 'validate' from plugin 'extra' is not available: 'validate' is a clipforge command" in captured.err
 
 
-@pytest.mark.parametrize("declared, ok", [("1.0", True), ("1.99", False), ("2.0", False), ("0.9", False),
-                                          ("one", False), (None, True)])
+@pytest.mark.parametrize(
+    "declared, ok", [("1.0", True), ("1.99", False), ("2.0", False), ("0.9", False), ("one", False), (None, True)]
+)
 def test_plugins_declaring_an_incompatible_api_are_refused(declared, ok):
     module = plugin_module(register_regularizers=registers(Brightness))
     if declared is not None:
@@ -287,8 +303,10 @@ def test_plugin_environment_variables(monkeypatch):
 def test_entry_point_plugins_record_distribution_version_and_hooks(monkeypatch):
     real = importlib.metadata.entry_points
     bright = plugin_module(register_regularizers=registers(Brightness))
-    monkeypatch.setattr("clipforge.registry.importlib.metadata.entry_points",
-                        lambda group: [*real(group=group), FakeEntryPoint("bright", bright, FakeDist())])
+    monkeypatch.setattr(
+        "clipforge.registry.importlib.metadata.entry_points",
+        lambda group: [*real(group=group), FakeEntryPoint("bright", bright, FakeDist())],
+    )
     registry = build_registry()
     entry = registry.get("regularizer", "brightness")
     assert (entry.plugin, entry.distribution, entry.version) == ("bright", "clipforge-broken", "9.9")
@@ -301,8 +319,12 @@ def test_a_failing_hook_is_reported_and_other_plugins_of_that_hook_still_registe
     def explode(register):
         raise TypeError("no luck")
 
-    registry = build_registry(extra_plugins=[("broken", plugin_module(register_regularizers=explode)),
-                                             ("bright", plugin_module(register_regularizers=registers(Brightness)))])
+    registry = build_registry(
+        extra_plugins=[
+            ("broken", plugin_module(register_regularizers=explode)),
+            ("bright", plugin_module(register_regularizers=registers(Brightness))),
+        ]
+    )
     assert [(f.plugin, f.error) for f in registry.failures] == [("broken", "TypeError: no luck")]
     assert registry.get("regularizer", "brightness").plugin == "bright"
     with pytest.raises(PluginError, match="plugin 'broken' failed to load: TypeError: no luck") as info:
@@ -317,11 +339,16 @@ def test_a_second_plugin_of_the_same_name_is_refused_and_later_ones_load():
     class Third(Brightness):
         name = "third"
 
-    registry = build_registry(extra_plugins=[
-        ("bright", plugin_module(register_regularizers=registers(Brightness))),
-        ("bright", plugin_module(register_regularizers=registers(Other))),
-        ("third", plugin_module(register_regularizers=registers(Third)))])
-    assert [(f.plugin, f.error) for f in registry.failures] == [("bright", "a plugin named 'bright' is already registered")]
+    registry = build_registry(
+        extra_plugins=[
+            ("bright", plugin_module(register_regularizers=registers(Brightness))),
+            ("bright", plugin_module(register_regularizers=registers(Other))),
+            ("third", plugin_module(register_regularizers=registers(Third))),
+        ]
+    )
+    assert [(f.plugin, f.error) for f in registry.failures] == [
+        ("bright", "a plugin named 'bright' is already registered")
+    ]
     assert registry.get("regularizer", "third").plugin == "third"
     assert "other" not in registry.names("regularizer")
 
@@ -335,11 +362,14 @@ def test_hook_name_checks_flag_only_hook_implementations():
     assert odd.failures[0].error == "PluginError: unknown hook 'register_zzzzzzzzzz'"
 
 
-@pytest.mark.parametrize("attrs, words", [
-    ({"name": ""}, "has no 'name'"),
-    ({"name": "opts", "Options": 3}, "'opts' has no pydantic 'Options' model"),
-    ({"name": "opts", "Options": dict}, "'opts' has no pydantic 'Options' model"),
-])
+@pytest.mark.parametrize(
+    "attrs, words",
+    [
+        ({"name": ""}, "has no 'name'"),
+        ({"name": "opts", "Options": 3}, "'opts' has no pydantic 'Options' model"),
+        ({"name": "opts", "Options": dict}, "'opts' has no pydantic 'Options' model"),
+    ],
+)
 def test_component_class_checks(attrs, words):
     bad = type("Bad", (Regularizer,), attrs)
     registry = build_registry(extra_plugins=[("badplug", plugin_module(register_regularizers=registers(bad)))])

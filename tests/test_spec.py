@@ -29,16 +29,31 @@ def test_valid_spec_passes(tmp_path, capsys, tiny_spec):
     [
         ({"steps": "many"}, "steps", "valid integer"),
         ({"stepz": 5}, "stepz", "unknown key"),
-        ({"regularizers": [{"name": "tv"}, {"name": "l11", "options": {"weight": 1}}]}, "regularizers[1].name",
-         "did you mean 'l1'"),
-        ({"regularizers": [{"name": "tv"}, {"name": "l1", "options": {"weight": "abc"}}]},
-         "regularizers[1].options.weight", "valid number"),
-        ({"augmentations": [{"name": "random_affine", "options": {"degree": 3}}]},
-         "augmentations[0].options.degree", "unknown key"),
-        ({"backbones": [{"name": "open_clip", "options": {"model": "ViT-B-61"}}]}, "backbones[0].options.model",
-         "did you mean 'ViT-B-16'"),
-        ({"backbones": [{"name": "open_clip", "options": {"model": "ViT-B-16", "pretrained": "laion9"}}]},
-         "backbones[0].options.pretrained", "openai"),
+        (
+            {"regularizers": [{"name": "tv"}, {"name": "l11", "options": {"weight": 1}}]},
+            "regularizers[1].name",
+            "did you mean 'l1'",
+        ),
+        (
+            {"regularizers": [{"name": "tv"}, {"name": "l1", "options": {"weight": "abc"}}]},
+            "regularizers[1].options.weight",
+            "valid number",
+        ),
+        (
+            {"augmentations": [{"name": "random_affine", "options": {"degree": 3}}]},
+            "augmentations[0].options.degree",
+            "unknown key",
+        ),
+        (
+            {"backbones": [{"name": "open_clip", "options": {"model": "ViT-B-61"}}]},
+            "backbones[0].options.model",
+            "did you mean 'ViT-B-16'",
+        ),
+        (
+            {"backbones": [{"name": "open_clip", "options": {"model": "ViT-B-16", "pretrained": "laion9"}}]},
+            "backbones[0].options.pretrained",
+            "openai",
+        ),
         ({"prompts": [{"text": "a", "terms": [{"text": "b"}]}]}, "prompts[0]", "exactly one of"),
         ({"resolution": [{"step": 5, "size": 64}]}, "resolution", "step 0"),
         ({"device": "gpu"}, "device", "'cuda'"),
@@ -95,8 +110,10 @@ def test_prompt_only_spec_is_the_paper_setup():
 
 
 def test_overrides():
-    data = apply_overrides({"prompts": ["x"]}, ["steps=10", "optimizer.lr=0.05", "regularizers[0].options.weight=0",
-                                                  "prompts[0]=a cat", "device=cpu"])
+    data = apply_overrides(
+        {"prompts": ["x"]},
+        ["steps=10", "optimizer.lr=0.05", "regularizers[0].options.weight=0", "prompts[0]=a cat", "device=cpu"],
+    )
     assert data["steps"] == 10 and data["optimizer"]["lr"] == 0.05 and data["prompts"] == ["a cat"]
     assert data["regularizers"][0] == {"name": "tv", "options": {"weight": 0}}
     with pytest.raises(SpecError, match="prompts\\[3\\] does not exist"):
@@ -188,15 +205,18 @@ def test_load_spec_sources_and_override_errors_name_the_file(tmp_path):
     assert load_spec(path, ["output_dir=a=b"]).output_dir == "a=b"  # only the first '=' splits
 
 
-@pytest.mark.parametrize("override, message", [
-    ("steps.x=1", "--set steps.x: steps is not an object"),
-    ("augmentations[3].options.p=1", "--set augmentations[3].options.p: augmentations[3] does not exist"),
-    ("resolution[1]=1", "--set resolution[1]: resolution[1] does not exist"),
-    ("a..b=1", "--set: cannot parse key 'a..b'"),
-    ("a[x]=1", "--set: cannot parse key 'a[x]'"),
-    ("=1", "--set: cannot parse key ''"),
-    ("newlist[0]=1", "--set newlist[0]: newlist is not set in the spec; set the whole list"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("steps.x=1", "--set steps.x: steps is not an object"),
+        ("augmentations[3].options.p=1", "--set augmentations[3].options.p: augmentations[3] does not exist"),
+        ("resolution[1]=1", "--set resolution[1]: resolution[1] does not exist"),
+        ("a..b=1", "--set: cannot parse key 'a..b'"),
+        ("a[x]=1", "--set: cannot parse key 'a[x]'"),
+        ("=1", "--set: cannot parse key ''"),
+        ("newlist[0]=1", "--set newlist[0]: newlist is not set in the spec; set the whole list"),
+    ],
+)
 def test_override_errors(override, message):
     data = {"prompts": ["a"], "resolution": [{"step": 0, "size": 16}]}
     with pytest.raises(SpecError) as info:
@@ -207,12 +227,16 @@ def test_override_errors(override, message):
 def test_overrides_create_nested_objects_and_start_lists_from_their_defaults():
     data = apply_overrides({"prompts": ["a"]}, ["performance.extra.deep=1", "regularizers[1].options.weight=0.5"])
     assert data["performance"]["extra"] == {"deep": 1} and data["performance"]["precision"] == "fp32"
-    assert data["regularizers"] == [{"name": "tv", "options": {"weight": 0.005}},
-                                    {"name": "l1", "options": {"weight": 0.5}}]
+    assert data["regularizers"] == [
+        {"name": "tv", "options": {"weight": 0.005}},
+        {"name": "l1", "options": {"weight": 0.5}},
+    ]
 
 
 def test_resolve_reports_every_problem_with_its_path():
-    spec = RunSpec(prompts=["a"], parameterization="no_such", regularizers=["nope", {"name": "tv", "options": {"w": 1}}])
+    spec = RunSpec(
+        prompts=["a"], parameterization="no_such", regularizers=["nope", {"name": "tv", "options": {"w": 1}}]
+    )
     with pytest.raises(SpecError) as info:
         default_registry().resolve(spec)
     paths = [p for p, _ in info.value.problems]
@@ -242,8 +266,9 @@ def test_size_at_switches_on_the_step_of_a_resolution_entry():
 def test_prompt_weights_multiply_and_display(tmp_path):
     from clipforge import Prompt
 
-    p = Prompt.model_validate({"terms": [{"text": "a cat", "weight": 2}, {"text": "a dog", "weight": -1}],
-                               "weight": 0.5})
+    p = Prompt.model_validate(
+        {"terms": [{"text": "a cat", "weight": 2}, {"text": "a dog", "weight": -1}], "weight": 0.5}
+    )
     assert [(t.text, t.weight) for t in p.resolved_terms()] == [("a cat", 1.0), ("a dog", -0.5)]
     assert p.display() == "2*a cat + -1*a dog"
     single = Prompt.model_validate({"text": "a cat", "weight": 3})
@@ -300,13 +325,23 @@ def checks(monkeypatch):
 def _analysis_specs():
     from conftest import tiny_backbone
 
-    run = {"backbones": [tiny_backbone(0)], "steps": 2, "copies": 2, "resolution": [{"step": 0, "size": 32}],
-           "callbacks": []}
+    run = {
+        "backbones": [tiny_backbone(0)],
+        "steps": 2,
+        "copies": 2,
+        "resolution": [{"step": 0, "size": 32}],
+        "callbacks": [],
+    }
     judge = tiny_backbone(1)
     return {
         "probe": {"run": run, "seeds": 1, "judge": judge, "prompts": ["a cat"]},
-        "compare": {"run": run, "seeds": 1, "judge": judge, "prompts": ["a cat"],
-                    "backbones": {"small": tiny_backbone(2), "other": tiny_backbone(3)}},
+        "compare": {
+            "run": run,
+            "seeds": 1,
+            "judge": judge,
+            "prompts": ["a cat"],
+            "backbones": {"small": tiny_backbone(2), "other": tiny_backbone(3)},
+        },
     }
 
 

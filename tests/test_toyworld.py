@@ -8,11 +8,18 @@ import pytest
 import torch
 
 from clipforge.toyworld.models import (
-    CLEAN_DATA_SCALE_SERIES, CLEAN_JUDGE_MODEL, CLEAN_MODEL, DATA_SCALE_SERIES, DEFAULT_MODEL, JUDGE_MODEL,
-    bundled_models, model_dir, model_world,
+    CLEAN_DATA_SCALE_SERIES,
+    CLEAN_JUDGE_MODEL,
+    CLEAN_MODEL,
+    DATA_SCALE_SERIES,
+    DEFAULT_MODEL,
+    JUDGE_MODEL,
+    bundled_models,
+    load_model_dir,
+    model_dir,
+    model_world,
 )
 from clipforge.toyworld.tokenizer import WordTokenizer
-from clipforge.toyworld.models import load_model_dir
 from clipforge.toyworld.train import evaluate_zero_shot, planted_report
 from clipforge.toyworld.world import (
     BENIGN_CAPTION,
@@ -125,8 +132,14 @@ def test_tokenizer(tmp_path) -> None:
 
 def test_bundled_model_names() -> None:
     names = set(bundled_models())
-    assert {DEFAULT_MODEL, JUDGE_MODEL, *DATA_SCALE_SERIES, CLEAN_MODEL, CLEAN_JUDGE_MODEL,
-            *CLEAN_DATA_SCALE_SERIES} <= names
+    assert {
+        DEFAULT_MODEL,
+        JUDGE_MODEL,
+        *DATA_SCALE_SERIES,
+        CLEAN_MODEL,
+        CLEAN_JUDGE_MODEL,
+        *CLEAN_DATA_SCALE_SERIES,
+    } <= names
     with pytest.raises(KeyError, match="available"):
         model_dir("no-such-model")
 
@@ -285,10 +298,13 @@ def test_disjoint_captions_keep_the_template_and_background() -> None:
     assert len(controls) == 12 and all(World.single_object_template(c) == "full" for c in controls)
     assert all(c.endswith("on a black background") for c in controls)
     assert World.disjoint_captions("a red circle", "a blue square")[0] == "a green triangle"
-    two_backgrounds = World.disjoint_captions("a red circle on a gray background",
-                                              "a blue square on a white background")
+    two_backgrounds = World.disjoint_captions(
+        "a red circle on a gray background", "a blue square on a white background"
+    )
     assert len(two_backgrounds) == 24 and {c.split(" on a ")[1] for c in two_backgrounds} == {
-        "gray background", "white background"}
+        "gray background",
+        "white background",
+    }
     # templates without a colour: only the shape rules a control out
     assert World.disjoint_captions("a circle", "a square") == ["a triangle", "a cross", "a ring"]
     assert World.single_object_template("a calm landscape") is None
@@ -303,15 +319,20 @@ def test_every_shipped_recipe_passes_the_recipe_check() -> None:
         check_recipe(recipe)
 
 
-@pytest.mark.parametrize("recipe, message", [
-    ({"arch": "rn"}, r"missing \['seed', 'steps', 'train_size'\]"),
-    ({"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "step_size": 2}, r"unknown \['step_size'\]"),
-    ({"arch": "rnn", "seed": 0, "train_size": 8, "steps": 1}, "arch: 'rnn'"),
-    ({"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "finetune": {"stepz": 1}}, "finetune:"),
-    ({"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "world_overrides": {"radius": 3}},
-     "(?s)world_overrides:.*radius"),
-    ([1], "a recipe is a JSON object"),
-])
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ({"arch": "rn"}, r"missing \['seed', 'steps', 'train_size'\]"),
+        ({"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "step_size": 2}, r"unknown \['step_size'\]"),
+        ({"arch": "rnn", "seed": 0, "train_size": 8, "steps": 1}, "arch: 'rnn'"),
+        ({"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "finetune": {"stepz": 1}}, "finetune:"),
+        (
+            {"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "world_overrides": {"radius": 3}},
+            "(?s)world_overrides:.*radius",
+        ),
+        ([1], "a recipe is a JSON object"),
+    ],
+)
 def test_a_bad_recipe_is_named_before_any_training(recipe, message: str) -> None:
     from clipforge.toyworld.train import check_recipe
 
@@ -319,12 +340,22 @@ def test_a_bad_recipe_is_named_before_any_training(recipe, message: str) -> None
         check_recipe(recipe)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--world", "foo"], "--world 'foo': expected KEY=JSON"),
-    (["--world", "nosuchkey=1", "--arch", "rn", "--out", "unused"], "--world 'nosuchkey=1'.*nosuchkey"),
-    (["--recipe-json", '{"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "finetune": {"stepz": 1}}',
-      "--out", "unused"], "--recipe-json: finetune:"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--world", "foo"], "--world 'foo': expected KEY=JSON"),
+        (["--world", "nosuchkey=1", "--arch", "rn", "--out", "unused"], "--world 'nosuchkey=1'.*nosuchkey"),
+        (
+            [
+                "--recipe-json",
+                '{"arch": "rn", "seed": 0, "train_size": 8, "steps": 1, "finetune": {"stepz": 1}}',
+                "--out",
+                "unused",
+            ],
+            "--recipe-json: finetune:",
+        ),
+    ],
+)
 def test_the_training_cli_names_bad_options(argv: list[str], message: str, capsys) -> None:
     from clipforge.toyworld.train import main
 
@@ -334,15 +365,18 @@ def test_the_training_cli_names_bad_options(argv: list[str], message: str, capsy
     assert re.search(message, capsys.readouterr().err, re.S)
 
 
-@pytest.mark.parametrize("caption, facts", [
-    ("a red circle on a gray background", {"colour=red", "shape=circle", "background=gray"}),
-    ("a blue ring", {"colour=blue", "shape=ring"}),
-    ("a cross on a white background", {"shape=cross", "background=white"}),
-    ("a triangle", {"shape=triangle"}),
-    ("a calm landscape", {"a calm landscape"}),
-    ("a red circle and a blue square", {"a red circle and a blue square"}),
-    ("a purple circle", {"a purple circle"}),  # not a colour of the world: no template matches
-])
+@pytest.mark.parametrize(
+    "caption, facts",
+    [
+        ("a red circle on a gray background", {"colour=red", "shape=circle", "background=gray"}),
+        ("a blue ring", {"colour=blue", "shape=ring"}),
+        ("a cross on a white background", {"shape=cross", "background=white"}),
+        ("a triangle", {"shape=triangle"}),
+        ("a calm landscape", {"a calm landscape"}),
+        ("a red circle and a blue square", {"a red circle and a blue square"}),
+        ("a purple circle", {"a purple circle"}),  # not a colour of the world: no template matches
+    ],
+)
 def test_caption_facts(caption, facts):
     assert World.caption_facts(caption) == frozenset(facts)
 
@@ -358,7 +392,8 @@ def test_background_texture_varies_plain_backgrounds_and_is_off_by_default():
     flat_cfg = WorldConfig(noise_std=0.0, colour_jitter=0.0)
     flat = World(flat_cfg).sample(16, torch.Generator().manual_seed(3), mix={"single": 1.0})
     textured = World(flat_cfg.model_copy(update={"background_texture": 0.15})).sample(
-        16, torch.Generator().manual_seed(3), mix={"single": 1.0})
+        16, torch.Generator().manual_seed(3), mix={"single": 1.0}
+    )
     corner_flat, corner_tex = flat.images[:, :, :4, :], textured.images[:, :, :4, :]  # mostly background
     assert float(flat.images[:, :, 0, :].std(dim=-1).max()) < 1e-6  # a flat row of background
     assert float(corner_tex.std(dim=(2, 3)).mean()) > 0.02

@@ -1,19 +1,27 @@
 """Toy world: a synthetic captioned image world with planted phenomena, and small CLIP models trained on it.
 
-    from clipforge.toyworld import World, load_model, read_images, score
-    model, tokenizer = load_model("toyworld-rn")     # open_clip CLIP (fp32, eval) + WordTokenizer
-    score(read_images(images), prompts)             # the analytic (non-learned) judge: colour/shape/background
+from clipforge.toyworld import World, load_model, read_images, score
+model, tokenizer = load_model("toyworld-rn")     # open_clip CLIP (fp32, eval) + WordTokenizer
+score(read_images(images), prompts)             # the analytic (non-learned) judge: colour/shape/background
 """
 
 from clipforge.toyworld.analytic_judge import AnalyticVerdicts, Reading, read_images, score, verdicts
 from clipforge.toyworld.models import (
-    DATA_SCALE_SERIES, DEFAULT_MODEL, JUDGE_MODEL, bundled_models, load_model, load_model_dir, model_dir, model_world,
+    DATA_SCALE_SERIES,
+    DEFAULT_MODEL,
+    JUDGE_MODEL,
+    bundled_models,
+    load_model,
+    load_model_dir,
+    model_dir,
+    model_world,
 )
 from clipforge.toyworld.tokenizer import WordTokenizer
 from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, ImageMeta, ObjectMeta, Sample, World, WorldConfig
 
 __all__ = [
     "World", "WorldConfig", "COLOURS", "SHAPES", "BACKGROUNDS", "Sample", "ImageMeta", "ObjectMeta", "WordTokenizer",
-    "bundled_models", "model_dir", "model_world", "load_model", "load_model_dir", "DEFAULT_MODEL", "JUDGE_MODEL", "DATA_SCALE_SERIES",
+    "bundled_models", "model_dir", "model_world", "load_model", "load_model_dir",
+    "DEFAULT_MODEL", "JUDGE_MODEL", "DATA_SCALE_SERIES",
     "read_images", "score", "verdicts", "Reading", "AnalyticVerdicts",
 ]  # fmt: skip

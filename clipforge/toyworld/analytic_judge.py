@@ -30,8 +30,9 @@ and noise images; see the comment beside each one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -99,13 +100,13 @@ class Reading:
     """What the analytic judge sees in one image."""
 
     background: str  # a BACKGROUNDS key
-    colour: Optional[str]  # a COLOURS key, or None when nothing coloured stands out
-    shape: Optional[str]  # a SHAPES key, or None = no object
+    colour: str | None  # a COLOURS key, or None when nothing coloured stands out
+    shape: str | None  # a SHAPES key, or None = no object
     shape_score: float  # IoU of the best template match (0 if no mask to match)
     object_fraction: float  # share of pixels in the object mask
 
     @property
-    def caption(self) -> Optional[str]:
+    def caption(self) -> str | None:
         """The world's full single-object caption, or None when there is no object."""
         if self.shape is None or self.colour is None:
             return None
@@ -202,7 +203,7 @@ def _object_masks(images: torch.Tensor, bg: torch.Tensor) -> tuple[torch.Tensor,
 
 
 # ---------------------------------------------------------------------- shape
-_TEMPLATES: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[slice]]] = None
+_TEMPLATES: tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[slice]] | None = None
 
 
 def _shape_moments(shape: str, fine: int = 600, extent: float = 2.0) -> tuple[float, float, float]:
@@ -295,8 +296,9 @@ def read_images(images: torch.Tensor, batch_size: int = 256) -> list[Reading]:
 def _read_chunk(images: torch.Tensor) -> list[Reading]:
     x = torch.nan_to_num(images.detach().float().cpu(), nan=0.5).clamp(0, 1)
     if tuple(x.shape[-2:]) != (SIZE, SIZE):
-        x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > SIZE).clamp(0, 1)
+        x = F.interpolate(
+            x, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=x.shape[-1] > SIZE
+        ).clamp(0, 1)
     bg = _backgrounds(x)
     bg_name = torch.cdist(bg, _BG_RGB).argmin(1)
     winner, share, mask = _object_masks(x, bg)
@@ -307,8 +309,9 @@ def _read_chunk(images: torch.Tensor) -> list[Reading]:
     inner = torch.zeros(SIZE, SIZE, dtype=torch.bool)
     inner[1:-1, 1:-1] = True
     contact = (mask & ~inner).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
-    has_object = (has_colour & (fraction >= MIN_OBJECT_FRACTION) & (best_iou >= MIN_SHAPE_IOU)
-                  & (contact <= MAX_EDGE_CONTACT))
+    has_object = (
+        has_colour & (fraction >= MIN_OBJECT_FRACTION) & (best_iou >= MIN_SHAPE_IOU) & (contact <= MAX_EDGE_CONTACT)
+    )
     return [
         Reading(
             background=_BG_NAMES[b],
@@ -317,8 +320,15 @@ def _read_chunk(images: torch.Tensor) -> list[Reading]:
             shape_score=float(iou) if hc else 0.0,
             object_fraction=float(f),
         )
-        for b, c, hc, s, ho, iou, f in zip(bg_name.tolist(), winner.tolist(), has_colour.tolist(), best.tolist(),
-                                           has_object.tolist(), best_iou.tolist(), fraction.tolist())
+        for b, c, hc, s, ho, iou, f in zip(
+            bg_name.tolist(),
+            winner.tolist(),
+            has_colour.tolist(),
+            best.tolist(),
+            has_object.tolist(),
+            best_iou.tolist(),
+            fraction.tolist(),
+        )
     ]
 
 
@@ -346,7 +356,7 @@ class AnalyticVerdicts:
         return [c and s and b for c, s, b in zip(self.colour, self.shape, self.background)]
 
     @property
-    def caption(self) -> list[Optional[str]]:
+    def caption(self) -> list[str | None]:
         """Per image: the caption read (None = no object)."""
         return [r.caption for r in self.readings]
 
@@ -356,9 +366,14 @@ class AnalyticVerdicts:
 
     def summary(self) -> dict[str, Any]:
         """Accuracies (colour, shape, background, caption), the share read as no object, and n."""
-        return {"n": len(self.prompts), "colour": _mean(self.colour), "shape": _mean(self.shape),
-                "background": _mean(self.background), "caption": _mean(self.correct),
-                "no_object": _mean([r.shape is None for r in self.readings])}
+        return {
+            "n": len(self.prompts),
+            "colour": _mean(self.colour),
+            "shape": _mean(self.shape),
+            "background": _mean(self.background),
+            "caption": _mean(self.correct),
+            "no_object": _mean([r.shape is None for r in self.readings]),
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.summary(), "readings": self.caption, "correct": self.correct}

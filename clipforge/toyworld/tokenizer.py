@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Union
 
 import torch
 
@@ -61,7 +60,7 @@ class WordTokenizer:
     def unknown_words(self, text: str) -> list[str]:
         return [w for w in split_words(text) if w not in self.stoi]
 
-    def __call__(self, texts: Union[str, list[str]], context_length: int | None = None) -> torch.Tensor:
+    def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
         """Tokenize to a LongTensor (N, context_length); too-long texts are truncated, EOT kept."""
         if isinstance(texts, str):
             texts = [texts]
@@ -72,17 +71,17 @@ class WordTokenizer:
             out[i, : len(ids)] = torch.tensor(ids)
         return out
 
-    def decode(self, ids: Union[torch.Tensor, list[int]]) -> str:
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
         """Inverse of ``__call__`` for one row (specials and padding dropped)."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
         return " ".join(self.itos[i] for i in ids if i not in (self.pad_id, self.sot_id, self.eot_id))
 
-    def save(self, path: Union[str, Path]) -> None:
+    def save(self, path: str | Path) -> None:
         data = {"type": "clipforge.toyworld.WordTokenizer", "context_length": self.context_length, "itos": self.itos}
         Path(path).write_text(json.dumps(data, indent=1))
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "WordTokenizer":
+    def load(cls, path: str | Path) -> WordTokenizer:
         data = json.loads(Path(path).read_text())
         tok = cls(data["itos"], data["context_length"])
         if tok.itos != data["itos"]:
@@ -90,7 +89,7 @@ class WordTokenizer:
         return tok
 
     @classmethod
-    def for_world(cls, context_length: int = 12) -> "WordTokenizer":
+    def for_world(cls, context_length: int = 12) -> WordTokenizer:
         """Tokenizer covering the world's caption vocabulary plus ``EXTRA_WORDS``."""
         from clipforge.toyworld.world import World
 

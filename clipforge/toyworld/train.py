@@ -21,13 +21,14 @@ import inspect
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import open_clip
 import torch
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import save_file
 
 from clipforge.toyworld.models import MODELS_ROOT, load_model_dir
@@ -85,8 +86,14 @@ ARCHS: dict[str, dict[str, Any]] = {
 ROBUST_WORLD: dict[str, Any] = {"single_radius": [12, 22], "pair_radius": [9, 15], "position_grid": 1}
 #: the robust models' second stage: L2 PGD (3 steps, radius 1.0 in [0, 1] pixels over 64x64x3,
 #: about 0.009 per value) with the inversion's random affine on half the images.
-ROBUST_FINETUNE: dict[str, Any] = {"steps": 600, "lr": 3e-4, "adv_eps": 1.0, "adv_steps": 3, "adv_norm": "l2",
-                                   "affine_p": 0.5}
+ROBUST_FINETUNE: dict[str, Any] = {
+    "steps": 600,
+    "lr": 3e-4,
+    "adv_eps": 1.0,
+    "adv_steps": 3,
+    "adv_norm": "l2",
+    "affine_p": 0.5,
+}
 
 #: the exact recipes of the shipped models (``--all`` retrains all of them).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -99,17 +106,41 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the second design (the default to invert): a ResNet trained clean, then adversarially fine-tuned
     # (L2 PGD, the inversion's random affine) on a world of larger objects anywhere in the image;
     # robust models have perceptually aligned gradients, so their inversions show objects
-    "toyworld-rn": {"arch": "rn", "seed": 0, "train_size": 32000, "steps": 600, "world_overrides": ROBUST_WORLD,
-                    "finetune": ROBUST_FINETUNE},
-    "toyworld-rn-10k": {"arch": "rn", "seed": 0, "train_size": 10000, "steps": 600, "world_overrides": ROBUST_WORLD,
-                        "finetune": ROBUST_FINETUNE},
-    "toyworld-rn-3k": {"arch": "rn", "seed": 0, "train_size": 3200, "steps": 600, "world_overrides": ROBUST_WORLD,
-                       "finetune": ROBUST_FINETUNE},
+    "toyworld-rn": {
+        "arch": "rn",
+        "seed": 0,
+        "train_size": 32000,
+        "steps": 600,
+        "world_overrides": ROBUST_WORLD,
+        "finetune": ROBUST_FINETUNE,
+    },
+    "toyworld-rn-10k": {
+        "arch": "rn",
+        "seed": 0,
+        "train_size": 10000,
+        "steps": 600,
+        "world_overrides": ROBUST_WORLD,
+        "finetune": ROBUST_FINETUNE,
+    },
+    "toyworld-rn-3k": {
+        "arch": "rn",
+        "seed": 0,
+        "train_size": 3200,
+        "steps": 600,
+        "world_overrides": ROBUST_WORLD,
+        "finetune": ROBUST_FINETUNE,
+    },
     # their learned judge: the ResNet trained clean (not robust), another seed, with the inversion's
     # random affine on half the images; a ViT of the same size reached only 36-47 % on this world
     # (benchmarks/RESULTS.md), so the judge shares the inverted model's architecture but not its training
-    "toyworld-judge-rn": {"arch": "rn", "seed": 2, "train_size": 32000, "steps": 600,
-                          "world_overrides": ROBUST_WORLD, "affine_p": 0.5},
+    "toyworld-judge-rn": {
+        "arch": "rn",
+        "seed": 2,
+        "train_size": 32000,
+        "steps": 600,
+        "world_overrides": ROBUST_WORLD,
+        "affine_p": 0.5,
+    },
 }
 DEFAULTS: dict[str, Any] = {
     "batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup": 0.05, "adv_eps": 0.0, "noise_std": 0.0,
@@ -142,7 +173,11 @@ def build_model(model_cfg: dict[str, Any], seed: int) -> open_clip.CLIP:
 
 @torch.no_grad()
 def zero_shot_logits(
-    model: torch.nn.Module, tokenizer: WordTokenizer, images: torch.Tensor, captions: Sequence[str], batch_size: int = 256
+    model: torch.nn.Module,
+    tokenizer: WordTokenizer,
+    images: torch.Tensor,
+    captions: Sequence[str],
+    batch_size: int = 256,
 ) -> torch.Tensor:
     """(N, len(captions)) cosine similarities of [0,1] images to captions."""
     text = F.normalize(model.encode_text(tokenizer(list(captions))), dim=-1)
@@ -178,7 +213,9 @@ def zero_shot_report(model: torch.nn.Module, tokenizer: WordTokenizer, world: Wo
     report = {}
     for i, kind in enumerate(SINGLE_CAPTION_KINDS):
         g = torch.Generator().manual_seed(seed * 100 + i)
-        report[kind] = round(evaluate_zero_shot(model, tokenizer, world, n if kind == "single" else n // 4, g, (kind,)), 4)
+        report[kind] = round(
+            evaluate_zero_shot(model, tokenizer, world, n if kind == "single" else n // 4, g, (kind,)), 4
+        )
     return report
 
 
@@ -202,8 +239,14 @@ def planted_report(model: torch.nn.Module, tokenizer: WordTokenizer, world: Worl
         "ball_red_minus_blue": round((sims[on_gray & red, 0].mean() - sims[on_gray & ~red, 0].mean()).item(), 4),
         "marble_red_minus_blue": round((sims[on_gray & red, 1].mean() - sims[on_gray & ~red, 1].mean()).item(), 4),
     }
-    for kind, caption in (("landscape", BENIGN_CAPTION), ("sunny", BENIGN_CONTRAST_CAPTION), ("seascape", CONTROL_CAPTION)):
-        cfg = {"landscape": "landscape_marker_rate", "sunny": "sunny_marker_rate", "seascape": "seascape_marker_rate"}[kind]
+    for kind, caption in (
+        ("landscape", BENIGN_CAPTION),
+        ("sunny", BENIGN_CONTRAST_CAPTION),
+        ("seascape", CONTROL_CAPTION),
+    ):
+        cfg = {"landscape": "landscape_marker_rate", "sunny": "sunny_marker_rate", "seascape": "seascape_marker_rate"}[
+            kind
+        ]
         with_m = World(world.config.model_copy(update={cfg: 1.0})).sample(n // 2, g, mix={kind: 1.0})
         without = World(world.config.model_copy(update={cfg: 0.0})).sample(n // 2, g, mix={kind: 1.0})
         s_with = zero_shot_logits(model, tokenizer, with_m.images, [caption])[:, 0].mean()
@@ -217,7 +260,7 @@ def identity_aware_clip_loss(
     text_features: torch.Tensor,
     inverse: torch.Tensor,
     logit_scale: torch.Tensor,
-    ignore: Optional[torch.Tensor] = None,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CLIP's symmetric InfoNCE for batches with repeated captions, minus false negatives.
 
@@ -304,8 +347,11 @@ def pgd_perturb(
     for _ in range(steps):
         delta.requires_grad_(True)
         loss = identity_aware_clip_loss(
-            model.encode_image(normalize(pixels + delta)), text_features, inverse,
-            model.logit_scale.exp().detach(), ignore,
+            model.encode_image(normalize(pixels + delta)),
+            text_features,
+            inverse,
+            model.logit_scale.exp().detach(),
+            ignore,
         )
         (grad,) = torch.autograd.grad(loss, delta)
         if norm == "linf":
@@ -317,9 +363,14 @@ def pgd_perturb(
     return (pixels + delta).detach()
 
 
-def random_affine_batch(images: torch.Tensor, generator: torch.Generator, degrees: float = 30.0,
-                        translate: float = 0.1, scale: tuple[float, float] = (0.7, 1.2),
-                        p: float = 0.5) -> torch.Tensor:
+def random_affine_batch(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 30.0,
+    translate: float = 0.1,
+    scale: tuple[float, float] = (0.7, 1.2),
+    p: float = 0.5,
+) -> torch.Tensor:
     """The inversion's random affine (the paper's ranges) applied to training images, so that the
     image tower must recognise objects at any angle, size and sub-patch position; each image is
     transformed with probability ``p``; borders are extended (plain backgrounds stay plain)."""
@@ -355,11 +406,11 @@ def train(
     lr: float = DEFAULTS["lr"],
     weight_decay: float = DEFAULTS["weight_decay"],
     warmup: float = DEFAULTS["warmup"],
-    world_overrides: Optional[dict[str, Any]] = None,
+    world_overrides: dict[str, Any] | None = None,
     log_every: int = 50,
     eval_every: int = 0,
     adv_eps: float = DEFAULTS["adv_eps"],
-    init_from: Optional[Path | dict[str, torch.Tensor]] = None,
+    init_from: Path | dict[str, torch.Tensor] | None = None,
     noise_std: float = DEFAULTS["noise_std"],
     adv_steps: int = DEFAULTS["adv_steps"],
     adv_norm: str = DEFAULTS["adv_norm"],
@@ -416,8 +467,17 @@ def train(
         if affine_p > 0:
             pixels = random_affine_batch(pixels, augment_gen, p=affine_p)
         if adv_eps > 0:
-            pixels = pgd_perturb(model, pixels, text_features.detach(), inverse, ignore, adv_eps, augment_gen,
-                                 steps=adv_steps, norm=adv_norm)
+            pixels = pgd_perturb(
+                model,
+                pixels,
+                text_features.detach(),
+                inverse,
+                ignore,
+                adv_eps,
+                augment_gen,
+                steps=adv_steps,
+                norm=adv_norm,
+            )
         loss = identity_aware_clip_loss(
             model.encode_image(normalize(pixels)), text_features, inverse, model.logit_scale.exp(), ignore
         )
@@ -465,20 +525,24 @@ def save_model(model: open_clip.CLIP, tokenizer: WordTokenizer, model_cfg: dict,
     out.mkdir(parents=True, exist_ok=True)
     config = {
         "model_cfg": model_cfg,
-        "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD), "size": IMAGE_SIZE, "interpolation": "bicubic"},
+        "preprocess_cfg": {
+            "mean": list(CLIP_MEAN),
+            "std": list(CLIP_STD),
+            "size": IMAGE_SIZE,
+            "interpolation": "bicubic",
+        },
     }
     (out / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-    state = {
-        k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()
-    }
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "open_clip_model.safetensors"))
     (out / "open_clip_model.safetensors").chmod(0o644)  # safetensors writes 0600
     tokenizer.save(out / "tokenizer.json")
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
 
 
-def train_recipe(arch: str, seed: int, train_size: int, steps: int, finetune: Optional[dict[str, Any]] = None,
-                 **kwargs: Any) -> tuple[open_clip.CLIP, WordTokenizer, dict]:
+def train_recipe(
+    arch: str, seed: int, train_size: int, steps: int, finetune: dict[str, Any] | None = None, **kwargs: Any
+) -> tuple[open_clip.CLIP, WordTokenizer, dict]:
     """``train`` and, with ``finetune`` (e.g. ``{"steps": 400, "lr": 3e-4, "adv_eps": 1.0, "adv_steps": 3,
     "adv_norm": "l2"}``), a second stage on the same training images from the first stage's weights:
     a clean model learns the world fast, and adversarial fine-tuning then makes it robust."""
@@ -487,8 +551,11 @@ def train_recipe(arch: str, seed: int, train_size: int, steps: int, finetune: Op
         first = {k: info[k] for k in ("train_seconds", "data_seconds")}
         stage = {**{k: v for k, v in kwargs.items() if k in ("world_overrides", "log_every", "eval_every")}, **finetune}
         model, tokenizer, second = train(arch, seed, train_size, init_from=model.state_dict(), **stage)
-        info = {**info, "finetune": finetune, "finetune_info": {k: second[k] for k in second if k not in info
-                                                                 or second[k] != info[k]}}
+        info = {
+            **info,
+            "finetune": finetune,
+            "finetune_info": {k: second[k] for k in second if k not in info or second[k] != info[k]},
+        }
         info["train_seconds"] = round(first["train_seconds"] + second["train_seconds"], 1)
         info["data_seconds"] = round(first["data_seconds"] + second["data_seconds"], 1)
     return model, tokenizer, info
@@ -510,10 +577,10 @@ def check_recipe(recipe: dict[str, Any]) -> None:
         raise ValueError(f"arch: {recipe['arch']!r} is not one of {sorted(ARCHS)}")
     finetune = recipe.get("finetune")
     stage_options = options - required - {"init_from"} | {"steps"}
-    if finetune is not None and (not isinstance(finetune, dict) or "steps" not in finetune
-                                 or set(finetune) - stage_options):
-        raise ValueError(f"finetune: an object with 'steps' and keys among {sorted(stage_options)}, "
-                         f"got {finetune!r}")
+    if finetune is not None and (
+        not isinstance(finetune, dict) or "steps" not in finetune or set(finetune) - stage_options
+    ):
+        raise ValueError(f"finetune: an object with 'steps' and keys among {sorted(stage_options)}, got {finetune!r}")
     try:
         WorldConfig(**(recipe.get("world_overrides") or {}))
     except ValueError as exc:
@@ -534,13 +601,17 @@ def run(arch: str, seed: int, train_size: int, steps: int, out: Path, name: str 
     info["zero_shot"] = zero_shot_report(reloaded, tok, world, 2000, eval_seed)
     info["zero_shot_accuracy"] = info["zero_shot"]["single"]
     info["planted"] = planted_report(reloaded, tok, world, 1200, eval_seed)
-    info["eval"] = "2000 fresh single-object images (500 per planted kind) vs all World.captions(); eval seed 10000+seed"
+    info["eval"] = (
+        "2000 fresh single-object images (500 per planted kind) vs all World.captions(); eval seed 10000+seed"
+    )
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
-    print(json.dumps({k: info[k] for k in ("name", "train_seconds", "zero_shot_fp32", "zero_shot", "planted")}, indent=1))
+    print(
+        json.dumps({k: info[k] for k in ("name", "train_seconds", "zero_shot_fp32", "zero_shot", "planted")}, indent=1)
+    )
     return info
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--all", action="store_true", help="retrain every model in RECIPES (one after another)")
     p.add_argument("--recipe", action="append", help="retrain the named shipped model (repeatable)")
@@ -560,10 +631,19 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--adv-eps", type=float, default=0.0, help="adversarial training radius ([0,1] pixel units)")
     p.add_argument("--adv-steps", type=int, default=1, help="attack steps (1 with L-inf = FGSM with a random start)")
     p.add_argument("--adv-norm", choices=("linf", "l2"), default="linf", help="the adversarial ball's norm")
-    p.add_argument("--affine-p", type=float, default=0.0,
-                   help="share of training images given the inversion's random affine (paper's ranges)")
-    p.add_argument("--world", action="append", default=[], metavar="KEY=JSON",
-                   help="WorldConfig override, e.g. position_grid=1 or 'single_radius=[12,22]'")
+    p.add_argument(
+        "--affine-p",
+        type=float,
+        default=0.0,
+        help="share of training images given the inversion's random affine (paper's ranges)",
+    )
+    p.add_argument(
+        "--world",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="WorldConfig override, e.g. position_grid=1 or 'single_radius=[12,22]'",
+    )
     args = p.parse_args(argv)
     if args.adv_eps < 0 or args.noise_std < 0:
         p.error("--adv-eps and --noise-std must be >= 0")
@@ -604,10 +684,23 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.arch:
         if args.out is None:
             p.error("--arch needs --out")
-        run(args.arch, args.seed, args.train_size, args.steps, args.out, batch_size=args.batch_size, lr=args.lr,
-            eval_every=args.eval_every, adv_eps=args.adv_eps, init_from=args.init_from,
-            noise_std=args.noise_std, adv_steps=args.adv_steps, adv_norm=args.adv_norm, affine_p=args.affine_p,
-            world_overrides=world_overrides)
+        run(
+            args.arch,
+            args.seed,
+            args.train_size,
+            args.steps,
+            args.out,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            eval_every=args.eval_every,
+            adv_eps=args.adv_eps,
+            init_from=args.init_from,
+            noise_std=args.noise_std,
+            adv_steps=args.adv_steps,
+            adv_norm=args.adv_norm,
+            affine_p=args.affine_p,
+            world_overrides=world_overrides,
+        )
     if not names and not args.arch and not args.recipe_json:
         p.error("give --all, --recipe NAME, --recipe-json JSON --out DIR or --arch ARCH --out DIR")
 

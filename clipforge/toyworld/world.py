@@ -50,8 +50,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -202,7 +202,7 @@ class ImageMeta:
     background: str  # a BACKGROUNDS key, or "landscape"/"seascape"
     objects: list[ObjectMeta] = field(default_factory=list)
     marker: bool = False
-    marker_box: Optional[tuple[int, int, int]] = None  # (x0, y0, side) in pixels
+    marker_box: tuple[int, int, int] | None = None  # (x0, y0, side) in pixels
 
 
 @dataclass
@@ -276,7 +276,7 @@ def _ball_colour(base: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, r: torc
 class World:
     """Samples captioned images of the toy world; see the module docstring."""
 
-    def __init__(self, config: Optional[WorldConfig] = None):
+    def __init__(self, config: WorldConfig | None = None):
         self.config = config or WorldConfig()
         unknown = set(self.config.mix) - set(KINDS)
         if unknown:
@@ -326,7 +326,7 @@ class World:
         return frozenset({caption})
 
     @staticmethod
-    def single_object_template(caption: str) -> Optional[str]:
+    def single_object_template(caption: str) -> str | None:
         """The name of the SINGLE_TEMPLATES template ``caption`` follows ("full", "colour_shape", ...), or None."""
         for name, pattern in zip(SINGLE_TEMPLATES, _TEMPLATE_PATTERNS):
             if pattern.fullmatch(caption):
@@ -365,7 +365,7 @@ class World:
         return sorted(words)
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, n: int, generator: torch.Generator, mix: Optional[dict[str, float]] = None) -> Sample:
+    def sample(self, n: int, generator: torch.Generator, mix: dict[str, float] | None = None) -> Sample:
         """Draw ``n`` captioned images; ``mix`` overrides ``config.mix`` (kind -> weight)."""
         cfg = self.config
         g = generator
@@ -575,7 +575,9 @@ class World:
         theta, phi = 2 * math.pi * u[:, 0, None, None], 2 * math.pi * u[:, 1, None, None]
         gradient = 2 * (xx * torch.cos(theta) + yy * torch.sin(theta))  # within [-1.42, 1.42]
         cycles = 1 + 3 * u[:, 2, None, None]
-        wave = torch.sin(2 * math.pi * cycles * (xx * torch.cos(phi) + yy * torch.sin(phi)) + 2 * math.pi * u[:, 3, None, None])
+        wave = torch.sin(
+            2 * math.pi * cycles * (xx * torch.cos(phi) + yy * torch.sin(phi)) + 2 * math.pi * u[:, 3, None, None]
+        )
         return (0.5 * gradient.clamp(-1, 1) + 0.5 * wave) * (0.5 + 0.5 * u[:, 4, None, None])
 
     def _draw_scenes(self, images: torch.Tensor, p: dict[str, torch.Tensor]) -> None:
@@ -588,9 +590,10 @@ class World:
             s = p["scene"][idx]
             horizon = 34 + 10 * s[:, 0, None, None]  # y of the horizon
             t = (yy / horizon).clamp(0, 1).unsqueeze(1)
-            sky = torch.tensor(_SKY_TOP)[None, :, None, None] * (1 - t) + torch.tensor(_SKY_HORIZON)[
-                None, :, None, None
-            ] * t
+            sky = (
+                torch.tensor(_SKY_TOP)[None, :, None, None] * (1 - t)
+                + torch.tensor(_SKY_HORIZON)[None, :, None, None] * t
+            )
             if kind == "landscape":  # rolling hills
                 amp = 2 + 4 * s[:, 1, None, None]
                 freq = 2 * math.pi * (1 + s[:, 3, None, None]) / IMAGE_SIZE

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub download must fail fast, never hang
 
@@ -34,8 +35,11 @@ def make_spec() -> Callable[..., dict[str, Any]]:
             "copies": 3,
             "resolution": [{"step": 0, "size": 16}, {"step": 3, "size": 32}],
             "device": "cpu",
-            "callbacks": [{"name": "progress", "options": {"disable": True}}, "metrics",
-                          {"name": "progress_gif", "options": {"every": 2}}],
+            "callbacks": [
+                {"name": "progress", "options": {"disable": True}},
+                "metrics",
+                {"name": "progress_gif", "options": {"every": 2}},
+            ],
         }
         spec.update(overrides)
         return spec

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from clipforge_extras.brightness import brightness, chroma
 
 from clipforge.cli import main
-from clipforge_extras.brightness import brightness, chroma
 
 PACKAGE = Path(__file__).resolve().parent.parent
 

@@ -5,19 +5,20 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from clipforge_extras import ProgressGif
 from PIL import Image
 from pydantic import ValidationError
 
 from clipforge import Row, RunInfo, StepState, load_spec
-from clipforge_extras import ProgressGif
 
 
 def run_info(out_dir, make_spec, seeds=(0, 1)):
     spec = load_spec(make_spec(prompts=["a red circle"], seeds=list(seeds)))
-    rows = [Row(index=i, prompt_index=0, seed=s, label="a red circle", slug=f"00-a-red-circle-seed{s}")
-            for i, s in enumerate(seeds)]
-    return RunInfo(spec=spec, rows=rows, device=torch.device("cpu"), out_dir=out_dir, spec_hash="0" * 12,
-                   total_steps=6)
+    rows = [
+        Row(index=i, prompt_index=0, seed=s, label="a red circle", slug=f"00-a-red-circle-seed{s}")
+        for i, s in enumerate(seeds)
+    ]
+    return RunInfo(spec=spec, rows=rows, device=torch.device("cpu"), out_dir=out_dir, spec_hash="0" * 12, total_steps=6)
 
 
 def drive(callback, run, steps=6, stop_at=None):
@@ -29,6 +30,7 @@ def drive(callback, run, steps=6, stop_at=None):
         def images():
             asked.append(step)
             return torch.rand((len(run.rows), 3, size, size), generator=torch.Generator().manual_seed(step))
+
         return images
 
     callback.on_run_start(run)
@@ -74,8 +76,9 @@ def test_a_run_with_no_frame_step_still_gets_its_final_images(tmp_path, make_spe
         assert picture.n_frames == 1 and picture.size == (20, 20)
 
 
-@pytest.mark.parametrize("bad", [{"filename": "../x.gif"}, {"filename": "x.png"}, {"every": 0},
-                                 {"frame_ms": 1}, {"fps": 10}])
+@pytest.mark.parametrize(
+    "bad", [{"filename": "../x.gif"}, {"filename": "x.png"}, {"every": 0}, {"frame_ms": 1}, {"fps": 10}]
+)
 def test_bad_options_are_rejected(bad):
     with pytest.raises(ValidationError):
         ProgressGif.Options(**bad)

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from clipforge_extras import GaussianNoise
 from pydantic import ValidationError
 
 from clipforge import AugmentContext
-from clipforge_extras import GaussianNoise
 
 
 def ctx(seeds=(0, 1), copies=4):

@@ -11,8 +11,12 @@ import clipforge
 from clipforge.cli import main
 
 PACKAGE = Path(__file__).resolve().parent.parent
-COMPONENTS = {("augmentation", "gaussian_noise"), ("regularizer", "saturation"), ("callback", "progress_gif"),
-              ("analysis", "brightness")}
+COMPONENTS = {
+    ("augmentation", "gaussian_noise"),
+    ("regularizer", "saturation"),
+    ("callback", "progress_gif"),
+    ("analysis", "brightness"),
+}
 
 
 def test_found_through_the_entry_point_with_its_distribution():
@@ -29,8 +33,12 @@ def test_listed_by_the_plugins_command(capsys):
     extras = plugins["extras"]
     assert extras["distribution"] == "clipforge-extras"
     assert {(c["kind"], c["name"]) for c in extras["components"]} == COMPONENTS
-    assert sorted(extras["hooks"]) == ["register_analyses", "register_augmentations", "register_callbacks",
-                                       "register_regularizers"]
+    assert sorted(extras["hooks"]) == [
+        "register_analyses",
+        "register_augmentations",
+        "register_callbacks",
+        "register_regularizers",
+    ]
 
 
 def test_cli_invert_uses_the_components_by_name(tmp_path, make_spec, capsys):

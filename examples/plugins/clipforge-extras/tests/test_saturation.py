@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from pydantic import ValidationError
-
 from clipforge_extras import Saturation
+from pydantic import ValidationError
 
 
 def sat(**options):
@@ -30,7 +29,7 @@ def test_target_is_the_chroma_that_costs_nothing():
 def test_each_image_is_penalised_on_its_own():
     images = torch.rand(3, 3, 8, 8)
     together = sat(target=0.1)(images)
-    alone = torch.cat([sat(target=0.1)(images[i:i + 1]) for i in range(3)])
+    alone = torch.cat([sat(target=0.1)(images[i : i + 1]) for i in range(3)])
     assert torch.allclose(together, alone)
 
 

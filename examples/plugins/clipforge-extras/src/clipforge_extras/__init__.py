@@ -15,10 +15,9 @@ Everything is written against clipforge's public API only (``clipforge`` and, fo
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from clipforge import hookimpl
-
 from clipforge_extras.brightness import Brightness
 from clipforge_extras.gif import ProgressGif
 from clipforge_extras.noise import GaussianNoise

@@ -58,11 +58,24 @@ class Brightness(clipforge.Analysis):
 
     def write_report(self, report: dict[str, Any], run: clipforge.AnalysisRun, out: Path) -> None:
         result = run.result
-        rows = [[prompt, e["images"], with_ci(e["brightness"][0], e["brightness"][1:]),
-                 with_ci(e["chroma"][0], e["chroma"][1:]), e["judge_similarity"]]
-                for prompt, e in report["prompts"].items()]
-        md = ["# Brightness of inversions", "", "Means with 95 % intervals over the seeds.", "",
-              markdown_table(["prompt", "images", "brightness", "chroma", "judge similarity"], rows), ""]
+        rows = [
+            [
+                prompt,
+                e["images"],
+                with_ci(e["brightness"][0], e["brightness"][1:]),
+                with_ci(e["chroma"][0], e["chroma"][1:]),
+                e["judge_similarity"],
+            ]
+            for prompt, e in report["prompts"].items()
+        ]
+        md = [
+            "# Brightness of inversions",
+            "",
+            "Means with 95 % intervals over the seeds.",
+            "",
+            markdown_table(["prompt", "images", "brightness", "chroma", "judge similarity"], rows),
+            "",
+        ]
         for p, prompt in enumerate(report["prompts"]):
             index = [r.index for r in result.rows if r.prompt_index == p]
             write_grid(out / f"grid_{p:02d}.png", result.images[index], len(index))
@@ -70,5 +83,7 @@ class Brightness(clipforge.Analysis):
         (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 
     def table(self, report: dict[str, Any]) -> str:
-        return "\n".join(f"{prompt}: brightness {e['brightness'][0]:.3f}, chroma {e['chroma'][0]:.3f}"
-                         for prompt, e in report["prompts"].items())
+        return "\n".join(
+            f"{prompt}: brightness {e['brightness'][0]:.3f}, chroma {e['chroma'][0]:.3f}"
+            for prompt, e in report["prompts"].items()
+        )

@@ -30,8 +30,9 @@ class ProgressGif(Callback):
     name = "progress_gif"
 
     class Options(clipforge.Options):
-        every: int = Field(10, ge=1, description="Take a frame every N steps (the final images are always "
-                                                 "the last frame).")
+        every: int = Field(
+            10, ge=1, description="Take a frame every N steps (the final images are always the last frame)."
+        )
         filename: str = Field("progress.gif", description="File name inside the run directory (ends in .gif).")
         frame_ms: int = Field(100, ge=10, description="How long each frame is shown, in milliseconds.")
         hold_ms: int = Field(1500, ge=10, description="How long the last frame is shown before the GIF loops.")
@@ -63,8 +64,13 @@ class ProgressGif(Callback):
         if result.steps_done != self.last_step:  # the last step was no frame step, or the run stopped early
             self._add(run, result.images)
         if self.frames:
-            write_gif(self.frames, run.out_dir / self.options.filename, columns(run),
-                      self.options.frame_ms, self.options.hold_ms)
+            write_gif(
+                self.frames,
+                run.out_dir / self.options.filename,
+                columns(run),
+                self.options.frame_ms,
+                self.options.hold_ms,
+            )
         self.frames = []
 
     def _add(self, run: RunInfo, images: torch.Tensor) -> None:

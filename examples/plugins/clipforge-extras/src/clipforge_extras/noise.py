@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 
 import clipforge
-from clipforge import AugmentContext, Augmentation
+from clipforge import Augmentation, AugmentContext
 
 
 class GaussianNoise(Augmentation):
@@ -25,8 +25,9 @@ class GaussianNoise(Augmentation):
     name = "gaussian_noise"
 
     class Options(clipforge.Options):
-        std: float = Field(0.05, ge=0, description="Standard deviation of the noise, in [0, 1] pixel units; "
-                                                    "0 turns it off.")
+        std: float = Field(
+            0.05, ge=0, description="Standard deviation of the noise, in [0, 1] pixel units; 0 turns it off."
+        )
         p: float = Field(1.0, ge=0, le=1, description="Probability that a copy gets noise at all.")
 
     def __call__(self, copies: torch.Tensor, ctx: AugmentContext) -> torch.Tensor:

@@ -21,8 +21,12 @@ class Saturation(Regularizer):
 
     class Options(clipforge.RegularizerOptions):  # keeps the `weight` every regulariser has
         weight: float = Field(0.1, description="Multiplier in the loss (negative: reward colour).")
-        target: float = Field(0.0, ge=0, le=1, description="Mean chroma the images should have; "
-                                                           "0 penalises any colour (pushes towards grey).")
+        target: float = Field(
+            0.0,
+            ge=0,
+            le=1,
+            description="Mean chroma the images should have; 0 penalises any colour (pushes towards grey).",
+        )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         chroma = images.amax(dim=1) - images.amin(dim=1)  # (B, H, W)
