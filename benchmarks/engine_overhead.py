@@ -19,8 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.reference import paper_affine, tv_four_directions
-from clipforge import Callback, Options, default_registry
+from benchmarks.common import RunClock, paper_affine, tv_four_directions
+from clipforge import Options, default_registry
 from clipforge.engine import Engine
 
 CONFIG = {
@@ -28,16 +28,6 @@ CONFIG = {
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
 }
-
-
-class Clock(Callback):
-    name = "clock"
-
-    def on_run_start(self, run):
-        self.start = time.perf_counter()
-
-    def on_run_end(self, run, result):
-        self.seconds = time.perf_counter() - self.start
 
 
 def spec(steps: int, batch: int, copies: int) -> dict:
@@ -55,15 +45,15 @@ def spec(steps: int, batch: int, copies: int) -> dict:
 
 
 def engine_seconds(steps: int, batch: int, copies: int) -> float:
-    clock = Clock(Options())
+    clock = RunClock(Options())
     Engine(spec(steps, batch, copies), callbacks=[clock]).run()
     return clock.seconds
 
 
 def plain_seconds(steps: int, batch: int, copies: int) -> float:
     """The same math written as a plain loop, as a researcher would write it by hand."""
-    entry = default_registry().get("backbone", "open_clip")
-    backbone = entry.cls(entry.cls.Options(config=CONFIG), torch.device("cpu"))
+    ref = {"name": "open_clip", "options": {"config": CONFIG}}
+    backbone = default_registry().build("backbone", ref, torch.device("cpu"))
     model, mean, std = backbone.model, backbone.mean, backbone.std
     with torch.no_grad():
         text = F.normalize(model.encode_text(backbone.tokenizer([f"prompt number {i}" for i in range(batch)])), dim=-1)

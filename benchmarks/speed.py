@@ -30,16 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.reference import paper_affine, tv_four_directions
-from clipforge import Backbone, Callback, Options, StepState
+from benchmarks.common import PeakMemory, PhaseClock, paper_affine, sync, tv_four_directions
+from clipforge import Backbone
 from clipforge.engine import Engine
 from clipforge.judge import load_backbone
 
@@ -49,48 +47,6 @@ MODELS = {
     "toyworld": ({"name": "open_clip", "options": {"model": "toyworld-vit"}}, (16, 32, 64)),
     "vit-b-16": ({"name": "open_clip", "options": {"model": "ViT-B-16", "pretrained": "random"}}, (64, 128, 224)),
 }
-
-
-class PeakMemory:
-    """Peak memory while a block runs: CUDA's allocator peak, or the process's RSS sampled on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-        else:
-            self.base = self.peak_rss = self._rss()
-            self.running = True
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while self.running:
-            self.peak_rss = max(self.peak_rss, self._rss())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            self.running = False
-            self.thread.join()
-            self.peak = self.peak_rss - self.base  # growth over the start: the model was loaded before
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def naive_inversion(
@@ -148,27 +104,6 @@ def _naive_phases(
         sync(device)
         times.append(time.perf_counter() - start)
     return times
-
-
-class PhaseClock(Callback):
-    """Times each resolution phase of an engine run."""
-
-    name = "phase_clock"
-
-    def __init__(self, device: torch.device, steps_per_phase: int):
-        super().__init__(Options())
-        self.device, self.per_phase, self.times = device, steps_per_phase, []
-
-    def on_run_start(self, run) -> None:
-        sync(self.device)
-        self.start = time.perf_counter()
-
-    def on_step_end(self, run, state: StepState) -> None:
-        if state.step % self.per_phase == 0:
-            sync(self.device)
-            now = time.perf_counter()
-            self.times.append(now - self.start)
-            self.start = now
 
 
 def batched_inversion(

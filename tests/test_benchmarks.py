@@ -67,7 +67,7 @@ def test_first_reaching_finds_the_first_check_at_or_above_the_target():
 
 
 def test_the_hand_written_reference_step_agrees_with_the_built_ins():
-    from benchmarks.reference import paper_affine, tv_four_directions
+    from benchmarks.common import paper_affine, tv_four_directions
     from clipforge import default_registry
 
     images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
