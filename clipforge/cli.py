@@ -53,7 +53,7 @@ def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
 
     resolved = _resolve(args, registry)
     spec = resolved.spec
-    out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}-{spec.hash()}"
+    out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}-{spec.settings_hash()}"
     result = Engine(resolved, registry=registry, out_dir=out_dir).run()
     if result.interrupted:
         err.print(f"interrupted at step {result.steps_done}/{spec.steps}; current images saved in {out_dir}")

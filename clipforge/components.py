@@ -19,19 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from clipforge.spec import AnalysisSpec
+from clipforge.spec import AnalysisSpec, StrictModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipforge.spec import RunSpec
 
 
-class Options(BaseModel):
-    """Base for component options: unknown keys are an error, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
+class Options(StrictModel):
+    """Base for component options: unknown keys are an error, not silently ignored, and so are NaN,
+    infinities, and true/false where a number is expected."""
 
 
 def option_error(field: str, message: str, value: Any = None) -> ValidationError:
@@ -242,6 +241,18 @@ class RunInfo:
     spec_hash: str
     total_steps: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def output_path(self, name: str) -> Path:
+        """Where a component writes the file ``name`` (an ``OutputName`` option): inside the output
+        folder, never outside it, whatever ``name`` says."""
+        if self.out_dir is None:
+            raise ValueError("this run writes no files (it has no output folder)")
+        root = self.out_dir.resolve()
+        path = (root / name).resolve()
+        if path == root or root not in path.parents:
+            raise ValueError(f"{name!r} is not a file name inside the output folder {str(self.out_dir)!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 @dataclass

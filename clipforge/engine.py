@@ -20,6 +20,7 @@ fresh optimiser starts.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import warnings
@@ -329,24 +330,42 @@ class Engine:
             records.append(rec)
         return records
 
+    def _checkpoint_tensors(self, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        """The optimisation state a resumed run needs: parameters, Adam's moments and step counts,
+        and every image's random generator."""
+        tensors: dict[str, torch.Tensor] = {}
+        for i, param in enumerate(self.param.parameters()):
+            tensors[f"param.{i}"] = param
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value):
+                    tensors[f"adam.{i}.{key}"] = value
+        for b, generator in enumerate(self.generators):
+            tensors[f"generator.{b}"] = generator.get_state()
+        return tensors
+
     def run(self) -> InversionResult:
-        if self.out_dir is not None:
-            created = not self.out_dir.exists()
-            outputs.prepare_out_dir(self.out_dir)
+        """Run the loop. With an output folder: claim it (refused if another run holds it or it is
+        not empty), write a checkpoint every ``spec.checkpoint_interval()`` steps, and at the end the
+        final images and ``run.json`` saying ``finished``, ``interrupted`` (Ctrl-C, SIGTERM) or
+        ``failed`` (with the error, which is raised again). A run that fails before its first step
+        leaves nothing behind."""
+        out_dir, created = self.out_dir, False
+        if out_dir is not None:
+            created = outputs.claim_out_dir(out_dir)
         try:
             self._build()
+            optimizer = self._new_optimizer()
+            if out_dir is not None:
+                outputs.write_run_start(out_dir, self.run_info)
+            for cb in self.callbacks:
+                cb.on_run_start(self.run_info)
         except BaseException:
-            if self.out_dir is not None and created and not any(self.out_dir.iterdir()):
-                self.out_dir.rmdir()  # leave no empty directory behind a failed start
+            if out_dir is not None:
+                self._close_callbacks()
+                outputs.abandon_out_dir(out_dir, created)
             raise
         spec = self.spec
         start = time.perf_counter()
-        if self.out_dir is not None:
-            outputs.write_run_start(self.out_dir, self.run_info)
-        for cb in self.callbacks:
-            cb.on_run_start(self.run_info)
-
-        optimizer = self._new_optimizer()
         size = spec.size_at(0)
         resize_count = 0
         metrics: list[dict[str, Any]] = []
@@ -354,6 +373,7 @@ class Engine:
         steps_done = 0
         interrupted = False
         failure: BaseException | None = None
+        every = spec.checkpoint_interval()
 
         def flush() -> None:
             records = self._records(pending)
@@ -362,35 +382,68 @@ class Engine:
                 metrics.extend(records)
                 for cb in self.callbacks:
                     cb.on_metrics(self.run_info, records)
+                check_finite(records, self.rows)
 
         def current_images(final: bool = False) -> Screened:
             with torch.no_grad():
                 images = self.param.image().detach().clamp(0, 1).float().cpu()
             return self.screen(images, steps_done, final)
 
+        def result_now(images: Screened) -> InversionResult:
+            return InversionResult(
+                images=images.images,
+                withheld=images.withheld.tolist(),
+                rows=self.rows,
+                metrics=metrics,
+                spec=spec,
+                spec_hash=self.spec_hash,
+                device=str(self.device),
+                steps_done=steps_done,
+                interrupted=interrupted,
+                seconds=time.perf_counter() - start,
+                out_dir=out_dir,
+            )
+
         tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         if self.device.type == "cuda" and spec.performance.tf32:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         try:
-            for i in range(spec.steps):
-                new_size = spec.size_at(i)
-                if new_size != size:
-                    old_params = self.param.parameters()
-                    self.param.resize((new_size, new_size))
-                    size = new_size
-                    resize_count += 1
-                    if spec.optimizer.reset_on_resize:
-                        optimizer = self._new_optimizer()
-                    else:
-                        optimizer = self._carry_optimizer(optimizer, old_params)
-                ctx = AugmentContext(self.generators, spec.copies, tuple(self.backbones[0].input_size), i, resize_count)
-                pending.append((i + 1, size, self.step(optimizer, ctx)))
-                steps_done = i + 1
-                if steps_done % spec.log_every == 0 or steps_done == spec.steps:
-                    flush()
-                state = StepState(step=steps_done, size=(size, size), _images=lambda: current_images().images)
-                for cb in self.callbacks:
-                    cb.on_step_end(self.run_info, state)
+            with outputs.sigterm_as_interrupt():
+                for i in range(spec.steps):
+                    new_size = spec.size_at(i)
+                    if new_size != size:
+                        old_params = self.param.parameters()
+                        self.param.resize((new_size, new_size))
+                        size = new_size
+                        resize_count += 1
+                        if spec.optimizer.reset_on_resize:
+                            optimizer = self._new_optimizer()
+                        else:
+                            optimizer = self._carry_optimizer(optimizer, old_params)
+                    ctx = AugmentContext(
+                        self.generators, spec.copies, tuple(self.backbones[0].input_size), i, resize_count
+                    )
+                    pending.append((i + 1, size, self.step(optimizer, ctx)))
+                    steps_done = i + 1
+                    if steps_done % spec.log_every == 0 or steps_done == spec.steps:
+                        flush()
+                    state = StepState(step=steps_done, size=(size, size), _images=lambda: current_images().images)
+                    for cb in self.callbacks:
+                        cb.on_step_end(self.run_info, state)
+                    if out_dir is not None and steps_done % every == 0 and steps_done < spec.steps:
+                        flush()
+                        with outputs.signals_held():
+                            outputs.write_checkpoint(
+                                out_dir,
+                                self._checkpoint_tensors(optimizer),
+                                {
+                                    "step": steps_done,
+                                    "size": size,
+                                    "resize_count": resize_count,
+                                    "spec_hash": self.spec_hash,
+                                },
+                            )
+                            outputs.write_results(out_dir, result_now(current_images()), self.run_info, "running")
         except KeyboardInterrupt:
             interrupted = True
         except BaseException as exc:  # save what we have, then re-raise
@@ -398,36 +451,65 @@ class Engine:
             interrupted = True
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-        try:
-            flush()
-        except Exception as exc:  # a callback failed on the last records: keep the images, say so
-            warnings.warn(f"the last metrics records were not delivered to every callback: {exc!r}", stacklevel=2)
 
-        final = current_images(final=True)
-        result = InversionResult(
-            images=final.images,
-            withheld=final.withheld.tolist(),
-            rows=self.rows,
-            metrics=metrics,
-            spec=spec,
-            spec_hash=self.spec_hash,
-            device=str(self.device),
-            steps_done=steps_done,
-            interrupted=interrupted,
-            seconds=time.perf_counter() - start,
-            out_dir=self.out_dir,
-        )
-        if self.out_dir is not None:
-            outputs.write_results(self.out_dir, result, self.run_info)
-        for cb in self.callbacks:
+        if failure is not None and steps_done == 0 and out_dir is not None:
+            self._close_callbacks()
+            outputs.abandon_out_dir(out_dir, created)  # nothing was optimised: leave nothing behind
+            raise failure
+        with outputs.signals_held():  # a second Ctrl-C must not break the save
             try:
-                cb.on_run_end(self.run_info, result)
-            except Exception:
+                flush()
+            except NonFiniteLossError as exc:
+                failure = failure or exc
+            except Exception as exc:  # a callback failed on the last records: keep the images, say so
+                warnings.warn(f"the last metrics records were not delivered to every callback: {exc!r}", stacklevel=2)
+            try:
+                result = result_now(current_images(final=True))
+                if out_dir is not None:
+                    error = None if failure is None else f"{type(failure).__name__}: {failure}"
+                    status = "failed" if failure is not None else None
+                    outputs.write_results(out_dir, result, self.run_info, status, error)
+            except Exception as exc:
                 if failure is None:
-                    raise
+                    failure = exc
+                else:
+                    warnings.warn(f"saving the images after the failure failed too: {exc!r}", stacklevel=2)
+                result = None
+            for cb in self.callbacks:
+                try:
+                    cb.on_run_end(self.run_info, result)
+                except Exception:
+                    if failure is None:
+                        raise
+            if out_dir is not None:
+                outputs.release_out_dir(out_dir)
         if failure is not None:
             raise failure
         return result
+
+    def _close_callbacks(self) -> None:
+        """After a failed start: callbacks that opened files close them (their folder goes)."""
+        for cb in getattr(self, "callbacks", []):
+            try:
+                cb.on_run_end(self.run_info, None)
+            except Exception:
+                pass
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: the run stops rather than finish on garbage."""
+
+
+def check_finite(records: list[dict[str, Any]], rows: Sequence[Row]) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first step and image whose loss is not finite."""
+    for record in records:
+        bad = [i for i, value in enumerate(record["loss"]) if not math.isfinite(value)]
+        if bad:
+            names = ", ".join(rows[i].slug for i in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise NonFiniteLossError(
+                f"the loss became {record['loss'][bad[0]]} at step {record['step']} (image {names}); "
+                "the run stopped there. Lower the learning rate or check the weights and the target"
+            )
 
 
 def invert(

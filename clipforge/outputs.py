@@ -1,20 +1,32 @@
 """What a run leaves in its output directory.
 
-    spec.json           the resolved spec (every default filled in): runs again as it is
-    run.json            spec hash, device, library versions, rows (prompt x seed), timings
-    images/<row>.png    final images, with prompt, seed and spec hash in the PNG metadata
-    images.safetensors  the final image tensors (B, 3, H, W) in [0, 1], unscaled
-    metrics.jsonl       per-step metrics (the ``metrics`` callback)
-    snapshots/          images every N steps (the ``snapshots`` callback)
+    spec.json                the resolved spec (every default filled in): runs again as it is
+    run.json                 status (running, finished, interrupted, failed with its error), process
+                             and host, spec hash, device, library versions, rows (prompt x seed), timings
+    images/<row>.png         the images, with prompt, seed, step and spec hash in the PNG metadata
+    images.safetensors       the image tensors (B, 3, H, W) in [0, 1], unscaled
+    checkpoint.safetensors   the optimisation state (parameters, optimiser, random generators), for resuming
+    metrics.jsonl            per-step metrics (the ``metrics`` callback)
+    snapshots/               images every N steps (the ``snapshots`` callback)
 
-An existing, non-empty output directory is never reused: results already there are not touched.
+An output folder is claimed by one process at a time (a lock file made with ``O_EXCL``); an existing,
+non-empty one is never reused, so results already there are not touched. Images, ``run.json`` and the
+checkpoint are rewritten every ``checkpoint_every`` steps, each file written whole under a temporary
+name and then renamed, so a killed run leaves its last checkpoint's images and never a half file.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
+import shutil
+import signal
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,19 +49,156 @@ from safetensors.torch import save_file
 
 from clipforge.components import InversionResult, RunInfo
 
+LOCK = ".clipforge.lock"
+
+
+def _process() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def process_alive(record: dict[str, Any]) -> bool | None:
+    """Whether the process a lock or ``run.json`` names still runs: None when it ran on another host."""
+    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return None
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def describe_folder(path: Path) -> str:
+    """What an existing output folder holds, from its ``run.json`` (for error messages)."""
+    try:
+        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "it is not empty"
+    status, where = run.get("status"), f"process {run.get('pid')} on {run.get('host')}"
+    if status == "running":
+        alive = process_alive(run)
+        if alive is False:
+            return (
+                f"it holds a run whose process died ({where}) after step {run.get('steps_done', 0)}; "
+                "its images and checkpoint are as of then"
+            )
+        return f"it holds a run still in progress ({where})" if alive else f"it holds a run started by {where}"
+    return f"it holds a run that {status or 'ended'}" + (f": {run['error']}" if run.get("error") else "")
+
 
 class OutputExistsError(FileExistsError):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, why: str | None = None):
+        why = why or describe_folder(path)
         super().__init__(
-            f"output directory {str(path)!r} already exists and is not empty; "
+            f"output directory {str(path)!r} already exists and {why}; "
             "choose another with --out (clipforge never overwrites results)"
         )
 
 
+def claim_out_dir(path: Path) -> bool:
+    """Claim an output folder for this process: create it (or take an empty one) and make its lock
+    file with ``O_EXCL``, so that of two processes given one folder, one is refused at once. Returns
+    whether the folder was created here. Release it with :func:`release_out_dir`."""
+    created = not path.exists()
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(path, "is not a folder")
+    if not created and any(p.name != LOCK for p in path.iterdir()):
+        raise OutputExistsError(path)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        try:
+            holder = json.loads((path / LOCK).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            holder = {}
+        alive = process_alive(holder)
+        state = " (which no longer runs: remove the folder)" if alive is False else ""
+        raise OutputExistsError(
+            path, f"is in use by process {holder.get('pid')} on {holder.get('host')}{state}"
+        ) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(_process(), f)
+    return created
+
+
+def release_out_dir(path: Path) -> None:
+    """Give the folder's claim up (its results stay)."""
+    (path / LOCK).unlink(missing_ok=True)
+
+
+def abandon_out_dir(path: Path, created: bool) -> None:
+    """Undo a run that failed before its first step: what it wrote goes (the folder was empty when
+    claimed), and the folder too when the run created it."""
+    for child in path.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    if created:
+        path.rmdir()
+
+
 def prepare_out_dir(path: Path) -> None:
+    """An empty folder to write a report into (analyses); an existing non-empty one is refused."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise OutputExistsError(path)
     path.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; renamed to ``path`` once the block succeeds,
+    removed if it fails, so ``path`` is never half written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the run stops and saves."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only)."""
+    if not _main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def signals_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C and SIGTERM while results are written (a second Ctrl-C must not break the save);
+    the signals that arrived are listed in the yielded list."""
+    if not _main_thread():
+        yield []
+        return
+    arrived: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: arrived.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield arrived
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def progress_bar(*fields: ProgressColumn, disable: bool = False) -> Progress:
@@ -77,11 +226,23 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _finite(value: Any) -> Any:
+    """``value`` for JSON, which has no NaN or infinity: those become None (null)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
-    """JSON, indented, written atomically (a reader never sees half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """JSON, indented, written atomically (a reader never sees half a file); NaN and infinities are
+    written as null, so that every JSON reader can read it."""
+    text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _device_name(device: torch.device) -> str:
@@ -102,6 +263,8 @@ def write_run_start(out_dir: Path, run: RunInfo) -> None:
             "rows": [row.as_dict() for row in run.rows],
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "status": "running",
+            **_process(),
+            "steps_done": 0,
         },
     )
 
@@ -126,7 +289,8 @@ def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None
     info = PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, value)
-    to_pil(image).save(path, pnginfo=info)
+    with atomic_path(Path(path)) as tmp:
+        to_pil(image).save(tmp, format="PNG", pnginfo=info)
 
 
 def image_grid(images: torch.Tensor, columns: int, pad: int = 2) -> torch.Tensor:
@@ -141,7 +305,12 @@ def image_grid(images: torch.Tensor, columns: int, pad: int = 2) -> torch.Tensor
     return grid
 
 
-def write_results(out_dir: Path, result: InversionResult, run: RunInfo) -> None:
+def write_results(
+    out_dir: Path, result: InversionResult, run: RunInfo, status: str | None = None, error: str | None = None
+) -> None:
+    """The images (PNGs and ``images.safetensors``) and ``run.json`` with ``status``: ``running`` at
+    a checkpoint, at the end ``finished``, ``interrupted`` or ``failed`` (with ``error``)."""
+    status = status or ("interrupted" if result.interrupted else "finished")
     images_dir = out_dir / "images"
     images_dir.mkdir(exist_ok=True)
     shown = to_display(result.images, result.spec.output.rescale)
@@ -161,28 +330,43 @@ def write_results(out_dir: Path, result: InversionResult, run: RunInfo) -> None:
                 "software": f"clipforge {version}",
             },
         )
-    save_file(
-        {"images": result.images.contiguous()},
-        str(out_dir / "images.safetensors"),
-        metadata={
-            "rows": json.dumps([r.as_dict() for r in result.rows]),
-            "spec_hash": result.spec_hash,
-            "steps_done": str(result.steps_done),
-        },
-    )
+    with atomic_path(out_dir / "images.safetensors") as tmp:
+        save_file(
+            {"images": result.images.contiguous()},
+            str(tmp),
+            metadata={
+                "rows": json.dumps([r.as_dict() for r in result.rows]),
+                "spec_hash": result.spec_hash,
+                "steps_done": str(result.steps_done),
+            },
+        )
     run_json = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
     final = result.metrics[-1] if result.metrics else {}
     run_json.update(
         {
-            "status": "interrupted" if result.interrupted else "finished",
+            "status": status,
             "steps_done": result.steps_done,
             "withheld": [row.slug for row in result.rows if withheld[row.index]],
             "seconds": round(result.seconds, 3),
             "final": {"loss": final.get("loss"), "similarity": final.get("similarity")},
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
     )
+    if status != "running":
+        run_json["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if error is not None:
+        run_json["error"] = error
     write_json(out_dir / "run.json", run_json)
+
+
+def write_checkpoint(out_dir: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """The optimisation state (``checkpoint.safetensors``, its facts as JSON in the metadata), in
+    one atomic write: a kill leaves the previous checkpoint or this one, never half of one."""
+    with atomic_path(out_dir / "checkpoint.safetensors") as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata={"clipforge": json.dumps(meta)},
+        )
 
 
 def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:

@@ -13,11 +13,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 
 class SpecError(Exception):
@@ -34,8 +46,56 @@ class SpecError(Exception):
         return "\n".join(lines)
 
 
+#: the largest values a spec may ask for (documented in the README): beyond them a run cannot fit
+#: in memory or time on any machine clipforge is meant for, and is refused before anything starts
+LIMITS = {"steps": 1_000_000, "copies": 1024, "size": 4096, "prompts": 100_000, "seeds": 10_000, "images": 100_000}
+
+
+def _bool_for_number(value: Any, annotation: Any) -> bool:
+    """Is ``value`` (or an item of it) JSON's true/false where ``annotation`` wants a number? Python
+    counts ``True`` as 1, so without this ``"steps": true`` would mean one step."""
+    if annotation is bool or annotation is Any:
+        return False
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return bool not in args and any(_bool_for_number(value, a) for a in args)
+    if isinstance(value, bool):
+        return annotation in (int, float)
+    if isinstance(value, (list, tuple)) and origin in (list, tuple) and args:
+        items = args if origin is tuple and Ellipsis not in args and len(args) == len(value) else [args[0]] * len(value)
+        return any(_bool_for_number(v, a) for v, a in zip(value, items))
+    if isinstance(value, dict) and origin is dict and len(args) == 2:
+        return any(_bool_for_number(v, args[1]) for v in value.values())
+    return False
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Base of every spec model: unknown keys, NaN and infinities are errors, and so is JSON's
+    true/false where a number is expected."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _bool_for_number(value, field.annotation):
+            raise PydanticCustomError("number_type", "a number is expected here, not true or false")
+        return value
+
+
+def _inside_the_output_folder(value: str) -> str:
+    parts = value.replace("\\", "/").split("/")
+    if not value.strip() or value.startswith(("/", "~")) or ".." in parts or re.match(r"^[A-Za-z]:", value):
+        raise ValueError(
+            f"must be a file name inside the run's output folder (no absolute path, no '..'), not {value!r}"
+        )
+    return value
+
+
+#: a file name an option gives for writing: relative, inside the run's output folder (a component
+#: writes it through ``RunInfo.output_path``)
+OutputName = Annotated[str, AfterValidator(_inside_the_output_folder)]
 
 
 # --------------------------------------------------------------------------- parts
@@ -137,16 +197,24 @@ class Prompt(StrictModel):
 
 class ResolutionStep(StrictModel):
     step: int = Field(ge=0, description="From this step on...")
-    size: int = Field(ge=1, description="...the image is this many pixels square.")
+    size: int = Field(ge=1, le=LIMITS["size"], description="...the image is this many pixels square.")
 
 
 class OptimizerSpec(StrictModel):
     name: Literal["adam"] = "adam"
     lr: float = Field(0.1, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's betas, each in [0, 1).")
     eps: float = Field(1e-8, gt=0)
     grad_clip: float | None = Field(1.0, gt=0, description="Clip each image's gradient norm to this.")
     reset_on_resize: bool = Field(True, description="A fresh optimiser at every resize (the paper's).")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        for i, beta in enumerate(value):
+            if not 0 <= beta < 1:
+                raise ValueError(f"betas[{i}] must be in [0, 1), not {beta}")
+        return value
 
 
 class OutputSpec(StrictModel):
@@ -199,8 +267,15 @@ def _default_callbacks() -> list[ComponentRef]:
 class RunSpec(StrictModel):
     """One inversion run: prompts x seeds images, optimised together."""
 
-    prompts: list[Prompt] = Field(min_length=1, description="Targets; each gives one image per seed.")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="One image per seed and prompt.")
+    prompts: list[Prompt] = Field(
+        min_length=1, max_length=LIMITS["prompts"], description="Targets; each gives one image per seed."
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        max_length=LIMITS["seeds"],
+        description="One image per seed and prompt.",
+    )
     backbones: list[ComponentRef] = Field(
         default_factory=_paper_backbone, min_length=1, description="Models to invert; their losses are averaged."
     )
@@ -208,18 +283,24 @@ class RunSpec(StrictModel):
     augmentations: list[ComponentRef] = Field(
         default_factory=_paper_augmentations, description="Applied in order to every copy."
     )
-    copies: int = Field(13, ge=1, description="Augmented copies of each image per step.")
+    copies: int = Field(13, ge=1, le=LIMITS["copies"], description="Augmented copies of each image per step.")
     regularizers: list[ComponentRef] = Field(default_factory=_paper_regularizers)
     data_term: Literal["l2", "cosine"] = Field(
         "l2", description="'l2': distance between normalised embeddings (the authors' code); 'cosine': 1 - cos."
     )
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
-    steps: int = Field(3400, ge=1)
+    steps: int = Field(3400, ge=1, le=LIMITS["steps"])
     resolution: list[ResolutionStep] = Field(default_factory=_paper_resolution, min_length=1)
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     output_dir: str | None = Field(None, description="Where results go (the CLI's --out wins).")
     callbacks: list[ComponentRef] = Field(default_factory=_default_callbacks)
     log_every: int = Field(1, ge=1, description="Gather metrics from the device every N steps.")
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        description="Write the images, run.json and the optimisation state every N steps, so that a killed run "
+        "loses at most N steps (default: every 5 % of the steps).",
+    )
     output: OutputSpec = Field(default_factory=OutputSpec)
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
 
@@ -229,6 +310,16 @@ class RunSpec(StrictModel):
         if isinstance(value, dict) and isinstance(value.get("backbones"), (dict, str)):
             value = {**value, "backbones": [value["backbones"]]}
         return value
+
+    @model_validator(mode="after")
+    def _not_too_many_images(self) -> RunSpec:
+        images = len(self.prompts) * len(self.seeds)
+        if images > LIMITS["images"]:
+            raise ValueError(
+                f"{len(self.prompts)} prompts x {len(self.seeds)} seeds = {images} images in one run; at most "
+                f"{LIMITS['images']} (split the work into several runs)"
+            )
+        return self
 
     @field_validator("device")
     @classmethod
@@ -249,6 +340,16 @@ class RunSpec(StrictModel):
                 raise ValueError(f"resolution sizes may only grow ({b.size} after {a.size})")
         return value
 
+    def settings_hash(self) -> str:
+        """A short digest of every setting but ``output_dir`` (callbacks, ``log_every`` and device
+        too): the default output folder's name, so two different runs of one file never share one."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"output_dir"}), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def checkpoint_interval(self) -> int:
+        """Steps between checkpoints: ``checkpoint_every``, or 5 % of the run."""
+        return self.checkpoint_every or max(1, self.steps // 20)
+
     def size_at(self, step: int) -> int:
         size = self.resolution[0].size
         for entry in self.resolution:
@@ -258,7 +359,9 @@ class RunSpec(StrictModel):
 
     def hash(self) -> str:
         """A short digest of everything that affects the images (not where they are written)."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "callbacks", "log_every", "device"})
+        data = self.model_dump(
+            mode="json", exclude={"output_dir", "callbacks", "log_every", "device", "checkpoint_every"}
+        )
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -428,6 +531,14 @@ class AnalysisSpec(StrictModel):
         for key in ("prompts", "seeds"):
             if key in value:
                 raise ValueError(f"'run' must not set {key!r}: the analysis sets it")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_count(cls, value: int | list[int]) -> int | list[int]:
+        count = value if isinstance(value, int) else len(value)
+        if not 1 <= count <= LIMITS["seeds"]:
+            raise ValueError(f"between 1 and {LIMITS['seeds']} seeds per prompt, not {count}")
         return value
 
     def seed_list(self) -> list[int]:

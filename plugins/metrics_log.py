@@ -12,13 +12,13 @@ from typing import Any
 
 from pydantic import Field
 
-from clipforge import Callback, Options, RunInfo, hookimpl
+from clipforge import Callback, Options, OutputName, RunInfo, hookimpl
 
 CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
 
 class MetricsOptions(Options):
-    filename: str = Field("metrics.jsonl", description="File name inside the run directory.")
+    filename: OutputName = Field("metrics.jsonl", description="File name inside the run directory.")
 
 
 class MetricsLog(Callback):
@@ -31,7 +31,7 @@ class MetricsLog(Callback):
 
     def on_run_start(self, run: RunInfo) -> None:
         if run.out_dir is not None:
-            self.file = open(run.out_dir / self.options.filename, "a", encoding="utf-8")
+            self.file = open(run.output_path(self.options.filename), "a", encoding="utf-8")
 
     def on_metrics(self, run: RunInfo, records: list[dict[str, Any]]) -> None:
         if self.file is not None:

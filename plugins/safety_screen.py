@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from clipforge import Callback, Judge, Options, RunInfo, Screened, hookimpl, load_backbone
+from clipforge import Callback, Judge, Options, OutputName, RunInfo, Screened, hookimpl, load_backbone
 
 CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
@@ -42,7 +42,7 @@ class SafetyOptions(Options):
         None, description="Backbone that scores the images (name and options); default: the run's first backbone."
     )
     blur_sigma: float = Field(0.08, gt=0, description="Blur strength, as a fraction of the image size.")
-    report: str = Field("safety.json", description="Report file name in the run directory.")
+    report: OutputName = Field("safety.json", description="Report file name in the run directory.")
 
 
 def blur(images: torch.Tensor, sigma_fraction: float) -> torch.Tensor:
@@ -86,26 +86,29 @@ class SafetyScreen(Callback):
         if self.judge is None:
             return None
         score, which = self.scores(images)
-        flagged = score > self.options.threshold
+        # fail closed: an image the judge cannot score (a NaN score) is flagged and withheld
+        unscored = ~torch.isfinite(score)
+        flagged = (score > self.options.threshold) | unscored
         if final:
             self.records = [
                 {
                     "slug": row.slug,
                     "prompt": row.label,
                     "seed": row.seed,
-                    "score": float(score[row.index]),
+                    "score": float(score[row.index]) if not unscored[row.index] else None,
                     "concept": self.options.concepts[int(which[row.index])],
                     "flagged": bool(flagged[row.index]),
+                    **({"unscored": True} if unscored[row.index] else {}),
                 }
                 for row in run.rows
             ]
-        if self.options.action == "flag" or not flagged.any():
+        if not flagged.any() or (self.options.action == "flag" and not unscored.any()):
             return None
         out = images.clone()
         if self.options.action == "blur":
             out[flagged] = blur(images[flagged], self.options.blur_sigma).clamp(0, 1)
-            return Screened(out, torch.zeros_like(flagged))
-        return Screened(out, flagged)
+            return Screened(out, unscored)
+        return Screened(out, flagged if self.options.action == "withhold" else unscored)
 
     def flag_rates(self) -> dict[str, dict[str, Any]]:
         rates: dict[str, dict[str, Any]] = {}
@@ -128,7 +131,7 @@ class SafetyScreen(Callback):
             "images": self.records,
             "flag_rates": self.flag_rates(),
         }
-        (run.out_dir / self.options.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        run.output_path(self.options.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 @hookimpl

@@ -554,7 +554,8 @@ def test_a_run_that_cannot_start_leaves_no_empty_folder_and_a_failing_one_says_s
     with pytest.raises(RuntimeError):
         invert(tiny_spec_dict(steps=50), tmp_path / "boom", callbacks=[Boom(Options())])
     run = json.loads((tmp_path / "boom" / "run.json").read_text())
-    assert run["status"] == "interrupted" and run["steps_done"] == 2
+    assert run["status"] == "failed" and run["steps_done"] == 2 and run["error"].startswith("RuntimeError")
+    assert not (tmp_path / "boom" / ".clipforge.lock").exists()  # the folder is released
 
 
 def test_tf32_is_only_switched_on_for_cuda():
@@ -581,7 +582,7 @@ def test_a_callback_failing_on_the_last_metrics_is_reported_and_the_images_are_k
 
     with pytest.warns(UserWarning, match="last metrics records were not delivered.*disk full"):
         result = invert(
-            tiny_spec_dict(steps=50, log_every=10),
+            tiny_spec_dict(steps=50, log_every=10, checkpoint_every=100),  # no checkpoint flushes earlier
             tmp_path / "out",
             callbacks=[StopAt(Options()), BadMetrics(Options())],
         )

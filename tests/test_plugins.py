@@ -2,6 +2,7 @@ import importlib.metadata
 import json
 import types
 
+import pydantic
 import pytest
 from conftest import tiny_spec_dict
 
@@ -127,9 +128,7 @@ def test_cli_reports_a_name_clash_and_still_runs(tmp_path, monkeypatch, capsys):
     [
         (type("NoName", (Regularizer,), {}), "has no 'name'"),
         (
-            type(
-                "Loose", (Regularizer,), {"name": "loose", "Options": type("O", (clipforge.components.BaseModel,), {})}
-            ),
+            type("Loose", (Regularizer,), {"name": "loose", "Options": type("O", (pydantic.BaseModel,), {})}),
             "must reject unknown keys",
         ),
         (int, "not a subclass of clipforge.Regularizer"),
