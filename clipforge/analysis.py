@@ -107,7 +107,10 @@ def run_analysis(
             results[where] = engine.run()
     device = next(iter(results.values())).device
     run = AnalysisRun(
-        results=results, judge=plan.judge.build(torch.device(device)), specs=plan.specs, registry=registry
+        results=results,
+        judge=plan.judge.build(torch.device(device), where="judge"),
+        specs=plan.specs,
+        registry=registry,
     )
     report = {"analysis": analysis.name, **analysis.analyse(run)}
     if out is not None:

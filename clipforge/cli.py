@@ -20,8 +20,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry
-from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, load_analysis_spec, load_spec
+from clipforge.registry import ComponentStartError, PluginError, Registry, ResolvedSpec, build_registry
+from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, load_analysis_spec, load_spec, printable
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -35,7 +35,7 @@ def _registry(args: argparse.Namespace) -> Registry:
         strict=args.strict_plugins,
     )
     for failure in registry.failures:
-        err.print(f"warning: {failure}")
+        err.print(f"warning: {printable(failure, 1000)}")
     return registry
 
 
@@ -54,7 +54,10 @@ def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
     resolved = _resolve(args, registry)
     spec = resolved.spec
     out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}-{spec.settings_hash()}"
-    result = Engine(resolved, registry=registry, out_dir=out_dir).run()
+    try:
+        result = Engine(resolved, registry=registry, out_dir=out_dir).run()
+    except ComponentStartError as exc:
+        raise ComponentStartError(f"{args.spec}: {exc}") from exc
     if result.interrupted:
         err.print(f"interrupted at step {result.steps_done}/{spec.steps}; current images saved in {out_dir}")
         return 130
@@ -70,7 +73,7 @@ def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
     spec = _resolve(args, registry).spec
     images = len(spec.prompts) * len(spec.seeds)
     names = ", ".join(b.options.get("model", b.name) if b.options else b.name for b in spec.backbones)
-    out.print(f"ok: {args.spec} is valid ({images} image(s), {spec.steps} steps, backbones: {names})")
+    out.print(printable(f"ok: {args.spec} is valid ({images} image(s), {spec.steps} steps, backbones: {names})", 2000))
     return 0
 
 
@@ -87,7 +90,10 @@ def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
         out.print(f"ok: {args.spec} is a valid {args.command} spec")
         return 0
     out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}"
-    report = run_analysis(plan, out_dir, registry)
+    try:
+        report = run_analysis(plan, out_dir, registry)
+    except ComponentStartError as exc:
+        raise ComponentStartError(f"{args.spec}: {exc}") from exc
     table = plan.analysis.table(report)
     if table is not None:
         out.print(table)
@@ -233,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         registry = _registry(plugin_args)
     except PluginError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {printable(exc, 2000)}")
         return 2
     args = build_parser(registry).parse_args(argv)
     try:
@@ -243,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             err.print(f"error: {line}")
         return 2
     except (PluginError, FileExistsError) as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {printable(exc, 2000)}")
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -251,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.traceback:
             raise
-        err.print(f"error: {type(exc).__name__}: {exc}")
+        err.print(f"error: {type(exc).__name__}: {printable(exc, 2000)}")
         return 1
 
 

@@ -185,7 +185,9 @@ class Engine:
         spec, comps = self.spec, self.resolved.components
         self.device = pick_device(spec.device)
         self.rows = make_rows(spec)
-        self.backbones: list[Backbone] = [c.build(self.device) for c in comps["backbones"]]
+        self.backbones: list[Backbone] = [
+            c.build(self.device, where=self.resolved.path(f"backbones[{i}]")) for i, c in enumerate(comps["backbones"])
+        ]
         self.targets = [embed_targets(bb, spec, self.rows) for bb in self.backbones]
         perf = spec.performance
         self.encode = {}
@@ -196,15 +198,23 @@ class Engine:
         self.generators = [torch.Generator().manual_seed(row.seed) for row in self.rows]
         (param,) = comps["parameterization"]
         size = spec.size_at(0)
-        self.param: Parameterization = param.build(len(self.rows), (size, size), self.generators, self.device)
-        self.augmentations: list[Augmentation] = [c.build() for c in comps["augmentations"]]
-        self.regularizers: list[Regularizer] = [c.build() for c in comps["regularizers"]]
+        self.param: Parameterization = param.build(
+            len(self.rows), (size, size), self.generators, self.device, where=self.resolved.path("parameterization")
+        )
+        self.augmentations: list[Augmentation] = [
+            c.build(where=self.resolved.path(f"augmentations[{i}]")) for i, c in enumerate(comps["augmentations"])
+        ]
+        self.regularizers: list[Regularizer] = [
+            c.build(where=self.resolved.path(f"regularizers[{i}]")) for i, c in enumerate(comps["regularizers"])
+        ]
         self.active_regularizers = [r for r in self.regularizers if getattr(r.options, "weight", 1.0) != 0]
         self.regularizer_names: list[str] = []  # metric keys: "tv", and "tv#2" for a second tv
         for r in self.active_regularizers:
             count = sum(n.split("#")[0] == r.name for n in self.regularizer_names)
             self.regularizer_names.append(r.name if count == 0 else f"{r.name}#{count + 1}")
-        self.callbacks: list[Callback] = [c.build() for c in comps["callbacks"]] + self.extra_callbacks
+        self.callbacks: list[Callback] = [
+            c.build(where=self.resolved.path(f"callbacks[{i}]")) for i, c in enumerate(comps["callbacks"])
+        ] + self.extra_callbacks
         self.run_info = RunInfo(
             spec=spec,
             rows=self.rows,

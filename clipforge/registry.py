@@ -9,7 +9,10 @@ Environment variables (the CLI has matching flags):
 
 - ``CLIPFORGE_BLOCK_PLUGINS``: comma-separated plugin names not to load.
 - ``CLIPFORGE_PLUGINS``: comma-separated plugin names; when set, only these are loaded.
-- ``CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD``: any non-empty value: load no entry-point plugins at all.
+- ``CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD``: 1/true/yes/on: load no entry-point plugins at all
+  (0/false/no/off or unset: load them).
+
+A plugin name that names no installed plugin is reported like a failing plugin (fatal when ``strict``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ class PluginError(Exception):
 
 class DuplicateComponentError(PluginError):
     """Two plugins give a component of one kind the same name (raised only when ``strict``)."""
+
+
+class ComponentStartError(PluginError):
+    """A component could not be built from its (valid) options: a file it names is missing or
+    broken, a package it needs is not installed, ... The message names its place in the spec."""
 
 
 class PluginClashWarning(UserWarning):
@@ -134,9 +142,20 @@ class Registry:
         options; ``where`` is its JSON path, for the error."""
         return _resolve_component(self, kind, ref, where)
 
-    def build(self, kind: str, ref: Any, *args: Any) -> Any:
-        """Build one component outside a run (a judge's backbone, a screen's callback)."""
-        return self.resolve_component(kind, ref).build(*args)
+    def build(self, kind: str, ref: Any, *args: Any, where: str = "") -> Any:
+        """Build one component outside a run (a judge's backbone, a screen's callback); ``where`` is
+        its JSON path, for errors."""
+        return self.resolve_component(kind, ref, where).build(*args, where=where)
+
+
+def _env_flag(var: str) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (or unset, or empty)."""
+    value = os.environ.get(var, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise PluginError(f"{var} must be 1/true/yes/on or 0/false/no/off, not {os.environ[var]!r}")
 
 
 def _env_list(var: str) -> list[str]:
@@ -160,7 +179,7 @@ def build_registry(
     :param strict: raise on the first plugin failure instead of reporting it.
     """
     if autoload is None:
-        autoload = not os.environ.get("CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD")
+        autoload = not _env_flag("CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD")
     if only is None:
         only = _env_list("CLIPFORGE_PLUGINS") or None
     only_set = set(only) if only is not None else None
@@ -171,13 +190,25 @@ def build_registry(
     failures: list[PluginFailure] = []
     dist_of: dict[str, tuple[str | None, str | None]] = {}
 
-    def fail(name: str, dist: str | None, error: BaseException | str) -> None:
+    def fail(name: str, dist: str | None, error: BaseException | str, what: str = "failed to load") -> None:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        failure = PluginFailure(name, dist, text)
+        failure = PluginFailure(name, dist, text, what)
         if strict:
             raise PluginError(str(failure)) from (error if isinstance(error, BaseException) else None)
         failures.append(failure)
 
+    installed = {ep.name for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+    installed |= {name for name, _ in extra_plugins}
+    for name in sorted((blocked | (only_set or set())) - installed):
+        close = difflib.get_close_matches(name, sorted(installed), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        fail(
+            name,
+            None,
+            f"--block, --plugins or CLIPFORGE_*PLUGINS name it, but no installed plugin has this name; {hint}"
+            f"installed: {', '.join(sorted(installed))}",
+            what="is unknown",
+        )
     candidates: list[tuple[str, Any, str | None, str | None]] = []
     if autoload:
         for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
@@ -325,9 +356,19 @@ class ResolvedComponent:
     entry: ComponentEntry
     options: BaseModel
 
-    def build(self, *args: Any) -> Any:
-        """An instance: ``cls(options, *args)`` (a backbone takes the device, a parameterisation more)."""
-        return self.entry.cls(self.options, *args)
+    def build(self, *args: Any, where: str = "") -> Any:
+        """An instance: ``cls(options, *args)`` (a backbone takes the device, a parameterisation more).
+        A failure is raised as :class:`ComponentStartError` naming ``where`` (its JSON path) and the
+        plugin."""
+        try:
+            return self.entry.cls(self.options, *args)
+        except (KeyboardInterrupt, ComponentStartError):
+            raise
+        except Exception as exc:
+            place = f"{where}: " if where else ""
+            raise ComponentStartError(
+                f"{place}{self.entry.kind} {self.entry.name!r} from {self.entry.provider} could not start: {exc}"
+            ) from exc
 
     def ref(self) -> ComponentRef:
         """The reference with every option filled in (defaults included), as a resolved spec shows it."""
@@ -342,6 +383,11 @@ class ResolvedSpec:
 
     spec: RunSpec
     components: dict[str, list[ResolvedComponent]]
+    where: str = ""  # its JSON path inside a larger spec (an analysis's), for errors
+
+    def path(self, field_path: str) -> str:
+        """The JSON path of ``field_path`` (``backbones[0]``) as the user wrote it."""
+        return _prefixed(self.where, field_path)
 
 
 def _prefixed(where: str, path: str) -> str:
@@ -390,4 +436,4 @@ def _resolve(registry: Registry, spec: RunSpec, where: str) -> ResolvedSpec:
     for field_name, resolved in components.items():
         refs = [c.ref() for c in resolved]
         update[field_name] = refs if isinstance(getattr(spec, field_name), list) else refs[0]
-    return ResolvedSpec(spec.model_copy(update=update), components)
+    return ResolvedSpec(spec.model_copy(update=update), components, where)

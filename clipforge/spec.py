@@ -41,9 +41,38 @@ class SpecError(Exception):
         super().__init__(self.format())
 
     def format(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        lines = [f"{where}{path}: {msg}" if path else f"{where}{msg}" for path, msg in self.problems]
+        where = f"{printable(self.source)}: " if self.source else ""
+        lines = [
+            f"{where}{printable(path)}: {printable(msg)}" if path else f"{where}{printable(msg)}"
+            for path, msg in self.problems
+        ]
         return "\n".join(lines)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    names = {
+        type(None): "null",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: Any, limit: int = 300) -> str:
+    """``text`` safe to print on a terminal: control characters (a spec key can hold escape
+    sequences) shown as ``\\x1b``, and cut to ``limit`` characters with a note of how much was cut."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return text
 
 
 #: the largest values a spec may ask for (documented in the README): beyond them a run cannot fit
@@ -123,6 +152,13 @@ def _existing_image(value: str | None, info: ValidationInfo) -> str | None:
         path = Path(base) / path
     if not path.is_file():
         raise ValueError(f"no such image file: {str(path)!r}")
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()  # the whole file: a truncated one fails here, not mid-run
+    except Exception as exc:
+        raise ValueError(f"{str(path)!r} is not a readable image: {exc}") from None
     return str(path.resolve())
 
 
@@ -407,7 +443,7 @@ def parse_spec(data: Any, source: str | None = None) -> RunSpec:
     Relative image paths are taken relative to the spec file's folder.
     """
     if not isinstance(data, dict):
-        raise SpecError([("", f"a spec must be a JSON object, not {type(data).__name__}")], source)
+        raise SpecError([("", f"a spec must be a JSON object, not {json_type(data)}")], source)
     base_dir = str(Path(source).parent) if source else None
     try:
         return RunSpec.model_validate(data, context={"base_dir": base_dir})
@@ -421,6 +457,10 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([("", "no such file")], str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            [("", f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); save it as UTF-8")], str(path)
+        ) from None
     except OSError as exc:
         raise SpecError([("", f"cannot read: {exc.strerror}")], str(path)) from None
     try:
@@ -505,6 +545,8 @@ def load_spec(
         data, name = source, None
     else:
         data, name = read_spec_file(source), str(source)
+    if not isinstance(data, dict):
+        raise SpecError([("", f"a spec must be a JSON object, not {json_type(data)}")], name)
     if overrides:
         try:
             data = apply_overrides(data, overrides)
@@ -567,7 +609,7 @@ def load_analysis_spec(cls: type[AnalysisSpec], source: str | Path | dict[str, A
     name = None if isinstance(source, dict) else str(source)
     data = source if isinstance(source, dict) else read_spec_file(source)
     if not isinstance(data, dict):
-        raise SpecError([("", f"a spec must be a JSON object, not {type(data).__name__}")], name)
+        raise SpecError([("", f"a spec must be a JSON object, not {json_type(data)}")], name)
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import os
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +118,35 @@ class BackboneLoadError(RuntimeError):
     pass
 
 
+def check_checkpoint(path: str) -> None:
+    """Refuse a checkpoint file that cannot be read safely, naming it: safetensors are read as
+    such; other files must be plain tensors (torch's ``weights_only``): clipforge never unpickles
+    code, which could run anything."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt") as f:
+                f.keys()
+        except Exception as exc:
+            raise BackboneLoadError(f"checkpoint {path!r} is not a readable safetensors file: {exc}") from None
+        return
+    if path.endswith(".npz"):
+        raise BackboneLoadError(
+            f"checkpoint {path!r}: NumPy .npz checkpoints (big_vision) are not supported; convert it to safetensors"
+        )
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        what = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "pickle" in str(exc).lower():
+            raise BackboneLoadError(
+                f"checkpoint {path!r} holds pickled Python objects, not only tensors; clipforge does not load "
+                "those (unpickling can run any code). Save its state_dict with safetensors and point at that"
+            ) from None
+        raise BackboneLoadError(f"checkpoint {path!r} is not a readable torch checkpoint: {what}") from None
+
+
 @contextmanager
 def _quiet_root_logger():
     """open_clip logs download failures on the root logger; we raise a clearer error instead."""
@@ -181,6 +211,15 @@ class OpenClipBackbone(Backbone):
         quick_gelu = False
         if weights and not os.path.isfile(weights):  # e.g. OpenAI's weights were trained with QuickGELU
             quick_gelu = bool(open_clip.get_pretrained_cfg(name, weights).get("quick_gelu", False))
+        if weights and not os.path.isfile(weights) and not os.environ.get("HF_HUB_OFFLINE"):
+            # a hub download retries for about a minute before it gives up on a machine without network
+            print(
+                f"open_clip backbone: fetching the weights of {o.model!r} ({weights!r}) unless cached; "
+                "set HF_HUB_OFFLINE=1 to fail at once on a machine without network",
+                file=sys.stderr,
+            )
+        if weights and os.path.isfile(weights):
+            check_checkpoint(weights)
         try:
             with _quiet_root_logger():
                 model = open_clip.create_model(
@@ -197,7 +236,13 @@ class OpenClipBackbone(Backbone):
                     f"offline ({exc}). {_offline_hint()}"
                 ) from None
             raise BackboneLoadError(f"open_clip backbone: could not load {what}: {exc}") from None
-        tokenizer = open_clip.get_tokenizer(name)
+        try:
+            tokenizer = open_clip.get_tokenizer(name)
+        except ModuleNotFoundError as exc:
+            raise BackboneLoadError(
+                f"open_clip backbone: the tokenizer of {o.model!r} needs the package {exc.name!r}, which is not "
+                "installed: pip install 'clipforge[hf]'"
+            ) from None
         return model, tokenizer, dict(getattr(model.visual, "preprocess_cfg", {}) or {})
 
     def _from_config(self, cfg: dict[str, Any], checkpoint: str | None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
@@ -209,7 +254,14 @@ class OpenClipBackbone(Backbone):
         except TypeError as exc:
             raise BackboneLoadError(f"open_clip backbone: invalid 'config': {exc}") from None
         if checkpoint:
-            open_clip.load_checkpoint(model, checkpoint)
+            check_checkpoint(checkpoint)
+            try:
+                open_clip.load_checkpoint(model, checkpoint)
+            except RuntimeError as exc:  # the weights do not fit the architecture
+                first = str(exc).strip().splitlines()
+                raise BackboneLoadError(
+                    f"checkpoint {checkpoint!r} does not fit the model's 'config': {' '.join(first[:2])[:300]}"
+                ) from None
         context = cfg.get("text_cfg", {}).get("context_length", 77)
         return model, open_clip.SimpleTokenizer(context_length=context), preprocess
 
@@ -237,7 +289,8 @@ class OpenClipBackbone(Backbone):
         new = sorted({w for text in texts for w in unknown_words(text)} - self._warned_words)
         if new:
             self._warned_words.update(new)
-            warnings.warn(f"{self.label}: not in the model's vocabulary, read as <unk>: {', '.join(new)}", stacklevel=3)
+            shown = ", ".join(word[:40] for word in new[:20]) + (f" and {len(new) - 20} more" if len(new) > 20 else "")
+            warnings.warn(f"{self.label}: not in the model's vocabulary, read as <unk>: {shown}", stacklevel=3)
 
 
 @hookimpl

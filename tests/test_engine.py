@@ -216,7 +216,7 @@ def test_local_dir_model_loads_through_the_backbone(tmp_path):
 def test_missing_pretrained_weights_fail_with_a_clear_message(tmp_path, capsys):
     code, out = run_cli(tmp_path, {"prompts": ["a dog"], "steps": 1})
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2 and "backbones[0]: backbone 'open_clip'" in err  # the place, and the plugin
     assert "could not download the weights of 'ViT-B-16'" in err
     assert "toyworld-rn" in err and "local checkpoint" in err
     assert not out.exists()

@@ -174,7 +174,7 @@ def test_problems_quote_a_bad_scalar_but_not_missing_fields_objects_or_value_err
     with pytest.raises(SpecError) as info:
         parse_spec({"prompts": [{"text": "a", "terms": [{"text": "b"}]}]})
     assert "(got" not in str(info.value) and "give exactly one of" in str(info.value)
-    with pytest.raises(SpecError, match=r"^s\.json: a spec must be a JSON object, not list$"):
+    with pytest.raises(SpecError, match=r"^s\.json: a spec must be a JSON object, not an array$"):
         parse_spec([1], "s.json")
 
 
