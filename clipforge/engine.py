@@ -442,7 +442,7 @@ class Engine:
                         cb.on_step_end(self.run_info, state)
                     if out_dir is not None and steps_done % every == 0 and steps_done < spec.steps:
                         flush()
-                        with outputs.signals_held():
+                        with outputs.signals_held() as arrived:  # a checkpoint is written whole
                             outputs.write_checkpoint(
                                 out_dir,
                                 self._checkpoint_tensors(optimizer),
@@ -454,6 +454,8 @@ class Engine:
                                 },
                             )
                             outputs.write_results(out_dir, result_now(current_images()), self.run_info, "running")
+                        if arrived:  # Ctrl-C or SIGTERM came during the checkpoint: stop now
+                            raise outputs.Terminated()
         except KeyboardInterrupt:
             interrupted = True
         except BaseException as exc:  # save what we have, then re-raise
@@ -485,6 +487,8 @@ class Engine:
                 else:
                     warnings.warn(f"saving the images after the failure failed too: {exc!r}", stacklevel=2)
                 result = None
+                if out_dir is not None:
+                    outputs.mark_failed(out_dir, f"{type(failure).__name__}: {failure}")
             for cb in self.callbacks:
                 try:
                     cb.on_run_end(self.run_info, result)

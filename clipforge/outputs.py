@@ -358,6 +358,17 @@ def write_results(
     write_json(out_dir / "run.json", run_json)
 
 
+def mark_failed(out_dir: Path, error: str) -> None:
+    """Say in ``run.json`` that the run failed, when even saving its results failed (best effort:
+    with a full disk this may fail too, and then ``run.json`` keeps the last checkpoint's state)."""
+    try:
+        run_json = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
+        run_json.update({"status": "failed", "error": error, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(out_dir / "run.json", run_json)
+    except Exception:
+        pass
+
+
 def write_checkpoint(out_dir: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """The optimisation state (``checkpoint.safetensors``, its facts as JSON in the metadata), in
     one atomic write: a kill leaves the previous checkpoint or this one, never half of one."""

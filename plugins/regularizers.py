@@ -11,7 +11,9 @@ CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked
 
 
 class TVOptions(RegularizerOptions):
-    weight: float = Field(0.005, description="Multiplier in the loss (the paper's 0.005).")
+    weight: float = Field(
+        0.005, ge=0, description="Multiplier in the loss (the paper's 0.005; a negative one would reward noise)."
+    )
     p: float = Field(2.0, gt=0, description="Norm of each difference map (2: L2, not squared).")
 
 
@@ -34,7 +36,7 @@ class TotalVariation(Regularizer):
 
 
 class L1Options(RegularizerOptions):
-    weight: float = Field(0.0, description="Multiplier in the loss (the paper's default: 0, i.e. off).")
+    weight: float = Field(0.0, ge=0, description="Multiplier in the loss (the paper's default: 0, i.e. off).")
 
 
 class L1(Regularizer):
