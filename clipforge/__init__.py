@@ -30,7 +30,7 @@ from clipforge.hookspecs import hookimpl
 from clipforge.judge import Judge, Verdicts, load_backbone
 from clipforge.outputs import image_grid, progress_bar, save_png, to_display
 from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
-from clipforge.spec import AnalysisSpec, ComponentRef, OutputName, Prompt, RunSpec, SpecError, load_spec
+from clipforge.spec import AnalysisSpec, ComponentRef, OutputName, Prompt, RunSpec, SpecError, load_spec, printable
 from clipforge.version import API_VERSION
 
 __version__ = "0.1.0"
@@ -72,6 +72,7 @@ __all__ = [
     "invert",
     "load_backbone",
     "load_spec",
+    "printable",
     "progress_bar",
     "option_error",
     "save_png",

@@ -21,7 +21,16 @@ import torch
 
 from clipforge.components import Analysis, AnalysisRun, Callback, InversionResult, Options, RunInfo, StepState
 from clipforge.engine import Engine
-from clipforge.outputs import image_grid, prepare_out_dir, progress_bar, save_png, to_display, write_json
+from clipforge.outputs import (
+    abandon_out_dir,
+    claim_out_dir,
+    image_grid,
+    progress_bar,
+    release_out_dir,
+    save_png,
+    to_display,
+    write_json,
+)
 from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec, default_registry
 from clipforge.spec import SpecError, load_analysis_spec
 
@@ -91,31 +100,41 @@ def run_analysis(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Run an analysis and return its report; with ``out_dir``, write ``report.json`` and whatever
-    the analysis's ``write_report`` writes there (the folder must not exist or be empty)."""
+    the analysis's ``write_report`` writes there. The folder is claimed as a run's is (it must not
+    exist or be empty, and no other process may hold it); if the analysis fails before its report
+    is written, the folder is left as it was found."""
     registry = registry or default_registry()
     plan = analysis if isinstance(analysis, AnalysisPlan) else plan_analysis(analysis, registry)
     analysis = plan.analysis
-    out = None
-    if out_dir is not None:
-        out = Path(out_dir)
-        prepare_out_dir(out)
-    callbacks = analysis.callbacks(registry)
-    results: dict[str, InversionResult] = {}
-    with SharedProgress(plan.total_steps, analysis.progress_label(), show_progress) as bar:
-        for where, resolved in plan.specs.items():
-            engine = Engine(resolved, registry=registry, callbacks=[*callbacks, bar.callback()])
-            results[where] = engine.run()
-    device = next(iter(results.values())).device
-    run = AnalysisRun(
-        results=results,
-        judge=plan.judge.build(torch.device(device), where="judge"),
-        specs=plan.specs,
-        registry=registry,
-    )
-    report = {"analysis": analysis.name, **analysis.analyse(run)}
-    if out is not None:
-        write_json(out / "report.json", report)
-        analysis.write_report(report, run, out)
+    out = Path(out_dir) if out_dir is not None else None
+    created = claim_out_dir(out) if out is not None else False
+    written = False
+    try:
+        callbacks = analysis.callbacks(registry)
+        results: dict[str, InversionResult] = {}
+        with SharedProgress(plan.total_steps, analysis.progress_label(), show_progress) as bar:
+            for where, resolved in plan.specs.items():
+                engine = Engine(resolved, registry=registry, callbacks=[*callbacks, bar.callback()])
+                results[where] = engine.run()
+        device = next(iter(results.values())).device
+        run = AnalysisRun(
+            results=results,
+            judge=plan.judge.build(torch.device(device), where="judge"),
+            specs=plan.specs,
+            registry=registry,
+        )
+        report = {"analysis": analysis.name, **analysis.analyse(run)}
+        if out is not None:
+            write_json(out / "report.json", report)
+            written = True
+            analysis.write_report(report, run, out)
+    except BaseException:
+        if out is not None and not written:
+            abandon_out_dir(out, created)
+        raise
+    finally:
+        if out is not None and out.exists():
+            release_out_dir(out)
     return report
 
 

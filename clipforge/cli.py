@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -232,15 +231,8 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-    """Warnings as one line each, control characters escaped, cut to a readable length (a warning
-    can quote user input: a 10 MB prompt, escape sequences)."""
-    err.print(f"warning: {printable(message, 1000)}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    warnings.showwarning = _show_warning
     flags = argparse.ArgumentParser(add_help=False)
     _add_plugin_flags(flags)
     plugin_args, _ = flags.parse_known_args(argv)

@@ -137,13 +137,6 @@ def abandon_out_dir(path: Path, created: bool) -> None:
         path.rmdir()
 
 
-def prepare_out_dir(path: Path) -> None:
-    """An empty folder to write a report into (analyses); an existing non-empty one is refused."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise OutputExistsError(path)
-    path.mkdir(parents=True, exist_ok=True)
-
-
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside ``path`` to write to; renamed to ``path`` once the block succeeds,

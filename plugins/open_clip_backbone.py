@@ -22,7 +22,7 @@ import open_clip
 import torch
 from pydantic import Field, model_validator
 
-from clipforge import Backbone, Options, hookimpl, option_error
+from clipforge import Backbone, Options, hookimpl, option_error, printable
 
 CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
@@ -289,7 +289,9 @@ class OpenClipBackbone(Backbone):
         new = sorted({w for text in texts for w in unknown_words(text)} - self._warned_words)
         if new:
             self._warned_words.update(new)
-            shown = ", ".join(word[:40] for word in new[:20]) + (f" and {len(new) - 20} more" if len(new) > 20 else "")
+            # words come from the user: shown escaped and cut, never a megabyte of terminal codes
+            shown = ", ".join(printable(word, 40) for word in new[:20])
+            shown += f" and {len(new) - 20} more" if len(new) > 20 else ""
             warnings.warn(f"{self.label}: not in the model's vocabulary, read as <unk>: {shown}", stacklevel=3)
 
 

@@ -5,6 +5,7 @@ The kill tests send real signals to a real ``clipforge invert`` process."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -308,11 +309,17 @@ def test_warnings_quoting_user_input_are_escaped_and_cut(tmp_path, capsys):
         steps=1,
         callbacks=[],
         backbones=[{"name": "open_clip", "options": {"model": "toyworld-rn"}}],
-        prompts=["a \x1b[31mred " + "zebra " * 5000],
+        prompts=["a \x1b[31mred " + " ".join("q" + "".join(w) for w in itertools.product("xyzw", repeat=6))],
     )
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
-    assert main(["invert", str(path), "--out", str(tmp_path / "out")]) == 0
-    err = capsys.readouterr().err
-    warning = next(line for line in err.splitlines() if "vocabulary" in line)
-    assert "\x1b" not in err and len(warning) < 1200
+    with pytest.warns(UserWarning, match="vocabulary") as caught:
+        assert main(["invert", str(path), "--out", str(tmp_path / "out")]) == 0
+    message = str(next(w.message for w in caught if "vocabulary" in str(w.message)))
+    assert "\x1b" not in message and "and 4077 more" in message and len(message) < 1200
+
+
+def test_printable_escapes_control_characters_and_cuts():
+    assert clipforge.printable("a\x1b[31mred\x07") == "a\\x1b[31mred\\x07"
+    assert clipforge.printable("x" * 500, 100) == "x" * 100 + "... (400 more characters)"
+    assert clipforge.printable("line one\nline two") == "line one\nline two"  # newlines stay
