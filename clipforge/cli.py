@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from clipforge.outputs import NothingToResumeError, check_resumable
 from clipforge.registry import ComponentStartError, PluginError, Registry, ResolvedSpec, build_registry
 from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, load_analysis_spec, load_spec, printable
 
@@ -51,11 +52,30 @@ def _resolve(args: argparse.Namespace, registry: Registry) -> ResolvedSpec:
 def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
     from clipforge.engine import Engine
 
+    if args.resume:
+        if args.spec or args.set or args.out or args.checkpoint_every:
+            raise SpecError(
+                [
+                    (
+                        "--resume",
+                        "continues the run as its folder's spec.json says: give no spec, "
+                        "--set, --out or --checkpoint-every with it",
+                    )
+                ]
+            )
+        check_resumable(Path(args.resume))
+        args.spec = str(Path(args.resume) / "spec.json")
+        out_dir = args.resume
+    elif not args.spec:
+        raise SpecError([("", "give a spec file to run, or --resume DIR")])
+    if args.checkpoint_every:
+        args.set = [*(args.set or []), f"checkpoint_every={args.checkpoint_every}"]
     resolved = _resolve(args, registry)
     spec = resolved.spec
-    out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}-{spec.settings_hash()}"
+    if not args.resume:
+        out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}-{spec.settings_hash()}"
     try:
-        result = Engine(resolved, registry=registry, out_dir=out_dir).run()
+        result = Engine(resolved, registry=registry, out_dir=out_dir, resume=bool(args.resume)).run()
     except ComponentStartError as exc:
         raise ComponentStartError(f"{args.spec}: {exc}") from exc
     if result.interrupted:
@@ -193,8 +213,15 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("invert", help="run the inversion described by a spec file")
-    p.add_argument("spec", help="a JSON run spec")
+    p.add_argument("spec", nargs="?", help="a JSON run spec")
     p.add_argument("--out", help="output directory (must not exist or be empty)")
+    p.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR from its last checkpoint")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="write images and the optimisation state every N steps (default: every 5%% of the run)",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -248,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.format().splitlines():
             err.print(f"error: {line}")
         return 2
-    except (PluginError, FileExistsError) as exc:
+    except (PluginError, FileExistsError, NothingToResumeError) as exc:
         err.print(f"error: {printable(exc, 2000)}")
         return 2
     except KeyboardInterrupt:

@@ -241,6 +241,7 @@ class RunInfo:
     spec_hash: str
     total_steps: int
     extra: dict[str, Any] = field(default_factory=dict)
+    start_step: int = 0  # a resumed run starts after this step (its checkpoint's)
 
     def output_path(self, name: str) -> Path:
         """Where a component writes the file ``name`` (an ``OutputName`` option): inside the output

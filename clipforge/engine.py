@@ -163,6 +163,7 @@ class Engine:
     :param registry: where components are looked up (default: the installed plugins).
     :param out_dir: where results are written; ``None`` keeps everything in memory.
     :param callbacks: extra callback objects (for notebooks and tests), besides the spec's.
+    :param resume: continue the run in ``out_dir`` from its checkpoint (see :meth:`run`).
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class Engine:
         registry: Registry | None = None,
         out_dir: str | Path | None = None,
         callbacks: Sequence[Callback] = (),
+        resume: bool = False,
     ) -> None:
         self.registry = registry or default_registry()
         self.resolved = spec if isinstance(spec, ResolvedSpec) else self.registry.resolve(load_spec(spec))
@@ -178,6 +180,9 @@ class Engine:
         self.spec_hash = self.spec.hash()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra_callbacks = list(callbacks)
+        self.resume = resume
+        if resume and self.out_dir is None:
+            raise ValueError("resume needs the output folder of the run to continue")
 
     # ------------------------------------------------------------------ setup
 
@@ -224,6 +229,21 @@ class Engine:
             total_steps=spec.steps,
             extra={"backbones": [bb.label for bb in self.backbones]},
         )
+
+    def _restore(self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+        """Put a checkpoint's parameters, Adam state and random generators back in place."""
+        with torch.no_grad():
+            for i, param in enumerate(self.param.parameters()):
+                param.copy_(tensors[f"param.{i}"])
+                state = {
+                    k.split(".", 2)[2]: v.to(param.device) if v.dim() else v
+                    for k, v in tensors.items()
+                    if k.startswith(f"adam.{i}.")
+                }
+                if state:
+                    optimizer.state[param] = state
+        for b, generator in enumerate(self.generators):
+            generator.set_state(tensors[f"generator.{b}"])
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         o = self.spec.optimizer
@@ -359,28 +379,39 @@ class Engine:
         final images and ``run.json`` saying ``finished``, ``interrupted`` (Ctrl-C, SIGTERM) or
         ``failed`` (with the error, which is raised again). A run that fails before its first step
         leaves nothing behind."""
-        out_dir, created = self.out_dir, False
+        out_dir, created, spec = self.out_dir, False, self.spec
+        start_step, size, resize_count = 0, spec.size_at(0), 0
         if out_dir is not None:
-            created = outputs.claim_out_dir(out_dir)
+            created = outputs.claim_out_dir(out_dir, resume=self.resume)
         try:
+            if self.resume:
+                tensors, meta = outputs.read_checkpoint(out_dir, self.spec_hash)
             self._build()
             optimizer = self._new_optimizer()
-            if out_dir is not None:
+            if self.resume:
+                start_step, size, resize_count = meta["step"], meta["size"], meta["resize_count"]
+                if size != spec.size_at(0):
+                    self.param.resize((size, size))
+                    optimizer = self._new_optimizer()
+                self._restore(tensors, optimizer)
+                self.run_info.start_step = start_step
+                outputs.write_run_resumed(out_dir, start_step)
+            elif out_dir is not None:
                 outputs.write_run_start(out_dir, self.run_info)
             for cb in self.callbacks:
                 cb.on_run_start(self.run_info)
         except BaseException:
             if out_dir is not None:
                 self._close_callbacks()
-                outputs.abandon_out_dir(out_dir, created)
+                if self.resume:
+                    outputs.release_out_dir(out_dir)  # the results there stay as they were
+                else:
+                    outputs.abandon_out_dir(out_dir, created)
             raise
-        spec = self.spec
         start = time.perf_counter()
-        size = spec.size_at(0)
-        resize_count = 0
         metrics: list[dict[str, Any]] = []
         pending: list[tuple[int, int, torch.Tensor]] = []
-        steps_done = 0
+        steps_done = start_step
         interrupted = False
         failure: BaseException | None = None
         every = spec.checkpoint_interval()
@@ -419,7 +450,7 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         try:
             with outputs.sigterm_as_interrupt():
-                for i in range(spec.steps):
+                for i in range(start_step, spec.steps):
                     new_size = spec.size_at(i)
                     if new_size != size:
                         old_params = self.param.parameters()
@@ -464,7 +495,7 @@ class Engine:
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
-        if failure is not None and steps_done == 0 and out_dir is not None:
+        if failure is not None and steps_done == 0 and out_dir is not None and not self.resume:
             self._close_callbacks()
             outputs.abandon_out_dir(out_dir, created)  # nothing was optimised: leave nothing behind
             raise failure

@@ -96,31 +96,81 @@ class OutputExistsError(FileExistsError):
         )
 
 
-def claim_out_dir(path: Path) -> bool:
+class NothingToResumeError(FileNotFoundError):
+    """``--resume`` was given a folder that holds no run to continue."""
+
+
+def claim_out_dir(path: Path, resume: bool = False) -> bool:
     """Claim an output folder for this process: create it (or take an empty one) and make its lock
-    file with ``O_EXCL``, so that of two processes given one folder, one is refused at once. Returns
-    whether the folder was created here. Release it with :func:`release_out_dir`."""
+    file with ``O_EXCL``, so that of two processes given one folder, one is refused at once. With
+    ``resume``, the folder must hold a run that stopped (interrupted, failed, or whose process died)
+    with a checkpoint. Returns whether the folder was created here. Release it with
+    :func:`release_out_dir`."""
+    if resume:
+        check_resumable(path)
     created = not path.exists()
     if path.exists() and not path.is_dir():
         raise OutputExistsError(path, "is not a folder")
-    if not created and any(p.name != LOCK for p in path.iterdir()):
+    if not resume and not created and any(p.name != LOCK for p in path.iterdir()):
         raise OutputExistsError(path)
     path.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
+    for attempt in range(2):
         try:
-            holder = json.loads((path / LOCK).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            holder = {}
-        alive = process_alive(holder)
-        state = " (which no longer runs: remove the folder)" if alive is False else ""
-        raise OutputExistsError(
-            path, f"is in use by process {holder.get('pid')} on {holder.get('host')}{state}"
-        ) from None
+            fd = os.open(path / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                holder = json.loads((path / LOCK).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                holder = {}
+            if attempt == 0 and process_alive(holder) is False:  # a killed run's lock: take the folder over
+                (path / LOCK).unlink(missing_ok=True)
+                continue
+            raise OutputExistsError(path, f"is in use by process {holder.get('pid')} on {holder.get('host')}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(_process(), f)
     return created
+
+
+def check_resumable(path: Path) -> None:
+    """Refuse a folder that holds no stopped run with a checkpoint (:class:`NothingToResumeError`)."""
+    try:
+        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise NothingToResumeError(f"{str(path)!r} holds no run to resume (no readable run.json)") from None
+    if run.get("status") == "finished":
+        raise NothingToResumeError(f"the run in {str(path)!r} has finished: there is nothing to resume")
+    if run.get("status") == "running" and process_alive(run) is not False:
+        raise OutputExistsError(path, f"holds a run that may still be in progress ({describe_folder(path)})")
+    if not (path / "checkpoint.safetensors").is_file():
+        raise NothingToResumeError(
+            f"the run in {str(path)!r} stopped before its first checkpoint: there is nothing to resume; start it again"
+        )
+
+
+def read_checkpoint(out_dir: Path, spec_hash: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and facts of ``checkpoint.safetensors``; refused when it belongs to another spec."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = out_dir / "checkpoint.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["clipforge"])
+    if meta.get("spec_hash") != spec_hash:
+        raise NothingToResumeError(
+            f"{str(path)!r} was written by a run of another spec (hash {meta.get('spec_hash')}, not {spec_hash}); "
+            "was spec.json edited?"
+        )
+    return load_file(str(path)), meta
+
+
+def write_run_resumed(out_dir: Path, step: int) -> None:
+    """``run.json`` of a resumed run: running again, in this process, from ``step``."""
+    run = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
+    run.pop("error", None)
+    run.update({"status": "running", **_process(), "steps_done": step})
+    run.setdefault("resumed", []).append({"from_step": step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_json(out_dir / "run.json", run)
 
 
 def release_out_dir(path: Path) -> None:

@@ -8,6 +8,7 @@ rows in ``run.json``.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from pydantic import Field
@@ -30,8 +31,19 @@ class MetricsLog(Callback):
         self.file = None
 
     def on_run_start(self, run: RunInfo) -> None:
-        if run.out_dir is not None:
-            self.file = open(run.output_path(self.options.filename), "a", encoding="utf-8")
+        if run.out_dir is None:
+            return
+        path = run.output_path(self.options.filename)
+        if run.start_step and path.exists():  # a resumed run: drop the lines after its checkpoint
+            kept = [
+                line
+                for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                if line.endswith("\n") and json.loads(line)["step"] <= run.start_step
+            ]
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, path)
+        self.file = open(path, "a", encoding="utf-8")
 
     def on_metrics(self, run: RunInfo, records: list[dict[str, Any]]) -> None:
         if self.file is not None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from PIL import Image
+from pydantic import Field, field_validator
 
 from clipforge import Options, Parameterization, draw_per_image, hookimpl
 
@@ -16,10 +18,34 @@ CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked
 
 class PixelOptions(Options):
     init: Literal["uniform", "gray"] = Field("uniform", description="'uniform' in [0, 1] (the paper's), or 0.5 gray.")
+    init_image: str | None = Field(
+        None,
+        description="An image file every image starts from instead (resized to the starting size; a path "
+        "relative to the working directory); 'init' is then ignored.",
+    )
     resize_mode: Literal["bicubic", "bilinear", "nearest"] = Field(
         "bicubic", description="Interpolation used when the image grows."
     )
     clamp: bool = Field(True, description="Clamp pixels to [0, 1] after each backward (before the step).")
+
+    @field_validator("init_image")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            read_image(value, (1, 1))  # a missing or broken file is an error now, not mid-run
+        return value
+
+
+def read_image(path: str, size: tuple[int, int]) -> torch.Tensor:
+    """An image file as (3, H, W) in [0, 1], resized to ``size``."""
+    try:
+        with Image.open(Path(path).expanduser()) as image:
+            rgb = image.convert("RGB")
+            data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3)
+    except Exception as exc:
+        raise ValueError(f"{path!r} is not a readable image: {exc}") from None
+    pixels = data.permute(2, 0, 1)[None].float() / 255
+    return F.interpolate(pixels, size=size, mode="bicubic", antialias=True)[0].clamp(0, 1)
 
 
 class Pixel(Parameterization):
@@ -37,7 +63,9 @@ class Pixel(Parameterization):
         device: torch.device,
     ) -> None:
         super().__init__(options, batch_size, size, generators, device)
-        if options.init == "uniform":
+        if options.init_image is not None:
+            pixels = read_image(options.init_image, size).to(device).expand(batch_size, -1, -1, -1).clone()
+        elif options.init == "uniform":
             pixels = draw_per_image(generators, (3, *size), device)
         else:
             pixels = torch.full((batch_size, 3, *size), 0.5, device=device)
