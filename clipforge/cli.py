@@ -121,6 +121,78 @@ def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def cmd_gallery(args: argparse.Namespace, registry: Registry) -> int:
+    from clipforge.gallery import write_gallery
+
+    out.print(f"gallery: {write_gallery(args.folder)}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, registry: Registry) -> int:
+    from clipforge import sweep as sweeps
+
+    if args.status:
+        status = sweeps.sweep_status(Path(args.target))
+        out.print(
+            f"{args.target}: {status['done']} done, {status['failed']} failed, {status['left']} left "
+            f"of {status['items']} items"
+        )
+        for item, error in status["errors"][:20]:
+            out.print(printable(f"  failed {item}: {error}", 400))
+        return 0
+    sweep = sweeps.load_sweep(args.target, registry)
+    if args.plan:
+        for i, point in enumerate(sweep.points):
+            blocks = [b for b in sweep.blocks if b.point == i]
+            settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in point["settings"].items()) or "base"
+            out.print(
+                printable(
+                    f"point {i} ({settings}): {sum(len(b.items) for b in blocks)} items in "
+                    f"{len(blocks)} blocks of up to {max(len(b.items) for b in blocks)}, "
+                    f"{point['run']['steps']} steps each, {point['run']['copies']} copies",
+                    2000,
+                )
+            )
+        out.print(f"{len(sweep.items)} items, {len(sweep.blocks)} blocks")
+        return 0
+    shard = sweeps.parse_shard(args.shard) if args.shard else sweeps.shard_from_environment()
+    folder = args.out or f"runs/{Path(args.target).stem}"
+    distributed = _start_distributed(shard)
+    try:
+        counts = sweeps.run_sweep(sweep, folder, registry, shard=shard)
+    finally:
+        _stop_distributed(distributed)  # every rank has finished: the counts below are the whole sweep's
+    if distributed:
+        counts = sweeps.status_counts(sweep, sweeps.read_index(Path(folder)))
+    out.print(
+        f"{folder}: {counts['done']} done, {counts['failed']} failed, {counts['left']} left of "
+        f"{counts['items']} items" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else "")
+    )
+    return 1 if counts["failed"] else 0
+
+
+def _start_distributed(shard: tuple[int, int]) -> bool:
+    """Under torchrun, join the process group (gloo on the CPU, nccl on GPUs): ranks wait for each
+    other at the end, so that every rank's summary counts the whole sweep."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if shard[1] == 1 or "MASTER_ADDR" not in os.environ or not dist.is_available():
+        return False
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def _stop_distributed(started: bool) -> None:
+    if started:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def full_schema(registry: Registry) -> dict[str, Any]:
     """The run spec's JSON Schema, with the options of every installed component."""
     schema = RunSpec.model_json_schema()
@@ -195,7 +267,7 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
 
 
 #: the verbs clipforge itself provides; an analysis cannot take one of these names
-COMMANDS = ("invert", "validate", "schema", "plugins")
+COMMANDS = ("invert", "validate", "sweep", "gallery", "schema", "plugins")
 
 
 def _add_plugin_flags(parser: argparse.ArgumentParser) -> None:
@@ -248,6 +320,18 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
         p.add_argument("--out", help="output directory (must not exist or be empty)")
         p.add_argument("--check", action="store_true", help="validate the spec without running it")
         p.set_defaults(func=cmd_analysis)
+
+    p = sub.add_parser("sweep", help="run a study (grid points x prompts x seeds); run again to continue it")
+    p.add_argument("target", help="a JSON sweep spec; with --status, a sweep folder")
+    p.add_argument("--out", help="the sweep folder (default: runs/<spec name>); the same --out continues a sweep")
+    p.add_argument("--status", action="store_true", help="print what is done, failed and left in a sweep folder")
+    p.add_argument("--plan", action="store_true", help="print the grid points and blocks without running")
+    p.add_argument("--shard", metavar="I/N", help="run only shard I of N (0-based): a Slurm array task, a node")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("gallery", help="write DIR/index.html, a page to browse a run, a sweep or a report")
+    p.add_argument("folder", help="a run, sweep or analysis report folder")
+    p.set_defaults(func=cmd_gallery)
 
     p = sub.add_parser("schema", help="print the JSON Schema of run specs, with every installed plugin's options")
     p.set_defaults(func=cmd_schema)

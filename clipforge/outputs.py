@@ -114,21 +114,7 @@ def claim_out_dir(path: Path, resume: bool = False) -> bool:
     if not resume and not created and any(p.name != LOCK for p in path.iterdir()):
         raise OutputExistsError(path)
     path.mkdir(parents=True, exist_ok=True)
-    for attempt in range(2):
-        try:
-            fd = os.open(path / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                holder = json.loads((path / LOCK).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                holder = {}
-            if attempt == 0 and process_alive(holder) is False:  # a killed run's lock: take the folder over
-                (path / LOCK).unlink(missing_ok=True)
-                continue
-            raise OutputExistsError(path, f"is in use by process {holder.get('pid')} on {holder.get('host')}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(_process(), f)
+    take_lock(path / LOCK)
     return created
 
 
@@ -171,6 +157,28 @@ def write_run_resumed(out_dir: Path, step: int) -> None:
     run.update({"status": "running", **_process(), "steps_done": step})
     run.setdefault("resumed", []).append({"from_step": step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     write_json(out_dir / "run.json", run)
+
+
+def take_lock(lock: Path) -> None:
+    """Create the lock file ``lock`` with ``O_EXCL`` (recording this process), or refuse when a live
+    process holds it; a lock left by a process that died on this host is taken over."""
+    for attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                holder = {}
+            if attempt == 0 and process_alive(holder) is False:  # a killed run's lock: take it over
+                lock.unlink(missing_ok=True)
+                continue
+            raise OutputExistsError(
+                lock.parent, f"is in use by process {holder.get('pid')} on {holder.get('host')}"
+            ) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(_process(), f)
 
 
 def release_out_dir(path: Path) -> None:

@@ -1,0 +1,438 @@
+"""Sweeps: a whole study (grid points x prompts x seeds) that resumes after a crash and splits over
+processes.
+
+A sweep spec names a base run spec, prompts (inline or a file), seeds and a grid of overrides in the
+``--set`` syntax. It expands to *items*, one image each, grouped in *blocks*: one grid point, up to
+``batch_size`` items (a few prompts with all their seeds), optimised together in one engine run. A
+block is the unit of work, of resuming and of sharding, so a block's images are the same whichever
+process runs it.
+
+The sweep folder holds ``sweep.json`` (the sweep as resolved: every grid point's run spec), the
+images (``items/<point>/<item>.png``) and the index: append-only JSON-lines files ``index*.jsonl``,
+one line per finished or failed item, written after the item's PNG is in place. The index is the
+single source of truth: an item is done when a line says so. JSON lines rather than SQLite because
+each process (rank or Slurm shard) appends to its own file, so no locking is needed, on a shared
+filesystem too, where SQLite's locks are unreliable; a line cut short by a kill is ignored on reading.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from clipforge.components import Callback, Options, RunInfo, StepState
+from clipforge.engine import Engine
+from clipforge.outputs import _finite, progress_bar, save_png, take_lock, to_display, write_json
+from clipforge.registry import Registry, ResolvedSpec, default_registry
+from clipforge.spec import (
+    LIMITS,
+    SpecError,
+    StrictModel,
+    _problems,
+    apply_overrides,
+    parse_spec,
+    printable,
+    read_spec_file,
+)
+
+
+class SweepSpec(StrictModel):
+    """What ``clipforge sweep SWEEP.json`` runs."""
+
+    base: dict[str, Any] | str = Field(
+        default_factory=dict,
+        description="The run settings every item shares: a run spec (without prompts and seeds), inline or a path.",
+    )
+    prompts: list[Any] | str = Field(
+        description="Prompts: a list (as in a run spec), or a .txt (one per line), .csv or .jsonl file "
+        "(columns or keys text, label, weight).",
+    )
+    seeds: int | list[int] = Field(1, description="Seeds per prompt: a count (0..N-1) or a list.")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Run-spec paths (the --set syntax) and the values each takes; every combination is a grid point.",
+    )
+    batch_size: int = Field(16, ge=1, le=LIMITS["images"], description="Items optimised together in one engine run.")
+
+    @field_validator("grid")
+    @classmethod
+    def _values(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"grid {key!r} has no values")
+        return value
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of the sweep."""
+
+    id: str
+    point: int
+    prompt_index: int
+    prompt: Any
+    seed: int
+
+
+@dataclass(frozen=True)
+class Block:
+    """Items of one grid point optimised together: ``prompts`` x ``seeds``."""
+
+    index: int
+    point: int
+    items: list[Item]
+
+
+@dataclass
+class Sweep:
+    """A sweep spec expanded: its grid points (each a resolved run spec, without prompts) and items."""
+
+    spec: SweepSpec
+    points: list[dict[str, Any]]  # {"settings": {path: value}, "run": resolved run spec (JSON), "hash": ...}
+    blocks: list[Block]
+    source: str | None = None
+
+    @property
+    def items(self) -> list[Item]:
+        return [item for block in self.blocks for item in block.items]
+
+
+# --------------------------------------------------------------------------- reading and expanding
+
+
+def read_prompts(value: list[Any] | str, base_dir: Path | None) -> list[Any]:
+    """Prompts from a list or a file: .txt (one a line), .csv (text, label, weight), .jsonl."""
+    if isinstance(value, list):
+        return value
+    path = Path(value)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([("prompts", f"cannot read {str(path)!r}: {exc}")]) from None
+    if path.suffix == ".txt":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def row(data: dict[str, Any], where: str) -> dict[str, Any]:
+        unknown = set(data) - {"text", "label", "weight"}
+        if unknown or not data.get("text"):
+            raise SpecError([(where, f"a prompt needs 'text' (and may have 'label', 'weight'), not {sorted(data)}")])
+        out = {"text": data["text"]}
+        if data.get("label"):
+            out["label"] = data["label"]
+        if data.get("weight") not in (None, ""):
+            out["weight"] = float(data["weight"])
+        return out
+
+    if path.suffix == ".csv":
+        return [row(r, f"prompts: {path.name} line {i + 2}") for i, r in enumerate(csv.DictReader(text.splitlines()))]
+    if path.suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(text.splitlines()):
+            if line.strip():
+                try:
+                    rows.append(row(json.loads(line), f"prompts: {path.name} line {i + 1}"))
+                except json.JSONDecodeError as exc:
+                    raise SpecError([(f"prompts: {path.name} line {i + 1}", f"invalid JSON: {exc.msg}")]) from None
+        return rows
+    raise SpecError([("prompts", f"{path.name}: a prompts file ends in .txt, .csv or .jsonl")])
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def _slug(prompt: Any) -> str:
+    text = prompt if isinstance(prompt, str) else prompt.get("label") or prompt.get("text") or "prompt"
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")[:40] or "prompt"
+
+
+def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = None) -> Sweep:
+    """Read, validate and expand a sweep spec; every problem is raised with its JSON path and file."""
+    registry = registry or default_registry()
+    name = None if isinstance(source, dict) else str(source)
+    base_dir = None if isinstance(source, dict) else Path(source).parent
+    data = source if isinstance(source, dict) else read_spec_file(source)
+    try:
+        try:
+            spec = SweepSpec.model_validate(data)
+        except Exception as exc:
+            if hasattr(exc, "errors"):
+                raise SpecError(_problems(exc)) from None
+            raise
+        base = spec.base
+        if isinstance(base, str):
+            base_path = Path(base) if Path(base).is_absolute() or base_dir is None else base_dir / base
+            base = read_spec_file(base_path)
+        for key in ("prompts", "seeds"):
+            if key in base:
+                raise SpecError([(f"base.{key}", "the sweep sets it; leave it out of the base")])
+        prompts = read_prompts(spec.prompts, base_dir)
+        if not prompts:
+            raise SpecError([("prompts", "no prompts")])
+        seeds = spec.seed_list()
+        keys = list(spec.grid)
+        points = []
+        for values in itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]:
+            settings = dict(zip(keys, values))
+            overrides = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
+            where = "grid point " + ", ".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) if keys else "base"
+            try:
+                run_data = apply_overrides({**base, "prompts": ["x"], "seeds": [0]}, overrides)
+                resolved = registry.resolve(parse_spec(run_data, None))
+            except SpecError as exc:
+                raise SpecError([(f"{where}: {path}" if path else where, msg) for path, msg in exc.problems]) from None
+            run = resolved.spec.model_dump(mode="json", exclude={"prompts", "seeds", "output_dir"})
+            points.append({"settings": settings, "run": run, "hash": _digest(run)})
+        per_block = max(1, spec.batch_size // len(seeds))
+        blocks, items = [], 0
+        for p in range(len(points)):
+            for start in range(0, len(prompts), per_block):
+                block_items = [
+                    Item(f"p{p:03d}-{i:06d}-{_slug(prompt)}-s{seed}", p, i, prompt, seed)
+                    for i, prompt in enumerate(prompts[start : start + per_block], start)
+                    for seed in seeds
+                ]
+                blocks.append(Block(len(blocks), p, block_items))
+                items += len(block_items)
+        if items > LIMITS["images"] * 100:
+            raise SpecError([("", f"{items} items in one sweep; at most {LIMITS['images'] * 100}")])
+    except SpecError as exc:
+        raise SpecError(exc.problems, name) from None
+    return Sweep(spec, points, blocks, name)
+
+
+# --------------------------------------------------------------------------- the folder and its index
+
+
+def read_index(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every item's last record, from all index files (a torn last line is ignored)."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("index*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "id" in record:
+                records[record["id"]] = record
+    return records
+
+
+def check_unchanged(sweep: Sweep, folder: Path, done: dict[str, dict[str, Any]]) -> None:
+    """Refuse a sweep whose grid points changed for items already finished."""
+    try:
+        before = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    old = {json.dumps(p["settings"], sort_keys=True): p for p in before.get("points", [])}
+    finished_points = {r.get("point_hash") for r in done.values() if r.get("status") == "done"}
+    for point in sweep.points:
+        previous = old.get(json.dumps(point["settings"], sort_keys=True))
+        if previous is None or previous["hash"] == point["hash"] or previous["hash"] not in finished_points:
+            continue
+        changed = sorted(
+            k for k in set(previous["run"]) | set(point["run"]) if previous["run"].get(k) != point["run"].get(k)
+        )
+        where = ", ".join(f"{k}={json.dumps(v)}" for k, v in point["settings"].items()) or "the base"
+        raise SpecError(
+            [
+                (
+                    "",
+                    f"the sweep changed in a way that alters finished items of {where}: {', '.join(changed)} differ "
+                    f"from the sweep in {str(folder)!r}; use another --out, or undo the change",
+                )
+            ]
+        )
+
+
+class _Advance(Callback):
+    name = "sweep_progress"
+
+    def __init__(self, advance):
+        super().__init__(Options())
+        self.advance = advance
+
+    def on_step_end(self, run: RunInfo, state: StepState) -> None:
+        self.advance()
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_dir: str | Path,
+    registry: Registry | None = None,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    show_progress: bool = True,
+) -> dict[str, int]:
+    """Run every block of ``sweep`` this shard owns that is not done yet; return counts of items
+    done, failed and left (over the whole sweep, as the index says afterwards)."""
+    registry = registry or default_registry()
+    folder = Path(out_dir)
+    rank, world = shard
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / f".lock.shard-{rank}-of-{world}"
+    take_lock(lock)  # two processes never run one shard
+    try:
+        done = read_index(folder)
+        check_unchanged(sweep, folder, done)
+        if rank == 0:
+            write_json(
+                folder / "sweep.json",
+                {
+                    "spec": sweep.spec.model_dump(mode="json"),
+                    "points": sweep.points,
+                    "items": len(sweep.items),
+                    "blocks": len(sweep.blocks),
+                },
+            )
+        mine = [b for b in sweep.blocks if b.index % world == rank]
+        pending = [b for b in mine if any(done.get(i.id, {}).get("status") != "done" for i in b.items)]
+        steps = sum(sweep.points[b.point]["run"]["steps"] for b in pending)
+        index_path = folder / (f"index.shard-{rank}-of-{world}.jsonl" if world > 1 else "index.jsonl")
+        bar = progress_bar(disable=not show_progress)
+        task = bar.add_task(f"sweep: {len(pending)} block(s) of {len(mine)}", total=steps)
+        with bar, index_path.open("a", encoding="utf-8") as index:
+            for block in pending:
+                _run_block(sweep, block, folder, registry, index, done, lambda: bar.advance(task))
+    finally:
+        lock.unlink(missing_ok=True)
+    return status_counts(sweep, read_index(folder))
+
+
+def _run_block(
+    sweep: Sweep, block: Block, folder: Path, registry: Registry, index: Any, done: dict[str, dict[str, Any]], advance
+) -> None:
+    point = sweep.points[block.point]
+    prompts = list(dict.fromkeys(json.dumps(i.prompt, sort_keys=True) for i in block.items))
+    seeds = list(dict.fromkeys(i.seed for i in block.items))
+    run = {**point["run"], "prompts": [json.loads(p) for p in prompts], "seeds": seeds, "callbacks": []}
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and run["device"] in ("auto", "cuda"):  # torchrun: one device per process
+        import torch
+
+        run["device"] = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    by_key = {(json.dumps(i.prompt, sort_keys=True), i.seed): i for i in block.items}
+    try:
+        resolved: ResolvedSpec = registry.resolve(parse_spec(run))
+        result = Engine(resolved, registry=registry, callbacks=[_Advance(advance)]).run()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the block's items fail; the sweep goes on
+        error = printable(f"{type(exc).__name__}: {exc}", 500)
+        for item in block.items:
+            if done.get(item.id, {}).get("status") != "done":
+                _append(
+                    index,
+                    {
+                        "id": item.id,
+                        "point": item.point,
+                        "point_hash": point["hash"],
+                        "status": "failed",
+                        "error": error,
+                        "seed": item.seed,
+                        "prompt": item.prompt,
+                    },
+                )
+        return
+    if result.interrupted:
+        raise KeyboardInterrupt
+    final = result.metrics[-1] if result.metrics else {}
+    shown = to_display(result.images, sweep.points[block.point]["run"]["output"]["rescale"])
+    images_dir = folder / "items" / f"p{block.point:03d}"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    for row in result.rows:
+        item = by_key[(prompts[row.prompt_index], row.seed)]
+        if done.get(item.id, {}).get("status") == "done":
+            continue
+        png = images_dir / f"{item.id}.png"
+        save_png(
+            shown[row.index],
+            png,
+            {
+                "prompt": row.label,
+                "seed": str(row.seed),
+                "spec_hash": result.spec_hash,
+                "sweep_point": json.dumps(point["settings"]),
+            },
+        )
+        _append(
+            index,
+            {
+                "id": item.id,
+                "point": item.point,
+                "point_hash": point["hash"],
+                "settings": point["settings"],
+                "prompt": item.prompt,
+                "label": row.label,
+                "seed": item.seed,
+                "status": "done",
+                "png": str(png.relative_to(folder)),
+                "similarity": final.get("similarity", [math.nan] * len(result.rows))[row.index],
+                "loss": final.get("loss", [math.nan] * len(result.rows))[row.index],
+                "steps": result.steps_done,
+                "seconds": round(result.seconds / len(result.rows), 4),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+
+
+def _append(index: Any, record: dict[str, Any]) -> None:
+    """One index line, written in one call and flushed to the disk (a kill cuts at most this line)."""
+    index.write(json.dumps(_finite(record)) + "\n")
+    index.flush()
+    os.fsync(index.fileno())
+
+
+def status_counts(sweep: Sweep, records: dict[str, dict[str, Any]]) -> dict[str, int]:
+    counts = {"items": len(sweep.items), "done": 0, "failed": 0, "left": 0}
+    for item in sweep.items:
+        status = records.get(item.id, {}).get("status")
+        counts["done" if status == "done" else "failed" if status == "failed" else "left"] += 1
+    return counts
+
+
+def shard_from_environment() -> tuple[int, int]:
+    """(rank, world size) under torchrun (``RANK``, ``WORLD_SIZE``), else (0, 1)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` (0-based shard I of N), for a Slurm array task or any scheduler without torchrun."""
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not match or not int(match.group(1)) < int(match.group(2)):
+        raise SpecError([("--shard", f"expected I/N with 0 <= I < N (e.g. 0/4), not {text!r}")])
+    return int(match.group(1)), int(match.group(2))
+
+
+def sweep_status(folder: Path) -> dict[str, Any]:
+    """What a sweep folder says: items in all, done, failed (with their errors) and left."""
+    try:
+        info = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise SpecError([("", "no sweep here (no readable sweep.json)")], str(folder)) from None
+    records = read_index(folder)
+    done = sum(r.get("status") == "done" for r in records.values())
+    failed = [r for r in records.values() if r.get("status") == "failed"]
+    return {
+        "items": info["items"],
+        "done": done,
+        "failed": len(failed),
+        "left": info["items"] - done - len(failed),
+        "errors": [(r["id"], r.get("error", "")) for r in failed],
+    }

@@ -1,0 +1,227 @@
+"""Sweeps (issue 16): expansion, resume, changed specs, failures, kills, shards and torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import tiny_backbone
+from PIL import Image
+
+import clipforge
+from clipforge.cli import main
+from clipforge.sweep import load_sweep, read_index, run_sweep
+
+BASE = {
+    "backbones": [tiny_backbone()],
+    "steps": 3,
+    "copies": 2,
+    "resolution": [{"step": 0, "size": 16}, {"step": 2, "size": 32}],
+    "device": "cpu",
+}
+SWEEP = {
+    "base": BASE,
+    "prompts": ["a red circle", "a blue square", "a green cross"],
+    "seeds": 2,
+    "grid": {"parameterization.name": ["pixel", "fourier"]},
+    "batch_size": 4,
+}
+
+
+def write(tmp_path: Path, data: dict, name: str = "sweep.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def pixels(path: Path) -> bytes:
+    with Image.open(path) as image:
+        return image.tobytes()
+
+
+def test_a_sweep_expands_to_grid_points_prompts_and_seeds(tmp_path):
+    sweep = load_sweep(write(tmp_path, SWEEP))
+    assert len(sweep.points) == 2 and len(sweep.items) == 2 * 3 * 2
+    assert [p["run"]["parameterization"]["name"] for p in sweep.points] == ["pixel", "fourier"]
+    assert len({i.id for i in sweep.items}) == 12
+    assert [len(b.items) for b in sweep.blocks] == [4, 2, 4, 2]  # two prompts x two seeds per block
+    assert all(len({i.point for i in b.items}) == 1 for b in sweep.blocks)
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("p.txt", "a red circle\n\na blue square\n"),
+        ("p.csv", "text,label,weight\na red circle,red,\na blue square,,2\n"),
+        ("p.jsonl", '{"text": "a red circle", "label": "red"}\n{"text": "a blue square", "weight": 2}\n'),
+    ],
+)
+def test_prompts_come_from_a_file(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    sweep = load_sweep(write(tmp_path, {**SWEEP, "prompts": name, "grid": {}}))
+    texts = [i.prompt if isinstance(i.prompt, str) else i.prompt["text"] for i in sweep.items]
+    assert texts == ["a red circle"] * 2 + ["a blue square"] * 2
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"grid": {"parameterization.name": ["pixle"]}},
+            'grid point parameterization.name="pixle": parameterization.name',
+        ),
+        ({"grid": {"optimizer.lr": [0.1, -1]}}, "grid point optimizer.lr=-1: optimizer.lr"),
+        ({"base": {**BASE, "prompts": ["x"]}}, "base.prompts: the sweep sets it"),
+        ({"prompts": "missing.txt"}, "prompts: cannot read"),
+        ({"grid": {"steps": []}}, "grid: grid 'steps' has no values"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_sweep_spec_errors_name_their_place(tmp_path, capsys, change, message):
+    path = write(tmp_path, {**SWEEP, **change})
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_runs_once_and_then_resumes_nothing(tmp_path, monkeypatch):
+    sweep = load_sweep(write(tmp_path, SWEEP))
+    counts = run_sweep(sweep, tmp_path / "out", show_progress=False)
+    assert counts == {"items": 12, "done": 12, "failed": 0, "left": 0}
+    records = read_index(tmp_path / "out")
+    assert {r["status"] for r in records.values()} == {"done"} and len(records) == 12
+    for record in records.values():
+        with Image.open(tmp_path / "out" / record["png"]) as image:
+            assert image.size == (32, 32) and image.text["seed"] == str(record["seed"])
+    runs = []
+    monkeypatch.setattr(clipforge.Engine, "run", lambda self: runs.append(1))
+    start = time.perf_counter()
+    assert run_sweep(load_sweep(write(tmp_path, SWEEP)), tmp_path / "out", show_progress=False)["done"] == 12
+    assert runs == [] and time.perf_counter() - start < 5
+
+
+def test_new_prompts_run_alone_and_a_changed_point_is_refused(tmp_path, capsys):
+    path = write(tmp_path, SWEEP)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    before = {k: v["finished"] for k, v in read_index(tmp_path / "out").items()}
+    grown = write(tmp_path, {**SWEEP, "prompts": [*SWEEP["prompts"], "a cyan ring"]})
+    assert main(["sweep", str(grown), "--out", str(tmp_path / "out")]) == 0
+    after = read_index(tmp_path / "out")
+    assert len(after) == 16 and all(after[k]["finished"] == t for k, t in before.items())  # old items untouched
+    changed = write(tmp_path, {**SWEEP, "base": {**BASE, "steps": 4}})
+    assert main(["sweep", str(changed), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "the sweep changed in a way that alters finished items" in err and "steps" in err
+
+
+def test_a_failing_block_is_recorded_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    real = clipforge.Engine.run
+
+    def fail_fourier(self):
+        if self.spec.parameterization.name == "fourier":
+            raise RuntimeError("out of luck")
+        return real(self)
+
+    monkeypatch.setattr(clipforge.Engine, "run", fail_fourier)
+    path = write(tmp_path, SWEEP)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert main(["sweep", str(tmp_path / "out"), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "6 done, 6 failed, 0 left of 12 items" in out and "RuntimeError: out of luck" in out
+    monkeypatch.setattr(clipforge.Engine, "run", real)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0  # the failed ones are retried
+    assert "12 done, 0 failed" in capsys.readouterr().out
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "clipforge", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def test_a_killed_sweep_loses_at_most_its_block_in_flight(tmp_path):
+    spec = {**SWEEP, "base": {**BASE, "steps": 40}, "batch_size": 2, "grid": {}}
+    path = write(tmp_path, spec)
+    process = _cli("sweep", str(path), "--out", str(tmp_path / "out"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp_path / "out" / "index.jsonl").exists():
+        time.sleep(0.05)
+    while time.monotonic() < deadline and len(read_index(tmp_path / "out")) < 2:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    records = read_index(tmp_path / "out")
+    assert 2 <= len(records) < 6, "killed too late to test anything"
+    for record in records.values():  # everything the index counts is whole
+        pixels(tmp_path / "out" / record["png"])
+    finished = {k: v["finished"] for k, v in records.items()}
+    rerun = _cli("sweep", str(path), "--out", str(tmp_path / "out"))
+    assert rerun.wait(timeout=300) == 0, rerun.communicate()
+    after = read_index(tmp_path / "out")
+    assert len(after) == 6 and all(after[k]["finished"] == t for k, t in finished.items())
+
+
+def test_shards_together_make_the_one_process_sweep(tmp_path):
+    path = write(tmp_path, SWEEP)
+    one = _cli("sweep", str(path), "--out", str(tmp_path / "one"))
+    shards = [_cli("sweep", str(path), "--out", str(tmp_path / "split"), "--shard", f"{i}/2") for i in (0, 1)]
+    for process in (one, *shards):
+        assert process.wait(timeout=300) == 0, process.communicate()
+    whole, split = read_index(tmp_path / "one"), read_index(tmp_path / "split")
+    assert set(whole) == set(split) and len(whole) == 12
+    assert len(list((tmp_path / "split").glob("index.shard-*-of-2.jsonl"))) == 2
+    for item, record in whole.items():
+        assert pixels(tmp_path / "one" / record["png"]) == pixels(tmp_path / "split" / split[item]["png"])
+
+
+def test_torchrun_spreads_a_sweep_over_ranks(tmp_path):
+    pytest.importorskip("torch.distributed.run")
+    path = write(tmp_path, SWEEP)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29531",
+            "-m",
+            "clipforge",
+            "sweep",
+            str(path),
+            "--out",
+            str(tmp_path / "ranks"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("12 done, 0 failed, 0 left of 12 items") == 2  # each rank, after the barrier
+    one = subprocess.run(
+        [sys.executable, "-m", "clipforge", "sweep", str(path), "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one.returncode == 0
+    whole, ranks = read_index(tmp_path / "one"), read_index(tmp_path / "ranks")
+    assert set(whole) == set(ranks)
+    for item, record in whole.items():
+        assert pixels(tmp_path / "one" / record["png"]) == pixels(tmp_path / "ranks" / ranks[item]["png"])
