@@ -79,7 +79,10 @@ def test_example_specs_are_valid(spec: str, capsys) -> None:
 
     name = Path(spec).stem
     verb = next((v for v in clipforge.default_registry().names("analysis") if name.startswith(v)), None)
-    argv = [verb, str(EXAMPLES / spec), "--check"] if verb else ["validate", str(EXAMPLES / spec)]
+    if spec.startswith("sweeps/"):
+        argv = ["sweep", str(EXAMPLES / spec), "--plan"]
+    else:
+        argv = [verb, str(EXAMPLES / spec), "--check"] if verb else ["validate", str(EXAMPLES / spec)]
     assert main(argv) == 0, capsys.readouterr().err
 
 
