@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import Field, field_validator
 
 from clipforge.components import Callback, Options, RunInfo, StepState
@@ -305,33 +306,79 @@ def run_sweep(
         pending = [b for b in mine if any(done.get(i.id, {}).get("status") != "done" for i in b.items)]
         steps = sum(sweep.points[b.point]["run"]["steps"] for b in pending)
         index_path = folder / (f"index.shard-{rank}-of-{world}.jsonl" if world > 1 else "index.jsonl")
+        fits: dict[int, dict[str, Any]] = {}  # grid point -> the block size (and copy chunks) that fitted
         bar = progress_bar(disable=not show_progress)
         task = bar.add_task(f"sweep: {len(pending)} block(s) of {len(mine)}", total=steps)
         with bar, index_path.open("a", encoding="utf-8") as index:
             for block in pending:
-                _run_block(sweep, block, folder, registry, index, done, lambda: bar.advance(task))
+                _run_block(sweep, block, folder, registry, index, done, lambda: bar.advance(task), fits)
     finally:
         lock.unlink(missing_ok=True)
     return status_counts(sweep, read_index(folder))
 
 
 def _run_block(
-    sweep: Sweep, block: Block, folder: Path, registry: Registry, index: Any, done: dict[str, dict[str, Any]], advance
+    sweep: Sweep,
+    block: Block,
+    folder: Path,
+    registry: Registry,
+    index: Any,
+    done: dict[str, dict[str, Any]],
+    advance,
+    fits: dict[int, dict[str, Any]],
+) -> None:
+    """Run a block; on running out of device memory, run it in halves (then with the copies in
+    chunks), remember what fitted for the grid point in ``fits`` (and ``fit.json``), and use that
+    size for the point's later blocks."""
+    fit = fits.get(block.point)
+    prompts = list(dict.fromkeys(json.dumps(i.prompt, sort_keys=True) for i in block.items))
+    if fit and len(prompts) > fit["prompts"]:
+        for start in range(0, len(prompts), fit["prompts"]):
+            part = set(prompts[start : start + fit["prompts"]])
+            items = [i for i in block.items if json.dumps(i.prompt, sort_keys=True) in part]
+            _run_block(sweep, Block(block.index, block.point, items), folder, registry, index, done, advance, fits)
+        return
+    chunk = fit.get("chunk_copies") if fit else None
+    try:
+        _run_items(sweep, block, folder, registry, index, done, advance, chunk)
+    except torch.OutOfMemoryError:
+        copies = sweep.points[block.point]["run"]["copies"]
+        if len(prompts) > 1:
+            fits[block.point] = {"prompts": len(prompts) // 2, "chunk_copies": chunk}
+        elif (chunk or copies) > 1:
+            fits[block.point] = {"prompts": 1, "chunk_copies": max(1, (chunk or copies) // 2)}
+        else:
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        write_json(folder / f"fit.{os.getpid()}.json", {str(k): v for k, v in fits.items()})
+        _run_block(sweep, block, folder, registry, index, done, advance, fits)
+
+
+def _run_items(
+    sweep: Sweep,
+    block: Block,
+    folder: Path,
+    registry: Registry,
+    index: Any,
+    done: dict[str, dict[str, Any]],
+    advance,
+    chunk_copies: int | None,
 ) -> None:
     point = sweep.points[block.point]
     prompts = list(dict.fromkeys(json.dumps(i.prompt, sort_keys=True) for i in block.items))
     seeds = list(dict.fromkeys(i.seed for i in block.items))
     run = {**point["run"], "prompts": [json.loads(p) for p in prompts], "seeds": seeds, "callbacks": []}
+    if chunk_copies:
+        run["performance"] = {**run["performance"], "chunk_copies": chunk_copies}
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and run["device"] in ("auto", "cuda"):  # torchrun: one device per process
-        import torch
-
         run["device"] = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     by_key = {(json.dumps(i.prompt, sort_keys=True), i.seed): i for i in block.items}
     try:
         resolved: ResolvedSpec = registry.resolve(parse_spec(run))
         result = Engine(resolved, registry=registry, callbacks=[_Advance(advance)]).run()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, torch.OutOfMemoryError):
         raise
     except Exception as exc:  # the block's items fail; the sweep goes on
         error = printable(f"{type(exc).__name__}: {exc}", 500)

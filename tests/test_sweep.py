@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny_backbone
 from PIL import Image
 
@@ -225,3 +226,23 @@ def test_torchrun_spreads_a_sweep_over_ranks(tmp_path):
     assert set(whole) == set(ranks)
     for item, record in whole.items():
         assert pixels(tmp_path / "one" / record["png"]) == pixels(tmp_path / "ranks" / ranks[item]["png"])
+
+
+def test_out_of_memory_halves_the_block_then_chunks_the_copies(tmp_path, monkeypatch):
+    """A device that holds two images, and then only a copy at a time: the sweep fits itself."""
+    real, sizes = clipforge.Engine.run, []
+
+    def small_device(self):
+        images, chunk = len(self.spec.prompts) * len(self.spec.seeds), self.spec.performance.chunk_copies
+        sizes.append((images, chunk))
+        if images > 2 or (self.spec.parameterization.name == "fourier" and chunk is None):
+            raise torch.OutOfMemoryError("CUDA out of memory (pretend)")
+        return real(self)
+
+    monkeypatch.setattr(clipforge.Engine, "run", small_device)
+    counts = run_sweep(load_sweep(write(tmp_path, SWEEP)), tmp_path / "out", show_progress=False)
+    assert counts == {"items": 12, "done": 12, "failed": 0, "left": 0}
+    assert sizes[:2] == [(4, None), (2, None)]  # halved once, then kept at two images
+    assert (2, 1) in sizes  # fourier: one prompt, then its copies one chunk at a time
+    fits = json.loads(next((tmp_path / "out").glob("fit.*.json")).read_text())
+    assert fits["0"] == {"prompts": 1, "chunk_copies": None}
