@@ -1,7 +1,7 @@
 """Sweep throughput against a shell loop, and the cost of resuming a finished sweep.
 
-The shell loop is how users run the authors' script: one ``clipforge invert`` process per prompt,
-each loading the model and inverting one image. The sweep is one ``clipforge sweep`` process that
+The shell loop is how users run the authors' script: one ``clipforge invert`` process per prompt and
+seed, each loading the model and inverting one image. The sweep is one ``clipforge sweep`` process that
 inverts the same prompts (one seed each) in engine batches. Both run the same settings on the same
 model, one after the other, each as its own process; then the finished sweep's command is run again
 and timed (it has nothing left to do).
@@ -50,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=96)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt (the offline world has 90 captions)")
     parser.add_argument("--batch", type=int, default=16, help="the sweep's batch_size")
     parser.add_argument("--model", default="toyworld-vit")
     parser.add_argument("--pretrained", default=None)
@@ -57,33 +58,44 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    prompts = draw_prompts(args.items, seed=0)
+    prompts = draw_prompts(args.items // args.seeds, seed=0)
+    seeds = list(range(args.seeds))
+    items = len(prompts) * len(seeds)
     base = settings(args)
     python = [sys.executable, "-m", "clipforge"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         loop_seconds = 0.0
-        for i, prompt in enumerate(prompts):  # the shell loop: one process per prompt
-            spec = work / f"prompt_{i}.json"
-            spec.write_text(json.dumps({**base, "prompts": [prompt], "seeds": [0]}))
-            loop_seconds += timed([*python, "invert", str(spec), "--out", str(work / f"run_{i}")])
+        for i, prompt in enumerate(prompts):  # the shell loop: one process per prompt and seed
+            for seed in seeds:
+                spec = work / f"prompt_{i}_{seed}.json"
+                spec.write_text(json.dumps({**base, "prompts": [prompt], "seeds": [seed]}))
+                loop_seconds += timed([*python, "invert", str(spec), "--out", str(work / f"run_{i}_{seed}")])
         sweep = work / "sweep.json"
-        sweep.write_text(json.dumps({"base": {k: v for k, v in base.items() if k != "callbacks"},
-                                     "prompts": prompts, "seeds": [0], "batch_size": args.batch}))
+        sweep.write_text(
+            json.dumps(
+                {
+                    "base": {k: v for k, v in base.items() if k != "callbacks"},
+                    "prompts": prompts,
+                    "seeds": seeds,
+                    "batch_size": args.batch,
+                }
+            )
+        )
         command = [*python, "sweep", str(sweep), "--out", str(work / "sweep")]
         sweep_seconds = timed(command)
         resume_seconds = timed(command)
         index = (work / "sweep" / "index.jsonl").read_text().splitlines()
     result = {
-        "items": args.items,
+        "items": items,
         "steps": args.steps,
         "model": args.model,
         "device": args.device,
         "batch_size": args.batch,
         "loop_seconds": round(loop_seconds, 1),
         "sweep_seconds": round(sweep_seconds, 1),
-        "loop_items_per_hour": round(args.items / loop_seconds * 3600),
-        "sweep_items_per_hour": round(args.items / sweep_seconds * 3600),
+        "loop_items_per_hour": round(items / loop_seconds * 3600),
+        "sweep_items_per_hour": round(items / sweep_seconds * 3600),
         "throughput_ratio": round(loop_seconds / sweep_seconds, 2),
         "resume_finished_seconds": round(resume_seconds, 2),
         "sweep_items_done": len(index),

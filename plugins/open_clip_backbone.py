@@ -18,13 +18,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 from pydantic import Field, model_validator
 
 from clipforge import Backbone, Options, hookimpl, option_error, printable
 
 CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+
+
+def _open_clip():
+    """open_clip, imported when first needed: it takes seconds to import, and listing plugins,
+    validating a spec on a bundled model or resuming a finished sweep does not need it."""
+    import open_clip
+
+    return open_clip
+
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -83,7 +91,7 @@ class OpenClipOptions(Options):
         if ":" in self.model or self.model in bundled_models():
             return self
         name = self.model.replace("/", "-")
-        known = open_clip.list_models()
+        known = _open_clip().list_models()
         if name not in known:
             names = known + list(bundled_models())
             close = difflib.get_close_matches(self.model, names, n=3, cutoff=0.6)
@@ -91,7 +99,7 @@ class OpenClipOptions(Options):
             raise option_error(
                 "model", f"unknown open_clip model {self.model!r}{hint} (see open_clip.list_models())", self.model
             )
-        tags = open_clip.list_pretrained_tags_by_model(name)
+        tags = _open_clip().list_pretrained_tags_by_model(name)
         if self.pretrained is None:
             if "openai" not in tags:
                 raise option_error(
@@ -210,7 +218,7 @@ class OpenClipBackbone(Backbone):
         weights = o.weights() if ":" not in name else None
         quick_gelu = False
         if weights and not os.path.isfile(weights):  # e.g. OpenAI's weights were trained with QuickGELU
-            quick_gelu = bool(open_clip.get_pretrained_cfg(name, weights).get("quick_gelu", False))
+            quick_gelu = bool(_open_clip().get_pretrained_cfg(name, weights).get("quick_gelu", False))
         if weights and not os.path.isfile(weights) and not os.environ.get("HF_HUB_OFFLINE"):
             # a hub download retries for about a minute before it gives up on a machine without network
             print(
@@ -222,7 +230,7 @@ class OpenClipBackbone(Backbone):
             check_checkpoint(weights)
         try:
             with _quiet_root_logger():
-                model = open_clip.create_model(
+                model = _open_clip().create_model(
                     name,
                     pretrained=weights,
                     cache_dir=o.cache_dir,
@@ -237,7 +245,7 @@ class OpenClipBackbone(Backbone):
                 ) from None
             raise BackboneLoadError(f"open_clip backbone: could not load {what}: {exc}") from None
         try:
-            tokenizer = open_clip.get_tokenizer(name)
+            tokenizer = _open_clip().get_tokenizer(name)
         except ModuleNotFoundError as exc:
             raise BackboneLoadError(
                 f"open_clip backbone: the tokenizer of {o.model!r} needs the package {exc.name!r}, which is not "
@@ -248,7 +256,7 @@ class OpenClipBackbone(Backbone):
     def _from_config(self, cfg: dict[str, Any], checkpoint: str | None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
         preprocess = cfg.pop("preprocess_cfg", {})
         custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
-        cls = open_clip.CustomTextCLIP if custom else open_clip.CLIP
+        cls = _open_clip().CustomTextCLIP if custom else _open_clip().CLIP
         try:
             model = cls(**cfg)
         except TypeError as exc:
@@ -256,14 +264,14 @@ class OpenClipBackbone(Backbone):
         if checkpoint:
             check_checkpoint(checkpoint)
             try:
-                open_clip.load_checkpoint(model, checkpoint)
+                _open_clip().load_checkpoint(model, checkpoint)
             except RuntimeError as exc:  # the weights do not fit the architecture
                 first = str(exc).strip().splitlines()
                 raise BackboneLoadError(
                     f"checkpoint {checkpoint!r} does not fit the model's 'config': {' '.join(first[:2])[:300]}"
                 ) from None
         context = cfg.get("text_cfg", {}).get("context_length", 77)
-        return model, open_clip.SimpleTokenizer(context_length=context), preprocess
+        return model, _open_clip().SimpleTokenizer(context_length=context), preprocess
 
     def _from_bundled(self, folder: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
         from clipforge.toyworld import load_model_dir
