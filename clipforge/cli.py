@@ -145,11 +145,14 @@ def cmd_sweep(args: argparse.Namespace, registry: Registry) -> int:
         for i, point in enumerate(sweep.points):
             blocks = [b for b in sweep.blocks if b.point == i]
             settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in point["settings"].items()) or "base"
+            largest = max(len(b.items) for b in blocks)
+            gib = {k: v / 2**30 for k, v in sweeps.estimate_memory(point["run"], largest, registry).items()}
             out.print(
                 printable(
-                    f"point {i} ({settings}): {sum(len(b.items) for b in blocks)} items in "
-                    f"{len(blocks)} blocks of up to {max(len(b.items) for b in blocks)}, "
-                    f"{point['run']['steps']} steps each, {point['run']['copies']} copies",
+                    f"point {i} ({settings}): {sum(len(b.items) for b in blocks)} items in {len(blocks)} blocks of "
+                    f"up to {largest}, {point['run']['steps']} steps each, {point['run']['copies']} copies; "
+                    f"memory per block about {gib['total']:.2f} GiB (weights {gib['weights']:.2f}, activations "
+                    f"{gib['activations']:.2f}, images {gib['images']:.2f})",
                     2000,
                 )
             )

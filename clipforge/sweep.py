@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +263,30 @@ def check_unchanged(sweep: Sweep, folder: Path, done: dict[str, dict[str, Any]])
         )
 
 
+class _Watcher:
+    """Calls ``update`` every ``every`` seconds in a background thread while the block runs."""
+
+    def __init__(self, update, every: float):
+        self.update, self.every = update, every
+        self.stop = threading.Event()
+
+    def __enter__(self) -> _Watcher:
+        def loop() -> None:
+            while not self.stop.wait(self.every):
+                try:
+                    self.update()
+                except OSError:  # an index file being written: next time
+                    pass
+
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 class _Advance(Callback):
     name = "sweep_progress"
 
@@ -307,11 +332,18 @@ def run_sweep(
         steps = sum(sweep.points[b.point]["run"]["steps"] for b in pending)
         index_path = folder / (f"index.shard-{rank}-of-{world}.jsonl" if world > 1 else "index.jsonl")
         fits: dict[int, dict[str, Any]] = {}  # grid point -> the block size (and copy chunks) that fitted
-        bar = progress_bar(disable=not show_progress)
-        task = bar.add_task(f"sweep: {len(pending)} block(s) of {len(mine)}", total=steps)
-        with bar, index_path.open("a", encoding="utf-8") as index:
+        # one bar on rank 0 for the whole sweep (every rank's items, read from the index files), and
+        # under it this process's steps
+        bar = progress_bar(disable=not show_progress or rank != 0)
+        ids = {item.id for item in sweep.items}
+        finished = lambda: sum(r.get("status") == "done" for k, r in read_index(folder).items() if k in ids)  # noqa: E731
+        items_task = bar.add_task(f"sweep: items done (all {world} process(es))", total=len(ids), completed=finished())
+        task = bar.add_task(f"this process: {len(pending)} block(s) of {len(mine)}", total=steps)
+        watcher = _Watcher(lambda: bar.update(items_task, completed=finished()), every=2.0)
+        with bar, watcher, index_path.open("a", encoding="utf-8") as index:
             for block in pending:
                 _run_block(sweep, block, folder, registry, index, done, lambda: bar.advance(task), fits)
+                bar.update(items_task, completed=finished())
     finally:
         lock.unlink(missing_ok=True)
     return status_counts(sweep, read_index(folder))
@@ -452,6 +484,45 @@ def status_counts(sweep: Sweep, records: dict[str, dict[str, Any]]) -> dict[str,
         status = records.get(item.id, {}).get("status")
         counts["done" if status == "done" else "failed" if status == "failed" else "left"] += 1
     return counts
+
+
+def estimate_memory(run: dict[str, Any], images: int, registry: Registry | None = None) -> dict[str, int]:
+    """Bytes one block of ``images`` images needs at the run's largest size, before anything runs:
+    the backbones' weights; the activations one augmented copy keeps for the backward pass, measured
+    by passing one copy through each backbone on the CPU (saved-tensor hooks count what autograd
+    keeps), times the copies that go through at once (``chunk_copies``, or all of them); and the
+    images with their gradients and Adam's two moments. An estimate, on the high side for the
+    activations (a tensor autograd keeps twice, as views, is counted twice; bf16 halves them); the
+    device's own overheads (kernels' workspaces, the allocator's rounding) come on top."""
+    registry = registry or default_registry()
+    resolved = registry.resolve(parse_spec({**run, "prompts": ["x"], "seeds": [0], "device": "cpu"}))
+    weights = per_copy = 0
+    for component in resolved.components["backbones"]:
+        backbone = component.build(torch.device("cpu"))
+        model = getattr(backbone, "model", None)
+        if isinstance(model, torch.nn.Module):
+            weights += sum(p.numel() * p.element_size() for p in model.parameters())
+        saved = [0]
+
+        def pack(tensor: torch.Tensor, saved: list[int] = saved) -> torch.Tensor:
+            saved[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        pixels = torch.rand(1, 3, *backbone.input_size, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            backbone.encode_image(pixels)
+        per_copy += saved[0]
+    copies = images * run["copies"]
+    at_once = min(copies, run["performance"].get("chunk_copies") or copies)
+    size = max(step["size"] for step in run["resolution"])
+    image_bytes = images * 3 * size * size * 4 * 4  # the images, their gradients, Adam's two moments
+    activations = per_copy * at_once
+    return {
+        "weights": weights,
+        "activations": activations,
+        "images": image_bytes,
+        "total": weights + activations + image_bytes,
+    }
 
 
 def shard_from_environment() -> tuple[int, int]:

@@ -246,3 +246,84 @@ def test_out_of_memory_halves_the_block_then_chunks_the_copies(tmp_path, monkeyp
     assert (2, 1) in sizes  # fourier: one prompt, then its copies one chunk at a time
     fits = json.loads(next((tmp_path / "out").glob("fit.*.json")).read_text())
     assert fits["0"] == {"prompts": 1, "chunk_copies": None}
+
+
+def test_one_progress_bar_counts_the_items_of_every_process(tmp_path, capsys):
+    sweep = load_sweep(write(tmp_path, SWEEP))
+    run_sweep(sweep, tmp_path / "out", shard=(0, 2), show_progress=True)
+    err = capsys.readouterr().err
+    assert "items done (all 2 process(es))" in err and "8/12" in err  # blocks 0 and 2: 4 + 4 items
+    run_sweep(sweep, tmp_path / "out", shard=(1, 2), show_progress=True)
+    assert "items done" not in capsys.readouterr().err  # only rank 0 shows the bar
+    run_sweep(sweep, tmp_path / "out", shard=(0, 2), show_progress=True)
+    assert "12/12" in capsys.readouterr().err  # the other process's items count too
+
+
+def test_plan_estimates_memory_that_grows_with_the_block_and_shrinks_with_chunks(tmp_path, capsys):
+    from clipforge.sweep import estimate_memory
+
+    run = load_sweep(write(tmp_path, SWEEP)).points[0]["run"]
+    one, four = estimate_memory(run, 1), estimate_memory(run, 4)
+    assert one["activations"] > 0 and four["activations"] == 4 * one["activations"]
+    assert four["weights"] == one["weights"] > 0
+    chunked = estimate_memory({**run, "performance": {**run["performance"], "chunk_copies": 1}}, 4)
+    assert chunked["activations"] == one["activations"] // run["copies"]
+    assert main(["sweep", str(write(tmp_path, SWEEP)), "--plan"]) == 0
+    assert "memory per block about" in capsys.readouterr().out
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of a torchrun worker of the given rank (read from its environment)."""
+    children = subprocess.run(["ps", "--ppid", str(launcher), "-o", "pid="], capture_output=True, text=True).stdout
+    for pid in children.split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+def test_killing_one_torchrun_rank_then_rerunning_finishes_the_rest(tmp_path):
+    spec = {
+        **SWEEP,
+        "base": {**BASE, "steps": 60},
+        "prompts": [f"a red circle number {i}" for i in range(6)],
+        "seeds": 1,
+        "batch_size": 1,
+        "grid": {},
+    }
+    path = write(tmp_path, spec)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        "-m",
+        "clipforge",
+        "sweep",
+        str(path),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "out").exists() or not read_index(tmp_path / "out"):  # until an item is done
+        assert time.monotonic() < deadline and launcher.poll() is None, "no item finished"
+        time.sleep(0.05)
+    victim = _rank_pid(launcher.pid, 1)
+    assert victim is not None
+    os.kill(victim, 9)
+    launcher.wait(timeout=120)
+    before = {k: v["finished"] for k, v in read_index(tmp_path / "out").items() if v["status"] == "done"}
+    assert len(before) < 6, "the sweep finished before the kill"
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = read_index(tmp_path / "out")
+    assert sorted(r["status"] for r in after.values()) == ["done"] * 6
+    assert all(after[k]["finished"] == t for k, t in before.items())  # what was done stays done
