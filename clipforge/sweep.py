@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -266,11 +266,15 @@ def check_unchanged(sweep: Sweep, folder: Path, done: dict[str, dict[str, Any]])
 class _Watcher:
     """Calls ``update`` every ``every`` seconds in a background thread while the block runs."""
 
-    def __init__(self, update, every: float):
-        self.update, self.every = update, every
+    def __init__(self, update, every: float, active: bool = True):
+        self.update, self.every, self.active = update, every, active
         self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
 
     def __enter__(self) -> _Watcher:
+        if not self.active:  # nothing is shown: nothing to watch
+            return self
+
         def loop() -> None:
             while not self.stop.wait(self.every):
                 try:
@@ -284,7 +288,34 @@ class _Watcher:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()
-        self.thread.join()
+        if self.thread is not None:
+            self.thread.join()
+
+
+class _DoneCounter:
+    """How many of ``ids`` the index files say are done, reading only the lines added since the
+    last call (the files only grow), so that watching a long sweep costs nothing per poll."""
+
+    def __init__(self, folder: Path, ids: set[str]):
+        self.folder, self.ids = folder, ids
+        self.offsets: dict[Path, int] = {}
+        self.done: set[str] = set()
+
+    def __call__(self) -> int:
+        for path in sorted(self.folder.glob("index*.jsonl")):
+            with path.open("rb") as f:
+                f.seek(self.offsets.get(path, 0))
+                data = f.read()
+            whole = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
+            self.offsets[path] = self.offsets.get(path, 0) + len(whole)
+            for line in whole.splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if record.get("id") in self.ids:
+                    (self.done.add if record.get("status") == "done" else self.done.discard)(record["id"])
+        return len(self.done)
 
 
 class _Advance(Callback):
@@ -331,144 +362,145 @@ def run_sweep(
         pending = [b for b in mine if any(done.get(i.id, {}).get("status") != "done" for i in b.items)]
         steps = sum(sweep.points[b.point]["run"]["steps"] for b in pending)
         index_path = folder / (f"index.shard-{rank}-of-{world}.jsonl" if world > 1 else "index.jsonl")
-        fits: dict[int, dict[str, Any]] = {}  # grid point -> the block size (and copy chunks) that fitted
         # one bar on rank 0 for the whole sweep (every rank's items, read from the index files), and
         # under it this process's steps
-        bar = progress_bar(disable=not show_progress or rank != 0)
-        ids = {item.id for item in sweep.items}
-        finished = lambda: sum(r.get("status") == "done" for k, r in read_index(folder).items() if k in ids)  # noqa: E731
-        items_task = bar.add_task(f"sweep: items done (all {world} process(es))", total=len(ids), completed=finished())
+        shown = show_progress and rank == 0
+        bar = progress_bar(disable=not shown)
+        finished = _DoneCounter(folder, {item.id for item in sweep.items})
+        items_task = bar.add_task(
+            f"sweep: items done (all {world} process(es))", total=len(sweep.items), completed=finished()
+        )
         task = bar.add_task(f"this process: {len(pending)} block(s) of {len(mine)}", total=steps)
-        watcher = _Watcher(lambda: bar.update(items_task, completed=finished()), every=2.0)
+        watcher = _Watcher(lambda: bar.update(items_task, completed=finished()), every=2.0, active=shown)
         with bar, watcher, index_path.open("a", encoding="utf-8") as index:
+            runner = _BlockRunner(sweep, folder, registry, index, done, lambda: bar.advance(task))
             for block in pending:
-                _run_block(sweep, block, folder, registry, index, done, lambda: bar.advance(task), fits)
+                runner.run(block)
                 bar.update(items_task, completed=finished())
     finally:
         lock.unlink(missing_ok=True)
     return status_counts(sweep, read_index(folder))
 
 
-def _run_block(
-    sweep: Sweep,
-    block: Block,
-    folder: Path,
-    registry: Registry,
-    index: Any,
-    done: dict[str, dict[str, Any]],
-    advance,
-    fits: dict[int, dict[str, Any]],
-) -> None:
-    """Run a block; on running out of device memory, run it in halves (then with the copies in
-    chunks), remember what fitted for the grid point in ``fits`` (and ``fit.json``), and use that
-    size for the point's later blocks."""
-    fit = fits.get(block.point)
-    prompts = list(dict.fromkeys(json.dumps(i.prompt, sort_keys=True) for i in block.items))
-    if fit and len(prompts) > fit["prompts"]:
-        for start in range(0, len(prompts), fit["prompts"]):
-            part = set(prompts[start : start + fit["prompts"]])
-            items = [i for i in block.items if json.dumps(i.prompt, sort_keys=True) in part]
-            _run_block(sweep, Block(block.index, block.point, items), folder, registry, index, done, advance, fits)
-        return
-    chunk = fit.get("chunk_copies") if fit else None
-    try:
-        _run_items(sweep, block, folder, registry, index, done, advance, chunk)
-    except torch.OutOfMemoryError:
-        copies = sweep.points[block.point]["run"]["copies"]
-        if len(prompts) > 1:
-            fits[block.point] = {"prompts": len(prompts) // 2, "chunk_copies": chunk}
-        elif (chunk or copies) > 1:
-            fits[block.point] = {"prompts": 1, "chunk_copies": max(1, (chunk or copies) // 2)}
-        else:
-            raise
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        write_json(folder / f"fit.{os.getpid()}.json", {str(k): v for k, v in fits.items()})
-        _run_block(sweep, block, folder, registry, index, done, advance, fits)
+@dataclass
+class _BlockRunner:
+    """Runs blocks of one process's share of a sweep, writing their items and index lines; keeps,
+    per grid point, the block size (and copy chunks) that fitted the device."""
 
+    sweep: Sweep
+    folder: Path
+    registry: Registry
+    index: Any  # the open index file
+    done: dict[str, dict[str, Any]]
+    advance: Any  # called after every optimisation step
+    fits: dict[int, dict[str, Any]] = field(default_factory=dict)
 
-def _run_items(
-    sweep: Sweep,
-    block: Block,
-    folder: Path,
-    registry: Registry,
-    index: Any,
-    done: dict[str, dict[str, Any]],
-    advance,
-    chunk_copies: int | None,
-) -> None:
-    point = sweep.points[block.point]
-    prompts = list(dict.fromkeys(json.dumps(i.prompt, sort_keys=True) for i in block.items))
-    seeds = list(dict.fromkeys(i.seed for i in block.items))
-    run = {**point["run"], "prompts": [json.loads(p) for p in prompts], "seeds": seeds, "callbacks": []}
-    if chunk_copies:
-        run["performance"] = {**run["performance"], "chunk_copies": chunk_copies}
-    local_rank = os.environ.get("LOCAL_RANK")
-    if local_rank is not None and run["device"] in ("auto", "cuda"):  # torchrun: one device per process
-        run["device"] = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    by_key = {(json.dumps(i.prompt, sort_keys=True), i.seed): i for i in block.items}
-    try:
-        resolved: ResolvedSpec = registry.resolve(parse_spec(run))
-        result = Engine(resolved, registry=registry, callbacks=[_Advance(advance)]).run()
-    except (KeyboardInterrupt, torch.OutOfMemoryError):
-        raise
-    except Exception as exc:  # the block's items fail; the sweep goes on
-        error = printable(f"{type(exc).__name__}: {exc}", 500)
-        for item in block.items:
-            if done.get(item.id, {}).get("status") != "done":
-                _append(
-                    index,
-                    {
-                        "id": item.id,
-                        "point": item.point,
-                        "point_hash": point["hash"],
-                        "status": "failed",
-                        "error": error,
-                        "seed": item.seed,
-                        "prompt": item.prompt,
-                    },
+    def run(self, block: Block) -> None:
+        """Run a block; on running out of device memory, run it in halves (then with the copies in
+        chunks), remember what fitted for the grid point (also in ``fit.<pid>.json``), and use that
+        size for the point's later blocks."""
+        fit = self.fits.get(block.point)
+        prompts = list(dict.fromkeys(json.dumps(i.prompt, sort_keys=True) for i in block.items))
+        if fit and len(prompts) > fit["prompts"]:
+            for start in range(0, len(prompts), fit["prompts"]):
+                part = set(prompts[start : start + fit["prompts"]])
+                self.run(
+                    Block(
+                        block.index,
+                        block.point,
+                        [i for i in block.items if json.dumps(i.prompt, sort_keys=True) in part],
+                    )
                 )
-        return
-    if result.interrupted:
-        raise KeyboardInterrupt
-    final = result.metrics[-1] if result.metrics else {}
-    shown = to_display(result.images, sweep.points[block.point]["run"]["output"]["rescale"])
-    images_dir = folder / "items" / f"p{block.point:03d}"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    for row in result.rows:
-        item = by_key[(prompts[row.prompt_index], row.seed)]
-        if done.get(item.id, {}).get("status") == "done":
-            continue
-        png = images_dir / f"{item.id}.png"
-        save_png(
-            shown[row.index],
-            png,
-            {
-                "prompt": row.label,
-                "seed": str(row.seed),
-                "spec_hash": result.spec_hash,
-                "sweep_point": json.dumps(point["settings"]),
-            },
-        )
-        _append(
-            index,
-            {
-                "id": item.id,
-                "point": item.point,
-                "point_hash": point["hash"],
-                "settings": point["settings"],
-                "prompt": item.prompt,
-                "label": row.label,
-                "seed": item.seed,
-                "status": "done",
-                "png": str(png.relative_to(folder)),
-                "similarity": final.get("similarity", [math.nan] * len(result.rows))[row.index],
-                "loss": final.get("loss", [math.nan] * len(result.rows))[row.index],
-                "steps": result.steps_done,
-                "seconds": round(result.seconds / len(result.rows), 4),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-        )
+            return
+        chunk = fit.get("chunk_copies") if fit else None
+        try:
+            self._items(block, chunk)
+        except torch.OutOfMemoryError:
+            copies = self.sweep.points[block.point]["run"]["copies"]
+            if len(prompts) > 1:
+                self.fits[block.point] = {"prompts": len(prompts) // 2, "chunk_copies": chunk}
+            elif (chunk or copies) > 1:
+                self.fits[block.point] = {"prompts": 1, "chunk_copies": max(1, (chunk or copies) // 2)}
+            else:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            write_json(self.folder / f"fit.{os.getpid()}.json", {str(k): v for k, v in self.fits.items()})
+            self.run(block)
+
+    def _items(self, block: Block, chunk_copies: int | None) -> None:
+        point = self.sweep.points[block.point]
+        prompts = list(dict.fromkeys(json.dumps(i.prompt, sort_keys=True) for i in block.items))
+        seeds = list(dict.fromkeys(i.seed for i in block.items))
+        run = {**point["run"], "prompts": [json.loads(p) for p in prompts], "seeds": seeds, "callbacks": []}
+        if chunk_copies:
+            run["performance"] = {**run["performance"], "chunk_copies": chunk_copies}
+        local_rank = os.environ.get("LOCAL_RANK")
+        if local_rank is not None and run["device"] in ("auto", "cuda"):  # torchrun: one device per process
+            run["device"] = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        by_key = {(json.dumps(i.prompt, sort_keys=True), i.seed): i for i in block.items}
+        try:
+            resolved: ResolvedSpec = self.registry.resolve(parse_spec(run))
+            result = Engine(resolved, registry=self.registry, callbacks=[_Advance(self.advance)]).run()
+        except (KeyboardInterrupt, torch.OutOfMemoryError):
+            raise
+        except Exception as exc:  # the block's items fail; the sweep goes on
+            error = printable(f"{type(exc).__name__}: {exc}", 500)
+            for item in block.items:
+                if self.done.get(item.id, {}).get("status") != "done":
+                    _append(
+                        self.index,
+                        {
+                            "id": item.id,
+                            "point": item.point,
+                            "point_hash": point["hash"],
+                            "status": "failed",
+                            "error": error,
+                            "seed": item.seed,
+                            "prompt": item.prompt,
+                        },
+                    )
+            return
+        if result.interrupted:
+            raise KeyboardInterrupt
+        final = result.metrics[-1] if result.metrics else {}
+        shown = to_display(result.images, self.sweep.points[block.point]["run"]["output"]["rescale"])
+        images_dir = self.folder / "items" / f"p{block.point:03d}"
+        images_dir.mkdir(parents=True, exist_ok=True)
+        for row in result.rows:
+            item = by_key[(prompts[row.prompt_index], row.seed)]
+            if self.done.get(item.id, {}).get("status") == "done":
+                continue
+            png = images_dir / f"{item.id}.png"
+            save_png(
+                shown[row.index],
+                png,
+                {
+                    "prompt": row.label,
+                    "seed": str(row.seed),
+                    "spec_hash": result.spec_hash,
+                    "sweep_point": json.dumps(point["settings"]),
+                },
+            )
+            _append(
+                self.index,
+                {
+                    "id": item.id,
+                    "point": item.point,
+                    "point_hash": point["hash"],
+                    "settings": point["settings"],
+                    "prompt": item.prompt,
+                    "label": row.label,
+                    "seed": item.seed,
+                    "status": "done",
+                    "png": str(png.relative_to(self.folder)),
+                    "similarity": final.get("similarity", [math.nan] * len(result.rows))[row.index],
+                    "loss": final.get("loss", [math.nan] * len(result.rows))[row.index],
+                    "steps": result.steps_done,
+                    "seconds": round(result.seconds / len(result.rows), 4),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
 
 
 def _append(index: Any, record: dict[str, Any]) -> None:
