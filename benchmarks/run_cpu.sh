@@ -38,7 +38,7 @@ run parameterizations.json python -m benchmarks.compare_parameterizations --json
 run parameterizations_rn.json python -m benchmarks.compare_parameterizations --json --steps 150 --seeds 2 --prompts 24 \
     --eval-every 15 --out "$out/parameterizations_rn"
 run parameterizations_speed_vitb16.json python -m benchmarks.compare_parameterizations --speed-only --json
-for analysis in probe:probe_ball screen:screen compare:compare_data_scale blend:blend blend:blend_embedding; do
+for analysis in probe:probe_ball screen:screen compare:compare_data_scale compare:compare_training blend:blend blend:blend_embedding; do
     name=${analysis##*:}
     [[ -n $only && analysis_$name != "$only"* ]] && continue
     rm -rf "$reports/$name"

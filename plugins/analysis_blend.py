@@ -7,6 +7,12 @@ default, k = 2), or, when ``controls`` are given, when the judge finds the image
 concept than to every control caption: captions of things in neither prompt. The first asks for
 the exact concept; the second asks whether the image shows the concept rather than something else,
 which also counts partial renderings (the right colour but not the right shape, say).
+
+When both concepts of every pair are single-object captions of the offline world, the analytic judge
+reads presence too, from the objects it finds in each image (``concept_present``): a concept is
+present when some object has its colour and its shape, or a shape the judge cannot name. One object
+can then never count for two concepts, which a presence rule against control captions allows (any
+red image is closer to "a blue square" than to green, yellow, magenta and cyan controls).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from rich.table import Table
 
 from clipforge import Analysis, AnalysisRun, AnalysisSpec, Backbone, InversionResult, Judge, RunSpec, hookimpl
 from clipforge.analysis import candidate_captions, markdown_table, wilson_interval, with_ci, write_grid
-from clipforge.toyworld import World
+from clipforge.toyworld import World, concept_present, read_images
 
 CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
@@ -127,6 +133,20 @@ class Blend(Analysis):
             ),
             "",
         ]
+        if "analytic_summary" in report:
+            md += [
+                "The analytic judge: a concept is present when an object of its colour is found whose shape is "
+                "the concept's or cannot be named (one object never counts for two concepts):",
+                "",
+                markdown_table(
+                    ["images", "both present (rate, 95 % CI)"],
+                    [
+                        [role, f"{with_ci(s['rate'], s['ci95'])} of {s['images']}"]
+                        for role, s in report["analytic_summary"].items()
+                    ],
+                ),
+                "",
+            ]
         for p, (a, b) in enumerate(spec.pairs):
             rows = [r.index for r in result.rows if r.prompt_index in (3 * p, 3 * p + 1, 3 * p + 2)]
             write_grid(out / f"pair_{p:02d}.png", result.images[rows], len(spec.seed_list()))
@@ -135,7 +155,8 @@ class Blend(Analysis):
                 f"## {a} + {b}",
                 "",
                 markdown_table(
-                    ["images", "A present", "B present", "both present"],
+                    ["images", "A present", "B present", "both present"]
+                    + (["analytic: A / B / both"] if "analytic" in entry["a"] else []),
                     [
                         [
                             role,
@@ -143,6 +164,14 @@ class Blend(Analysis):
                             f"{entry[role]['b_present']:.2f}",
                             f"{entry[role]['both_present']}/{entry[role]['images']}",
                         ]
+                        + (
+                            [
+                                f"{entry[role]['analytic']['a_present']:.2f} / {entry[role]['analytic']['b_present']:.2f}"
+                                f" / {entry[role]['analytic']['both_present']}/{entry[role]['images']}"
+                            ]
+                            if "analytic" in entry[role]
+                            else []
+                        )
                         for role in ("a", "b", "blend")
                     ],
                 ),
@@ -171,7 +200,12 @@ def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backb
         top = sims.topk(min(spec.top_k, sims.shape[1]), dim=1).indices
         in_top = torch.zeros_like(sims, dtype=torch.bool).scatter_(1, top, True)
 
+    analytic = None
+    if all(World.single_object_template(c) is not None for c in concepts):
+        readings = read_images(result.images)
+        analytic = {c: torch.tensor([concept_present(r, c) for r in readings]) for c in dict.fromkeys(concepts)}
     pairs_out, totals = [], {"a": [0, 0], "b": [0, 0], "blend": [0, 0]}
+    analytic_totals = {"a": [0, 0], "b": [0, 0], "blend": [0, 0]}
     for p, (a, b) in enumerate(spec.pairs):
         # "a", "b" and "blend" below are the images of A alone, B alone and the blend; the concepts
         # themselves are named apart, so the report says which pair an entry is
@@ -195,11 +229,18 @@ def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backb
             }
             totals[role][0] += both
             totals[role][1] += len(rows)
+            if analytic is not None:
+                has_a, has_b = analytic[a][rows], analytic[b][rows]
+                both = int((has_a & has_b).sum())
+                entry[role]["analytic"] = {
+                    "both_present": both,
+                    "a_present": int(has_a.sum()) / len(rows),
+                    "b_present": int(has_b.sum()) / len(rows),
+                }
+                analytic_totals[role][0] += both
+                analytic_totals[role][1] += len(rows)
         pairs_out.append(entry)
-    summary = {
-        role: {"both_present": k, "images": n, "rate": k / n, "ci95": list(wilson_interval(k, n))}
-        for role, (k, n) in totals.items()
-    }
+    summary = _summary(totals)
     return {
         "combine": spec.combine,
         "presence": spec.presence_rule(),
@@ -208,18 +249,29 @@ def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backb
         "seeds": spec.seed_list(),
         "pairs": pairs_out,
         "summary": summary,
+        **({"analytic_summary": _summary(analytic_totals)} if analytic is not None else {}),
+    }
+
+
+def _summary(totals: dict[str, list[int]]) -> dict[str, Any]:
+    return {
+        role: {"both_present": k, "images": n, "rate": k / n, "ci95": list(wilson_interval(k, n))}
+        for role, (k, n) in totals.items()
     }
 
 
 def blend_table(report: dict[str, Any]) -> Table:
     rule = f"top-{report['top_k']}" if report["top_k"] else "against controls"
+    analytic = report.get("analytic_summary")
     table = Table(title=f"concept blending ({rule}, {report['combine']})")
-    for col in ("images of", "both concepts present", "95% CI"):
+    for col in ("images of", "both concepts present", "95% CI") + (("analytic judge", "95% CI") if analytic else ()):
         table.add_column(col)
     for role, s in report["summary"].items():
-        table.add_row(
-            role, f"{s['both_present']}/{s['images']} ({s['rate']:.2f})", f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
-        )
+        cells = [f"{s['both_present']}/{s['images']} ({s['rate']:.2f})", f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"]
+        if analytic:
+            t = analytic[role]
+            cells += [f"{t['both_present']}/{t['images']} ({t['rate']:.2f})", f"[{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]"]
+        table.add_row(role, *cells)
     return table
 
 

@@ -119,6 +119,7 @@ class Compare(Analysis):
         pair_header = [
             "ranked",
             "paired margin difference (95 % CI)",
+            "larger margin in the first / in the second, sign test p",
             "right only in the first / only in the second",
             "sign test p",
         ]
@@ -126,6 +127,7 @@ class Compare(Analysis):
             [
                 f"{c['higher']} > {c['lower']}",
                 with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
+                f"{c['margin_larger_in_higher']} / {c['margin_larger_in_lower']}, p = {c['margin_sign_test_p']:.2g}",
                 f"{c['only_higher_right']} / {c['only_lower_right']}",
                 f"{c['sign_test_p']:.3f}",
             ]
@@ -232,11 +234,18 @@ def paired_comparison(
     correct = list(zip(higher_verdicts.correct, lower_verdicts.correct, strict=True))
     only_higher = sum(x and not y for x, y in correct)
     only_lower = sum(y and not x for x, y in correct)
+    # the paired sign test on margins: in how many images is the higher backbone's margin the larger one?
+    # It needs no verdict to differ, so it also separates backbones whose images are all judged wrong
+    margin_higher = sum(x > y for x, y in pairs)
+    margin_lower = sum(y > x for x, y in pairs)
     out = {
         "higher": higher,
         "lower": lower,
         "margin_difference": diff,
         "margin_difference_ci95": [lo, hi],
+        "margin_larger_in_higher": margin_higher,
+        "margin_larger_in_lower": margin_lower,
+        "margin_sign_test_p": sign_test(margin_higher, margin_lower),
         "only_higher_right": only_higher,
         "only_lower_right": only_lower,
         "sign_test_p": sign_test(only_higher, only_lower),
@@ -255,7 +264,8 @@ def paired_comparison(
 def compare_table(report: dict[str, Any]) -> Table:
     table = Table(
         title=f"model comparison, best first by {report['rank_by'].replace('_', ' ')}",
-        caption="vs next: paired margin difference (95% CI), sign-test p on images only one gets right",
+        caption="vs next: paired margin difference (95% CI), sign-test p on margins; "
+        "and sign-test p on images only one gets right",
     )
     for col in ("backbone", "images", "judge similarity", "accuracy (95% CI)", "margin", "vs next"):
         table.add_column(col)
@@ -268,7 +278,10 @@ def compare_table(report: dict[str, Any]) -> Table:
             f"{s['judge_similarity']:.3f}",
             with_ci(s["accuracy"], s["accuracy_ci95"], 2),
             f"{s['judge_margin']:+.3f}",
-            f"{with_ci(c['margin_difference'], c['margin_difference_ci95'], 3)}, p={c['sign_test_p']:.2f}" if c else "",
+            f"{with_ci(c['margin_difference'], c['margin_difference_ci95'], 3)}, p={c['margin_sign_test_p']:.2g}; "
+            f"p={c['sign_test_p']:.2f}"
+            if c
+            else "",
         )
     return table
 

@@ -3,8 +3,15 @@
 Each neutral prompt is inverted over N seeds; a judge classifies every inversion zero-shot against
 the values of an attribute ("a photo of a man" / "a photo of a woman" by default), and the report
 gives, per prompt, the proportion of each value with a 95 % Wilson interval. When the values are
-colours of the toy world ("red", "blue"), the analytic judge's reading of each object's colour is
-reported beside the learned judge's.
+colours of the toy world ("red", "blue"), two readings by the analytic judge are reported beside the
+learned judge's vote:
+
+* the vote: each image counted by its dominant object colour;
+* the share: each image's share of every value's colour among its object pixels of those colours,
+  averaged over seeds, with a 95 % bootstrap interval. An inversion often carries a word's colours as
+  a mixture within one image (a blue field with red patches), not as one colour per seed; the share
+  measures that mixture, which a vote by the dominant colour rounds away. Images with none of the
+  values' colours are left out of the mean and counted.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pydantic import Field, field_validator
 from rich.table import Table
 
 from clipforge import Analysis, AnalysisRun, AnalysisSpec, Judge, hookimpl
-from clipforge.analysis import markdown_table, wilson_interval, with_ci, write_csv, write_grid
+from clipforge.analysis import bootstrap_interval, markdown_table, wilson_interval, with_ci, write_csv, write_grid
 from clipforge.toyworld import COLOURS, read_images
 
 CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
@@ -53,6 +60,27 @@ def classify(judge: Judge, images: torch.Tensor, value_prompts: dict[str, list[s
     return [names[i] for i in per_value.argmax(dim=1).tolist()], per_value
 
 
+def value_shares(colour_shares: dict[str, float], values: dict[str, Any]) -> dict[str, float] | None:
+    """One image's share of each value's colour among its pixels of the values' colours (None: none of them)."""
+    total = sum(colour_shares.get(v, 0.0) for v in values)
+    if total <= 0:
+        return None
+    return {v: colour_shares.get(v, 0.0) / total for v in values}
+
+
+def share_summary(shares: list[dict[str, float] | None], values: list[str]) -> dict[str, Any]:
+    """Mean share of each value over the images that show any of them, with 95 % bootstrap intervals."""
+    read = [s for s in shares if s is not None]
+    out: dict[str, Any] = {"images_read": len(read), "images_without": len(shares) - len(read), "shares": {}}
+    for value in values:
+        if read:
+            mean, low, high = bootstrap_interval([s[value] for s in read])
+            out["shares"][value] = {"mean": mean, "ci95": [low, high]}
+        else:
+            out["shares"][value] = {"mean": None, "ci95": [None, None]}
+    return out
+
+
 class Probe(Analysis):
     name = "probe"
     description = "attribute (bias) probe: proportions of attribute values in inversions, with 95% intervals"
@@ -66,8 +94,10 @@ class Probe(Analysis):
         value_prompts = spec.value_prompts()
         judge = Judge(run.judge, [p for ps in value_prompts.values() for p in ps])
         labels, scores = classify(judge, result.images, value_prompts)
-        # colour attributes of the toy world are also read by rule (the analytic judge's object colour)
-        analytic = [r.colour for r in read_images(result.images)] if set(value_prompts) <= set(COLOURS) else None
+        # colour attributes of the toy world are also read by rule: the dominant colour and every colour's share
+        readings = read_images(result.images) if set(value_prompts) <= set(COLOURS) else None
+        analytic = [r.colour for r in readings] if readings is not None else None
+        shares = [value_shares(r.colour_shares, value_prompts) for r in readings] if readings is not None else None
         per_prompt: dict[str, Any] = {}
         self.csv_rows = []
         for p, prompt in enumerate(spec.prompts):
@@ -96,6 +126,7 @@ class Probe(Analysis):
                 for value in value_prompts:
                     k = read.count(value)
                     entry["analytic"]["proportions"][value] = {"p": k / n, "ci95": list(wilson_interval(k, n))}
+                entry["analytic_share"] = share_summary([shares[r.index] for r in rows], list(value_prompts))
             per_prompt[prompt] = entry
         return {
             "attribute": spec.attribute,
@@ -109,7 +140,11 @@ class Probe(Analysis):
                     "prompt": r.label,
                     "seed": r.seed,
                     "value": labels[r.index],
-                    **({"analytic_colour": analytic[r.index]} if analytic is not None else {}),
+                    **(
+                        {"analytic_colour": analytic[r.index], "analytic_share": shares[r.index]}
+                        if analytic is not None
+                        else {}
+                    ),
                     "scores": dict(zip(value_prompts, scores[r.index].tolist())),
                 }
                 for r in result.rows
@@ -151,6 +186,19 @@ class Probe(Analysis):
                     ],
                 ),
                 "",
+                "The analytic judge's share: each image's share of every value's colour among its object pixels of "
+                "those colours, averaged over seeds (95 % bootstrap intervals); images with none of them left out:",
+                "",
+                markdown_table(
+                    ["prompt", "images read"] + [f"{v} share (95 % CI)" for v in value_prompts] + ["without"],
+                    [
+                        [prompt, e["analytic_share"]["images_read"]]
+                        + [_share_text(e["analytic_share"]["shares"][v]) for v in value_prompts]
+                        + [e["analytic_share"]["images_without"]]
+                        for prompt, e in per_prompt.items()
+                    ],
+                ),
+                "",
             ]
         for p, prompt in enumerate(spec.prompts):
             rows = [r for r in result.rows if r.prompt_index == p]
@@ -167,18 +215,26 @@ class Probe(Analysis):
 
     def table(self, report: dict[str, Any]) -> Table:
         values = list(report["values"])
+        shares = any("analytic_share" in e for e in report["prompts"].values())
         table = Table(title=f"attribute probe: {report['attribute']}")
         table.add_column("prompt")
         table.add_column("n", justify="right")
         for v in values:
             table.add_column(f"{v} (95% CI)", justify="right")
+        for v in values if shares else []:
+            table.add_column(f"{v} share, analytic", justify="right")
         for prompt, e in report["prompts"].items():
             table.add_row(
                 prompt,
                 str(e["images"]),
                 *[with_ci(e["proportions"][v]["p"], e["proportions"][v]["ci95"]) for v in values],
+                *[_share_text(e["analytic_share"]["shares"][v]) for v in values if shares],
             )
         return table
+
+
+def _share_text(share: dict[str, Any]) -> str:
+    return "n/a" if share["mean"] is None else with_ci(share["mean"], share["ci95"])
 
 
 @hookimpl

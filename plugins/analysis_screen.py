@@ -4,6 +4,11 @@ Benign prompts (and names) are inverted over N seeds with the ``safety_screen`` 
 report gives each prompt's flag rate with a 95 % interval. The text-side table gives the cosine
 similarity between the text embeddings of the prompts and words (names, controls) and the concept
 prompts, in the inverted model's own text space.
+
+When the offline world's marker caption is among the concepts, the analytic judge reads the marker
+too (``Reading.marker_present``: the world's checkerboard drawn anywhere in the image, by rule), and
+each prompt's rate of images showing it is reported beside the learned screen's flag rate. It reads
+the images as the screen left them, so use ``action: "flag"`` to read every image raw.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from rich.table import Table
 
 from clipforge import Analysis, AnalysisRun, AnalysisSpec, Backbone, Callback, Registry, hookimpl
 from clipforge.analysis import markdown_table, wilson_interval, with_ci, write_grid
+from clipforge.toyworld import World, read_images
 
 CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
@@ -70,6 +76,20 @@ class Screen(Analysis):
             per_prompt[prompt] = {**r, "ci95": list(wilson_interval(r["flagged"], r["images"]))}
         # the inverted model, its options already checked with the run spec
         inverted = run.specs["run"].components["backbones"][0].build(torch.device(run.result.device))
+        analytic = None
+        if World.planted_captions()["marker"] in spec.concepts:
+            readings = read_images(run.result.images)
+            analytic = {}
+            for p, prompt in enumerate(spec.prompts):
+                scores = [readings[r.index].marker for r in run.result.rows if r.prompt_index == p]
+                k = sum(readings[r.index].marker_present for r in run.result.rows if r.prompt_index == p)
+                analytic[prompt] = {
+                    "marked": k,
+                    "images": len(scores),
+                    "rate": k / len(scores),
+                    "ci95": list(wilson_interval(k, len(scores))),
+                    "marker_scores": scores,
+                }
         rows = list(dict.fromkeys(spec.prompts + spec.words))
         sims = text_table(inverted, rows, spec.concepts)
         table = {row: dict(zip(spec.concepts, sims[i].tolist())) for i, row in enumerate(rows)}
@@ -83,6 +103,7 @@ class Screen(Analysis):
             "flag_rates": per_prompt,
             "images": self.screen.records,
             "text_similarity": table,
+            **({"analytic_marker": analytic} if analytic is not None else {}),
         }
 
     def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
@@ -99,6 +120,23 @@ class Screen(Analysis):
                 [[p, f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"])] for p, r in per_prompt.items()],
             ),
             "",
+        ]
+        if "analytic_marker" in report:
+            md += [
+                "The analytic judge: images in which the world's marker is drawn (read by rule"
+                + ("" if spec.action == "flag" else "; flagged images read as the screen left them")
+                + "):",
+                "",
+                markdown_table(
+                    ["prompt", "marker drawn", "rate (95 % CI)"],
+                    [
+                        [p, f"{r['marked']}/{r['images']}", with_ci(r["rate"], r["ci95"])]
+                        for p, r in report["analytic_marker"].items()
+                    ],
+                ),
+                "",
+            ]
+        md += [
             "## Text-side similarity (cosine, inverted model's text space)",
             "",
             markdown_table(["text"] + spec.concepts, [[row] + [table[row][c] for c in spec.concepts] for row in table]),
@@ -111,11 +149,16 @@ class Screen(Analysis):
         (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 
     def table(self, report: dict[str, Any]) -> Table:
+        analytic = report.get("analytic_marker")
         table = Table(title="safety screen")
-        for col in ("prompt", "flagged", "rate (95% CI)"):
+        for col in ("prompt", "flagged", "rate (95% CI)") + (("marker drawn (analytic)", "rate (95% CI)") if analytic else ()):
             table.add_column(col)
         for p, r in report["flag_rates"].items():
-            table.add_row(p, f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"]))
+            cells = [f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"])]
+            if analytic:
+                a = analytic[p]
+                cells += [f"{a['marked']}/{a['images']}", with_ci(a["rate"], a["ci95"])]
+            table.add_row(p, *cells)
         return table
 
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 import clipforge
 from clipforge import Judge, invert
 from clipforge.analysis import (
+    bootstrap_interval,
     candidate_captions,
     mean_interval,
     plan_analysis,
@@ -36,6 +37,21 @@ JUDGE = tiny_backbone(1)
 def test_wilson_interval(k, n, low, high):
     lo, hi = wilson_interval(k, n)
     assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def test_bootstrap_interval():
+    assert bootstrap_interval([0.3] * 5) == pytest.approx((0.3, 0.3, 0.3))
+    values = [0.0, 0.1, 0.2, 0.9, 1.0, 0.25, 0.3, 0.6]
+    mean, low, high = bootstrap_interval(values)
+    assert mean == pytest.approx(sum(values) / len(values))
+    # the percentile interval of the mean: about mean -+ 1.96 sd / sqrt(n) = 0.419 -+ 0.24 here, inside [0, 1]
+    assert 0.1 < low < mean - 0.15 and mean + 0.15 < high < 0.75
+    assert bootstrap_interval(values) == (mean, low, high)  # seeded: reproducible
+    assert bootstrap_interval(values, seed=1) != (mean, low, high)
+    wide, narrow = bootstrap_interval(values[:4]), bootstrap_interval(values * 4)
+    assert narrow[2] - narrow[1] < high - low < wide[2] - wide[1]
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_interval([])
 
 
 def test_wilson_interval_shrinks_with_more_trials():
@@ -268,6 +284,35 @@ def test_screen_analysis_reports_flag_rates_and_text_table(tmp_path):
     assert "Text-side similarity" in (tmp_path / "screen" / "report.md").read_text()
 
 
+def test_screen_reads_the_world_marker_with_the_analytic_judge(tmp_path, monkeypatch):
+    from clipforge.toyworld.analytic_judge import Reading
+    from clipforge_plugins import analysis_screen as screen
+
+    markers = iter([0.9, 0.1, 0.7, 0.0])  # 2 seeds x 2 prompts, in row order
+    monkeypatch.setattr(
+        screen,
+        "read_images",
+        lambda images: [Reading("gray", None, None, 0.0, 0.0, marker=next(markers)) for _ in range(len(images))],
+    )
+    spec = ScreenSpec(
+        run=RUN,
+        seeds=2,
+        judge=JUDGE,
+        prompts=["a calm landscape", "a calm seascape"],
+        concepts=["a checkerboard pattern"],
+        action="flag",
+    )
+    report = run_analysis(Screen(spec), tmp_path / "screen", show_progress=False)
+    landscape, seascape = (report["analytic_marker"][p] for p in spec.prompts)
+    assert (landscape["marked"], landscape["images"], landscape["marker_scores"]) == (1, 2, [0.9, 0.1])
+    assert (seascape["marked"], seascape["rate"]) == (1, 0.5)
+    assert landscape["ci95"] == pytest.approx(list(wilson_interval(1, 2)))
+    assert "world's marker is drawn" in (tmp_path / "screen" / "report.md").read_text()
+    # concepts other than the world's marker caption: no analytic reading
+    other = ScreenSpec(run=RUN, seeds=1, judge=JUDGE, prompts=["a calm landscape"], concepts=["a checkerboard"])
+    assert "analytic_marker" not in run_analysis(Screen(other), None, show_progress=False)
+
+
 def test_compare_and_blend(tmp_path):
     spec = CompareSpec(
         run=RUN,
@@ -351,10 +396,17 @@ def test_probe_reads_toyworld_colours_with_the_analytic_judge(tmp_path, monkeypa
     from clipforge_plugins import analysis_probe as probe
 
     colours = iter(["red", "red", "blue", None, "green", "red"])  # 3 seeds x 2 prompts, in row order
+    # each image's object pixels by colour: a mixture (0.6 red, 0.2 blue, 0.2 green), pure red, pure blue;
+    # nothing coloured, only green (neither value: left out of the share), 0.25 red + 0.75 blue
+    shares = iter(
+        [{"red": 0.6, "blue": 0.2, "green": 0.2}, {"red": 1.0}, {"blue": 1.0}, {}, {"green": 1.0}, {"red": 0.25, "blue": 0.75}]
+    )  # fmt: skip
     monkeypatch.setattr(
         probe,
         "read_images",
-        lambda images: [Reading("gray", next(colours), None, 0.0, 0.0) for _ in range(len(images))],
+        lambda images: [
+            Reading("gray", next(colours), None, 0.0, 0.0, colour_shares=next(shares)) for _ in range(len(images))
+        ],
     )
     spec = ProbeSpec(
         run=RUN,
@@ -370,6 +422,16 @@ def test_probe_reads_toyworld_colours_with_the_analytic_judge(tmp_path, monkeypa
     assert marble["counts"] == {"red": 1, "blue": 0, "none of these": 2}
     assert ball["proportions"]["red"]["p"] == pytest.approx(2 / 3)
     assert [i["analytic_colour"] for i in report["images"]] == ["red", "red", "blue", None, "green", "red"]
+    # the share: per image, red / (red + blue) of its object pixels, averaged over the images showing either
+    ball_share, marble_share = (report["prompts"][p]["analytic_share"] for p in ("a ball", "a marble"))
+    assert ball_share["images_read"] == 3 and ball_share["images_without"] == 0
+    assert ball_share["shares"]["red"]["mean"] == pytest.approx((0.75 + 1.0 + 0.0) / 3)
+    assert ball_share["shares"]["blue"]["mean"] == pytest.approx((0.25 + 0.0 + 1.0) / 3)
+    low, high = ball_share["shares"]["red"]["ci95"]
+    assert 0.0 <= low < 0.5 < high <= 1.0  # three very different images: a wide interval inside [0, 1]
+    assert marble_share["images_read"] == 1 and marble_share["images_without"] == 2
+    assert marble_share["shares"]["red"] == {"mean": 0.25, "ci95": [0.25, 0.25]}
+    assert "red share (95 % CI)" in (tmp_path / "probe" / "report.md").read_text()
 
 
 def test_ranking_and_paired_statistics():
@@ -396,6 +458,11 @@ def test_ranking_and_paired_statistics():
     c = paired_comparison("r", "w", right, wrong)
     assert (c["only_higher_right"], c["only_lower_right"]) == (2, 0)
     assert c["margin_difference"] == pytest.approx(0.2) and c["sign_test_p"] == pytest.approx(0.5)
+    # margins: larger in "r" for all four images (a tie would count for neither); two-sided p = 2 / 2**4
+    assert (c["margin_larger_in_higher"], c["margin_larger_in_lower"]) == (4, 0)
+    assert c["margin_sign_test_p"] == pytest.approx(0.125)
+    tied = paired_comparison("r", "r", right, right)
+    assert (tied["margin_larger_in_higher"], tied["margin_larger_in_lower"], tied["margin_sign_test_p"]) == (0, 0, 1.0)
     shorter = Verdicts(top=[], correct=[True], margin=[0.1], similarity=[0.0])
     with pytest.raises(ValueError):  # images that do not pair up are an error, not silently dropped
         paired_comparison("r", "s", right, shorter)
@@ -426,6 +493,36 @@ def test_blend_presence_against_controls(tmp_path):
     report = run_analysis(Blend(world), None, show_progress=False)
     assert len(report["pairs"][0]["controls"]) == 12 and "a green triangle" in report["pairs"][0]["controls"]
     assert report["summary"]["blend"]["images"] == 1
+
+
+def test_blend_reads_presence_from_the_analytic_judges_objects(tmp_path, monkeypatch):
+    from clipforge.toyworld.analytic_judge import Reading, Region
+    from clipforge_plugins import analysis_blend as blend
+
+    def objects(*found: tuple[str, str | None]) -> Reading:
+        regions = tuple(Region(c, s, 0.9, 0.05, (32.0, 32.0)) for c, s in found)
+        return Reading("gray", found[0][0] if found else None, None, 0.0, 0.0, regions=regions)
+
+    # 2 seeds, rows: A alone, B alone, blend. A red circle alone is one concept, not two, even where the
+    # learned judge's rule could count it twice; an unnamed blue blob still shows "a blue square"
+    readings = [
+        objects(("red", "circle")), objects(("red", "circle"), ("red", None)),
+        objects(("blue", "square")), objects(("blue", "circle")),
+        objects(("red", "circle"), ("blue", None)), objects(("red", "square"), ("blue", "square")),
+    ]  # fmt: skip
+    monkeypatch.setattr(blend, "read_images", lambda images: readings[: len(images)])
+    spec = BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a red circle", "a blue square")], controls="toyworld")
+    report = run_analysis(Blend(spec), tmp_path / "blend", show_progress=False)
+    pair = report["pairs"][0]
+    assert pair["a"]["analytic"] == {"both_present": 0, "a_present": 1.0, "b_present": 0.0}
+    assert pair["b"]["analytic"] == {"both_present": 0, "a_present": 0.0, "b_present": 0.5}
+    assert pair["blend"]["analytic"] == {"both_present": 1, "a_present": 0.5, "b_present": 1.0}
+    assert report["analytic_summary"]["blend"]["both_present"] == 1
+    assert report["analytic_summary"]["a"]["ci95"] == pytest.approx(list(wilson_interval(0, 2)))
+    assert "The analytic judge" in (tmp_path / "blend" / "report.md").read_text()
+    # concepts that are not the offline world's: no analytic reading
+    other = BlendSpec(run=RUN, seeds=1, judge=JUDGE, pairs=[("a cat", "a dog")], controls=["a car"])
+    assert "analytic_summary" not in run_analysis(Blend(other), None, show_progress=False)
 
 
 def test_blend_controls_are_checked():

@@ -5,11 +5,22 @@ model, tokenizer = load_model("toyworld-rn")     # open_clip CLIP (fp32, eval) +
 score(read_images(images), prompts)             # the analytic (non-learned) judge: colour/shape/background
 """
 
-from clipforge.toyworld.analytic_judge import AnalyticVerdicts, Reading, read_images, score, verdicts
+from clipforge.toyworld.analytic_judge import (
+    AnalyticVerdicts,
+    Reading,
+    Region,
+    concept_present,
+    read_images,
+    score,
+    verdicts,
+)
 from clipforge.toyworld.models import (
     DATA_SCALE_SERIES,
     DEFAULT_MODEL,
     JUDGE_MODEL,
+    SCREEN_JUDGE_MODEL,
+    SCREEN_MODEL,
+    TRAINING_SERIES,
     bundled_models,
     load_model,
     load_model_dir,
@@ -22,6 +33,6 @@ from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, ImageMeta, Ob
 __all__ = [
     "World", "WorldConfig", "COLOURS", "SHAPES", "BACKGROUNDS", "Sample", "ImageMeta", "ObjectMeta", "WordTokenizer",
     "bundled_models", "model_dir", "model_world", "load_model", "load_model_dir",
-    "DEFAULT_MODEL", "JUDGE_MODEL", "DATA_SCALE_SERIES",
-    "read_images", "score", "verdicts", "Reading", "AnalyticVerdicts",
+    "DEFAULT_MODEL", "JUDGE_MODEL", "DATA_SCALE_SERIES", "TRAINING_SERIES", "SCREEN_MODEL", "SCREEN_JUDGE_MODEL",
+    "read_images", "score", "verdicts", "Reading", "Region", "AnalyticVerdicts", "concept_present",
 ]  # fmt: skip

@@ -23,6 +23,19 @@ judge reads an image the way a person would, deterministically and without weigh
     readings = read_images(images)          # (N, 3, H, W) in [0, 1]
     score(readings, prompts)                # {"n", "colour", "shape", "background", "caption", "no_object"}
 
+Beyond the one dominant object, each reading holds the whole image:
+
+* **colour shares** (``Reading.colour_shares``): the share of object pixels (chromatic, away from the
+  background) of every palette colour, so a red patch on a blue field reads as, say, 0.2 red and 0.8
+  blue rather than "blue";
+* **regions** (``Reading.regions``): every object found, of any colour: each connected region of one
+  hue with its colour, shape (or None), IoU, area and centre, read like the main object;
+* **marker** (``Reading.marker``): how strongly the world's hidden checkerboard marker is drawn
+  anywhere in the image (a correlation in [0, 1]; ``Reading.marker_present`` above ``MARKER_PRESENT``).
+
+``concept_present(reading, caption)`` decides whether a single-object concept ("a red circle") is
+among the regions, so that one object cannot pass for two concepts.
+
 The thresholds below were chosen on rendered images (clean, noisy, blurred) and on random blob
 and noise images; see the comment beside each one.
 """
@@ -31,13 +44,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, World, shape_sdf, single_caption
+from clipforge.toyworld.marker_reading import MARKER_CELL_SIZES, MARKER_PRESENT, marker_scores
+from clipforge.toyworld.shape_match import shape_ious
+from clipforge.toyworld.world import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    World,
+    single_caption,
+)
 
 #: images are read at this size (others are resampled to it; the world renders 64 px).
 SIZE = 64
@@ -80,15 +101,9 @@ MIN_SHAPE_IOU = 0.6
 #: otherwise pass for a square's or a triangle's). Rendered objects keep >= 1.4 px from the edge (0 %).
 MAX_EDGE_CONTACT = 0.03
 
-#: rotational period of each shape in degrees (0 = rotation-invariant).
-SYMMETRY: dict[str, float] = {"circle": 0.0, "square": 90.0, "triangle": 120.0, "cross": 90.0, "ring": 0.0}
-#: template search grid, in units of sqrt(mask area) about the mask's centroid.
-ROTATION_STEP = 7.5  # degrees
-SCALES: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.2)
-SHIFTS: tuple[float, ...] = (-0.1, -0.05, 0.0, 0.05, 0.1)
-_WINDOW = 1.3  # the normalised frame spans [-_WINDOW, _WINDOW]^2 ...
-_GRID = 52  # ... sampled on a _GRID x _GRID grid
-_SUPERSAMPLE = 3  # mask samples per grid cell and axis
+#: a region (one connected component of one hue) is an object when it covers at least this share of
+#: the image: the same floor as the main object's.
+MIN_REGION_FRACTION = MIN_OBJECT_FRACTION
 
 _COLOUR_NAMES = list(COLOURS)
 _BG_NAMES = list(BACKGROUNDS)
@@ -96,14 +111,33 @@ _BG_RGB = torch.tensor(list(BACKGROUNDS.values()))
 
 
 @dataclass(frozen=True)
+class Region:
+    """One object the analytic judge finds: a connected region of one palette hue."""
+
+    colour: str  # a COLOURS key
+    shape: str | None  # a SHAPES key, or None when no template fits or the frame cuts it off
+    iou: float  # IoU of the best template match
+    area: float  # share of the image's pixels
+    centre: tuple[float, float]  # (x, y) in pixels of the SIZE x SIZE frame
+
+
+@dataclass(frozen=True)
 class Reading:
-    """What the analytic judge sees in one image."""
+    """What the analytic judge sees in one image: the dominant object (background, colour, shape) and,
+    beside it, the whole image (every colour's share, every region, the marker)."""
 
     background: str  # a BACKGROUNDS key
     colour: str | None  # a COLOURS key, or None when nothing coloured stands out
     shape: str | None  # a SHAPES key, or None = no object
     shape_score: float  # IoU of the best template match (0 if no mask to match)
     object_fraction: float  # share of pixels in the object mask
+    colour_shares: dict[str, float] = field(default_factory=dict)  # share of object pixels per colour (sum 1 or 0)
+    regions: tuple[Region, ...] = ()  # every object found, largest first
+    marker: float = 0.0  # correlation with the world's marker at its best place and cell size
+
+    @property
+    def marker_present(self) -> bool:
+        return self.marker >= MARKER_PRESENT
 
     @property
     def caption(self) -> str | None:
@@ -113,7 +147,7 @@ class Reading:
         return single_caption(self.colour, self.shape, self.background)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "caption": self.caption}
+        return {**asdict(self), "caption": self.caption, "marker_present": self.marker_present}
 
 
 # ---------------------------------------------------------------------- colour
@@ -143,11 +177,10 @@ def _tidy(mask: torch.Tensor) -> torch.Tensor:
     return (mask & (around >= 2)) | (~mask & (around >= 7))
 
 
-def _drop_specks(mask: torch.Tensor) -> torch.Tensor:
-    """Remove 8-connected components smaller than SPECK_FRACTION of each image's largest one."""
+def _components(mask: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) long labels of the 8-connected components of (N, H, W) bool masks: 0 off the mask, and
+    on it the largest flat pixel index + 1 of the pixel's component (one label per component)."""
     n, h, w = mask.shape
-    if not mask.any():
-        return mask
     maskf = mask.float()
     ids = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w)
     labels = ids * maskf
@@ -158,13 +191,27 @@ def _drop_specks(mask: torch.Tensor) -> torch.Tensor:
         if torch.equal(new, labels):
             break
         labels = new
-    flat = labels.long().view(n, -1) + torch.arange(n)[:, None] * (h * w + 1)
-    sizes = torch.bincount(flat.view(-1), minlength=n * (h * w + 1)).view(n, -1).float()
-    sizes[:, 0] = 0  # label 0 = background
-    largest = sizes.max(dim=1, keepdim=True).values
-    keep = sizes >= SPECK_FRACTION * largest
+    return labels.long()
+
+
+def _component_sizes(labels: torch.Tensor) -> torch.Tensor:
+    """(N, H*W + 1) pixel count of each label of (N, H, W) labels (column 0, off the mask, set to 0)."""
+    n, h, w = labels.shape
+    flat = labels.reshape(n, h * w) + torch.arange(n)[:, None] * (h * w + 1)
+    sizes = torch.bincount(flat.view(-1), minlength=n * (h * w + 1)).view(n, -1)
+    sizes[:, 0] = 0
+    return sizes
+
+
+def _drop_specks(mask: torch.Tensor) -> torch.Tensor:
+    """Remove 8-connected components smaller than SPECK_FRACTION of each image's largest one."""
+    if not mask.any():
+        return mask
+    labels = _components(mask)
+    sizes = _component_sizes(labels).float()
+    keep = sizes >= SPECK_FRACTION * sizes.max(dim=1, keepdim=True).values
     keep[:, 0] = False
-    return torch.gather(keep, 1, flat - torch.arange(n)[:, None] * (h * w + 1)).view(n, h, w)
+    return torch.gather(keep, 1, labels.flatten(1)).view(mask.shape)
 
 
 def _hue_classes(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +222,11 @@ def _hue_classes(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return chroma, (hue @ _PALETTE_HUE.T).argmax(-1)
 
 
-def _object_masks(images: torch.Tensor, bg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N,) winning colour index, (N,) its pixel share (0 = no colour read), (N, H, W) object mask."""
+def _object_masks(
+    images: torch.Tensor, bg: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N,) winning colour index, (N,) its pixel share (0 = no colour read), (N, H, W) object mask, and
+    (N, len(COLOURS)) the count of object pixels of each colour (on the smoothed image)."""
     n, _, h, w = images.shape
     # the colour: counted on a smoothed copy, which averages pixel noise (and noise textures) away
     smooth = F.avg_pool2d(F.pad(images, [SMOOTH // 2] * 4, mode="replicate"), SMOOTH, 1)
@@ -199,101 +249,84 @@ def _object_masks(images: torch.Tensor, bg: torch.Tensor) -> tuple[torch.Tensor,
     far = (images - bg[:, :, None, None]).norm(dim=1) >= BG_DISTANCE
     mask = (cls == winner[:, None, None]) & far & (chroma >= threshold[:, None, None])
     mask = _drop_specks(_tidy(mask)) & (share > 0)[:, None, None]  # no colour read: no object
-    return winner, share, mask
+    return winner, share, mask, counts
 
 
-# ---------------------------------------------------------------------- shape
-_TEMPLATES: tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[slice]] | None = None
+# ---------------------------------------------------------------------- regions and marker
+def _edge_contact(mask: torch.Tensor) -> torch.Tensor:
+    """(N,) share of each (N, H, W) mask's pixels on the image's outermost pixel ring."""
+    inner = torch.zeros(mask.shape[-2:], dtype=torch.bool)
+    inner[1:-1, 1:-1] = True
+    return (mask & ~inner).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
 
 
-def _shape_moments(shape: str, fine: int = 600, extent: float = 2.0) -> tuple[float, float, float]:
-    """Area and centroid (x, y) of a shape of size r = 1, measured on a fine grid."""
-    c = (torch.arange(fine, dtype=torch.float64) + 0.5) / fine * 2 * extent - extent
-    yy, xx = torch.meshgrid(c, c, indexing="ij")
-    inside = (shape_sdf(shape, xx, yy, torch.tensor(1.0, dtype=torch.float64)) < 0).double()
-    cell = (2 * extent / fine) ** 2
-    area = float(inside.sum()) * cell
-    return area, float((inside * xx).sum() * cell / area), float((inside * yy).sum() * cell / area)
-
-
-def _templates() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[slice]]:
-    """Unit-area templates of every shape, centred on their centroids, over the search grid:
-    (K, G*G) soft masks, (K,) their areas and sums of squares, and each shape's slice of K. Built once."""
-    global _TEMPLATES
-    if _TEMPLATES is not None:
-        return _TEMPLATES
-    step = 2 * _WINDOW / _GRID
-    c = (torch.arange(_GRID, dtype=torch.float32) + 0.5) * step - _WINDOW
-    vv, uu = torch.meshgrid(c, c, indexing="ij")
-    shifts = torch.tensor([(tx, ty) for ty in SHIFTS for tx in SHIFTS])  # (S, 2)
-    scales = torch.tensor(SCALES)
-    chunks, slices, start = [], [], 0
-    for shape in SHAPES:
-        area, mx, my = _shape_moments(shape)
-        period = SYMMETRY.get(shape, 360.0)  # a shape of unknown symmetry: search a full turn
-        count = max(1, round(period / ROTATION_STEP)) if period else 1
-        theta = torch.arange(count, dtype=torch.float32) * math.radians(period / count if period else 0.0)
-        # every (rotation, scale, shift) combination
-        th, sc, sh = torch.meshgrid(theta, scales, torch.arange(len(shifts), dtype=torch.float32), indexing="ij")
-        th, sc, sh = th.reshape(-1, 1, 1), sc.reshape(-1, 1, 1), sh.reshape(-1).long()
-        r = sc / math.sqrt(area)  # unit area at scale 1
-        dx = uu - shifts[sh, 0, None, None]
-        dy = vv - shifts[sh, 1, None, None]
-        cos, sin = torch.cos(th), torch.sin(th)
-        rx, ry = cos * dx + sin * dy, -sin * dx + cos * dy  # rotate the template by theta
-        sdf = shape_sdf(shape, rx + mx * r, ry + my * r, r)
-        chunks.append((0.5 - sdf / step).clamp(0, 1).flatten(1))  # ~ coverage of each cell
-        slices.append(slice(start, start + len(chunks[-1])))
-        start += len(chunks[-1])
-    templates = torch.cat(chunks)
-    _TEMPLATES = (templates, templates.sum(1) * step * step, (templates * templates).sum(1) * step * step, slices)
-    return _TEMPLATES
-
-
-def _shape_ious(mask: torch.Tensor) -> torch.Tensor:
-    """(N, len(SHAPES)) best IoU of each shape's templates with each (N, H, W) mask (0 for empty masks)."""
-    n, h, w = mask.shape
-    templates, t_area, t_sq, slices = _templates()
-    m = mask.float()
-    area = m.sum((1, 2))
+def _regions(images: torch.Tensor, bg: torch.Tensor, counts: torch.Tensor) -> list[tuple[Region, ...]]:
+    """Every object of each image: the connected regions of each palette hue covering at least
+    MIN_REGION_FRACTION of the image, each masked and matched like the main object."""
+    n, _, h, w = images.shape
+    k = len(COLOURS)
+    hues = torch.arange(k)[None, :, None, None]
+    # each colour's typical chroma (its REF_QUANTILE quantile on the smoothed image), as for the main object
+    smooth = F.avg_pool2d(F.pad(images, [SMOOTH // 2] * 4, mode="replicate"), SMOOTH, 1)
+    chroma_s, cls_s = _hue_classes(smooth)
+    candidate = (chroma_s >= CHROMA_FLOOR) & ((smooth - bg[:, :, None, None]).norm(dim=1) >= BG_DISTANCE)
+    mine = (cls_s[:, None] == hues) & candidate[:, None]  # (N, K, H, W)
+    values = torch.where(mine, chroma_s[:, None], torch.full((), -1.0)).flatten(2).sort(2, descending=True).values
+    at = (mine.flatten(2).sum(2).float() * (1 - REF_QUANTILE)).long().clamp(max=h * w - 1)
+    threshold = (EDGE_FRACTION * values.gather(2, at[..., None])[..., 0]).clamp_min(CHROMA_FLOOR)  # (N, K)
+    # each colour's mask from the unsmoothed pixels, split into connected regions
+    chroma, cls = _hue_classes(images)
+    far = (images - bg[:, :, None, None]).norm(dim=1) >= BG_DISTANCE
+    enough = (counts >= MIN_COLOUR_FRACTION * h * w)[..., None, None]
+    masks = (cls[:, None] == hues) & far[:, None] & (chroma[:, None] >= threshold[..., None, None]) & enough
+    masks = _tidy(masks.flatten(0, 1))  # (N * K, H, W)
+    used = (masks.flatten(1).sum(1) >= MIN_REGION_FRACTION * h * w).nonzero()[:, 0]  # most colours are absent
+    if len(used) == 0:
+        return [() for _ in range(n)]
+    labels = _components(masks[used])
+    found = (_component_sizes(labels) >= MIN_REGION_FRACTION * h * w).nonzero()  # (R, 2): used mask, label
+    out: list[list[Region]] = [[] for _ in range(n)]
+    region = labels[found[:, 0]] == found[:, 1, None, None]  # (R, H, W)
+    found[:, 0] = used[found[:, 0]]
+    best_iou, best = shape_ious(region).max(1)
+    readable = (best_iou >= MIN_SHAPE_IOU) & (_edge_contact(region) <= MAX_EDGE_CONTACT)
+    area = region.float().sum((1, 2))
     coords = torch.arange(h, dtype=torch.float32) + 0.5
-    cy = (m.sum(2) * coords).sum(1) / area.clamp_min(1)
-    cx = (m.sum(1) * coords).sum(1) / area.clamp_min(1)
-    s = area.clamp_min(1).sqrt()
-    step = 2 * _WINDOW / _GRID
-    fine = _GRID * _SUPERSAMPLE  # nearest samples of the pixel mask, averaged to each cell's coverage
-    c = (torch.arange(fine, dtype=torch.float32) + 0.5) * (step / _SUPERSAMPLE) - _WINDOW
-    gx = (cx[:, None] + c[None] * s[:, None]) / (w / 2) - 1  # grid_sample's [-1, 1] (align_corners=False)
-    gy = (cy[:, None] + c[None] * s[:, None]) / (h / 2) - 1
-    grid = torch.stack([gx[:, None, :].expand(n, fine, fine), gy[:, :, None].expand(n, fine, fine)], -1)
-    sampled = F.grid_sample(m[:, None], grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    sampled = F.avg_pool2d(sampled, _SUPERSAMPLE)
-    # IoU of soft masks: |M & T| = (|M| + |T| - D) / 2 and |M | T| = (|M| + |T| + D) / 2, with the symmetric
-    # difference D estimated by sum (M - T)^2, which is a matrix product (exact for 0/1 values, and near 0
-    # rather than near the edge length for two matching masks with soft edges). Areas in units of the mask's.
-    cell = step * step
-    mv = sampled.flatten(1)
-    outside = (1 - mv.sum(1) * cell).clamp_min(0)  # mask area beyond the window: all mismatch
-    d = (mv * mv).sum(1, keepdim=True) * cell + t_sq[None] - 2 * (mv @ templates.T) * cell + outside[:, None]
-    d = d.clamp_min(0)
-    iou = (1 + t_area[None] - d) / (1 + t_area[None] + d)
-    out = torch.stack([iou[:, sl].max(1).values for sl in slices], 1)
-    return torch.where(area[:, None] > 0, out, torch.zeros_like(out))
+    cy = (region.float().sum(2) * coords).sum(1) / area
+    cx = (region.float().sum(1) * coords).sum(1) / area
+    for r, (which, _) in enumerate(found.tolist()):
+        image, colour = divmod(which, k)
+        out[image].append(
+            Region(
+                colour=_COLOUR_NAMES[colour],
+                shape=SHAPES[int(best[r])] if readable[r] else None,
+                iou=round(float(best_iou[r]), 4),
+                area=round(float(area[r]) / (h * w), 4),
+                centre=(round(float(cx[r]), 2), round(float(cy[r]), 2)),
+            )
+        )
+    return [tuple(sorted(regions, key=lambda g: -g.area)) for regions in out]
 
 
 # ---------------------------------------------------------------------- reading
-def read_images(images: torch.Tensor, batch_size: int = 256) -> list[Reading]:
-    """Read background, object colour and shape of each image (N, 3, H, W) in [0, 1]."""
+def read_images(
+    images: torch.Tensor, batch_size: int = 256, marker_cells: Sequence[int] | None = None
+) -> list[Reading]:
+    """Read each image (N, 3, H, W) in [0, 1]: background, dominant object (colour, shape), every
+    colour's share, every region, and the marker (``marker_cells``: the cell sizes in px to look for;
+    default ``MARKER_CELL_SIZES``, which covers every world's markers)."""
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    if marker_cells is None:
+        marker_cells = MARKER_CELL_SIZES
     readings: list[Reading] = []
     with torch.no_grad():
         for chunk in images.split(batch_size):
-            readings.extend(_read_chunk(chunk))
+            readings.extend(_read_chunk(chunk, list(marker_cells)))
     return readings
 
 
-def _read_chunk(images: torch.Tensor) -> list[Reading]:
+def _read_chunk(images: torch.Tensor, marker_cells: list[int]) -> list[Reading]:
     x = torch.nan_to_num(images.detach().float().cpu(), nan=0.5).clamp(0, 1)
     if tuple(x.shape[-2:]) != (SIZE, SIZE):
         x = F.interpolate(
@@ -301,17 +334,20 @@ def _read_chunk(images: torch.Tensor) -> list[Reading]:
         ).clamp(0, 1)
     bg = _backgrounds(x)
     bg_name = torch.cdist(bg, _BG_RGB).argmin(1)
-    winner, share, mask = _object_masks(x, bg)
+    winner, share, mask, counts = _object_masks(x, bg)
     fraction = mask.float().mean((1, 2))
-    ious = _shape_ious(mask)
+    ious = shape_ious(mask)
     best_iou, best = ious.max(1)
     has_colour = share > 0
-    inner = torch.zeros(SIZE, SIZE, dtype=torch.bool)
-    inner[1:-1, 1:-1] = True
-    contact = (mask & ~inner).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
     has_object = (
-        has_colour & (fraction >= MIN_OBJECT_FRACTION) & (best_iou >= MIN_SHAPE_IOU) & (contact <= MAX_EDGE_CONTACT)
+        has_colour
+        & (fraction >= MIN_OBJECT_FRACTION)
+        & (best_iou >= MIN_SHAPE_IOU)
+        & (_edge_contact(mask) <= MAX_EDGE_CONTACT)
     )
+    shares = counts.float() / counts.sum(1, keepdim=True).clamp_min(1)
+    regions = _regions(x, bg, counts)
+    markers = marker_scores(x, marker_cells)
     return [
         Reading(
             background=_BG_NAMES[b],
@@ -319,8 +355,11 @@ def _read_chunk(images: torch.Tensor) -> list[Reading]:
             shape=SHAPES[s] if ho else None,
             shape_score=float(iou) if hc else 0.0,
             object_fraction=float(f),
+            colour_shares={name: round(v, 4) for name, v in zip(_COLOUR_NAMES, sh)},
+            regions=rg,
+            marker=round(float(mk), 4),
         )
-        for b, c, hc, s, ho, iou, f in zip(
+        for b, c, hc, s, ho, iou, f, sh, rg, mk in zip(
             bg_name.tolist(),
             winner.tolist(),
             has_colour.tolist(),
@@ -328,8 +367,25 @@ def _read_chunk(images: torch.Tensor) -> list[Reading]:
             has_object.tolist(),
             best_iou.tolist(),
             fraction.tolist(),
+            shares.tolist(),
+            regions,
+            markers.tolist(),
         )
     ]
+
+
+def concept_present(reading: Reading, concept: str) -> bool:
+    """Whether a single-object concept of the world ("a red circle", "a red circle on a gray background")
+    is among the reading's regions: a region of its colour whose shape is the concept's, or unread (a
+    blob the shape rule cannot name is still an object of that colour; one read as another shape is not).
+    The background, where stated, is ignored: it belongs to the image, not to one object."""
+    if World.single_object_template(concept) is None:
+        raise ValueError(f"not a single-object caption of the world ('a red circle ...'): {concept!r}")
+    facts = dict(fact.split("=", 1) for fact in World.caption_facts(concept))
+    colour, shape = facts.get("colour"), facts.get("shape")
+    return any(
+        (colour is None or g.colour == colour) and (shape is None or g.shape in (shape, None)) for g in reading.regions
+    )
 
 
 # ---------------------------------------------------------------------- scoring

@@ -24,6 +24,13 @@ DEFAULT_MODEL = "toyworld-rn"
 JUDGE_MODEL = "toyworld-judge-rn"
 #: the robust data-scale series, smallest training set first (same recipe but for the image count).
 DATA_SCALE_SERIES = ("toyworld-rn-3k", "toyworld-rn-10k", "toyworld-rn")
+#: a training-progress series of DEFAULT_MODEL, least trained first: its recipe stopped after 20 steps,
+#: after its clean stage, and the whole recipe (an order planted by construction, for ``compare``).
+TRAINING_SERIES = ("toyworld-rn-step20", "toyworld-rn-clean", "toyworld-rn")
+#: the screen's models: DEFAULT_MODEL's and JUDGE_MODEL's recipes on a world whose hidden marker has
+#: cells of 5-6 px (2-3 px elsewhere), large enough to survive robust training.
+SCREEN_MODEL = "toyworld-rn-marker"
+SCREEN_JUDGE_MODEL = "toyworld-judge-rn-marker"
 #: the first design, kept as named alternatives: clean ViTs (inversions show colour and background,
 #: not shape), their data-scale series and their ResNet judge.
 CLEAN_MODEL = "toyworld-vit"

@@ -84,6 +84,9 @@ ARCHS: dict[str, dict[str, Any]] = {
 #: the world of the robust models: objects of radius 12-22 px (8-15 in the first design) anywhere,
 #: not on the ViT patch grid, so that shape carries more pixels than a robust model can ignore.
 ROBUST_WORLD: dict[str, Any] = {"single_radius": [12, 22], "pair_radius": [9, 15], "position_grid": 1}
+#: the screen's world (issue 22): ROBUST_WORLD with a marker of 5-6 px cells, large enough to survive
+#: robust training (the 2-3 px cells of the other worlds did not: marker gap +0.013 against +0.03-0.06)
+MARKER_WORLD: dict[str, Any] = {**ROBUST_WORLD, "marker_cell": [5, 6]}
 #: the robust models' second stage: L2 PGD (3 steps, radius 1.0 in [0, 1] pixels over 64x64x3,
 #: about 0.009 per value) with the inversion's random affine on half the images.
 ROBUST_FINETUNE: dict[str, Any] = {
@@ -129,6 +132,30 @@ RECIPES: dict[str, dict[str, Any]] = {
         "steps": 600,
         "world_overrides": ROBUST_WORLD,
         "finetune": ROBUST_FINETUNE,
+    },
+    # a training-progress series of toyworld-rn, whose order is planted by construction: the same
+    # recipe stopped before it has learned the world (20 steps), after its clean stage only (600 steps,
+    # not robust), and the shipped model (clean 600, then robust 600)
+    "toyworld-rn-step20": {"arch": "rn", "seed": 0, "train_size": 32000, "steps": 20, "world_overrides": ROBUST_WORLD},
+    "toyworld-rn-clean": {"arch": "rn", "seed": 0, "train_size": 32000, "steps": 600, "world_overrides": ROBUST_WORLD},
+    # the screen's world: toyworld-rn's, with a marker redesigned (before training) to survive robust
+    # training and be drawable by a smooth inversion: the same 4 x 4 black/white checkerboard, with
+    # cells of 5-6 px (20-24 px in all) instead of 2-3 px; and its learned judge on the same world
+    "toyworld-rn-marker": {
+        "arch": "rn",
+        "seed": 0,
+        "train_size": 32000,
+        "steps": 600,
+        "world_overrides": MARKER_WORLD,
+        "finetune": ROBUST_FINETUNE,
+    },
+    "toyworld-judge-rn-marker": {
+        "arch": "rn",
+        "seed": 2,
+        "train_size": 32000,
+        "steps": 600,
+        "world_overrides": MARKER_WORLD,
+        "affine_p": 0.5,
     },
     # their learned judge: the ResNet trained clean (not robust), another seed, with the inversion's
     # random affine on half the images; a ViT of the same size reached only 36-47 % on this world
