@@ -81,8 +81,17 @@ def checked_spec(model: str, prompts: list[str], steps: int, seeds: list[int], o
 
 
 def analytic_report(judged: AnalyticVerdicts) -> dict[str, Any]:
-    """The analytic judge's accuracies and its reading of every image (a caption, or None)."""
-    return {**{k: v for k, v in judged.summary().items() if k != "n"}, "readings": judged.caption}
+    """The analytic judge's accuracies, its reading of every image (a caption, or None), and the mean
+    brightness of the border (the measured background) of the images whose prompt names each background."""
+    brightness: dict[str, list[float]] = {}
+    for prompt, reading in zip(judged.prompts, judged.readings):
+        background = dict(f.split("=", 1) for f in World.caption_facts(prompt))
+        brightness.setdefault(background["background"], []).append(sum(reading.background_rgb) / 3)
+    return {
+        **{k: v for k, v in judged.summary().items() if k != "n"},
+        "background_brightness": {b: round(sum(v) / len(v), 4) for b, v in sorted(brightness.items())},
+        "readings": judged.caption,
+    }
 
 
 def evaluate(model: str, spec: RunSpec, judge: Judge, prompts: list[str]) -> dict[str, Any]:

@@ -117,6 +117,8 @@ def run_analysis(
             for where, resolved in plan.specs.items():
                 engine = Engine(resolved, registry=registry, callbacks=[*callbacks, bar.callback()])
                 results[where] = engine.run()
+                if results[where].interrupted:  # Ctrl-C or SIGTERM: no report from part of the inversions
+                    raise KeyboardInterrupt
         device = next(iter(results.values())).device
         run = AnalysisRun(
             results=results,

@@ -49,17 +49,31 @@ def _resolve(args: argparse.Namespace, registry: Registry) -> ResolvedSpec:
         raise SpecError(exc.problems, args.spec) from None
 
 
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse an empty ``--out`` (``--out ""``, a variable that was not set), which would otherwise
+    mean the default folder."""
+    if args.out is not None and not args.out.strip():
+        raise SpecError([("--out", "is empty: give a folder, or leave --out out to use the default one")])
+
+
+def checkpoint_flags(args: argparse.Namespace) -> list[str]:
+    """``--checkpoint-every`` and ``--checkpoint-seconds`` as ``--set`` overrides (0 too, to be refused)."""
+    flags = {"checkpoint_every": args.checkpoint_every, "checkpoint_seconds": args.checkpoint_seconds}
+    return [f"{key}={value}" for key, value in flags.items() if value is not None]
+
+
 def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
     from clipforge.engine import Engine
 
+    check_out(args)
     if args.resume:
-        if args.spec or args.set or args.out or args.checkpoint_every:
+        if args.spec or args.set or args.out is not None or checkpoint_flags(args):
             raise SpecError(
                 [
                     (
                         "--resume",
                         "continues the run as its folder's spec.json says: give no spec, "
-                        "--set, --out or --checkpoint-every with it",
+                        "--set, --out, --checkpoint-every or --checkpoint-seconds with it",
                     )
                 ]
             )
@@ -68,8 +82,7 @@ def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
         out_dir = args.resume
     elif not args.spec:
         raise SpecError([("", "give a spec file to run, or --resume DIR")])
-    if args.checkpoint_every:
-        args.set = [*(args.set or []), f"checkpoint_every={args.checkpoint_every}"]
+    args.set = [*(args.set or []), *checkpoint_flags(args)]  # checked by the spec, with the flag's name
     resolved = _resolve(args, registry)
     spec = resolved.spec
     if not args.resume:
@@ -82,10 +95,16 @@ def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
         err.print(f"interrupted at step {result.steps_done}/{spec.steps}; current images saved in {out_dir}")
         return 130
     final = result.metrics[-1] if result.metrics else None
-    out.print(f"wrote {len(result.rows)} image(s) to {out_dir} in {result.seconds:.1f} s")
+    withheld = result.withheld or [False] * len(result.rows)
+    written = len(result.rows) - sum(withheld)
+    note = f" ({sum(withheld)} withheld by a screen)" if any(withheld) else ""
+    out.print(f"wrote {written} image(s){note} to {out_dir} in {result.seconds:.1f} s")
     if final:
         for row in result.rows:
-            out.print(f"  {row.slug}: similarity {final['similarity'][row.index]:.3f}")
+            if withheld[row.index]:
+                out.print(f"  {row.slug}: withheld")
+            else:
+                out.print(f"  {row.slug}: similarity {final['similarity'][row.index]:.3f}")
     return 0
 
 
@@ -100,6 +119,7 @@ def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
 def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
     from clipforge.analysis import plan_analysis, run_analysis
 
+    check_out(args)
     entry = registry.get("analysis", args.command)
     spec = load_analysis_spec(entry.cls.Options, args.spec)
     try:
@@ -114,6 +134,9 @@ def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
         report = run_analysis(plan, out_dir, registry)
     except ComponentStartError as exc:
         raise ComponentStartError(f"{args.spec}: {exc}") from exc
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM during the inversions: a report of part of them is no report
+        err.print(f"interrupted: no report written; {out_dir} is left as it was found")
+        return 130
     table = plan.analysis.table(report)
     if table is not None:
         out.print(table)
@@ -131,6 +154,7 @@ def cmd_gallery(args: argparse.Namespace, registry: Registry) -> int:
 def cmd_sweep(args: argparse.Namespace, registry: Registry) -> int:
     from clipforge import sweep as sweeps
 
+    check_out(args)
     if args.status:
         status = sweeps.sweep_status(Path(args.target))
         out.print(
@@ -296,6 +320,12 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="write images and the optimisation state every N steps (default: every 5%% of the run)",
+    )
+    p.add_argument(
+        "--checkpoint-seconds",
+        metavar="S",
+        help="also write them whenever S seconds of wall time have passed since the last time (default: 300), "
+        "so that a killed run loses at most S seconds of work",
     )
     p.add_argument(
         "--set",

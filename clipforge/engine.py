@@ -375,7 +375,8 @@ class Engine:
 
     def run(self) -> InversionResult:
         """Run the loop. With an output folder: claim it (refused if another run holds it or it is
-        not empty), write a checkpoint every ``spec.checkpoint_interval()`` steps, and at the end the
+        not empty), write a checkpoint every ``spec.checkpoint_interval()`` steps and whenever
+        ``spec.checkpoint_seconds`` of wall time have passed since the last one, and at the end the
         final images and ``run.json`` saying ``finished``, ``interrupted`` (Ctrl-C, SIGTERM) or
         ``failed`` (with the error, which is raised again). A run that fails before its first step
         leaves nothing behind."""
@@ -414,7 +415,8 @@ class Engine:
         steps_done = start_step
         interrupted = False
         failure: BaseException | None = None
-        every = spec.checkpoint_interval()
+        every, seconds = spec.checkpoint_interval(), spec.checkpoint_seconds
+        last_checkpoint = time.monotonic()
 
         def flush() -> None:
             records = self._records(pending)
@@ -471,7 +473,12 @@ class Engine:
                     state = StepState(step=steps_done, size=(size, size), _images=lambda: current_images().images)
                     for cb in self.callbacks:
                         cb.on_step_end(self.run_info, state)
-                    if out_dir is not None and steps_done % every == 0 and steps_done < spec.steps:
+                    # a checkpoint every ``every`` steps, and whenever ``seconds`` have passed since the last
+                    # one: it only reads the state, so the images are the same wherever checkpoints fall
+                    due = steps_done % every == 0 or (
+                        seconds is not None and time.monotonic() - last_checkpoint >= seconds
+                    )
+                    if out_dir is not None and due and steps_done < spec.steps:
                         flush()
                         with outputs.signals_held() as arrived:  # a checkpoint is written whole
                             outputs.write_checkpoint(
@@ -487,6 +494,7 @@ class Engine:
                             outputs.write_results(out_dir, result_now(current_images()), self.run_info, "running")
                         if arrived:  # Ctrl-C or SIGTERM came during the checkpoint: stop now
                             raise outputs.Terminated()
+                        last_checkpoint = time.monotonic()
         except KeyboardInterrupt:
             interrupted = True
         except BaseException as exc:  # save what we have, then re-raise

@@ -114,17 +114,29 @@ def gallery_data(folder: Path) -> dict[str, Any]:
 PAGE = Path(__file__).with_name("gallery.html")
 
 
+def script_json(data: Any) -> str:
+    """``data`` as JSON that is safe inside a ``<script>`` element: ``<``, ``>`` and ``&`` written as
+    ``\\u003c`` and so on (JSON reads them back as they were), so that nothing a prompt, a label or a
+    folder name holds (``</script>``, ``<!--<script>``) can end the element early or change how the
+    browser reads it. Non-ASCII characters are escaped too (the line separators U+2028 and U+2029
+    among them, and a file name's undecodable bytes)."""
+    text = json.dumps(data)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def fill_page(template: str, data: dict[str, Any]) -> str:
+    """The page: every ``__TITLE__``, ``__KIND__`` and ``__DATA__`` of ``template`` filled in one pass,
+    so that what one holds (a folder named ``x__DATA__``) is never filled in again."""
+    values = {"TITLE": html.escape(data["title"]), "KIND": html.escape(data["kind"]), "DATA": script_json(data)}
+    return re.sub(r"__(TITLE|KIND|DATA)__", lambda m: values[m.group(1)], template)
+
+
 def write_gallery(folder: str | Path) -> Path:
     """Write ``index.html`` into a run, sweep or analysis report folder; return its path."""
     folder = Path(folder)
-    data = gallery_data(folder)
-    text = json.dumps(data).replace("</", "<\\/")  # no "</script>" can end the data early
-    page = (
-        PAGE.read_text(encoding="utf-8")
-        .replace("__TITLE__", html.escape(data["title"]))
-        .replace("__KIND__", data["kind"])
-        .replace("__DATA__", text)
-    )
+    page = fill_page(PAGE.read_text(encoding="utf-8"), gallery_data(folder))
     path = folder / "index.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

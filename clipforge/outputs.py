@@ -11,8 +11,9 @@
 
 An output folder is claimed by one process at a time (a lock file made with ``O_EXCL``); an existing,
 non-empty one is never reused, so results already there are not touched. Images, ``run.json`` and the
-checkpoint are rewritten every ``checkpoint_every`` steps, each file written whole under a temporary
-name and then renamed, so a killed run leaves its last checkpoint's images and never a half file.
+checkpoint are rewritten every ``checkpoint_every`` steps and every ``checkpoint_seconds`` of wall time
+(5 minutes by default), each file written whole under a temporary name and then renamed, so a killed run
+leaves its last checkpoint's images and never a half file.
 """
 
 from __future__ import annotations
@@ -96,6 +97,30 @@ class OutputExistsError(FileExistsError):
         )
 
 
+class OutputPathError(FileExistsError):
+    """The output folder cannot be made where it was asked for: something that is not a folder, or a
+    symbolic link to nowhere, is in the way."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"cannot make the output folder {str(path)!r}: {why}; choose another with --out")
+
+
+def make_folder(path: Path) -> None:
+    """``mkdir -p path``; when something is in the way, an :class:`OutputPathError` that names it
+    (rather than "[Errno 17] File exists")."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        for part in [*reversed(path.parents), path]:
+            if part.is_symlink() and not part.exists():
+                raise OutputPathError(
+                    path, f"{str(part)!r} is a symbolic link to {os.readlink(part)!r}, which does not exist"
+                ) from None
+            if part.exists() and not part.is_dir():
+                raise OutputPathError(path, f"{str(part)!r} is a file, not a folder") from None
+        raise
+
+
 class NothingToResumeError(FileNotFoundError):
     """``--resume`` was given a folder that holds no run to continue."""
 
@@ -113,7 +138,7 @@ def claim_out_dir(path: Path, resume: bool = False) -> bool:
         raise OutputExistsError(path, "is not a folder")
     if not resume and not created and any(p.name != LOCK for p in path.iterdir()):
         raise OutputExistsError(path)
-    path.mkdir(parents=True, exist_ok=True)
+    make_folder(path)
     take_lock(path / LOCK)
     return created
 
@@ -161,24 +186,65 @@ def write_run_resumed(out_dir: Path, step: int) -> None:
 
 def take_lock(lock: Path) -> None:
     """Create the lock file ``lock`` with ``O_EXCL`` (recording this process), or refuse when a live
-    process holds it; a lock left by a process that died on this host is taken over."""
-    for attempt in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                holder = {}
-            if attempt == 0 and process_alive(holder) is False:  # a killed run's lock: take it over
-                lock.unlink(missing_ok=True)
-                continue
-            raise OutputExistsError(
-                lock.parent, f"is in use by process {holder.get('pid')} on {holder.get('host')}"
-            ) from None
+    process holds it; a lock left by a process that died on this host is taken over.
+
+    Taking over is one step that cannot race: under an exclusive ``flock`` of the folder (which the
+    kernel drops if its holder dies), the lock is read again and, if its process is still dead,
+    replaced by this process's with an atomic rename. Two processes that both found the dead lock
+    take turns there, and the second finds the first alive (deleting the dead lock and creating a
+    new one instead, as before, let both succeed: the second deleted the first's new lock)."""
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        with _folder_guard(lock.parent):
+            holder = _lock_holder(lock)
+            if holder is not None and process_alive(holder) is False:  # a killed run's lock: take it over
+                with atomic_path(lock) as tmp:
+                    tmp.write_text(json.dumps(_process()), encoding="utf-8")
+                return
+        if holder is None:  # released meanwhile: claim it as new (O_EXCL again: one process wins)
+            return take_lock(lock)
+        raise OutputExistsError(
+            lock.parent, f"is in use by process {holder.get('pid')} on {holder.get('host')}"
+        ) from None
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(_process(), f)
+
+
+def _lock_holder(lock: Path) -> dict[str, Any] | None:
+    """What a lock file records (an empty record when it cannot be read), or None when it is gone."""
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+@contextmanager
+def _folder_guard(folder: Path, wait: float = 10.0) -> Iterator[None]:
+    """An exclusive ``flock`` of ``folder`` while the block runs (where the system has ``flock``);
+    released by the kernel if this process dies, so it never outlives its holder."""
+    try:
+        import fcntl
+    except ImportError:  # no flock here: the block runs unguarded
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OutputExistsError(folder, "is being claimed by another process right now") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # drops the flock
 
 
 def release_out_dir(path: Path) -> None:
@@ -368,7 +434,8 @@ def write_results(
     version = library_versions().get("clipforge", "unknown")
     withheld = result.withheld or [False] * len(result.rows)
     for row in result.rows:
-        if withheld[row.index]:
+        if withheld[row.index]:  # and its PNG of an earlier checkpoint, when it passed the screen then, goes
+            (images_dir / f"{row.slug}.png").unlink(missing_ok=True)
             continue
         save_png(
             shown[row.index],

@@ -113,11 +113,33 @@ class StrictModel(BaseModel):
         return value
 
 
+#: what a run itself writes in its output folder (see :mod:`clipforge.outputs`): a component's file
+#: must not be one of these, nor lie inside one (compared without case: some file systems ignore it)
+RESERVED_OUTPUTS = (
+    "spec.json",
+    "run.json",
+    "images",
+    "images.safetensors",
+    "checkpoint.safetensors",
+    "snapshots",
+    "index.html",
+    ".clipforge.lock",
+)
+
+
 def _inside_the_output_folder(value: str) -> str:
     parts = value.replace("\\", "/").split("/")
     if not value.strip() or value.startswith(("/", "~")) or ".." in parts or re.match(r"^[A-Za-z]:", value):
         raise ValueError(
             f"must be a file name inside the run's output folder (no absolute path, no '..'), not {value!r}"
+        )
+    first = next((p for p in parts if p not in ("", ".")), "")
+    if not first:
+        raise ValueError(f"must name a file inside the run's output folder, not {value!r}")
+    if first.lower() in RESERVED_OUTPUTS or (first.startswith(".") and first.lower().endswith(".tmp")):
+        raise ValueError(
+            f"{value!r} is one of the run's own files ({', '.join(RESERVED_OUTPUTS)}, and temporary '.*.tmp' "
+            "files); choose another name"
         )
     return value
 
@@ -125,6 +147,12 @@ def _inside_the_output_folder(value: str) -> str:
 #: a file name an option gives for writing: relative, inside the run's output folder (a component
 #: writes it through ``RunInfo.output_path``)
 OutputName = Annotated[str, AfterValidator(_inside_the_output_folder)]
+
+
+def _not_empty_folder(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("is empty: give a folder, or null for the default one")
+    return value
 
 
 # --------------------------------------------------------------------------- parts
@@ -337,6 +365,12 @@ class RunSpec(StrictModel):
         description="Write the images, run.json and the optimisation state every N steps, so that a killed run "
         "loses at most N steps (default: every 5 % of the steps).",
     )
+    checkpoint_seconds: float | None = Field(
+        300.0,
+        gt=0,
+        description="Also write them whenever this many seconds of wall time have passed since the last "
+        "checkpoint, so that a killed run loses at most that much work however long it is (null: by steps only).",
+    )
     output: OutputSpec = Field(default_factory=OutputSpec)
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
 
@@ -356,6 +390,11 @@ class RunSpec(StrictModel):
                 f"{LIMITS['images']} (split the work into several runs)"
             )
         return self
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, value: str | None) -> str | None:
+        return _not_empty_folder(value)
 
     @field_validator("device")
     @classmethod
@@ -396,7 +435,8 @@ class RunSpec(StrictModel):
     def hash(self) -> str:
         """A short digest of everything that affects the images (not where they are written)."""
         data = self.model_dump(
-            mode="json", exclude={"output_dir", "callbacks", "log_every", "device", "checkpoint_every"}
+            mode="json",
+            exclude={"output_dir", "callbacks", "log_every", "device", "checkpoint_every", "checkpoint_seconds"},
         )
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -566,6 +606,11 @@ class AnalysisSpec(StrictModel):
     seeds: int | list[int] = Field(4, description="Seeds per prompt: a count (0..N-1) or a list.")
     judge: ComponentRef = Field(description="The held-out backbone that judges the inversions.")
     output_dir: str | None = Field(None, description="Where the report goes, unless --out says otherwise.")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, value: str | None) -> str | None:
+        return _not_empty_folder(value)
 
     @field_validator("run")
     @classmethod

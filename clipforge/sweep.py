@@ -35,7 +35,7 @@ from pydantic import Field, field_validator
 
 from clipforge.components import Callback, Options, RunInfo, StepState
 from clipforge.engine import Engine
-from clipforge.outputs import _finite, progress_bar, save_png, take_lock, to_display, write_json
+from clipforge.outputs import _finite, make_folder, progress_bar, save_png, take_lock, to_display, write_json
 from clipforge.registry import Registry, ResolvedSpec, default_registry
 from clipforge.spec import (
     LIMITS,
@@ -73,6 +73,18 @@ class SweepSpec(StrictModel):
         for key, values in value.items():
             if not values:
                 raise ValueError(f"grid {key!r} has no values")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_count(cls, value: int | list[int]) -> int | list[int]:
+        count = value if isinstance(value, int) else len(value)
+        if not 1 <= count <= LIMITS["seeds"]:
+            what = "a count of" if isinstance(value, int) else "a list of"
+            raise ValueError(f"between 1 and {LIMITS['seeds']} seeds per prompt, not {what} {count}")
+        if isinstance(value, list) and len(set(value)) != len(value):
+            twice = sorted({seed for seed in value if value.count(seed) > 1})
+            raise ValueError(f"each seed once: {', '.join(map(str, twice))} given more than once")
         return value
 
     def seed_list(self) -> list[int]:
@@ -199,10 +211,25 @@ def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = 
                 resolved = registry.resolve(parse_spec(run_data, None))
             except SpecError as exc:
                 raise SpecError([(f"{where}: {path}" if path else where, msg) for path, msg in exc.problems]) from None
-            run = resolved.spec.model_dump(mode="json", exclude={"prompts", "seeds", "output_dir"})
+            # a block writes no checkpoints (it runs in memory): its settings of them are left out, and
+            # so a point's hash stays what it was before runs had ``checkpoint_seconds``
+            run = resolved.spec.model_dump(
+                mode="json", exclude={"prompts", "seeds", "output_dir", "checkpoint_seconds"}
+            )
             points.append({"settings": settings, "run": run, "hash": _digest(run)})
+        items = len(points) * len(prompts) * len(seeds)
+        if items > LIMITS["images"] * 100:  # before the items are made: a huge sweep must not fill the memory
+            raise SpecError(
+                [
+                    (
+                        "",
+                        f"{len(points)} grid points x {len(prompts)} prompts x {len(seeds)} seeds = {items} items in "
+                        f"one sweep; at most {LIMITS['images'] * 100}",
+                    )
+                ]
+            )
         per_block = max(1, spec.batch_size // len(seeds))
-        blocks, items = [], 0
+        blocks = []
         for p in range(len(points)):
             for start in range(0, len(prompts), per_block):
                 block_items = [
@@ -211,9 +238,6 @@ def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = 
                     for seed in seeds
                 ]
                 blocks.append(Block(len(blocks), p, block_items))
-                items += len(block_items)
-        if items > LIMITS["images"] * 100:
-            raise SpecError([("", f"{items} items in one sweep; at most {LIMITS['images'] * 100}")])
     except SpecError as exc:
         raise SpecError(exc.problems, name) from None
     return Sweep(spec, points, blocks, name)
@@ -237,30 +261,55 @@ def read_index(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def check_unchanged(sweep: Sweep, folder: Path, done: dict[str, dict[str, Any]]) -> None:
-    """Refuse a sweep whose grid points changed for items already finished."""
+    """Refuse a sweep that would give a finished item's place to other settings, another prompt or
+    another seed: grid values edited, reordered or replaced, a changed base, prompts reordered or
+    edited. Items are named by their place (grid point, prompt and seed numbers), so such a sweep
+    would count the old images as done and label them with the new settings."""
     try:
         before = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    old = {json.dumps(p["settings"], sort_keys=True): p for p in before.get("points", [])}
-    finished_points = {r.get("point_hash") for r in done.values() if r.get("status") == "done"}
-    for point in sweep.points:
-        previous = old.get(json.dumps(point["settings"], sort_keys=True))
-        if previous is None or previous["hash"] == point["hash"] or previous["hash"] not in finished_points:
+        old_runs = {p["hash"]: p["run"] for p in before.get("points", [])}
+    except (OSError, ValueError, TypeError, KeyError):
+        old_runs = {}
+    for item in sweep.items:
+        record = done.get(item.id)
+        if not record or record.get("status") != "done":
             continue
-        changed = sorted(
-            k for k in set(previous["run"]) | set(point["run"]) if previous["run"].get(k) != point["run"].get(k)
+        point = sweep.points[item.point]
+        if record.get("prompt") != item.prompt or record.get("seed") != item.seed:
+            made = f"prompt {json.dumps(record.get('prompt'))}, seed {record.get('seed')}"
+            now = f"prompt {json.dumps(item.prompt)}, seed {item.seed}"
+            _refuse(folder, f"finished item {item.id} was made for {made}; the sweep now puts {now} there")
+        if record.get("settings", point["settings"]) != point["settings"]:  # even where they come to the same
+            _refuse(
+                folder,
+                f"finished item {item.id} was made with {_settings(record['settings'])}; the sweep now puts "
+                f"{_settings(point['settings'])} there (grid values edited, reordered or replaced)",
+            )
+        if record.get("point_hash") == point["hash"]:
+            continue
+        previous = old_runs.get(record.get("point_hash"), {})
+        changed = sorted(k for k in set(previous) | set(point["run"]) if previous.get(k) != point["run"].get(k))
+        _refuse(
+            folder,
+            f"finished items of {_settings(point['settings'])} were made with other settings"
+            + (f": {', '.join(changed)} differ" if previous else ""),
         )
-        where = ", ".join(f"{k}={json.dumps(v)}" for k, v in point["settings"].items()) or "the base"
-        raise SpecError(
-            [
-                (
-                    "",
-                    f"the sweep changed in a way that alters finished items of {where}: {', '.join(changed)} differ "
-                    f"from the sweep in {str(folder)!r}; use another --out, or undo the change",
-                )
-            ]
-        )
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) or "the base"
+
+
+def _refuse(folder: Path, why: str) -> None:
+    raise SpecError(
+        [
+            (
+                "",
+                f"the sweep changed in a way that alters finished items: {why} in {str(folder)!r}; "
+                "use another --out, or undo the change (new prompts, seeds and grid values go at the end)",
+            )
+        ]
+    )
 
 
 class _Watcher:
@@ -342,7 +391,7 @@ def run_sweep(
     registry = registry or default_registry()
     folder = Path(out_dir)
     rank, world = shard
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     lock = folder / f".lock.shard-{rank}-of-{world}"
     take_lock(lock)  # two processes never run one shard
     try:
@@ -400,17 +449,11 @@ class _BlockRunner:
         chunks), remember what fitted for the grid point (also in ``fit.<pid>.json``), and use that
         size for the point's later blocks."""
         fit = self.fits.get(block.point)
-        prompts = list(dict.fromkeys(json.dumps(i.prompt, sort_keys=True) for i in block.items))
+        prompts = list(dict.fromkeys(i.prompt_index for i in block.items))
         if fit and len(prompts) > fit["prompts"]:
             for start in range(0, len(prompts), fit["prompts"]):
                 part = set(prompts[start : start + fit["prompts"]])
-                self.run(
-                    Block(
-                        block.index,
-                        block.point,
-                        [i for i in block.items if json.dumps(i.prompt, sort_keys=True) in part],
-                    )
-                )
+                self.run(Block(block.index, block.point, [i for i in block.items if i.prompt_index in part]))
             return
         chunk = fit.get("chunk_copies") if fit else None
         try:
@@ -430,15 +473,17 @@ class _BlockRunner:
 
     def _items(self, block: Block, chunk_copies: int | None) -> None:
         point = self.sweep.points[block.point]
-        prompts = list(dict.fromkeys(json.dumps(i.prompt, sort_keys=True) for i in block.items))
+        # by the prompts' places, not their texts: a prompt given twice is two items, each with its image
+        prompts = list(dict.fromkeys(i.prompt_index for i in block.items))
+        text = {i.prompt_index: i.prompt for i in block.items}
         seeds = list(dict.fromkeys(i.seed for i in block.items))
-        run = {**point["run"], "prompts": [json.loads(p) for p in prompts], "seeds": seeds, "callbacks": []}
+        run = {**point["run"], "prompts": [text[p] for p in prompts], "seeds": seeds, "callbacks": []}
         if chunk_copies:
             run["performance"] = {**run["performance"], "chunk_copies": chunk_copies}
         local_rank = os.environ.get("LOCAL_RANK")
         if local_rank is not None and run["device"] in ("auto", "cuda"):  # torchrun: one device per process
             run["device"] = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-        by_key = {(json.dumps(i.prompt, sort_keys=True), i.seed): i for i in block.items}
+        by_key = {(i.prompt_index, i.seed): i for i in block.items}
         try:
             resolved: ResolvedSpec = self.registry.resolve(parse_spec(run))
             result = Engine(resolved, registry=self.registry, callbacks=[_Advance(self.advance)]).run()

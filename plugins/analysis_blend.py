@@ -165,10 +165,7 @@ class Blend(Analysis):
                             f"{entry[role]['both_present']}/{entry[role]['images']}",
                         ]
                         + (
-                            [
-                                f"{entry[role]['analytic']['a_present']:.2f} / {entry[role]['analytic']['b_present']:.2f}"
-                                f" / {entry[role]['analytic']['both_present']}/{entry[role]['images']}"
-                            ]
+                            [_analytic_cell(entry[role]["analytic"], entry[role]["images"])]
                             if "analytic" in entry[role]
                             else []
                         )
@@ -260,6 +257,10 @@ def _summary(totals: dict[str, list[int]]) -> dict[str, Any]:
     }
 
 
+def _analytic_cell(analytic: dict[str, Any], images: int) -> str:
+    return f"{analytic['a_present']:.2f} / {analytic['b_present']:.2f} / {analytic['both_present']}/{images}"
+
+
 def blend_table(report: dict[str, Any]) -> Table:
     rule = f"top-{report['top_k']}" if report["top_k"] else "against controls"
     analytic = report.get("analytic_summary")
@@ -270,7 +271,10 @@ def blend_table(report: dict[str, Any]) -> Table:
         cells = [f"{s['both_present']}/{s['images']} ({s['rate']:.2f})", f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"]
         if analytic:
             t = analytic[role]
-            cells += [f"{t['both_present']}/{t['images']} ({t['rate']:.2f})", f"[{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]"]
+            cells += [
+                f"{t['both_present']}/{t['images']} ({t['rate']:.2f})",
+                f"[{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]",
+            ]
         table.add_row(role, *cells)
     return table
 

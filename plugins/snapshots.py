@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import math
+from typing import Any
 
+import torch
+from PIL import Image
 from pydantic import Field
 
 from clipforge import Callback, Options, RunInfo, StepState, hookimpl, image_grid, save_png, to_display
@@ -33,6 +37,19 @@ class Snapshots(Callback):
         if self.options.per_image:
             for row in run.rows:
                 save_png(images[row.index], folder / f"{row.slug}_step_{state.step:06d}.png")
+
+    def on_run_end(self, run: RunInfo, result: Any) -> None:
+        """An image a screen withheld in the end is withheld everywhere: its own snapshots of the steps
+        before it was flagged are blanked, as those after are (the grids of those steps keep it)."""
+        withheld = getattr(result, "withheld", None) or []
+        if run.out_dir is None or not self.options.per_image or not any(withheld):
+            return
+        for row in run.rows:
+            if withheld[row.index]:
+                for path in (run.out_dir / "snapshots").glob(f"{glob.escape(row.slug)}_step_*.png"):
+                    with Image.open(path) as image:
+                        width, height = image.size
+                    save_png(torch.zeros(3, height, width), path)
 
 
 @hookimpl

@@ -399,7 +399,8 @@ def test_probe_reads_toyworld_colours_with_the_analytic_judge(tmp_path, monkeypa
     # each image's object pixels by colour: a mixture (0.6 red, 0.2 blue, 0.2 green), pure red, pure blue;
     # nothing coloured, only green (neither value: left out of the share), 0.25 red + 0.75 blue
     shares = iter(
-        [{"red": 0.6, "blue": 0.2, "green": 0.2}, {"red": 1.0}, {"blue": 1.0}, {}, {"green": 1.0}, {"red": 0.25, "blue": 0.75}]
+        [{"red": 0.6, "blue": 0.2, "green": 0.2}, {"red": 1.0}, {"blue": 1.0}, {}, {"green": 1.0},
+         {"red": 0.25, "blue": 0.75}]
     )  # fmt: skip
     monkeypatch.setattr(
         probe,

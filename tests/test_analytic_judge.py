@@ -88,9 +88,15 @@ def test_noise_and_blur_degrade_gracefully(rendered):
 def test_flat_and_noise_images_show_no_object():
     flat = torch.tensor(list(BACKGROUNDS.values()))[:, :, None, None].expand(3, 3, 64, 64)
     for reading, background in zip(read_images(flat), BACKGROUNDS):
-        assert (reading.background, reading.colour, reading.shape, reading.object_fraction) == (background, None, None, 0)
+        assert (reading.background, reading.colour, reading.shape, reading.object_fraction) == (
+            background,
+            None,
+            None,
+            0,
+        )
         assert reading.caption is None and reading.regions == () and not reading.marker_present
         assert set(reading.colour_shares.values()) == {0.0}
+        assert reading.background_rgb == pytest.approx(BACKGROUNDS[background], abs=1e-4)
     g = torch.Generator().manual_seed(1)
     noise = torch.cat(
         [torch.rand(10, 3, 64, 64, generator=g), (0.5 + 0.25 * torch.randn(10, 3, 64, 64, generator=g)).clamp(0, 1)]

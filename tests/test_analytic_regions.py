@@ -35,7 +35,8 @@ def compose(background: str, *objects: tuple[str, str, float, float, float]) -> 
 SCENES = [
     ("gray", ("circle", "red", 17.0, 17.0, 10.0), ("square", "blue", 46.0, 46.0, 10.0)),
     ("white", ("triangle", "green", 18.0, 44.0, 11.0), ("ring", "magenta", 45.0, 18.0, 12.0)),
-    ("black", ("cross", "yellow", 16.0, 16.0, 11.0), ("circle", "cyan", 47.0, 20.0, 9.0), ("square", "red", 30.0, 48.0, 8.0)),
+    ("black", ("cross", "yellow", 16.0, 16.0, 11.0), ("circle", "cyan", 47.0, 20.0, 9.0),
+     ("square", "red", 30.0, 48.0, 8.0)),
 ]  # fmt: skip
 
 
@@ -50,7 +51,7 @@ def test_every_object_of_a_scene_is_read_with_its_colour_and_shape():
             found = {(g.colour, g.shape) for g in reading.regions}
             assert found == {(colour, shape) for shape, colour, *_ in objects}, (name, reading.regions)
             assert reading.background == background
-            for shape, colour, cx, cy, r in objects:
+            for _shape, colour, cx, cy, r in objects:
                 region = next(g for g in reading.regions if g.colour == colour)
                 # the centroid: a triangle's lies r/3 from the centre it is drawn about (its circumcentre)
                 assert abs(region.centre[0] - cx) < 1.5 and abs(region.centre[1] - cy) < 0.4 * r, (name, region)

@@ -168,7 +168,9 @@ def test_augmentation_is_reproducible_from_the_seeds_alone(kind, name):
 def test_augmentation_copies_do_not_depend_on_the_batch(kind, name):
     together = augment(name, images(), (0, 1))
     alone = augment(name, images()[1:], (1,))
-    assert torch.allclose(together[COPIES:], alone, atol=1e-6)
+    # pixel values in [0, 1], each an interpolation of a few neighbours: another batch size may pick another
+    # kernel and order those sums differently, which moves a value by a few float32 ulps (~1e-7), never 1e-5
+    assert torch.allclose(together[COPIES:], alone, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind, name", every("augmentation"))
@@ -203,7 +205,9 @@ def test_regularizer_value_does_not_depend_on_the_batch(kind, name):
     x = images(batch=3)
     together = regularizer(name)(x)
     alone = torch.cat([regularizer(name)(x[i : i + 1]) for i in range(3)])
-    assert torch.allclose(together, alone, rtol=1e-5, atol=1e-6)
+    # a sum over the image's 3 x H x W values: float32 summation in another order (batch size, CPU) differs by
+    # about sqrt(n) ulps, ~1e-6 relative here; 1e-4 holds on any CPU and still fails a batch-wide reduction
+    assert torch.allclose(together, alone, rtol=1e-4, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -303,7 +307,11 @@ def test_backbone_embeds_images_and_texts_in_one_space(kind, name):
     assert pixels.grad is not None and pixels.grad.abs().sum() > 0
     with torch.no_grad():
         alone = backbone.encode_image(pixels[1:2].detach())
-    assert torch.allclose(image_emb[1:2].detach(), alone, atol=1e-5)
+    # a network's output on batch 3 against batch 1: the CPU's kernels (oneDNN, BLAS) choose blockings by batch
+    # size, so sums are ordered differently; relative errors of 1e-6-1e-5 are rounding, an image mixed with
+    # its neighbours (a batch-wide norm, say) moves the embedding by far more than 1e-3 of its scale
+    scale = float(alone.abs().max())
+    torch.testing.assert_close(image_emb[1:2].detach(), alone, rtol=1e-3, atol=1e-3 * scale)
 
 
 # --------------------------------------------------------------------------- one test per hook

@@ -101,7 +101,8 @@ def test_per_image_gradient_clipping_matches_clip_grad_norm():
         single = torch.zeros(1, 3, 4, 4, requires_grad=True)
         single.grad = grads[b : b + 1].clone()
         torch.nn.utils.clip_grad_norm_([single], 1.0)
-        assert torch.allclose(batched.grad[b : b + 1], single.grad)
+        # 48 values scaled by one factor each way: a norm summed in another order differs by an ulp or two
+        assert torch.allclose(batched.grad[b : b + 1], single.grad, rtol=1e-5, atol=1e-7)
 
 
 def test_pixel_init_uniform_resize_bicubic_and_clamp_after_backward():

@@ -117,10 +117,13 @@ def test_same_seeds_same_images_other_seeds_other_images(name):
 def test_an_image_does_not_depend_on_its_batch(name):
     pair = make(name, seeds=(3, 5))
     alone = make(name, seeds=(5,))
-    torch.testing.assert_close(pair.image()[1], alone.image()[0], atol=1e-6, rtol=0)
+    # values in [0, 1] from an inverse FFT or an interpolation per image: a batched FFT or interpolation may
+    # use another plan on another CPU and differ by a few ulps of its largest terms (~1e-6); mixing in a
+    # neighbour's image would differ by ~0.1
+    torch.testing.assert_close(pair.image()[1], alone.image()[0], atol=1e-5, rtol=0)
     pair.resize((32, 32))
     alone.resize((32, 32))
-    torch.testing.assert_close(pair.image()[1], alone.image()[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(pair.image()[1], alone.image()[0], atol=1e-5, rtol=0)
 
 
 def test_resize_keeps_the_image(name):

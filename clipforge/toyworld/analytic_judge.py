@@ -134,6 +134,7 @@ class Reading:
     colour_shares: dict[str, float] = field(default_factory=dict)  # share of object pixels per colour (sum 1 or 0)
     regions: tuple[Region, ...] = ()  # every object found, largest first
     marker: float = 0.0  # correlation with the world's marker at its best place and cell size
+    background_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the border ring's median colour
 
     @property
     def marker_present(self) -> bool:
@@ -358,8 +359,9 @@ def _read_chunk(images: torch.Tensor, marker_cells: list[int]) -> list[Reading]:
             colour_shares={name: round(v, 4) for name, v in zip(_COLOUR_NAMES, sh)},
             regions=rg,
             marker=round(float(mk), 4),
+            background_rgb=tuple(round(v, 4) for v in rgb),
         )
-        for b, c, hc, s, ho, iou, f, sh, rg, mk in zip(
+        for b, c, hc, s, ho, iou, f, sh, rg, mk, rgb in zip(
             bg_name.tolist(),
             winner.tolist(),
             has_colour.tolist(),
@@ -370,6 +372,7 @@ def _read_chunk(images: torch.Tensor, marker_cells: list[int]) -> list[Reading]:
             shares.tolist(),
             regions,
             markers.tolist(),
+            bg.tolist(),
         )
     ]
 

@@ -1,0 +1,140 @@
+"""What a hostile user's tries found (issue 23): two processes taking over one dead lock, a
+component's file named like the run's own files, an empty or dangling ``--out``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import tiny_spec_dict
+
+import clipforge
+from clipforge import outputs
+from clipforge.cli import main
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_only_one_of_several_takes_over_a_dead_lock(tmp_path, monkeypatch):
+    """Six claimants that all find the lock of a dead process at the same moment: one takes it over,
+    the others are refused (they see it held by the one that did)."""
+    lock = tmp_path / outputs.LOCK
+    dead = {**outputs._process(), "pid": dead_pid()}
+    lock.write_text(json.dumps(dead))
+    claimants = 6
+    together = threading.Barrier(claimants)
+    real = outputs.process_alive
+
+    def slow_alive(record):
+        if record.get("pid") == dead["pid"]:
+            try:  # every claimant has read the dead lock before any acts on it (where they can)
+                together.wait(timeout=1)
+            except threading.BrokenBarrierError:
+                pass
+        return real(record)
+
+    monkeypatch.setattr(outputs, "process_alive", slow_alive)
+    results: list[str] = []
+
+    def claim() -> None:
+        try:
+            outputs.take_lock(lock)
+            results.append("took it")
+        except outputs.OutputExistsError as exc:
+            results.append(str(exc))
+
+    threads = [threading.Thread(target=claim) for _ in range(claimants)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count("took it") == 1, results
+    assert all("is in use by process" in r for r in results if r != "took it")
+    assert json.loads(lock.read_text()) == outputs._process()
+
+
+def test_a_dead_lock_is_still_taken_over_and_a_live_one_is_not(tmp_path):
+    lock = tmp_path / outputs.LOCK
+    lock.write_text(json.dumps({**outputs._process(), "pid": dead_pid()}))
+    outputs.take_lock(lock)
+    assert json.loads(lock.read_text()) == outputs._process()
+    with pytest.raises(outputs.OutputExistsError, match=f"is in use by process {os.getpid()}"):
+        outputs.take_lock(lock)
+    assert not [p for p in tmp_path.iterdir() if p.name != outputs.LOCK]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "spec.json",
+        "run.json",
+        "images",
+        "images/metrics.jsonl",
+        "IMAGES/x",
+        "./checkpoint.safetensors",
+        "images.safetensors",
+        "snapshots/m.jsonl",
+        ".clipforge.lock",
+        "index.html",
+        ".run.json.123.tmp",
+        ".",
+    ],
+)
+@pytest.mark.parametrize("callback, field", [("metrics", "filename"), ("safety_screen", "report")])
+def test_a_components_file_may_not_be_one_of_the_runs_own(tmp_path, capsys, name, callback, field):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(tiny_spec_dict(callbacks=[{"name": callback, "options": {field: name}}])))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"callbacks[0].options.{field}" in err
+    assert "one of the run's own files" in err or "must name a file inside" in err
+
+
+def test_a_metrics_file_in_a_subfolder_of_its_own_is_fine(tmp_path):
+    spec = tiny_spec_dict(steps=2, callbacks=[{"name": "metrics", "options": {"filename": "logs/spec.json"}}])
+    clipforge.invert(spec, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "spec.json").read_text())["steps"] == 2  # the run's spec is whole
+    assert len((tmp_path / "out" / "logs" / "spec.json").read_text().splitlines()) == 2
+
+
+def _spec(tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(tiny_spec_dict(steps=1, callbacks=[])))
+    return path
+
+
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep.json"
+    base = {k: v for k, v in tiny_spec_dict(steps=1, callbacks=[]).items() if k not in ("prompts", "seeds")}
+    sweep.write_text(json.dumps({"base": base, "prompts": ["x"]}))
+    for argv in (["invert", str(_spec(tmp_path))], ["sweep", str(sweep)]):
+        assert main([*argv, "--out", out]) == 2
+        assert "error: --out: is empty: give a folder" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # the default folder was not used
+    spec = tiny_spec_dict(steps=1, callbacks=[], output_dir=out)
+    with pytest.raises(clipforge.SpecError, match="output_dir: is empty"):
+        clipforge.load_spec(spec)
+
+
+def test_a_dangling_symlink_as_out_is_named(tmp_path, capsys):
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    assert main(["invert", str(_spec(tmp_path)), "--out", str(tmp_path / "link")]) == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link to" in err and "nowhere" in err and "which does not exist" in err
+    assert "Errno" not in err
+    assert main(["invert", str(_spec(tmp_path)), "--out", str(tmp_path / "link" / "run")]) == 2
+    assert "is a symbolic link to" in capsys.readouterr().err  # a dangling link above the folder too
+    (tmp_path / "file").write_text("x")
+    assert main(["invert", str(_spec(tmp_path)), "--out", str(tmp_path / "file" / "run")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()

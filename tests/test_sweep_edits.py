@@ -1,0 +1,102 @@
+"""What a hostile user's tries found in sweeps (issue 23): an edited grid relabelling finished
+images, a prompt given twice never finishing, unbounded seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tiny_backbone
+
+from clipforge.cli import main
+from clipforge.sweep import read_index
+
+BASE = {
+    "backbones": [tiny_backbone()],
+    "steps": 2,
+    "copies": 1,
+    "resolution": [{"step": 0, "size": 16}],
+    "device": "cpu",
+}
+SWEEP = {"base": BASE, "prompts": ["a red circle"], "seeds": 1, "grid": {"optimizer.lr": [0.1, 0.2]}}
+
+
+def sweep(tmp_path: Path, data: dict, *extra: str) -> int:
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(data))
+    return main(["sweep", str(path), "--out", str(tmp_path / "out"), *extra])
+
+
+@pytest.mark.parametrize(
+    "grid, why",
+    [
+        ({"optimizer.lr": [0.1, 0.3]}, "made with optimizer.lr=0.2; the sweep now puts optimizer.lr=0.3 there"),
+        ({"optimizer.lr": [0.2, 0.1]}, "made with optimizer.lr=0.1; the sweep now puts optimizer.lr=0.2 there"),
+        ({"optimizer.eps": [1e-8, 1e-6]}, "made with optimizer.lr=0.1; the sweep now puts optimizer.eps=1e-08 there"),
+        ({}, "made with optimizer.lr=0.1; the sweep now puts the base there"),
+    ],
+)
+def test_grid_values_edited_reordered_or_replaced_are_refused(tmp_path, capsys, grid, why):
+    assert sweep(tmp_path, SWEEP) == 0
+    capsys.readouterr()
+    index = (tmp_path / "out" / "index.jsonl").read_text()
+    saved = (tmp_path / "out" / "sweep.json").read_text()
+    assert sweep(tmp_path, {**SWEEP, "grid": grid}) == 2
+    err = capsys.readouterr().err
+    assert "the sweep changed in a way that alters finished items" in err and why in err
+    # nothing was relabelled: the index and the saved sweep are as they were
+    assert (tmp_path / "out" / "index.jsonl").read_text() == index
+    assert (tmp_path / "out" / "sweep.json").read_text() == saved
+
+
+def test_grid_values_added_at_the_end_run_only_the_new_point(tmp_path, capsys):
+    assert sweep(tmp_path, SWEEP) == 0
+    before = {k: v["finished"] for k, v in read_index(tmp_path / "out").items()}
+    assert sweep(tmp_path, {**SWEEP, "grid": {"optimizer.lr": [0.1, 0.2, 0.3]}}) == 0
+    after = read_index(tmp_path / "out")
+    assert len(after) == 3 and all(after[k]["finished"] == t for k, t in before.items())
+    assert sorted(r["settings"]["optimizer.lr"] for r in after.values()) == [0.1, 0.2, 0.3]
+
+
+def test_a_prompt_edited_in_place_is_refused(tmp_path, capsys):
+    assert sweep(tmp_path, {**SWEEP, "prompts": [{"text": "a red circle", "label": "red"}]}) == 0
+    capsys.readouterr()
+    assert sweep(tmp_path, {**SWEEP, "prompts": [{"text": "a blue square", "label": "red"}]}) == 2
+    err = capsys.readouterr().err
+    assert 'was made for prompt {"text": "a red circle", "label": "red"}, seed 0' in err
+
+
+def test_the_same_prompt_twice_in_one_block_finishes(tmp_path, capsys):
+    (tmp_path / "prompts.txt").write_text("a red circle\na red circle\n")
+    spec = {**SWEEP, "prompts": "prompts.txt", "grid": {}, "batch_size": 4}
+    assert sweep(tmp_path, spec) == 0
+    assert "2 done, 0 failed, 0 left of 2 items" in capsys.readouterr().out
+    records = read_index(tmp_path / "out")
+    assert len(records) == 2 and all((tmp_path / "out" / r["png"]).is_file() for r in records.values())
+    assert sweep(tmp_path, spec) == 0  # and a rerun has nothing left
+    assert "2 done, 0 failed, 0 left of 2 items" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "seeds, message",
+    [
+        (0, "between 1 and 10000 seeds per prompt, not a count of 0"),
+        (-3, "between 1 and 10000 seeds per prompt, not a count of -3"),
+        (10**9, "between 1 and 10000 seeds per prompt, not a count of 1000000000"),
+        ([], "between 1 and 10000 seeds per prompt, not a list of 0"),
+        ([1, 2, 1], "each seed once: 1 given more than once"),
+    ],
+)
+@pytest.mark.parametrize("plan", [False, True])
+def test_seeds_are_bounded(tmp_path, capsys, seeds, message, plan):
+    assert sweep(tmp_path, {**SWEEP, "seeds": seeds}, *(["--plan"] if plan else [])) == 2
+    err = capsys.readouterr().err
+    assert "seeds" in err and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_many_items_are_refused_before_they_are_made(tmp_path, capsys):
+    prompts = [f"prompt {i}" for i in range(1001)]
+    assert sweep(tmp_path, {**SWEEP, "prompts": prompts, "seeds": 10_000, "grid": {}}, "--plan") == 2
+    assert "1 grid points x 1001 prompts x 10000 seeds = 10010000 items in one sweep" in capsys.readouterr().err

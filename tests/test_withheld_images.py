@@ -1,0 +1,74 @@
+"""A screen that withholds an image only late in a run (issue 23): what was written of it at earlier
+checkpoints goes, and the command line does not count it as written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from conftest import registry_with, tiny_spec_dict
+from PIL import Image
+
+import clipforge
+from clipforge import Callback, Options, Screened
+from clipforge import cli as cli_module
+from clipforge.cli import main
+
+
+class LateScreen(Callback):
+    """Withholds the first image from step 4 on (as a threshold crossed late would)."""
+
+    name = "late_screen"
+
+    def __init__(self, options=None):
+        super().__init__(options or Options())
+
+    def screen(self, run, images, step, final):
+        withheld = torch.zeros(images.shape[0], dtype=torch.bool)
+        withheld[0] = step >= 4
+        return Screened(images, withheld)
+
+
+SPEC = tiny_spec_dict(
+    steps=6,
+    checkpoint_every=2,
+    resolution=[{"step": 0, "size": 16}],
+    callbacks=[{"name": "snapshots", "options": {"every": 1, "per_image": True}}],
+)
+
+
+class SeenAt(Callback):
+    """Which PNGs of images/ were there after step 3 (after the checkpoint of step 2)."""
+
+    name = "seen_at"
+    pngs: list[str] = []
+
+    def on_step_end(self, run, state):
+        if state.step == 3:
+            SeenAt.pngs = sorted(p.stem for p in (run.out_dir / "images").glob("*.png"))
+
+
+def test_an_image_withheld_after_a_checkpoint_is_removed_from_the_folder(tmp_path):
+    result = clipforge.invert(SPEC, tmp_path / "out", callbacks=[LateScreen(), SeenAt(Options())])
+    slugs = [row.slug for row in result.rows]
+    assert SeenAt.pngs == sorted(slugs)  # the checkpoint of step 2 wrote every image
+    assert result.withheld == [True, False, False, False]
+    assert sorted(p.stem for p in (tmp_path / "out" / "images").glob("*.png")) == sorted(slugs[1:])
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["withheld"] == [slugs[0]]
+    for step in range(1, 7):  # its snapshots are blank, those of the steps before it was withheld too
+        for slug in slugs[:2]:
+            with Image.open(tmp_path / "out" / "snapshots" / f"{slug}_step_{step:06d}.png") as image:
+                assert (np.asarray(image).max() == 0) == (slug == slugs[0]), (slug, step)
+
+
+def test_the_command_line_does_not_count_a_withheld_image_as_written(tmp_path, monkeypatch, capsys):
+    registry = registry_with(LateScreen)
+    monkeypatch.setattr(cli_module, "build_registry", lambda **kwargs: registry)
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({**SPEC, "callbacks": ["late_screen"]}))
+    assert main(["invert", str(path), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3 image(s) (1 withheld by a screen)" in out
+    assert "00-a-red-circle-seed0: withheld" in out
