@@ -166,11 +166,15 @@ def cmd_sweep(args: argparse.Namespace, registry: Registry) -> int:
         return 0
     sweep = sweeps.load_sweep(args.target, registry)
     if args.plan:
+        measured: dict[str, tuple[int, int]] = {}  # each distinct backbone built once, not once per point
+        by_point: dict[int, list[Any]] = {}
+        for block in sweep.blocks:
+            by_point.setdefault(block.point, []).append(block)
         for i, point in enumerate(sweep.points):
-            blocks = [b for b in sweep.blocks if b.point == i]
+            blocks = by_point[i]
             settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in point["settings"].items()) or "base"
             largest = max(len(b.items) for b in blocks)
-            gib = {k: v / 2**30 for k, v in sweeps.estimate_memory(point["run"], largest, registry).items()}
+            gib = {k: v / 2**30 for k, v in sweeps.estimate_memory(point["run"], largest, registry, measured).items()}
             out.print(
                 printable(
                     f"point {i} ({settings}): {sum(len(b.items) for b in blocks)} items in {len(blocks)} blocks of "

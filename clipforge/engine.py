@@ -24,7 +24,8 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,8 +191,10 @@ class Engine:
         spec, comps = self.spec, self.resolved.components
         self.device = pick_device(spec.device)
         self.rows = make_rows(spec)
+        self.names: dict[int, str] = {}  # id of a component -> its place, name and plugin, for errors
         self.backbones: list[Backbone] = [
-            c.build(self.device, where=self.resolved.path(f"backbones[{i}]")) for i, c in enumerate(comps["backbones"])
+            self._named(c.build(self.device, where=self.resolved.path(f"backbones[{i}]")), c, f"backbones[{i}]")
+            for i, c in enumerate(comps["backbones"])
         ]
         self.targets = [embed_targets(bb, spec, self.rows) for bb in self.backbones]
         perf = spec.performance
@@ -203,14 +206,20 @@ class Engine:
         self.generators = [torch.Generator().manual_seed(row.seed) for row in self.rows]
         (param,) = comps["parameterization"]
         size = spec.size_at(0)
-        self.param: Parameterization = param.build(
-            len(self.rows), (size, size), self.generators, self.device, where=self.resolved.path("parameterization")
+        self.param: Parameterization = self._named(
+            param.build(
+                len(self.rows), (size, size), self.generators, self.device, where=self.resolved.path("parameterization")
+            ),
+            param,
+            "parameterization",
         )
         self.augmentations: list[Augmentation] = [
-            c.build(where=self.resolved.path(f"augmentations[{i}]")) for i, c in enumerate(comps["augmentations"])
+            self._named(c.build(where=self.resolved.path(f"augmentations[{i}]")), c, f"augmentations[{i}]")
+            for i, c in enumerate(comps["augmentations"])
         ]
         self.regularizers: list[Regularizer] = [
-            c.build(where=self.resolved.path(f"regularizers[{i}]")) for i, c in enumerate(comps["regularizers"])
+            self._named(c.build(where=self.resolved.path(f"regularizers[{i}]")), c, f"regularizers[{i}]")
+            for i, c in enumerate(comps["regularizers"])
         ]
         self.active_regularizers = [r for r in self.regularizers if getattr(r.options, "weight", 1.0) != 0]
         self.regularizer_names: list[str] = []  # metric keys: "tv", and "tv#2" for a second tv
@@ -218,7 +227,8 @@ class Engine:
             count = sum(n.split("#")[0] == r.name for n in self.regularizer_names)
             self.regularizer_names.append(r.name if count == 0 else f"{r.name}#{count + 1}")
         self.callbacks: list[Callback] = [
-            c.build(where=self.resolved.path(f"callbacks[{i}]")) for i, c in enumerate(comps["callbacks"])
+            self._named(c.build(where=self.resolved.path(f"callbacks[{i}]")), c, f"callbacks[{i}]")
+            for i, c in enumerate(comps["callbacks"])
         ] + self.extra_callbacks
         self.run_info = RunInfo(
             spec=spec,
@@ -229,6 +239,105 @@ class Engine:
             total_steps=spec.steps,
             extra={"backbones": [bb.label for bb in self.backbones]},
         )
+
+    def _named(self, component: Any, resolved: Any, field_path: str) -> Any:
+        entry = resolved.entry
+        self.names[id(component)] = (
+            f"{self.resolved.path(field_path)}: {entry.kind} {entry.name!r} from {entry.provider}"
+        )
+        return component
+
+    def name_of(self, component: Any) -> str:
+        """A component's place in the spec, name and plugin (``augmentations[1]: augmentation 'x' from
+        plugin 'p' (dist 1.0)``), for errors; a callback passed in by code is named by its class."""
+        names = getattr(self, "names", {})
+        return names.get(id(component)) or f"{type(component).__name__} {getattr(component, 'name', '')!r}"
+
+    @contextmanager
+    def blame(self, component: Any, doing: str) -> Iterator[None]:
+        """Raise what fails in the block as :class:`ComponentFailedError` naming ``component``."""
+        try:
+            yield
+        except (ComponentFailedError, NonFiniteLossError, torch.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            raise ComponentFailedError(
+                f"{self.name_of(component)} failed {doing}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _expect(self, component: Any, value: Any, shape: tuple[int | None, ...], what: str, when: str) -> None:
+        """Refuse a component's result that is not a tensor of ``shape`` (None: any size there)."""
+        ok = torch.is_tensor(value) and value.dim() == len(shape)
+        ok = ok and all(want is None or got == want for got, want in zip(value.shape, shape))
+        if not ok:
+            got = f"shape {tuple(value.shape)}" if torch.is_tensor(value) else type(value).__name__
+            want = "(" + ", ".join("*" if n is None else str(n) for n in shape) + ")"
+            raise ComponentFailedError(
+                f"{self.name_of(component)} returned {got} {when}; expected {what} of shape {want}"
+            )
+
+    def _checkpoint_path(self) -> Path:
+        return Path(self.out_dir or ".") / "checkpoint.safetensors"
+
+    def _check_checkpoint_facts(self, meta: dict[str, Any]) -> tuple[int, int, int]:
+        """The step, image size and resize count a checkpoint records, refused (naming the file)
+        unless they are ones this spec's run passes through: a step edited to 999 of 100 must not
+        mark the run finished, nor one edited to another step resume other images."""
+        spec, step = self.spec, meta["step"]
+        if not 1 <= step < spec.steps:
+            raise outputs.DamagedCheckpointError(
+                self._checkpoint_path(), f"says step {step}, which a run of {spec.steps} steps never checkpoints at"
+            )
+        size, resizes, _ = self._schedule_at(step)
+        if (meta["size"], meta["resize_count"]) != (size, resizes):
+            raise outputs.DamagedCheckpointError(
+                self._checkpoint_path(),
+                f"says size {meta['size']} after {meta['resize_count']} resize(s) at step {step}; this spec's run "
+                f"is at size {size} after {resizes} there",
+            )
+        return step, size, resizes
+
+    def _schedule_at(self, step: int) -> tuple[int, int, int]:
+        """The image size after ``step`` steps, the resizes up to then, and the step of the last
+        one (0 if none): the loop resizes at step ``i`` when ``size_at(i)`` differs."""
+        size, resizes, last = self.spec.size_at(0), 0, 0
+        for entry in self.spec.resolution[1:]:
+            if entry.step < step and entry.size != size:
+                size, resizes, last = entry.size, resizes + 1, entry.step
+        return size, resizes, last
+
+    def _check_checkpoint_tensors(self, tensors: dict[str, torch.Tensor], step: int) -> None:
+        """Refuse (naming the file) a checkpoint whose tensors are not this run's state at ``step``:
+        a parameter of another shape, a missing generator, or Adam's state missing or at another
+        step (a run resumed without it would silently give other images)."""
+        path = self._checkpoint_path()
+        o = self.spec.optimizer
+        adam_step = step - (self._schedule_at(step)[2] if o.reset_on_resize else 0)
+        for i, param in enumerate(self.param.parameters()):
+            saved = tensors.get(f"param.{i}")
+            if saved is None or tuple(saved.shape) != tuple(param.shape):
+                got = "none" if saved is None else f"shape {tuple(saved.shape)}"
+                raise outputs.DamagedCheckpointError(
+                    path, f"holds no parameter {i} of shape {tuple(param.shape)} (found {got})"
+                )
+            for key in ("exp_avg", "exp_avg_sq"):
+                moment = tensors.get(f"adam.{i}.{key}")
+                if moment is None or tuple(moment.shape) != tuple(param.shape):
+                    raise outputs.DamagedCheckpointError(
+                        path,
+                        f"holds no optimiser state ({key}) for parameter {i}: resuming without it gives other images",
+                    )
+            counted = tensors.get(f"adam.{i}.step")
+            if counted is None or counted.numel() != 1 or int(counted.item()) != adam_step:
+                found = "none" if counted is None else str(counted.flatten()[0].item())
+                raise outputs.DamagedCheckpointError(
+                    path,
+                    f"holds an optimiser step count of {found} for parameter {i} where step {step} means {adam_step}",
+                )
+        for b, generator in enumerate(self.generators):
+            saved = tensors.get(f"generator.{b}")
+            if saved is None or saved.dtype != torch.uint8 or saved.shape != generator.get_state().shape:
+                raise outputs.DamagedCheckpointError(path, f"holds no random generator state for image {b}")
 
     def _restore(self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
         """Put a checkpoint's parameters, Adam state and random generators back in place."""
@@ -278,8 +387,11 @@ class Engine:
                 x = F.interpolate(x, size=backbone.input_size, mode=backbone.interpolation)
             if perf.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=perf.precision == "bf16"):
-                features = self.encode[backbone](x)
+            with self.blame(backbone, "encoding the images"):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=perf.precision == "bf16"):
+                    features = self.encode[backbone](x)
+            dim = targets.embeddings.shape[-1]
+            self._expect(backbone, features, (x.shape[0], dim), "one embedding per copy", "encoding the images")
             emb = F.normalize(features.float(), dim=-1)
             d, s = copy_losses(emb, index, targets, spec.data_term)
             loss = d if loss is None else loss + d
@@ -294,14 +406,22 @@ class Engine:
         its own backward into the (detached) copies; their gradient then flows back through the
         augmentations in one pass. Same result, a fraction of the activation memory.
         """
-        spec = self.spec
+        spec, step = self.spec, ctx.step + 1
         optimizer.zero_grad(set_to_none=True)
-        images = self.param.image()
-        batch, k = images.shape[0], spec.copies
+        batch, k = len(self.rows), spec.copies
+        with self.blame(self.param, f"at step {step}"):
+            images = self.param.image()
+        self._expect(self.param, images, (batch, 3, None, None), "images", f"at step {step}")
         copies = images.repeat_interleave(k, dim=0)
         for aug in self.augmentations:
-            copies = aug(copies, ctx)
-        reg_values = [reg(images) for reg in self.active_regularizers]
+            with self.blame(aug, f"at step {step}"):
+                copies = aug(copies, ctx)
+            self._expect(aug, copies, (batch * k, 3, None, None), "copies", f"at step {step}")
+        reg_values = []
+        for reg in self.active_regularizers:
+            with self.blame(reg, f"at step {step}"):
+                reg_values.append(reg(images))
+            self._expect(reg, reg_values[-1], (batch,), "one value per image", f"at step {step}")
         reg_loss = sum(
             (reg.options.weight * v for reg, v in zip(self.active_regularizers, reg_values)), images.new_zeros(batch)
         )
@@ -329,7 +449,8 @@ class Engine:
         params = self.param.parameters()
         if spec.optimizer.grad_clip is not None:
             clip_grad_per_image(params, spec.optimizer.grad_clip)
-        self.param.after_backward()
+        with self.blame(self.param, f"after the backward pass of step {step}"):
+            self.param.after_backward()
         optimizer.step()
         return torch.stack(
             [data.detach() + reg_loss.detach(), data.detach(), similarity.detach(), *[v.detach() for v in reg_values]]
@@ -341,7 +462,8 @@ class Engine:
         """Let every screening callback inspect the images before anything shows them."""
         screened = Screened(images, torch.zeros(images.shape[0], dtype=torch.bool))
         for cb in self.callbacks:
-            verdict = cb.screen(self.run_info, screened.images, step, final)
+            with self.blame(cb, f"screening the images of step {step}"):
+                verdict = cb.screen(self.run_info, screened.images, step, final)
             if verdict is not None:
                 screened = Screened(verdict.images, screened.withheld | verdict.withheld)
         if screened.withheld.any():
@@ -373,14 +495,11 @@ class Engine:
             tensors[f"generator.{b}"] = generator.get_state()
         return tensors
 
-    def run(self) -> InversionResult:
-        """Run the loop. With an output folder: claim it (refused if another run holds it or it is
-        not empty), write a checkpoint every ``spec.checkpoint_interval()`` steps and whenever
-        ``spec.checkpoint_seconds`` of wall time have passed since the last one, and at the end the
-        final images and ``run.json`` saying ``finished``, ``interrupted`` (Ctrl-C, SIGTERM) or
-        ``failed`` (with the error, which is raised again). A run that fails before its first step
-        leaves nothing behind."""
-        out_dir, created, spec = self.out_dir, False, self.spec
+    def _start(self) -> tuple[Path | None, torch.optim.Optimizer, int, int, int]:
+        """Claim the folder, build the components, restore a checkpoint or write the run's first
+        files, and start the callbacks; on any failure (or Ctrl-C, SIGTERM) undo it all: a fresh
+        run's folder goes (with the parents it made), a resumed run's is left as it was."""
+        out_dir, created, spec = self.out_dir, None, self.spec
         start_step, size, resize_count = 0, spec.size_at(0), 0
         if out_dir is not None:
             created = outputs.claim_out_dir(out_dir, resume=self.resume)
@@ -390,25 +509,46 @@ class Engine:
             self._build()
             optimizer = self._new_optimizer()
             if self.resume:
-                start_step, size, resize_count = meta["step"], meta["size"], meta["resize_count"]
+                start_step, size, resize_count = self._check_checkpoint_facts(meta)
                 if size != spec.size_at(0):
                     self.param.resize((size, size))
                     optimizer = self._new_optimizer()
+                self._check_checkpoint_tensors(tensors, start_step)
                 self._restore(tensors, optimizer)
                 self.run_info.start_step = start_step
-                outputs.write_run_resumed(out_dir, start_step)
             elif out_dir is not None:
                 outputs.write_run_start(out_dir, self.run_info)
             for cb in self.callbacks:
-                cb.on_run_start(self.run_info)
+                with self.blame(cb, "at the start of the run"):
+                    cb.on_run_start(self.run_info)
+            if self.resume:  # once every part has started: a resume that fails to start leaves run.json as it was
+                outputs.write_run_resumed(out_dir, start_step)
         except BaseException:
             if out_dir is not None:
-                self._close_callbacks()
-                if self.resume:
-                    outputs.release_out_dir(out_dir)  # the results there stay as they were
-                else:
-                    outputs.abandon_out_dir(out_dir, created)
+                with outputs.signals_held():  # a second signal must not stop the clean-up half way
+                    self._close_callbacks()
+                    if self.resume:
+                        outputs.release_out_dir(out_dir)  # the results there stay as they were
+                    else:
+                        outputs.abandon_out_dir(out_dir, created)
             raise
+        return created, optimizer, start_step, size, resize_count
+
+    def run(self) -> InversionResult:
+        """Run the loop. With an output folder: claim it (refused if another run holds it or it is
+        not empty), write a checkpoint every ``spec.checkpoint_interval()`` steps and whenever
+        ``spec.checkpoint_seconds`` of wall time have passed since the last one, and at the end the
+        final images and ``run.json`` saying ``finished``, ``interrupted`` (Ctrl-C, SIGTERM) or
+        ``failed`` (with the error, which is raised again). A run that fails before its first step
+        leaves nothing behind."""
+        # Ctrl-C and SIGTERM from here to the end: the first one stops the run (during its start too: a
+        # half-made folder goes), and the ones after it cannot break the save
+        with outputs.StopSignals() as stop:
+            return self._run(stop)
+
+    def _run(self, stop: outputs.StopSignals) -> InversionResult:
+        out_dir, spec = self.out_dir, self.spec
+        created, optimizer, start_step, size, resize_count = self._start()
         start = time.perf_counter()
         metrics: list[dict[str, Any]] = []
         pending: list[tuple[int, int, torch.Tensor]] = []
@@ -424,7 +564,8 @@ class Engine:
             if records:
                 metrics.extend(records)
                 for cb in self.callbacks:
-                    cb.on_metrics(self.run_info, records)
+                    with self.blame(cb, f"on the metrics of step {records[-1]['step']}"):
+                        cb.on_metrics(self.run_info, records)
                 check_finite(records, self.rows)
 
         def current_images(final: bool = False) -> Screened:
@@ -451,50 +592,46 @@ class Engine:
         if self.device.type == "cuda" and spec.performance.tf32:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         try:
-            with outputs.sigterm_as_interrupt():
-                for i in range(start_step, spec.steps):
-                    new_size = spec.size_at(i)
-                    if new_size != size:
-                        old_params = self.param.parameters()
-                        self.param.resize((new_size, new_size))
-                        size = new_size
-                        resize_count += 1
-                        if spec.optimizer.reset_on_resize:
-                            optimizer = self._new_optimizer()
-                        else:
-                            optimizer = self._carry_optimizer(optimizer, old_params)
-                    ctx = AugmentContext(
-                        self.generators, spec.copies, tuple(self.backbones[0].input_size), i, resize_count
-                    )
-                    pending.append((i + 1, size, self.step(optimizer, ctx)))
-                    steps_done = i + 1
-                    if steps_done % spec.log_every == 0 or steps_done == spec.steps:
-                        flush()
-                    state = StepState(step=steps_done, size=(size, size), _images=lambda: current_images().images)
-                    for cb in self.callbacks:
+            for i in range(start_step, spec.steps):
+                new_size = spec.size_at(i)
+                if new_size != size:
+                    old_params = self.param.parameters()
+                    self.param.resize((new_size, new_size))
+                    size = new_size
+                    resize_count += 1
+                    if spec.optimizer.reset_on_resize:
+                        optimizer = self._new_optimizer()
+                    else:
+                        optimizer = self._carry_optimizer(optimizer, old_params)
+                ctx = AugmentContext(self.generators, spec.copies, tuple(self.backbones[0].input_size), i, resize_count)
+                pending.append((i + 1, size, self.step(optimizer, ctx)))
+                steps_done = i + 1
+                if steps_done % spec.log_every == 0 or steps_done == spec.steps:
+                    flush()
+                state = StepState(step=steps_done, size=(size, size), _images=lambda: current_images().images)
+                for cb in self.callbacks:
+                    with self.blame(cb, f"at the end of step {steps_done}"):
                         cb.on_step_end(self.run_info, state)
-                    # a checkpoint every ``every`` steps, and whenever ``seconds`` have passed since the last
-                    # one: it only reads the state, so the images are the same wherever checkpoints fall
-                    due = steps_done % every == 0 or (
-                        seconds is not None and time.monotonic() - last_checkpoint >= seconds
-                    )
-                    if out_dir is not None and due and steps_done < spec.steps:
-                        flush()
-                        with outputs.signals_held() as arrived:  # a checkpoint is written whole
-                            outputs.write_checkpoint(
-                                out_dir,
-                                self._checkpoint_tensors(optimizer),
-                                {
-                                    "step": steps_done,
-                                    "size": size,
-                                    "resize_count": resize_count,
-                                    "spec_hash": self.spec_hash,
-                                },
-                            )
-                            outputs.write_results(out_dir, result_now(current_images()), self.run_info, "running")
-                        if arrived:  # Ctrl-C or SIGTERM came during the checkpoint: stop now
-                            raise outputs.Terminated()
-                        last_checkpoint = time.monotonic()
+                # a checkpoint every ``every`` steps, and whenever ``seconds`` have passed since the last
+                # one: it only reads the state, so the images are the same wherever checkpoints fall
+                due = steps_done % every == 0 or (seconds is not None and time.monotonic() - last_checkpoint >= seconds)
+                if out_dir is not None and due and steps_done < spec.steps:
+                    flush()
+                    with stop.held() as arrived:  # a checkpoint is written whole
+                        outputs.write_checkpoint(
+                            out_dir,
+                            self._checkpoint_tensors(optimizer),
+                            {
+                                "step": steps_done,
+                                "size": size,
+                                "resize_count": resize_count,
+                                "spec_hash": self.spec_hash,
+                            },
+                        )
+                        outputs.write_results(out_dir, result_now(current_images()), self.run_info, "running")
+                    if arrived:  # Ctrl-C or SIGTERM came during the checkpoint: stop now
+                        stop.stop_now(arrived[0])
+                    last_checkpoint = time.monotonic()
         except KeyboardInterrupt:
             interrupted = True
         except BaseException as exc:  # save what we have, then re-raise
@@ -507,7 +644,7 @@ class Engine:
             self._close_callbacks()
             outputs.abandon_out_dir(out_dir, created)  # nothing was optimised: leave nothing behind
             raise failure
-        with outputs.signals_held():  # a second Ctrl-C must not break the save
+        with stop.held():  # a second Ctrl-C must not break the save
             try:
                 flush()
             except NonFiniteLossError as exc:
@@ -530,10 +667,13 @@ class Engine:
                     outputs.mark_failed(out_dir, f"{type(failure).__name__}: {failure}")
             for cb in self.callbacks:
                 try:
-                    cb.on_run_end(self.run_info, result)
-                except Exception:
+                    with self.blame(cb, "at the end of the run"):
+                        cb.on_run_end(self.run_info, result)
+                except Exception as exc:  # every callback still ends (closes its files), and the lock goes
                     if failure is None:
-                        raise
+                        failure = exc
+                        if out_dir is not None:  # the images are whole, but the run did not end well
+                            outputs.mark_failed(out_dir, f"{type(exc).__name__}: {exc}")
             if out_dir is not None:
                 outputs.release_out_dir(out_dir)
         if failure is not None:
@@ -547,6 +687,11 @@ class Engine:
                 cb.on_run_end(self.run_info, None)
             except Exception:
                 pass
+
+
+class ComponentFailedError(RuntimeError):
+    """A component failed, or returned something of the wrong shape, while the run ran: the message
+    names it, with its place in the spec and its plugin."""
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -76,6 +77,8 @@ def describe_folder(path: Path) -> str:
         run = json.loads((path / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "it is not empty"
+    if not isinstance(run, dict):
+        return "it is not empty"
     status, where = run.get("status"), f"process {run.get('pid')} on {run.get('host')}"
     if status == "running":
         alive = process_alive(run)
@@ -125,30 +128,34 @@ class NothingToResumeError(FileNotFoundError):
     """``--resume`` was given a folder that holds no run to continue."""
 
 
-def claim_out_dir(path: Path, resume: bool = False) -> bool:
+def claim_out_dir(path: Path, resume: bool = False) -> Path | None:
     """Claim an output folder for this process: create it (or take an empty one) and make its lock
     file with ``O_EXCL``, so that of two processes given one folder, one is refused at once. With
     ``resume``, the folder must hold a run that stopped (interrupted, failed, or whose process died)
-    with a checkpoint. Returns whether the folder was created here. Release it with
+    with a checkpoint. Returns the topmost folder created here (``path`` or a parent of it; None
+    when ``path`` existed), which :func:`abandon_out_dir` removes again. Release it with
     :func:`release_out_dir`."""
     if resume:
         check_resumable(path)
-    created = not path.exists()
+    created = None
+    if not path.exists() and not path.is_symlink():
+        created = path
+        while not created.parent.exists() and created.parent != created:
+            created = created.parent
     if path.exists() and not path.is_dir():
         raise OutputExistsError(path, "is not a folder")
-    if not resume and not created and any(p.name != LOCK for p in path.iterdir()):
+    if not resume and path.is_dir() and any(p.name != LOCK for p in path.iterdir()):
         raise OutputExistsError(path)
     make_folder(path)
     take_lock(path / LOCK)
+    if resume:  # the folder is this process's now: what a killed write left there goes
+        remove_temporary_files(path)
     return created
 
 
 def check_resumable(path: Path) -> None:
     """Refuse a folder that holds no stopped run with a checkpoint (:class:`NothingToResumeError`)."""
-    try:
-        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise NothingToResumeError(f"{str(path)!r} holds no run to resume (no readable run.json)") from None
+    run = read_run_json(path)
     if run.get("status") == "finished":
         raise NothingToResumeError(f"the run in {str(path)!r} has finished: there is nothing to resume")
     if run.get("status") == "running" and process_alive(run) is not False:
@@ -159,20 +166,65 @@ def check_resumable(path: Path) -> None:
         )
 
 
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+
+
+def read_run_json(path: Path) -> dict[str, Any]:
+    """A run folder's ``run.json``, refused (naming it) when it is not a run's record."""
+    file = path / "run.json"
+    try:
+        run = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise NothingToResumeError(f"{str(path)!r} holds no run to resume (no readable run.json)") from None
+    if not isinstance(run, dict) or run.get("status") not in RUN_STATUSES or not isinstance(run.get("rows"), list):
+        raise NothingToResumeError(
+            f"{str(file)!r} is not a run's record (a JSON object with a 'status' of {', '.join(RUN_STATUSES)} "
+            "and its 'rows'): it was edited or damaged; clipforge does not resume from it"
+        )
+    return run
+
+
+class DamagedCheckpointError(NothingToResumeError):
+    """A checkpoint that cannot be read, or does not hold what this run's state needs."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"checkpoint {str(path)!r} {why}; it cannot be resumed from (start the run again)")
+
+
 def read_checkpoint(out_dir: Path, spec_hash: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors and facts of ``checkpoint.safetensors``; refused when it belongs to another spec."""
+    """The tensors and facts of ``checkpoint.safetensors``; refused when it belongs to another spec,
+    and, naming it, when it is not a whole safetensors file with clipforge's facts."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = out_dir / "checkpoint.safetensors"
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["clipforge"])
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+        tensors = load_file(str(path))
+    except Exception as exc:  # truncated, garbage: safetensors' own errors name no file
+        raise DamagedCheckpointError(path, f"is not a readable safetensors file ({printable_error(exc)})") from None
+    try:
+        meta = json.loads((metadata or {})["clipforge"])
+    except (KeyError, TypeError, ValueError):
+        raise DamagedCheckpointError(path, "has no clipforge facts (step, size, spec hash) in its metadata") from None
+    if not isinstance(meta, dict):
+        raise DamagedCheckpointError(path, "has no clipforge facts (step, size, spec hash) in its metadata")
     if meta.get("spec_hash") != spec_hash:
         raise NothingToResumeError(
             f"{str(path)!r} was written by a run of another spec (hash {meta.get('spec_hash')}, not {spec_hash}); "
             "was spec.json edited?"
         )
-    return load_file(str(path)), meta
+    for key in ("step", "size", "resize_count"):
+        if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool):
+            raise DamagedCheckpointError(path, f"has no whole number {key!r} in its facts")
+    return tensors, meta
+
+
+def printable_error(exc: BaseException) -> str:
+    """An exception's first line, cut short, with its type when it says nothing."""
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def write_run_resumed(out_dir: Path, step: int) -> None:
@@ -252,25 +304,59 @@ def release_out_dir(path: Path) -> None:
     (path / LOCK).unlink(missing_ok=True)
 
 
-def abandon_out_dir(path: Path, created: bool) -> None:
+def abandon_out_dir(path: Path, created: Path | bool | None) -> None:
     """Undo a run that failed before its first step: what it wrote goes (the folder was empty when
-    claimed), and the folder too when the run created it."""
+    claimed), and the folder too when the run created it, with the parents it created (``created``,
+    from :func:`claim_out_dir`), so that a mistyped ``--out a/b/c`` leaves no empty ``a/b``."""
     for child in path.iterdir():
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    if created:
-        path.rmdir()
+    if not created:
+        return
+    path.rmdir()
+    if isinstance(created, Path) and created != path and created in path.parents:
+        for parent in path.parents:
+            try:
+                parent.rmdir()  # only while empty: another process may have put something there meanwhile
+            except OSError:
+                break
+            if parent == created:
+                break
 
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside ``path`` to write to; renamed to ``path`` once the block succeeds,
-    removed if it fails, so ``path`` is never half written."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    removed if it fails, so ``path`` is never half written. The name says which process writes it
+    (``.NAME.PID@HOST.tmp``), so that one a killed process left can be told from one being written
+    (:func:`remove_temporary_files`)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}@{socket.gethostname()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+?)(?:\.(?P<pid>\d+)(?:@(?P<host>[^/@]+))?)?\.tmp$")
+
+
+def remove_temporary_files(folder: Path, only_dead: bool = False) -> list[Path]:
+    """Remove the temporary files (``.*.tmp``) that writes cut short by a kill left in ``folder`` and
+    below it. Call it holding the folder's lock; with ``only_dead`` (a folder several processes share,
+    as a sweep's shards do), only those whose writer, named in the file name, died on this host go.
+    Returns what was removed."""
+    removed = []
+    for path in folder.rglob(".*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if match is None or not path.is_file() or path.is_symlink():
+            continue
+        if only_dead:
+            pid, host = match.group("pid"), match.group("host")
+            if pid is None or host is None or process_alive({"pid": int(pid), "host": host}) is not False:
+                continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 class Terminated(KeyboardInterrupt):
@@ -292,6 +378,59 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM for a whole run: the first one stops it (``KeyboardInterrupt``, or
+    :class:`Terminated`), and every later one is held until the run has saved its results and
+    handed its folder back, wherever it arrives (a second Ctrl-C in the moment between the loop's
+    end and the save would otherwise break the save). Within :meth:`held` the first one is held
+    too (a checkpoint is written whole) and listed. A Ctrl-C that this process ignores (a job
+    started in the background) stays ignored. Use it as a context manager (main thread only)."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.holding = 0
+        self.arrived: list[int] = []
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if not _main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            current = signal.getsignal(sig)
+            if current is signal.SIG_IGN or (sig == signal.SIGINT and current is not signal.default_int_handler):
+                continue  # ignored, or someone else's handler: left alone
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.arrived.append(signum)
+        if self.stopping or self.holding:
+            return
+        self.stop_now(signum)
+
+    def stop_now(self, signum: int | None = None) -> None:
+        """Stop the run here: raise, as the first signal does."""
+        self.stopping = True
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    @contextmanager
+    def held(self) -> Iterator[list[int]]:
+        """Hold the signals while the block runs; yields the list of those that arrived in it."""
+        start = len(self.arrived)
+        self.holding += 1
+        seen: list[int] = []
+        try:
+            yield seen
+        finally:
+            self.holding -= 1
+            seen.extend(self.arrived[start:])
 
 
 @contextmanager

@@ -79,6 +79,19 @@ def printable(text: Any, limit: int = 300) -> str:
 #: in memory or time on any machine clipforge is meant for, and is refused before anything starts
 LIMITS = {"steps": 1_000_000, "copies": 1024, "size": 4096, "prompts": 100_000, "seeds": 10_000, "images": 100_000}
 
+#: a seed is any number a random generator takes (``torch.Generator.manual_seed``: -2**63 .. 2**64 - 1)
+Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
+
+
+def check_seed_values(value: Any) -> Any:
+    """A list of seeds with one that no generator takes, refused naming its place (before pydantic
+    tries the field's other types and reports both)."""
+    if isinstance(value, list):
+        for i, seed in enumerate(value):
+            if isinstance(seed, int) and not isinstance(seed, bool) and not -(2**63) <= seed <= 2**64 - 1:
+                raise ValueError(f"seeds[{i}] is {seed}: a seed is a whole number from -2**63 to 2**64 - 1")
+    return value
+
 
 def _bool_for_number(value: Any, annotation: Any) -> bool:
     """Is ``value`` (or an item of it) JSON's true/false where ``annotation`` wants a number? Python
@@ -86,6 +99,8 @@ def _bool_for_number(value: Any, annotation: Any) -> bool:
     if annotation is bool or annotation is Any:
         return False
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:  # a constrained number (``Seed``): the number underneath
+        return _bool_for_number(value, args[0])
     if origin in (typing.Union, types.UnionType):
         return bool not in args and any(_bool_for_number(value, a) for a in args)
     if isinstance(value, bool):
@@ -334,7 +349,7 @@ class RunSpec(StrictModel):
     prompts: list[Prompt] = Field(
         min_length=1, max_length=LIMITS["prompts"], description="Targets; each gives one image per seed."
     )
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         default_factory=lambda: [0],
         min_length=1,
         max_length=LIMITS["seeds"],
@@ -603,7 +618,7 @@ class AnalysisSpec(StrictModel):
     (any run-spec field but ``prompts`` and ``seeds``, which the analysis fills in)."""
 
     run: dict[str, Any] = Field(default_factory=dict, description="Inversion settings, as in a run spec.")
-    seeds: int | list[int] = Field(4, description="Seeds per prompt: a count (0..N-1) or a list.")
+    seeds: int | list[Seed] = Field(4, description="Seeds per prompt: a count (0..N-1) or a list.")
     judge: ComponentRef = Field(description="The held-out backbone that judges the inversions.")
     output_dir: str | None = Field(None, description="Where the report goes, unless --out says otherwise.")
 
@@ -627,6 +642,8 @@ class AnalysisSpec(StrictModel):
         if not 1 <= count <= LIMITS["seeds"]:
             raise ValueError(f"between 1 and {LIMITS['seeds']} seeds per prompt, not {count}")
         return value
+
+    _seed_values = field_validator("seeds", mode="before")(classmethod(lambda cls, value: check_seed_values(value)))
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -31,22 +32,49 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from clipforge.components import Callback, Options, RunInfo, StepState
 from clipforge.engine import Engine
-from clipforge.outputs import _finite, make_folder, progress_bar, save_png, take_lock, to_display, write_json
+from clipforge.outputs import (
+    OutputExistsError,
+    _finite,
+    _lock_holder,
+    make_folder,
+    process_alive,
+    progress_bar,
+    remove_temporary_files,
+    save_png,
+    take_lock,
+    to_display,
+    write_json,
+)
 from clipforge.registry import Registry, ResolvedSpec, default_registry
 from clipforge.spec import (
     LIMITS,
+    Prompt,
+    Seed,
     SpecError,
     StrictModel,
     _problems,
     apply_overrides,
+    check_seed_values,
+    json_type,
     parse_spec,
     printable,
     read_spec_file,
 )
+
+#: run-spec fields a grid may not vary: the sweep sets them for every block, so a grid over them
+#: would be silently ignored
+NOT_GRIDDED = {
+    "prompts": "the sweep's 'prompts' set the prompts of every grid point; list them there",
+    "seeds": "the sweep's 'seeds' set the seeds of every grid point; list them there",
+    "callbacks": "a sweep's blocks run without callbacks (the sweep writes their images and index lines)",
+    "output_dir": "a sweep writes into its own folder (--out)",
+    "checkpoint_every": "a sweep's blocks run in memory and write no checkpoints (a block is the unit of resuming)",
+    "checkpoint_seconds": "a sweep's blocks run in memory and write no checkpoints (a block is the unit of resuming)",
+}
 
 
 class SweepSpec(StrictModel):
@@ -60,7 +88,7 @@ class SweepSpec(StrictModel):
         description="Prompts: a list (as in a run spec), or a .txt (one per line), .csv or .jsonl file "
         "(columns or keys text, label, weight).",
     )
-    seeds: int | list[int] = Field(1, description="Seeds per prompt: a count (0..N-1) or a list.")
+    seeds: int | list[Seed] = Field(1, description="Seeds per prompt: a count (0..N-1) or a list.")
     grid: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="Run-spec paths (the --set syntax) and the values each takes; every combination is a grid point.",
@@ -73,6 +101,9 @@ class SweepSpec(StrictModel):
         for key, values in value.items():
             if not values:
                 raise ValueError(f"grid {key!r} has no values")
+            top = re.split(r"[.\[]", key, maxsplit=1)[0]
+            if top in NOT_GRIDDED:
+                raise ValueError(f"grid {key!r}: {NOT_GRIDDED[top]}")
         return value
 
     @field_validator("seeds")
@@ -86,6 +117,8 @@ class SweepSpec(StrictModel):
             twice = sorted({seed for seed in value if value.count(seed) > 1})
             raise ValueError(f"each seed once: {', '.join(map(str, twice))} given more than once")
         return value
+
+    _seed_values = field_validator("seeds", mode="before")(classmethod(lambda cls, value: check_seed_values(value)))
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
@@ -129,42 +162,84 @@ class Sweep:
 
 
 def read_prompts(value: list[Any] | str, base_dir: Path | None) -> list[Any]:
-    """Prompts from a list or a file: .txt (one a line), .csv (text, label, weight), .jsonl."""
+    """Prompts from a list or a file: .txt (one a line), .csv (text, label, weight), .jsonl. A
+    problem in a file is named with the file and its line; a UTF-8 byte order mark (Excel's) is
+    ignored."""
     if isinstance(value, list):
         return value
     path = Path(value)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([("prompts", f"cannot read {str(path)!r}: {exc}")]) from None
     if path.suffix == ".txt":
         return [line.strip() for line in text.splitlines() if line.strip()]
 
-    def row(data: dict[str, Any], where: str) -> dict[str, Any]:
+    def row(data: Any, where: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise SpecError(
+                [(where, f"a prompt is an object with 'text' (and 'label', 'weight'), not {json_type(data)}")]
+            )
         unknown = set(data) - {"text", "label", "weight"}
         if unknown or not data.get("text"):
             raise SpecError([(where, f"a prompt needs 'text' (and may have 'label', 'weight'), not {sorted(data)}")])
+        for key in ("text", "label"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise SpecError([(where, f"'{key}' must be a string, not {json_type(data[key])}")])
         out = {"text": data["text"]}
         if data.get("label"):
             out["label"] = data["label"]
-        if data.get("weight") not in (None, ""):
-            out["weight"] = float(data["weight"])
+        weight = data.get("weight")
+        if weight not in (None, ""):
+            try:
+                if isinstance(weight, bool):
+                    raise ValueError
+                out["weight"] = float(weight)
+                if not math.isfinite(out["weight"]):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise SpecError([(where, f"'weight' must be a finite number, not {weight!r}")]) from None
         return out
 
     if path.suffix == ".csv":
-        return [row(r, f"prompts: {path.name} line {i + 2}") for i, r in enumerate(csv.DictReader(text.splitlines()))]
+        reader = csv.DictReader(io.StringIO(text, newline=""), restkey=_EXTRA, restval=_MISSING)
+        rows = []
+        for record in reader:
+            where = f"prompts: {str(path)!r} line {reader.line_num}"
+            if _EXTRA in record:
+                raise SpecError([(where, f"more fields than the header's {len(reader.fieldnames or [])}")])
+            if _MISSING in record.values():
+                raise SpecError([(where, f"fewer fields than the header's {len(reader.fieldnames or [])}")])
+            rows.append(row(record, where))
+        return rows
     if path.suffix == ".jsonl":
         rows = []
         for i, line in enumerate(text.splitlines()):
             if line.strip():
+                where = f"prompts: {str(path)!r} line {i + 1}"
                 try:
-                    rows.append(row(json.loads(line), f"prompts: {path.name} line {i + 1}"))
+                    data = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise SpecError([(f"prompts: {path.name} line {i + 1}", f"invalid JSON: {exc.msg}")]) from None
+                    raise SpecError([(where, f"invalid JSON: {exc.msg}")]) from None
+                rows.append(row(data, where))
         return rows
     raise SpecError([("prompts", f"{path.name}: a prompts file ends in .txt, .csv or .jsonl")])
+
+
+_EXTRA, _MISSING = "\x00extra", "\x00missing"  # markers of a ragged CSV row
+
+
+def check_prompts(prompts: list[Any], where: str) -> None:
+    """Each prompt as a run spec takes it (a string, or an object with 'text', 'image' or 'terms'),
+    refused with its place (``prompts[3]``, or the file and line it came from)."""
+    for i, prompt in enumerate(prompts):
+        try:
+            Prompt.model_validate(prompt)
+        except ValidationError as exc:
+            problems = _problems(exc, f"prompts[{i}]")
+            raise SpecError([(f"{where} ({path})" if where else path, msg) for path, msg in problems]) from None
 
 
 def _digest(data: Any) -> str:
@@ -199,6 +274,7 @@ def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = 
         prompts = read_prompts(spec.prompts, base_dir)
         if not prompts:
             raise SpecError([("prompts", "no prompts")])
+        check_prompts(prompts, "" if isinstance(spec.prompts, list) else f"prompts: {spec.prompts!r}")
         seeds = spec.seed_list()
         keys = list(spec.grid)
         points = []
@@ -391,10 +467,15 @@ def run_sweep(
     registry = registry or default_registry()
     folder = Path(out_dir)
     rank, world = shard
+    if not 0 <= rank < world:
+        raise SpecError([("--shard", f"expected I/N with 0 <= I < N, not {rank}/{world}")])
+    refuse_other_outputs(folder)
     make_folder(folder)
     lock = folder / f".lock.shard-{rank}-of-{world}"
     take_lock(lock)  # two processes never run one shard
     try:
+        refuse_other_shardings(folder, world)
+        remove_temporary_files(folder, only_dead=True)  # what killed writes of this host left
         done = read_index(folder)
         check_unchanged(sweep, folder, done)
         if rank == 0:
@@ -429,6 +510,41 @@ def run_sweep(
     finally:
         lock.unlink(missing_ok=True)
     return status_counts(sweep, read_index(folder))
+
+
+#: what a run, an analysis or a gallery leaves in its folder: a sweep does not go there
+FOREIGN_OUTPUTS = ("run.json", "spec.json", "checkpoint.safetensors", "report.json", "report.md", ".clipforge.lock")
+
+
+def refuse_other_outputs(folder: Path) -> None:
+    """Refuse a sweep into a folder that holds a run's or an analysis's results."""
+    if not folder.is_dir():
+        return
+    found = [name for name in FOREIGN_OUTPUTS if (folder / name).exists()]
+    if found:
+        raise OutputExistsError(
+            folder, f"holds a run's or an analysis's results ({', '.join(found)}), not a sweep's; a sweep needs its own"
+        )
+
+
+def refuse_other_shardings(folder: Path, world: int) -> None:
+    """Refuse to run while a process runs this folder split another way (``--shard I/M`` with
+    M != ``world``, or none): blocks go to shards by ``block % world``, so two splits would both run
+    the blocks neither has finished. One after another is fine: they share the index."""
+    for lock in folder.glob(".lock.shard-*-of-*"):
+        match = re.fullmatch(r"\.lock\.shard-(\d+)-of-(\d+)", lock.name)
+        if match is None or int(match.group(2)) == world:
+            continue
+        holder = _lock_holder(lock)
+        if holder is None or (holder and process_alive(holder) is False):
+            continue  # released, or left by a process that died
+        other = "without --shard" if match.group(2) == "1" else f"with --shard {match.group(1)}/{match.group(2)}"
+        mine = "without --shard" if world == 1 else f"as {world} shards"
+        raise OutputExistsError(
+            folder,
+            f"is being run {other} by process {holder.get('pid')} on {holder.get('host')}; running it {mine} too "
+            "would compute the same items twice. Wait for it, or use the same --shard count",
+        )
 
 
 @dataclass
@@ -563,32 +679,32 @@ def status_counts(sweep: Sweep, records: dict[str, dict[str, Any]]) -> dict[str,
     return counts
 
 
-def estimate_memory(run: dict[str, Any], images: int, registry: Registry | None = None) -> dict[str, int]:
+def estimate_memory(
+    run: dict[str, Any],
+    images: int,
+    registry: Registry | None = None,
+    measured: dict[str, tuple[int, int]] | None = None,
+) -> dict[str, int]:
     """Bytes one block of ``images`` images needs at the run's largest size, before anything runs:
     the backbones' weights; the activations one augmented copy keeps for the backward pass, measured
     by passing one copy through each backbone on the CPU (saved-tensor hooks count what autograd
     keeps), times the copies that go through at once (``chunk_copies``, or all of them); and the
     images with their gradients and Adam's two moments. An estimate, on the high side for the
     activations (a tensor autograd keeps twice, as views, is counted twice; bf16 halves them); the
-    device's own overheads (kernels' workspaces, the allocator's rounding) come on top."""
+    device's own overheads (kernels' workspaces, the allocator's rounding) come on top.
+
+    ``measured`` (a dict kept across calls, e.g. over a plan's grid points) remembers each distinct
+    backbone's weights and activations, so that each is built once, not once per grid point."""
     registry = registry or default_registry()
     resolved = registry.resolve(parse_spec({**run, "prompts": ["x"], "seeds": [0], "device": "cpu"}))
     weights = per_copy = 0
+    measured = {} if measured is None else measured
     for component in resolved.components["backbones"]:
-        backbone = component.build(torch.device("cpu"))
-        model = getattr(backbone, "model", None)
-        if isinstance(model, torch.nn.Module):
-            weights += sum(p.numel() * p.element_size() for p in model.parameters())
-        saved = [0]
-
-        def pack(tensor: torch.Tensor, saved: list[int] = saved) -> torch.Tensor:
-            saved[0] += tensor.numel() * tensor.element_size()
-            return tensor
-
-        pixels = torch.rand(1, 3, *backbone.input_size, requires_grad=True)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            backbone.encode_image(pixels)
-        per_copy += saved[0]
+        key = json.dumps(component.ref().model_dump(mode="json"), sort_keys=True)
+        if key not in measured:
+            measured[key] = _measure_backbone(component)
+        weights += measured[key][0]
+        per_copy += measured[key][1]
     copies = images * run["copies"]
     at_once = min(copies, run["performance"].get("chunk_copies") or copies)
     size = max(step["size"] for step in run["resolution"])
@@ -600,6 +716,24 @@ def estimate_memory(run: dict[str, Any], images: int, registry: Registry | None 
         "images": image_bytes,
         "total": weights + activations + image_bytes,
     }
+
+
+def _measure_backbone(component: Any) -> tuple[int, int]:
+    """A backbone's weights, and the activations one copy keeps for the backward pass, in bytes:
+    built on the CPU, one copy passed through it with saved-tensor hooks counting what autograd keeps."""
+    backbone = component.build(torch.device("cpu"))
+    model = getattr(backbone, "model", None)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) if isinstance(model, torch.nn.Module) else 0
+    saved = [0]
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    pixels = torch.rand(1, 3, *backbone.input_size, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        backbone.encode_image(pixels)
+    return weights, saved[0]
 
 
 def shard_from_environment() -> tuple[int, int]:
@@ -621,6 +755,12 @@ def sweep_status(folder: Path) -> dict[str, Any]:
         info = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise SpecError([("", "no sweep here (no readable sweep.json)")], str(folder)) from None
+    items = info.get("items") if isinstance(info, dict) else None
+    if not isinstance(items, int) or isinstance(items, bool) or items < 0:
+        raise SpecError(
+            [("", f"{str(folder / 'sweep.json')!r} is not a sweep's record (no count of 'items'): edited or damaged?")],
+            str(folder),
+        )
     records = read_index(folder)
     done = sum(r.get("status") == "done" for r in records.values())
     failed = [r for r in records.values() if r.get("status") == "failed"]

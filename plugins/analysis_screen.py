@@ -151,7 +151,9 @@ class Screen(Analysis):
     def table(self, report: dict[str, Any]) -> Table:
         analytic = report.get("analytic_marker")
         table = Table(title="safety screen")
-        for col in ("prompt", "flagged", "rate (95% CI)") + (("marker drawn (analytic)", "rate (95% CI)") if analytic else ()):
+        for col in ("prompt", "flagged", "rate (95% CI)") + (
+            ("marker drawn (analytic)", "rate (95% CI)") if analytic else ()
+        ):
             table.add_column(col)
         for p, r in report["flag_rates"].items():
             cells = [f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"])]

@@ -56,6 +56,44 @@ def _offline_hint() -> str:
     )
 
 
+def _downloads_off() -> bool:
+    """Whether huggingface_hub is set to work from its cache only (``HF_HUB_OFFLINE``)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_repo(name: str, weights: str | None) -> str | None:
+    """The hub repository holding ``name``'s weights (``weights`` a pretrained tag), if any."""
+    if name.startswith("hf-hub:"):
+        return name.removeprefix("hf-hub:")
+    if not weights:
+        return None
+    hub = (_open_clip().get_pretrained_cfg(name, weights) or {}).get("hf_hub", "")
+    return os.path.split(hub)[0] or None
+
+
+def _not_cached_message(what: str, name: str, weights: str | None, cache_dir: str | None) -> str:
+    """Weights that are not in the hub cache while downloads are off (``HF_HUB_OFFLINE=1``): said at
+    once, with where they were looked for and the three ways to provide them."""
+    from huggingface_hub import constants
+
+    cache = cache_dir or constants.HF_HUB_CACHE
+    repo = _hub_repo(name, weights)
+    held = f" (the hub repository {repo!r})" if repo else ""
+    return (
+        f"open_clip backbone: the weights of {what}{held} are not in the Hugging Face cache {str(cache)!r}, "
+        "and downloads are off (HF_HUB_OFFLINE is set). Provide them in one of three ways: a local checkpoint "
+        "file ('pretrained': '/path/to/weights.safetensors'); a pre-filled cache (copy a hub cache that holds "
+        "them from a machine with a network, and point HF_HOME or HF_HUB_CACHE, or the option 'cache_dir', at "
+        "it); or a network (unset HF_HUB_OFFLINE to download them). "
+        f'Or use the offline model bundled with clipforge: {{"name": "open_clip", "options": {{"model": '
+        f'"{OFFLINE_DEFAULT}"}}}}.'
+    )
+
+
 class OpenClipOptions(Options):
     model: str = Field(
         "ViT-B-16",
@@ -239,6 +277,8 @@ class OpenClipBackbone(Backbone):
         except (RuntimeError, OSError, ValueError) as exc:
             what = f"{o.model!r} with pretrained {o.pretrained!r}" if ":" not in name else repr(o.model)
             if "download" in str(exc).lower() or "hub" in str(exc).lower() or "connect" in str(exc).lower():
+                if _downloads_off():
+                    raise BackboneLoadError(_not_cached_message(what, name, weights, o.cache_dir)) from None
                 raise BackboneLoadError(
                     f"open_clip backbone: could not download the weights of {what}; this machine may be "
                     f"offline ({exc}). {_offline_hint()}"

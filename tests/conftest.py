@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub download must fail fast, never hang on retries
 
@@ -17,6 +18,14 @@ TINY_CONFIG = {
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
+
+
+def default_signals() -> None:
+    """``preexec_fn`` of a child that the tests send Ctrl-C: SIGINT back to its default, so that the
+    child's Python turns it into KeyboardInterrupt even when pytest was started from a shell that
+    ignores SIGINT (a background job), whose ignoring the child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def tiny_backbone(seed: int = 0) -> dict:

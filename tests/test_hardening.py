@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_spec_dict
+from conftest import default_signals, tiny_spec_dict
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -41,6 +41,7 @@ def start(tmp_path: Path, spec: dict, out: str = "out") -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=default_signals,
     )
 
 
@@ -117,6 +118,25 @@ def test_a_second_ctrl_c_during_the_save_does_not_break_it(tmp_path):
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "interrupted"
     assert_whole_results(run_dir, 4)
+
+
+def test_ctrl_c_reaches_the_run_when_the_tests_were_started_ignoring_it(tmp_path):
+    """From a shell that ignores SIGINT (a background job), the child would inherit the ignoring and
+    the Ctrl-C tests would wait for ever: the tests' children get SIGINT's default back."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = start(tmp_path, LONG)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        wait_for_steps(tmp_path / "out", 3, process)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "interrupted"
 
 
 def test_two_processes_never_share_an_output_folder(tmp_path):
