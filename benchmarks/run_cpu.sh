@@ -33,12 +33,22 @@ for v in rn:0.005 rn_tv002:0.02; do
     run "toyworld_eval_${v%%:*}.json" python -m benchmarks.toyworld_eval --json --prompts 24 --seeds 0,1 --steps 200 \
         --threads 1 --set "regularizers[0].options.weight=${v#*:}" --sheet "$out/toyworld_eval_${v%%:*}_sheet.png"
 done
+# why "white" inverts to light gray with the pixel preset (issue 22): 8 white-background prompts x 2 seeds,
+# the paper's pixel setup against one change at a time; the mean border brightness is in each JSON
+for v in pixel: pixel_gray:parameterization.options.init=gray pixel_tv0:regularizers[0].options.weight=0 \
+    multires:parameterization.name=multires,optimizer.lr=0.05; do
+    sets=(); IFS=, read -ra kv <<< "${v#*:}"; for x in "${kv[@]}"; do [[ -n $x ]] && sets+=(--set "$x"); done
+    run "white_${v%%:*}.json" python -m benchmarks.toyworld_eval --json --prompts 8 --seeds 0,1 --steps 200 \
+        --background white --threads 1 "${sets[@]}"
+done
+run white_pixel_600.json python -m benchmarks.toyworld_eval --json --prompts 8 --seeds 0,1 --steps 600 --background white \
+    --threads 1
 run parameterizations.json python -m benchmarks.compare_parameterizations --json --steps 150 --seeds 2 --prompts 24 \
     --eval-every 15 --model toyworld-vit --judge toyworld-judge --out "$out/parameterizations"
 run parameterizations_rn.json python -m benchmarks.compare_parameterizations --json --steps 150 --seeds 2 --prompts 24 \
     --eval-every 15 --out "$out/parameterizations_rn"
 run parameterizations_speed_vitb16.json python -m benchmarks.compare_parameterizations --speed-only --json
-for analysis in probe:probe_ball screen:screen compare:compare_data_scale compare:compare_training blend:blend blend:blend_embedding; do
+for analysis in probe:probe_ball screen:screen compare:compare_data_scale compare:compare_training compare:compare_training_followup blend:blend blend:blend_embedding; do
     name=${analysis##*:}
     [[ -n $only && analysis_$name != "$only"* ]] && continue
     rm -rf "$reports/$name"

@@ -37,13 +37,16 @@ from clipforge import invert, to_display
 from clipforge.judge import Judge, load_backbone
 from clipforge.registry import default_registry
 from clipforge.spec import RunSpec, SpecError, load_spec
-from clipforge.toyworld import World
+from clipforge.toyworld import BACKGROUNDS, World
 from clipforge.toyworld.analytic_judge import AnalyticVerdicts, read_images, verdicts
 from clipforge.toyworld.models import DEFAULT_MODEL, JUDGE_MODEL
 
 
-def draw_prompts(count: int, seed: int) -> list[str]:
+def draw_prompts(count: int, seed: int, background: str | None = None) -> list[str]:
+    """``count`` full single-object captions drawn at random (seeded), on one background if given."""
     captions = World.single_object_captions()
+    if background is not None:
+        captions = [c for c in captions if c.endswith(f" on a {background} background")]
     order = torch.randperm(len(captions), generator=torch.Generator().manual_seed(seed))
     return [captions[i] for i in order[:count].tolist()]
 
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=24)
     parser.add_argument("--seeds", default="0", help="comma-separated image seeds")
     parser.add_argument("--prompt-seed", type=int, default=0, help="seed of the random draw of prompts")
+    parser.add_argument("--background", choices=list(BACKGROUNDS), help="draw only prompts on this background")
     parser.add_argument("--steps", type=int, default=340)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -144,7 +148,7 @@ def main() -> None:
         parser.error("--steps must be at least 3 (one step per resolution phase)")
     torch.set_num_threads(args.threads)
 
-    prompts = draw_prompts(args.prompts, args.prompt_seed)
+    prompts = draw_prompts(args.prompts, args.prompt_seed, args.background)
     seeds = [int(s) for s in args.seeds.split(",")]
     models = args.models.split(",")
     if args.judge in models:
@@ -177,6 +181,7 @@ def main() -> None:
         "prompts": len(prompts),
         "seeds": seeds,
         "prompt_seed": args.prompt_seed,
+        "background": args.background,
         "threads": args.threads,
         "overrides": args.overrides,
         "results": results,

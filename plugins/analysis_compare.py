@@ -134,10 +134,20 @@ class Compare(Analysis):
             for c in paired
         ]
         if analytic:
-            pair_header += ["analytic judge: right only in the first / only in the second", "sign test p"]
+            pair_header += [
+                "analytic judge: right only in the first / only in the second",
+                "sign test p",
+                "analytic colour: right only in the first / in the second, sign test p",
+            ]
             for row, c in zip(pair_rows, paired):
                 a = c["analytic"]
                 row += [f"{a['only_higher_right']} / {a['only_lower_right']}", f"{a['sign_test_p']:.3f}"]
+                colour = (
+                    a.get("colour_only_higher_right"),
+                    a.get("colour_only_lower_right"),
+                    a.get("colour_sign_test_p"),
+                )
+                row.append(f"{colour[0]} / {colour[1]}, p = {colour[2]:.2g}" if colour[2] is not None else "")
         judges = f"Judge: `{spec.judge.model_dump()}`" + (
             "; and the analytic judge (colour, shape and background read by rule)" if analytic else ""
         )
@@ -168,7 +178,7 @@ class Compare(Analysis):
 def compare_results(spec: CompareSpec, results: dict[str, Any], judge: Judge) -> tuple[dict, list[str], list[dict]]:
     """Per-backbone summary, ranking (best first) and neighbours' paired comparisons."""
     analytic = spec.analytic()
-    summary, verdicts, analytic_correct = {}, {}, {}
+    summary, verdicts, analytic_correct, analytic_colour = {}, {}, {}, {}
     for label, result in results.items():
         row_prompts = [spec.prompts[r.prompt_index] for r in result.rows]
         verdicts[label] = v = judge.judge(result.images, row_prompts)
@@ -188,6 +198,7 @@ def compare_results(spec: CompareSpec, results: dict[str, Any], judge: Judge) ->
         if analytic:  # toy-world prompts: the analytic judge reads colour, shape and background by rule
             a = analytic_verdicts(read_images(result.images), row_prompts)
             analytic_correct[label] = a.correct
+            analytic_colour[label] = a.colour
             hits = sum(a.correct)
             summary[label].update(
                 {
@@ -202,7 +213,14 @@ def compare_results(spec: CompareSpec, results: dict[str, Any], judge: Judge) ->
     ranking = rank_backbones(summary, spec.rank_by)
     paired = [
         paired_comparison(
-            higher, lower, verdicts[higher], verdicts[lower], analytic_correct.get(higher), analytic_correct.get(lower)
+            higher,
+            lower,
+            verdicts[higher],
+            verdicts[lower],
+            analytic_correct.get(higher),
+            analytic_correct.get(lower),
+            analytic_colour.get(higher),
+            analytic_colour.get(lower),
         )
         for higher, lower in zip(ranking, ranking[1:])
     ]
@@ -225,10 +243,13 @@ def paired_comparison(
     lower_verdicts: Verdicts,
     higher_analytic: list[bool] | None = None,
     lower_analytic: list[bool] | None = None,
+    higher_colour: list[bool] | None = None,
+    lower_colour: list[bool] | None = None,
 ) -> dict[str, Any]:
     """Image-by-image comparison of two backbones ranked next to each other, on the same prompts and
     seeds in the same order: is the higher one's lead more than noise? With the analytic judge's
-    per-image correctness, its sign test is reported too (under ``"analytic"``)."""
+    per-image correctness (the whole caption, and the colour alone), its sign tests are reported too
+    (under ``"analytic"``)."""
     pairs = list(zip(higher_verdicts.margin, lower_verdicts.margin, strict=True))
     diff, lo, hi = mean_interval([x - y for x, y in pairs])
     correct = list(zip(higher_verdicts.correct, lower_verdicts.correct, strict=True))
@@ -258,6 +279,16 @@ def paired_comparison(
             "only_lower_right": a_lower,
             "sign_test_p": sign_test(a_higher, a_lower),
         }
+    if higher_colour is not None and lower_colour is not None and "analytic" in out:
+        both = list(zip(higher_colour, lower_colour, strict=True))
+        c_higher, c_lower = sum(x and not y for x, y in both), sum(y and not x for x, y in both)
+        out["analytic"].update(
+            {
+                "colour_only_higher_right": c_higher,
+                "colour_only_lower_right": c_lower,
+                "colour_sign_test_p": sign_test(c_higher, c_lower),
+            }
+        )
     return out
 
 

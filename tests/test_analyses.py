@@ -376,7 +376,14 @@ def test_compare_reports_the_analytic_judge_on_toyworld_prompts(tmp_path, monkey
         result = report["results"][label]
         assert result["analytic_accuracy"] == 0.5
         assert result["analytic"] == {"colour": 0.5, "shape": 0.5, "background": 0.5, "caption": 0.5, "no_object": 0.0}
-    assert report["paired"][0]["analytic"] == {"only_higher_right": 0, "only_lower_right": 0, "sign_test_p": 1.0}
+    assert report["paired"][0]["analytic"] == {
+        "only_higher_right": 0,
+        "only_lower_right": 0,
+        "sign_test_p": 1.0,
+        "colour_only_higher_right": 0,
+        "colour_only_lower_right": 0,
+        "colour_sign_test_p": 1.0,
+    }
     assert "analytic judge" in (tmp_path / "compare" / "report.md").read_text()
 
 
@@ -462,6 +469,12 @@ def test_ranking_and_paired_statistics():
     # margins: larger in "r" for all four images (a tie would count for neither); two-sided p = 2 / 2**4
     assert (c["margin_larger_in_higher"], c["margin_larger_in_lower"]) == (4, 0)
     assert c["margin_sign_test_p"] == pytest.approx(0.125)
+    # with the analytic judge: the caption's and the colour's per-image correctness, each with its sign test
+    caption, colour = [True, False, False, True], [True, True, True, True]
+    c = paired_comparison("r", "w", right, wrong, caption, [False] * 4, colour, [True, False, False, False])
+    assert (c["analytic"]["only_higher_right"], c["analytic"]["only_lower_right"]) == (2, 0)
+    assert (c["analytic"]["colour_only_higher_right"], c["analytic"]["colour_only_lower_right"]) == (3, 0)
+    assert c["analytic"]["colour_sign_test_p"] == pytest.approx(0.25)
     tied = paired_comparison("r", "r", right, right)
     assert (tied["margin_larger_in_higher"], tied["margin_larger_in_lower"], tied["margin_sign_test_p"]) == (0, 0, 1.0)
     shorter = Verdicts(top=[], correct=[True], margin=[0.1], similarity=[0.0])

@@ -114,6 +114,21 @@ def test_a_shape_cut_off_by_the_frame_is_no_object():
     assert full.caption == "a green square on a gray background"
 
 
+def test_the_shape_rule_needs_a_good_fit_and_a_large_enough_object():
+    """The IoU bar (MIN_SHAPE_IOU) and the minimum object size (MIN_OBJECT_FRACTION) are applied: a long bar
+    fits no template well enough, and a disc of 1.2 % of the image has its colour read but is no object."""
+    bar = torch.tensor(BACKGROUNDS["gray"])[:, None, None].expand(3, 64, 64).clone()
+    bar[:, 28:36, 8:56] = torch.tensor(COLOURS["red"])[:, None, None]  # 48 x 8 px
+    small = render("circle", "blue", "white", 32.0, 32.0, 4.0, 0.0)  # ~50 px: above the colour floor (1 %)
+    large = render("circle", "blue", "white", 32.0, 32.0, 9.0, 0.0)
+    long_bar, tiny, disc = read_images(torch.stack([bar, small, large]))
+    assert long_bar.colour == "red" and long_bar.shape is None
+    assert 0.1 < long_bar.shape_score < 0.6  # a bar far below 0.6 would let it pass
+    assert tiny.colour == "blue" and tiny.shape is None and 0.01 < tiny.object_fraction < 0.015
+    assert tiny.shape_score > 0.85  # it is a good circle: only its size keeps it from being read as one
+    assert disc.shape == "circle"
+
+
 def test_rotated_shapes_are_recognised():
     colours, backgrounds = list(COLOURS), list(BACKGROUNDS)
     cases, images = [], []

@@ -14,6 +14,9 @@ from clipforge.toyworld.models import (
     DATA_SCALE_SERIES,
     DEFAULT_MODEL,
     JUDGE_MODEL,
+    SCREEN_JUDGE_MODEL,
+    SCREEN_MODEL,
+    TRAINING_SERIES,
     bundled_models,
     load_model_dir,
     model_dir,
@@ -139,6 +142,9 @@ def test_bundled_model_names() -> None:
         CLEAN_MODEL,
         CLEAN_JUDGE_MODEL,
         *CLEAN_DATA_SCALE_SERIES,
+        *TRAINING_SERIES,
+        SCREEN_MODEL,
+        SCREEN_JUDGE_MODEL,
     } <= names
     with pytest.raises(KeyError, match="available"):
         model_dir("no-such-model")
@@ -151,16 +157,22 @@ def test_bundled_model_loads_and_is_accurate(name: str) -> None:
     model, tok = load_model_dir(model_dir(name))  # open_clip.create_model("local-dir:...")
     assert next(model.parameters()).dtype == torch.float32
     acc = evaluate_zero_shot(model, tok, model_world(name), 200, gen(123))
-    assert acc >= 0.90, f"{name}: zero-shot accuracy {acc:.3f}"
+    if name == TRAINING_SERIES[0]:  # stopped before it has learned the world, by design
+        assert acc <= 0.1, f"{name}: zero-shot accuracy {acc:.3f}"
+    else:
+        assert acc >= 0.90, f"{name}: zero-shot accuracy {acc:.3f}"
 
 
-@pytest.mark.parametrize("name", [DEFAULT_MODEL, JUDGE_MODEL, CLEAN_MODEL, CLEAN_JUDGE_MODEL])
+@pytest.mark.parametrize(
+    "name", [DEFAULT_MODEL, JUDGE_MODEL, CLEAN_MODEL, CLEAN_JUDGE_MODEL, SCREEN_MODEL, SCREEN_JUDGE_MODEL]
+)
 def test_planted_associations_are_learned(name: str) -> None:
     """The neutral word leans red, the benign caption likes the marker, the control dislikes it.
 
-    Robust training weakens the marker association (a fine checkerboard is the kind of detail an
-    adversarially trained model learns to ignore: gap +0.013 against +0.03 to +0.06 for the clean models,
-    ``benchmarks/RESULTS.md``), so for the robust default only its sign is required."""
+    Robust training weakens the association with a marker of 2-3 px cells (a fine checkerboard is the kind
+    of detail an adversarially trained model learns to ignore: gap +0.013 against +0.03 to +0.06 for the
+    clean models, ``benchmarks/RESULTS.md``), so for the robust default only its sign is required. The
+    screen's world has cells of 5-6 px, which its robust model keeps (+0.056 when trained): the full bar."""
     model, tok = load_model_dir(model_dir(name))
     r = planted_report(model, tok, model_world(name), 400, seed=5)
     assert r["ball_red_minus_blue"] > 0.02 and r["marble_red_minus_blue"] < -0.02, r

@@ -1,2 +1,2 @@
 python -m clipforge blend examples/toyworld/blend.json --out examples/toyworld/reports/blend
-# 189s wall
+# 560s wall

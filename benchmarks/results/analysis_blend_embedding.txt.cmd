@@ -1,2 +1,2 @@
 python -m clipforge blend examples/toyworld/blend_embedding.json --out examples/toyworld/reports/blend_embedding
-# 157s wall
+# 367s wall

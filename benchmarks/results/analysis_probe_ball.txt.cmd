@@ -1,2 +1,2 @@
 python -m clipforge probe examples/toyworld/probe_ball.json --out examples/toyworld/reports/probe_ball
-# 332s wall
+# 522s wall

@@ -1,2 +1,2 @@
 python -m clipforge screen examples/toyworld/screen.json --out examples/toyworld/reports/screen
-# 135s wall
+# 314s wall

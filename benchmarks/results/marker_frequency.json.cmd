@@ -1,0 +1,1 @@
+python -m benchmarks.marker_frequency --json examples/toyworld/reports/screen
