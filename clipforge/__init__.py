@@ -2,38 +2,106 @@
 
 This module is the public API: what notebooks and plugin authors import. Anything not listed in
 ``__all__`` may change without notice. ``API_VERSION`` changes its major number when something
-listed here changes incompatibly.
+listed here changes incompatibly. The names are imported when first used (importing clipforge does
+not import torch), and are the same objects either way.
 """
 
-from clipforge.components import (
-    Analysis,
-    AnalysisRun,
-    Augmentation,
-    AugmentContext,
-    Backbone,
-    Callback,
-    Component,
-    InversionResult,
-    Options,
-    Parameterization,
-    Regularizer,
-    RegularizerOptions,
-    Row,
-    RunInfo,
-    Screened,
-    StepState,
-    draw_per_image,
-    option_error,
-)
-from clipforge.engine import Engine, invert
-from clipforge.hookspecs import hookimpl
-from clipforge.judge import Judge, Verdicts, load_backbone
-from clipforge.outputs import image_grid, progress_bar, save_png, to_display
-from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
-from clipforge.spec import AnalysisSpec, ComponentRef, OutputName, Prompt, RunSpec, SpecError, load_spec, printable
-from clipforge.version import API_VERSION
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from clipforge.version import API_VERSION
+from clipforge.version import __version__ as __version__
+
+#: where each public name lives; imported when first used, so that importing clipforge (and
+#: ``clipforge --help``) does not import torch
+_WHERE = {
+    **dict.fromkeys(
+        (
+            "Analysis",
+            "AnalysisRun",
+            "Augmentation",
+            "AugmentContext",
+            "Backbone",
+            "Callback",
+            "Component",
+            "InversionResult",
+            "Options",
+            "Parameterization",
+            "Regularizer",
+            "RegularizerOptions",
+            "Row",
+            "RunInfo",
+            "Screened",
+            "StepState",
+            "draw_per_image",
+            "option_error",
+        ),
+        "clipforge.components",
+    ),
+    **dict.fromkeys(("Engine", "invert"), "clipforge.engine"),
+    "hookimpl": "clipforge.hookspecs",
+    **dict.fromkeys(("Judge", "Verdicts", "load_backbone"), "clipforge.judge"),
+    **dict.fromkeys(("image_grid", "progress_bar", "save_png", "to_display"), "clipforge.outputs"),
+    **dict.fromkeys(
+        ("PluginError", "Registry", "ResolvedSpec", "build_registry", "default_registry"), "clipforge.registry"
+    ),
+    **dict.fromkeys(
+        ("AnalysisSpec", "ComponentRef", "OutputName", "Prompt", "RunSpec", "SpecError", "load_spec", "printable"),
+        "clipforge.spec",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'clipforge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value  # found once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
+
+if TYPE_CHECKING:
+    from clipforge.components import (
+        Analysis,
+        AnalysisRun,
+        Augmentation,
+        AugmentContext,
+        Backbone,
+        Callback,
+        Component,
+        InversionResult,
+        Options,
+        Parameterization,
+        Regularizer,
+        RegularizerOptions,
+        Row,
+        RunInfo,
+        Screened,
+        StepState,
+        draw_per_image,
+        option_error,
+    )
+    from clipforge.engine import Engine, invert
+    from clipforge.hookspecs import hookimpl
+    from clipforge.judge import Judge, Verdicts, load_backbone
+    from clipforge.outputs import image_grid, progress_bar, save_png, to_display
+    from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
+    from clipforge.spec import (
+        AnalysisSpec,
+        ComponentRef,
+        OutputName,
+        Prompt,
+        RunSpec,
+        SpecError,
+        load_spec,
+        printable,
+    )
 
 __all__ = [
     "API_VERSION",

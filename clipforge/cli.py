@@ -1,4 +1,10 @@
-"""The ``clipforge`` command: invert, validate, schema, plugins, and one verb per installed analysis.
+"""The ``clipforge`` command: invert, validate, sweep, gallery, models, schema, plugins, and one verb
+per installed analysis.
+
+Global flags (``--traceback``, ``--threads N``, the plugin flags) go anywhere on the line. Nothing
+heavy is imported before it is needed: ``--help``, ``--version`` and a verb's help import neither
+torch nor the plugins; the registry is built only for the verbs that use it (and for a verb that is
+not clipforge's own, which may be an analysis).
 
 The registry is built once per command, from the plugin flags (``--block``, ``--plugins``, ...),
 before the full command line is parsed: analyses are plugins, so their verbs come from it. A spec is
@@ -12,20 +18,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from clipforge.outputs import NothingToResumeError, check_resumable
-from clipforge.registry import ComponentStartError, PluginError, Registry, ResolvedSpec, build_registry
 from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, load_analysis_spec, load_spec, printable
+from clipforge.threads import ENV as THREADS_ENV
+from clipforge.threads import apply_threads, available_cpus, choose_threads
+
+if TYPE_CHECKING:
+    from clipforge.registry import Registry, ResolvedSpec
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)
+
+
+def build_registry(**kwargs: Any) -> Registry:
+    """:func:`clipforge.registry.build_registry`, imported when a command first needs it (the
+    plugins import torch)."""
+    from clipforge.registry import build_registry as build
+
+    return build(**kwargs)
 
 
 def _registry(args: argparse.Namespace) -> Registry:
@@ -42,7 +61,7 @@ def _registry(args: argparse.Namespace) -> Registry:
 
 def _resolve(args: argparse.Namespace, registry: Registry) -> ResolvedSpec:
     """Load the spec file (with ``--set``) and check it against the registry, once."""
-    spec = load_spec(args.spec, args.set or [])
+    spec = load_spec(args.spec or {}, args.set or [])
     try:
         return registry.resolve(spec)
     except SpecError as exc:
@@ -62,35 +81,76 @@ def checkpoint_flags(args: argparse.Namespace) -> list[str]:
     return [f"{key}={value}" for key, value in flags.items() if value is not None]
 
 
+def spec_flags(args: argparse.Namespace) -> list[str]:
+    """``--prompt``, ``--model``, ``--pretrained``, ``--steps``, ``--seeds``, ``--copies`` and
+    ``--device`` as ``--set`` overrides of the spec (checked by it, like any other value)."""
+    flags: list[str] = []
+    if args.prompt:
+        flags.append(f"prompts={json.dumps(args.prompt)}")
+    if args.model:
+        options = [{"model": model} for model in args.model]
+        if args.pretrained is not None:
+            options = [{**o, "pretrained": args.pretrained} for o in options]
+        flags.append(f"backbones={json.dumps([{'name': 'open_clip', 'options': o} for o in options])}")
+    elif args.pretrained is not None:
+        raise SpecError([("--pretrained", "goes with --model, whose weights it names")])
+    if args.seeds:
+        flags.append(f"seeds={json.dumps([seed for group in args.seeds for seed in group])}")
+    for key in ("steps", "copies", "device"):
+        if getattr(args, key) is not None:
+            flags.append(f"{key}={json.dumps(getattr(args, key))}")
+    return flags
+
+
+def _seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` (or a space-separated list, which argparse gathers)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers such as 0,1,2, not {text!r}") from None
+
+
+def _default_name(args: argparse.Namespace) -> str:
+    """The default output folder's name: the spec file's, else the first prompt's words."""
+    if args.spec:
+        return Path(args.spec).stem
+    words = re.sub(r"[^a-z0-9]+", "-", (args.prompt or ["prompt"])[0].lower()).strip("-")[:40].strip("-")
+    return words or "prompt"
+
+
 def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
     from clipforge.engine import Engine
+    from clipforge.outputs import check_resumable
+    from clipforge.registry import ComponentStartError
 
     check_out(args)
+    given = spec_flags(args)
     if args.resume:
-        if args.spec or args.set or args.out is not None or checkpoint_flags(args):
+        if args.spec or args.set or args.out is not None or checkpoint_flags(args) or given:
             raise SpecError(
                 [
                     (
                         "--resume",
-                        "continues the run as its folder's spec.json says: give no spec, "
-                        "--set, --out, --checkpoint-every or --checkpoint-seconds with it",
+                        "continues the run as its folder's spec.json says: give no spec, --prompt, --model, "
+                        "--steps, --seeds, --set, --out, --checkpoint-every or --checkpoint-seconds with it",
                     )
                 ]
             )
         check_resumable(Path(args.resume))
         args.spec = str(Path(args.resume) / "spec.json")
         out_dir = args.resume
-    elif not args.spec:
-        raise SpecError([("", "give a spec file to run, or --resume DIR")])
-    args.set = [*(args.set or []), *checkpoint_flags(args)]  # checked by the spec, with the flag's name
+    elif not args.spec and not args.prompt:
+        raise SpecError([("", "give a spec file to run, --prompt TEXT, or --resume DIR")])
+    # checked by the spec, with the flag's name; the flags' values win over the file's, --set over both
+    args.set = [*given, *(args.set or []), *checkpoint_flags(args)]
     resolved = _resolve(args, registry)
     spec = resolved.spec
     if not args.resume:
-        out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}-{spec.settings_hash()}"
+        out_dir = args.out or spec.output_dir or f"runs/{_default_name(args)}-{spec.settings_hash()}"
     try:
         result = Engine(resolved, registry=registry, out_dir=out_dir, resume=bool(args.resume)).run()
     except ComponentStartError as exc:
-        raise ComponentStartError(f"{args.spec}: {exc}") from exc
+        raise ComponentStartError(f"{args.spec or 'the run'}: {exc}") from exc
     if result.interrupted:
         err.print(f"interrupted at step {result.steps_done}/{spec.steps}; current images saved in {out_dir}")
         return 130
@@ -118,6 +178,7 @@ def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
 
 def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
     from clipforge.analysis import plan_analysis, run_analysis
+    from clipforge.registry import ComponentStartError
 
     check_out(args)
     entry = registry.get("analysis", args.command)
@@ -297,8 +358,51 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace, registry: Registry | None) -> int:
+    from clipforge.catalog import list_models
+
+    entries = list_models(open_clip_models=not args.bundled, cache_dir=args.cache_dir)
+    if args.offline:
+        entries = [e for e in entries if e.offline]
+    if args.json:
+        print(json.dumps([e.__dict__ for e in entries], indent=2))
+        return 0
+    # plain columns, whatever the width: a listing to read, grep and paste into --model / --pretrained
+    rows = [("MODEL", "PRETRAINED", "SOURCE", "WEIGHTS OFFLINE")]
+    for e in entries:
+        offline = "yes (bundled)" if e.source == "bundled" else ("yes (cached)" if e.offline else "no")
+        rows.append((e.model, e.tag or "-", e.source, offline))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        out.print(printable("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3], 400))
+    cached = sum(e.offline for e in entries if e.source != "bundled")
+    out.print(
+        f"{len(entries)} model(s); {cached} open_clip weight(s) in the cache. Weights not here are downloaded "
+        "on first use (unless HF_HUB_OFFLINE is set)."
+    )
+    return 0
+
+
 #: the verbs clipforge itself provides; an analysis cannot take one of these names
-COMMANDS = ("invert", "validate", "sweep", "gallery", "schema", "plugins")
+COMMANDS = ("invert", "validate", "sweep", "gallery", "models", "schema", "plugins")
+
+#: the verbs that need no plugins (the registry is not built for them)
+NO_REGISTRY = (cmd_gallery, cmd_models)
+
+GLOBAL_FLAGS = (
+    "global flags, accepted anywhere on the line: --traceback, --threads N, --block PLUGIN, --plugins A,B, "
+    "--no-autoload, --strict-plugins"
+)
+
+
+def _threads_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads (1 or more), not {text!r}")
+    return value
 
 
 def _add_plugin_flags(parser: argparse.ArgumentParser) -> None:
@@ -307,16 +411,84 @@ def _add_plugin_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-autoload", action="store_true", help="load no entry-point plugins")
     parser.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal")
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+    parser.add_argument(
+        "--threads",
+        type=_threads_count,
+        metavar="N",
+        help=f"CPU threads for torch (default: ${THREADS_ENV}, else $OMP_NUM_THREADS, else the CPUs this "
+        "process may use, shared among the ranks of torchrun or Slurm on this node)",
+    )
 
 
-def build_parser(registry: Registry) -> argparse.ArgumentParser:
-    """The full command line: clipforge's own verbs and one per analysis in ``registry``."""
-    parser = argparse.ArgumentParser(prog="clipforge", description="Invert CLIP models.")
+def _verb_parser(sub: Any, name: str, help: str, description: str, examples: Sequence[str]) -> Any:
+    """A verb's parser: its one-line help, a description and examples on its help page."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) + f"\n\n{GLOBAL_FLAGS}"
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog.replace("%", "%%"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _analyses(registry: Registry) -> list[Any]:
+    """The registry's analyses that can be verbs (warning about one that takes a command's name)."""
+    usable = []
+    for entry in sorted(registry.entries["analysis"].values(), key=lambda e: e.name):
+        if entry.name in COMMANDS:
+            err.print(
+                f"warning: analysis {entry.name!r} from {entry.provider} is not available: "
+                f"{entry.name!r} is a clipforge command"
+            )
+            continue
+        usable.append(entry)
+    return usable
+
+
+def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
+    """The full command line: clipforge's own verbs and one per analysis in ``registry`` (none
+    without one: ``clipforge --help`` loads no plugins)."""
+    from clipforge.version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="clipforge",
+        description="Invert CLIP models: optimise images until a frozen CLIP embeds them like a prompt.",
+        epilog="Analyses installed as plugins are verbs too ('clipforge plugins' lists them; "
+        "'clipforge VERB --help' describes one). Global flags go anywhere on the line.",
+    )
+    parser.add_argument("--version", action="version", version=f"clipforge {__version__}")
     _add_plugin_flags(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
 
-    p = sub.add_parser("invert", help="run the inversion described by a spec file")
-    p.add_argument("spec", nargs="?", help="a JSON run spec")
+    p = _verb_parser(
+        sub,
+        "invert",
+        "run an inversion: from a spec file, or from --prompt",
+        "Optimise images until the backbones embed them like the prompts, one image per prompt and seed.\n"
+        "The spec comes from a JSON file, from the flags below (--prompt, --model, --steps, --seeds, ...), or\n"
+        "both (the flags win); the output folder gets the full resolved spec as spec.json, the images, the\n"
+        "metrics and run.json. A stopped run continues with --resume.",
+        [
+            'clipforge invert --prompt "a red circle" --model toyworld-rn --steps 200 --seeds 0,1',
+            'clipforge invert --prompt "a photo of a cat" --model ViT-B-32 --pretrained openai --out runs/cat',
+            "clipforge invert examples/quickstart.json --set steps=100 --out runs/quick",
+            "clipforge invert --resume runs/quick",
+        ],
+    )
+    p.add_argument("spec", nargs="?", help="a JSON run spec (optional with --prompt)")
+    p.add_argument("--prompt", action="append", metavar="TEXT", help="a text prompt (repeatable); replaces the spec's")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help="an open_clip model or a bundled one (see 'clipforge models'); repeatable: the losses are averaged",
+    )
+    p.add_argument("--pretrained", metavar="TAG", help="the pretrained tag (or weights file) of the --model")
+    p.add_argument("--steps", type=int, metavar="N", help="optimisation steps")
+    p.add_argument("--seeds", type=_seeds, nargs="+", metavar="S", help="seeds, e.g. 0,1,2 (one image per seed)")
+    p.add_argument("--copies", type=int, metavar="N", help="augmented copies of each image per step")
+    p.add_argument("--device", metavar="DEV", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--out", help="output directory (must not exist or be empty)")
     p.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR from its last checkpoint")
     p.add_argument(
@@ -339,26 +511,49 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_invert)
 
-    p = sub.add_parser("validate", help="check a spec without running it")
+    p = _verb_parser(
+        sub,
+        "validate",
+        "check a spec without running it",
+        "Check a run spec against the installed plugins (every component and option) without running it.",
+        ["clipforge validate spec.json", "clipforge validate spec.json --set steps=100"],
+    )
     p.add_argument("spec")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_validate)
 
-    for entry in sorted(registry.entries["analysis"].values(), key=lambda e: e.name):
-        if entry.name in COMMANDS:
-            err.print(
-                f"warning: analysis {entry.name!r} from {entry.provider} is not available: "
-                f"{entry.name!r} is a clipforge command"
-            )
-            continue
-        help_text = (entry.cls.description or f"the {entry.name} analysis").replace("%", "%%")
-        p = sub.add_parser(entry.name, help=help_text)
+    for entry in _analyses(registry) if registry is not None else []:
+        help_text = entry.cls.description or f"the {entry.name} analysis"
+        p = _verb_parser(
+            sub,
+            entry.name,
+            help_text.replace("%", "%%"),
+            f"{help_text} (the analysis {entry.name!r} from {entry.provider}).\n"
+            "It runs the inversions its spec asks for and writes report.md, report.json and its figures.",
+            [
+                f"clipforge {entry.name} {entry.name}.json --check",
+                f"clipforge {entry.name} {entry.name}.json --out runs/{entry.name}",
+            ],
+        )
         p.add_argument("spec", help=f"a JSON {entry.name} spec")
         p.add_argument("--out", help="output directory (must not exist or be empty)")
         p.add_argument("--check", action="store_true", help="validate the spec without running it")
         p.set_defaults(func=cmd_analysis)
 
-    p = sub.add_parser("sweep", help="run a study (grid points x prompts x seeds); run again to continue it")
+    p = _verb_parser(
+        sub,
+        "sweep",
+        "run a study (grid points x prompts x seeds); run again to continue it",
+        "Run every item of a sweep spec (grid points x prompts x seeds) into one folder, in blocks; running\n"
+        "the same command again continues it. Shards split it among processes: --shard I/N, torchrun's\n"
+        "RANK/WORLD_SIZE, or Slurm's SLURM_PROCID/SLURM_NTASKS (see docs/studies.md).",
+        [
+            "clipforge sweep study.json --plan",
+            "clipforge sweep study.json --out runs/study",
+            "clipforge sweep runs/study --status",
+            "srun clipforge sweep study.json --out runs/study   # one shard per Slurm task",
+        ],
+    )
     p.add_argument("target", help="a JSON sweep spec; with --status, a sweep folder")
     p.add_argument("--out", help="the sweep folder (default: runs/<spec name>); the same --out continues a sweep")
     p.add_argument("--status", action="store_true", help="print what is done, failed and left in a sweep folder")
@@ -366,43 +561,114 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (0-based): a Slurm array task, a node")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("gallery", help="write DIR/index.html, a page to browse a run, a sweep or a report")
+    p = _verb_parser(
+        sub,
+        "gallery",
+        "write DIR/index.html, a page to browse a run, a sweep or a report",
+        "Write DIR/index.html: one self-contained page to browse a run's, a sweep's or a report's images.",
+        ["clipforge gallery runs/quick", "clipforge gallery runs/study"],
+    )
     p.add_argument("folder", help="a run, sweep or analysis report folder")
     p.set_defaults(func=cmd_gallery)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of run specs, with every installed plugin's options")
+    p = _verb_parser(
+        sub,
+        "models",
+        "list the models one can invert, and whether their weights are here offline",
+        "List the models clipforge can invert: the bundled offline models, and open_clip's pretrained\n"
+        "models with their tags, each with whether its weights can be loaded without a network (bundled:\n"
+        "always; open_clip: when the file is in the Hugging Face cache). Nothing is downloaded.",
+        ["clipforge models", "clipforge models --offline", "clipforge models --json"],
+    )
+    p.add_argument("--offline", action="store_true", help="only the models whose weights are here")
+    p.add_argument("--bundled", action="store_true", help="only the bundled models (does not import open_clip)")
+    p.add_argument("--cache-dir", metavar="DIR", help="the hub cache to look in (default: huggingface_hub's)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = _verb_parser(
+        sub,
+        "schema",
+        "print the JSON Schema of run specs, with every installed plugin's options",
+        "Print the JSON Schema of run specs, with the options of every installed component (for editors).",
+        ["clipforge schema > runspec.schema.json"],
+    )
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("plugins", help="list installed components and analyses, and the plugins providing them")
+    p = _verb_parser(
+        sub,
+        "plugins",
+        "list installed components and analyses, and the plugins providing them",
+        "List the installed components (backbones, parameterizations, augmentations, regularizers,\n"
+        "callbacks) and analyses, with the plugin and distribution that provide each.",
+        ["clipforge plugins", "clipforge plugins --json", "clipforge --block safety_screen plugins"],
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
     return parser
 
 
+def _global_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The global flags, wherever they are on the line, and the rest of it (a flag's value that looks
+    like a flag is taken as the flag: ``--set --traceback`` cannot be written)."""
+    flags = argparse.ArgumentParser(add_help=False, allow_abbrev=False, prog="clipforge")
+    _add_plugin_flags(flags)
+    if "--" in argv:  # what follows "--" is no flag
+        cut = argv.index("--")
+        found, rest = flags.parse_known_args(argv[:cut])
+        return found, [*rest, *argv[cut:]]
+    return flags.parse_known_args(argv)
+
+
+def _user_error(exc: BaseException) -> bool:
+    """An error in what the user gave (printed as one line, exit status 2)."""
+    if isinstance(exc, FileExistsError):
+        return True
+    registry, outputs = sys.modules.get("clipforge.registry"), sys.modules.get("clipforge.outputs")
+    return (registry is not None and isinstance(exc, registry.PluginError)) or (
+        outputs is not None and isinstance(exc, outputs.NothingToResumeError)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    flags = argparse.ArgumentParser(add_help=False)
-    _add_plugin_flags(flags)
-    plugin_args, _ = flags.parse_known_args(argv)
+    plugin_args, rest = _global_flags(argv)
     try:
-        registry = _registry(plugin_args)
-    except PluginError as exc:
+        threads = choose_threads(os.environ, available_cpus(), plugin_args.threads)
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        return 2
+    verb = next((a for a in rest if not a.startswith("-")), None)
+    registry = None
+    try:
+        if verb is not None and verb not in COMMANDS:  # an analysis (or a typo, which argparse names)
+            registry = _registry(plugin_args)
+        args = build_parser(registry).parse_args(rest)
+        for key, value in vars(plugin_args).items():
+            setattr(args, key, value)
+        if registry is None and args.func not in NO_REGISTRY:
+            registry = _registry(plugin_args)
+            _analyses(registry)  # the same warnings as when analyses are verbs
+        if registry is not None:  # torch is imported (by the plugins), and nothing heavy has run yet
+            apply_threads(threads)
+    except Exception as exc:
+        if not _user_error(exc):
+            raise
         err.print(f"error: {printable(exc, 2000)}")
         return 2
-    args = build_parser(registry).parse_args(argv)
     try:
         return args.func(args, registry)
     except SpecError as exc:
         for line in exc.format().splitlines():
             err.print(f"error: {line}")
         return 2
-    except (PluginError, FileExistsError, NothingToResumeError) as exc:
-        err.print(f"error: {printable(exc, 2000)}")
-        return 2
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
     except Exception as exc:
+        if _user_error(exc):
+            err.print(f"error: {printable(exc, 2000)}")
+            return 2
         if args.traceback:
             raise
         err.print(f"error: {type(exc).__name__}: {printable(exc, 2000)}")

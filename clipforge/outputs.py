@@ -43,6 +43,8 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -98,6 +100,14 @@ class OutputExistsError(FileExistsError):
             f"output directory {str(path)!r} already exists and {why}; "
             "choose another with --out (clipforge never overwrites results)"
         )
+
+
+class FolderInUseError(OutputExistsError):
+    """A live process holds the lock (``holder``: its pid and host)."""
+
+    def __init__(self, path: Path, holder: dict[str, Any]):
+        self.holder = holder
+        super().__init__(path, f"is in use by process {holder.get('pid')} on {holder.get('host')}")
 
 
 class OutputPathError(FileExistsError):
@@ -256,9 +266,7 @@ def take_lock(lock: Path) -> None:
                 return
         if holder is None:  # released meanwhile: claim it as new (O_EXCL again: one process wins)
             return take_lock(lock)
-        raise OutputExistsError(
-            lock.parent, f"is in use by process {holder.get('pid')} on {holder.get('host')}"
-        ) from None
+        raise FolderInUseError(lock.parent, holder) from None
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(_process(), f)
 
@@ -457,10 +465,93 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class LogProgress(Progress):
+    """A rich progress bar that, where its console is no terminal (output redirected to a file:
+    nohup, Slurm, a pipe), writes a plain line instead: each time a task passes another ``fraction``
+    of its total, or ``seconds`` after its last line, whichever comes first, and when it completes
+    (``done/total (percent), its fields, rate, elapsed time, ETA``). On a terminal, rich's bar as
+    ever; rich's one final bar line in a file is left out (the lines say it all)."""
+
+    def __init__(self, *columns: Any, fraction: float = 0.1, seconds: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*columns, **kwargs)
+        self.fraction, self.seconds = fraction, seconds
+        self.plain = not self.console.is_terminal and not self.disable
+        self._logged: dict[TaskID, tuple[float, float]] = {}  # task -> (completed, time) of its last line
+
+    def start(self) -> None:
+        if not self.plain:  # in a log, no live display (rich would write its final bar at the end)
+            super().start()
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self._log(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+    def stop(self) -> None:
+        """Stop; in a log, each task's state once more where its last line said less (or it had none)."""
+        if not self.plain:
+            super().stop()
+        else:
+            with self._lock:
+                tasks = [t for t in self._tasks.values() if self._logged.get(t.id, (None,))[0] != t.completed]
+                for task in tasks:
+                    self._logged[task.id] = (task.completed, self.get_time())
+                lines = [self._line(task) for task in tasks]
+            for line in lines:
+                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def _log(self, task_id: TaskID) -> None:
+        if not self.plain:
+            return
+        with self._lock:
+            task = self._tasks[task_id]
+            now = self.get_time()
+            started = now if task.start_time is None else task.start_time
+            done_before, then = self._logged.get(task_id, (0.0, started))
+            total = task.total or 0
+            step = max(1.0, total * self.fraction) if total else math.inf
+            due = (
+                (total and task.completed >= total)
+                or task.completed >= (done_before // step + 1) * step
+                or now - then >= self.seconds
+            )
+            if not due or task.completed == done_before and task_id in self._logged:
+                return
+            self._logged[task_id] = (task.completed, now)
+            line = self._line(task)
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    @staticmethod
+    def _line(task: Task) -> str:
+        done = f"{task.completed:g}/{task.total:g}" if task.total else f"{task.completed:g}"
+        percent = f" ({100 * task.completed / task.total:.0f}%)" if task.total else ""
+        fields = "".join(f", {key} {value}" for key, value in task.fields.items())
+        speed = task.finished_speed or task.speed
+        rate = f"{speed:.3g}/s" if speed else "-/s"
+        left = 0.0 if task.total and task.completed >= task.total else task.time_remaining
+        return (
+            f"{task.description}: {done}{percent}{fields}, {rate}, elapsed {_duration(task.elapsed)}, "
+            f"ETA {_duration(left)}"
+        )
+
+
 def progress_bar(*fields: ProgressColumn, disable: bool = False) -> Progress:
     """clipforge's rich progress bar, on stderr: text, bar, steps done of total, any extra columns
-    (``fields``), elapsed time and time left. Used by the ``progress`` callback and by analyses."""
-    return Progress(
+    (``fields``), elapsed time and time left. Used by the ``progress`` callback and by analyses.
+    When stderr is no terminal (a log file), it writes a plain line every 10 % or 30 s instead
+    (:class:`LogProgress`)."""
+    return LogProgress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -514,6 +605,7 @@ def write_run_start(out_dir: Path, run: RunInfo) -> None:
         {
             "spec_hash": run.spec_hash,
             "device": _device_name(run.device),
+            "threads": torch.get_num_threads(),  # CPU threads (the CLI's --threads, CLIPFORGE_THREADS, ...)
             "versions": library_versions(),
             "backbones": run.extra.get("backbones", []),
             "rows": [row.as_dict() for row in run.rows],
@@ -549,6 +641,27 @@ def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None
         to_pil(image).save(tmp, format="PNG", pnginfo=info)
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux), else by
+    setting it and back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def readable_like_the_rest(path: Path) -> None:
+    """Give a file the permissions an ordinary new file gets (``0o666`` less the umask):
+    safetensors writes its files readable by their owner only (0600), which on a shared filesystem
+    would hide ``images.safetensors`` and the checkpoint from colleagues who can read the PNGs."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def image_grid(images: torch.Tensor, columns: int, pad: int = 2) -> torch.Tensor:
     """Tile (N, 3, H, W) images into one (3, H', W') image with white gaps."""
     n, c, h, w = images.shape
@@ -580,7 +693,8 @@ def write_results(
             shown[row.index],
             images_dir / f"{row.slug}.png",
             {
-                "prompt": row.label,
+                "prompt": result.spec.prompts[row.prompt_index].described(),
+                "label": row.label,
                 "seed": str(row.seed),
                 "spec_hash": result.spec_hash,
                 "step": str(result.steps_done),
@@ -597,6 +711,7 @@ def write_results(
                 "steps_done": str(result.steps_done),
             },
         )
+        readable_like_the_rest(tmp)
     run_json = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
     final = result.metrics[-1] if result.metrics else {}
     run_json.update(
@@ -635,6 +750,7 @@ def write_checkpoint(out_dir: Path, tensors: dict[str, torch.Tensor], meta: dict
             str(tmp),
             metadata={"clipforge": json.dumps(meta)},
         )
+        readable_like_the_rest(tmp)
 
 
 def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:

@@ -267,8 +267,11 @@ class Prompt(StrictModel):
         return [PromptTerm(text=self.text, image=self.image, weight=self.weight)]
 
     def display(self) -> str:
-        if self.label:
-            return self.label
+        """Its label, else :meth:`described`."""
+        return self.label or self.described()
+
+    def described(self) -> str:
+        """What it asks for, whatever its label: its text, its image's name, or its weighted terms."""
         if self.terms is None:
             return self.text if self.text is not None else f"image:{Path(self.image or '').name}"
         return " + ".join(f"{t.weight:g}*{t.display()}" for t in self.terms)

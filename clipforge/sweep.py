@@ -37,6 +37,7 @@ from pydantic import Field, ValidationError, field_validator
 from clipforge.components import Callback, Options, RunInfo, StepState
 from clipforge.engine import Engine
 from clipforge.outputs import (
+    FolderInUseError,
     OutputExistsError,
     _finite,
     _lock_holder,
@@ -472,7 +473,10 @@ def run_sweep(
     refuse_other_outputs(folder)
     make_folder(folder)
     lock = folder / f".lock.shard-{rank}-of-{world}"
-    take_lock(lock)  # two processes never run one shard
+    try:
+        take_lock(lock)  # two processes never run one shard
+    except FolderInUseError as exc:
+        raise ShardRunningError(folder, shard, exc.holder) from None
     try:
         refuse_other_shardings(folder, world)
         remove_temporary_files(folder, only_dead=True)  # what killed writes of this host left
@@ -524,6 +528,20 @@ def refuse_other_outputs(folder: Path) -> None:
     if found:
         raise OutputExistsError(
             folder, f"holds a run's or an analysis's results ({', '.join(found)}), not a sweep's; a sweep needs its own"
+        )
+
+
+class ShardRunningError(FileExistsError):
+    """The shard asked for is running already, in another process: nothing is wrong, and there is
+    nothing for this one to do (another ``--out`` would start the sweep over)."""
+
+    def __init__(self, folder: Path, shard: tuple[int, int], holder: dict[str, Any]):
+        rank, world = shard
+        what = "this sweep" if world == 1 else f"shard {rank}/{world} of this sweep"
+        super().__init__(
+            f"{what} is already running in {str(folder)!r} (process {holder.get('pid')} on "
+            f"{holder.get('host')}): nothing to do here. Follow it with 'clipforge sweep {folder} --status'; "
+            "once it stops, the same command continues the sweep where it stopped"
         )
 
 
@@ -736,9 +754,21 @@ def _measure_backbone(component: Any) -> tuple[int, int]:
     return weights, saved[0]
 
 
-def shard_from_environment() -> tuple[int, int]:
-    """(rank, world size) under torchrun (``RANK``, ``WORLD_SIZE``), else (0, 1)."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+def shard_from_environment(env: dict[str, str] | None = None) -> tuple[int, int]:
+    """(rank, world size) under torchrun (``RANK``, ``WORLD_SIZE``), else under Slurm's ``srun``
+    (``SLURM_PROCID`` of ``SLURM_STEP_NUM_TASKS``, else of ``SLURM_NTASKS``), else (0, 1)."""
+    env = os.environ if env is None else env
+    if "RANK" in env or "WORLD_SIZE" in env:
+        return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+    if "SLURM_PROCID" in env:
+        tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or "1"
+        try:
+            return int(env["SLURM_PROCID"]), int(tasks)
+        except ValueError:
+            raise SpecError(
+                [("SLURM_PROCID", f"expected whole numbers from Slurm, not {env['SLURM_PROCID']!r} of {tasks!r}")]
+            ) from None
+    return 0, 1
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -5,3 +5,6 @@ clipforge (and a plugin's tests) can read it without importing the rest."""
 #: the minor number when names are added (1.1: analyses as plugins, ``Analysis``, ``AnalysisSpec``,
 #: ``AnalysisRun``, ``clipforge.analysis``, ``progress_bar``; ``Registry.resolve`` and ``build``)
 API_VERSION = "1.1"
+
+#: clipforge's own version (the distribution's), readable without importing torch (``clipforge --version``)
+__version__ = "0.1.0"
