@@ -77,9 +77,9 @@ def test_colour_shares_follow_the_areas_of_a_mixture():
 
 
 def test_the_marker_is_read_where_it_was_planted():
-    sample = World().sample(300, torch.Generator().manual_seed(5))
+    sample = World().sample(160, torch.Generator().manual_seed(5))
     planted = sample.marker
-    assert 10 < int(planted.sum()) < 290  # both kinds of image are in the sample
+    assert 5 < int(planted.sum()) < 155  # both kinds of image are in the sample
     g = torch.Generator().manual_seed(6)
     noisy = (sample.images + 0.1 * torch.randn(sample.images.shape, generator=g)).clamp(0, 1)
     # measured (this sample): planted 1.00 clean and noisy, >= 0.93 blurred; not planted <= 0.40 (crosses, whose
