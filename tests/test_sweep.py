@@ -248,6 +248,28 @@ def test_out_of_memory_halves_the_block_then_chunks_the_copies(tmp_path, monkeyp
     assert fits["0"] == {"prompts": 1, "chunk_copies": None}
 
 
+def test_the_size_that_fitted_is_kept_for_the_grid_points_later_blocks(tmp_path, monkeypatch):
+    """Five prompts in blocks of two: once a grid point's first block ran out of memory at four images, its
+    second block starts at the size that fitted instead of running out of memory again."""
+    real, sizes = clipforge.Engine.run, []
+
+    def small_device(self):
+        images = len(self.spec.prompts) * len(self.spec.seeds)
+        sizes.append((self.spec.parameterization.name, images))
+        if images > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (pretend)")
+        return real(self)
+
+    monkeypatch.setattr(clipforge.Engine, "run", small_device)
+    prompts = ["a red circle", "a blue square", "a green cross", "a cyan ring", "a red square"]
+    counts = run_sweep(
+        load_sweep(write(tmp_path, {**SWEEP, "prompts": prompts})), tmp_path / "out", show_progress=False
+    )
+    assert counts == {"items": 20, "done": 20, "failed": 0, "left": 0}
+    # blocks [0, 1], [2, 3], [4] per point: only the first block of each point is tried at four images
+    assert sizes.count(("pixel", 4)) == 1 and sizes.count(("fourier", 4)) == 1
+
+
 def test_one_progress_bar_counts_the_items_of_every_process(tmp_path, capsys):
     sweep = load_sweep(write(tmp_path, SWEEP))
     run_sweep(sweep, tmp_path / "out", shard=(0, 2), show_progress=True)
