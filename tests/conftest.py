@@ -87,3 +87,28 @@ class DimOnlyHere(clipforge.Regularizer):
 
     def __call__(self, images):
         return images.mean(dim=(1, 2, 3))
+
+
+class StopAt(clipforge.Callback):
+    """Ctrl-C after a given step (a run stopped part-way, for resume and checkpoint tests)."""
+
+    name = "stop_at"
+
+    def __init__(self, step: int):
+        super().__init__(clipforge.Options())
+        self.step = step
+
+    def on_step_end(self, run, state):
+        if state.step == self.step:
+            raise KeyboardInterrupt
+
+
+def tiny_sweep_base() -> dict:
+    """The base run of a sweep test: a tiny backbone, two steps, one copy, 16 px, on the CPU."""
+    return {
+        "backbones": [tiny_backbone()],
+        "steps": 2,
+        "copies": 1,
+        "resolution": [{"step": 0, "size": 16}],
+        "device": "cpu",
+    }

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_spec_dict
+from conftest import StopAt, tiny_spec_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import clipforge
-from clipforge import Callback, Options, outputs
+from clipforge import outputs
 from clipforge.cli import main
 
 SPEC = tiny_spec_dict(
@@ -27,18 +27,6 @@ SPEC = tiny_spec_dict(
     resolution=[{"step": 0, "size": 16}, {"step": 6, "size": 32}],
     callbacks=["metrics"],
 )
-
-
-class StopAt(Callback):
-    name = "stop_at"
-
-    def __init__(self, step: int):
-        super().__init__(Options())
-        self.step = step
-
-    def on_step_end(self, run, state):
-        if state.step == self.step:
-            raise KeyboardInterrupt
 
 
 def stopped_run(tmp_path: Path) -> Path:

@@ -11,10 +11,10 @@ import socket
 
 import pytest
 import torch
-from conftest import registry_with, tiny_spec_dict
+from conftest import StopAt, registry_with, tiny_spec_dict
 
 import clipforge
-from clipforge import Callback, Options, SpecError, outputs
+from clipforge import SpecError, outputs
 from clipforge.components import RunInfo
 from clipforge.spec import LIMITS, parse_spec
 
@@ -86,18 +86,6 @@ def test_an_infinite_loss_stops_the_run_as_nan_does(tmp_path):
         clipforge.Engine(spec, registry=registry, out_dir=tmp_path / "out").run()
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["status"] == "failed" and run["steps_done"] == 3
-
-
-class StopAt(Callback):
-    name = "stop_at"
-
-    def __init__(self, step: int):
-        super().__init__(Options())
-        self.step = step
-
-    def on_step_end(self, run, state):
-        if state.step == self.step:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("reset_on_resize", [True, False])

@@ -10,11 +10,10 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_spec_dict
+from conftest import StopAt, tiny_spec_dict
 from safetensors.torch import load_file
 
 import clipforge
-from clipforge import Callback, Options
 from clipforge.cli import main
 
 SPEC = tiny_spec_dict(
@@ -23,20 +22,6 @@ SPEC = tiny_spec_dict(
     resolution=[{"step": 0, "size": 16}, {"step": 6, "size": 32}],
     callbacks=["metrics"],
 )
-
-
-class StopAt(Callback):
-    """Ctrl-C after a given step."""
-
-    name = "stop_at"
-
-    def __init__(self, step: int):
-        super().__init__(Options())
-        self.step = step
-
-    def on_step_end(self, run, state):
-        if state.step == self.step:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("every, stop", [(4, 7), (3, 8), (6, 7)])

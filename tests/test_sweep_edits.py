@@ -7,18 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_backbone
+from conftest import tiny_sweep_base
 
 from clipforge.cli import main
 from clipforge.sweep import read_index
 
-BASE = {
-    "backbones": [tiny_backbone()],
-    "steps": 2,
-    "copies": 1,
-    "resolution": [{"step": 0, "size": 16}],
-    "device": "cpu",
-}
+BASE = tiny_sweep_base()
 SWEEP = {"base": BASE, "prompts": ["a red circle"], "seeds": 1, "grid": {"optimizer.lr": [0.1, 0.2]}}
 
 

@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import json
 
-from conftest import tiny_backbone
+from conftest import tiny_sweep_base
 
 import clipforge.sweep as sweeps
 from clipforge.cli import main
 from clipforge.sweep import load_sweep, read_index
 
-BASE = {
-    "backbones": [tiny_backbone()],
-    "steps": 2,
-    "copies": 1,
-    "resolution": [{"step": 0, "size": 16}],
-    "device": "cpu",
-}
+BASE = tiny_sweep_base()
 SWEEP = {"base": BASE, "prompts": ["a red circle", "a blue square"], "seeds": 2}
 
 

@@ -12,18 +12,12 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import tiny_backbone
+from conftest import tiny_sweep_base
 
 from clipforge.cli import main
 from clipforge.sweep import load_sweep, read_index, read_prompts
 
-BASE = {
-    "backbones": [tiny_backbone()],
-    "steps": 2,
-    "copies": 1,
-    "resolution": [{"step": 0, "size": 16}],
-    "device": "cpu",
-}
+BASE = tiny_sweep_base()
 SWEEP = {"base": BASE, "prompts": ["a red circle", "a blue square"], "seeds": 1}
 
 
