@@ -537,9 +537,15 @@ class LogProgress(Progress):
         done = f"{task.completed:g}/{task.total:g}" if task.total else f"{task.completed:g}"
         percent = f" ({100 * task.completed / task.total:.0f}%)" if task.total else ""
         fields = "".join(f", {key} {value}" for key, value in task.fields.items())
-        speed = task.finished_speed or task.speed
+        # rich's speed looks at the last 30 s only; slow items (a sweep's blocks) leave it empty, so fall back
+        # to the average since the start
+        speed = task.finished_speed or task.speed or (task.completed / task.elapsed if task.elapsed else None)
         rate = f"{speed:.3g}/s" if speed else "-/s"
-        left = 0.0 if task.total and task.completed >= task.total else task.time_remaining
+        left = task.time_remaining
+        if task.total and task.completed >= task.total:
+            left = 0.0
+        elif left is None and speed and task.total:
+            left = (task.total - task.completed) / speed
         return (
             f"{task.description}: {done}{percent}{fields}, {rate}, elapsed {_duration(task.elapsed)}, "
             f"ETA {_duration(left)}"

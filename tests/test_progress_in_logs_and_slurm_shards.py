@@ -49,6 +49,21 @@ def test_a_bar_writes_a_line_after_its_interval_even_between_tenths(capsys):
     assert done[:3] == [3, 6, 9] and 39 in done
 
 
+def test_slow_items_still_get_a_rate_and_an_eta(capsys):
+    """Items 40 s apart (a sweep's blocks) fall outside rich's 30 s window of speed samples: the line then
+    gives the average rate since the start, and the ETA that follows from it, not "-"."""
+    now = [0.0]
+    bar = progress_bar()
+    bar.get_time = lambda: now[0]
+    task = bar.add_task("items", total=10)
+    with bar:
+        for item in range(1, 4):
+            now[0] = item * 40.0
+            bar.update(task, completed=item)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "0.025/s" in last and "ETA 4m40s" in last, last  # 3 items in 120 s; 7 left at 40 s each
+
+
 def test_a_run_logs_step_loss_similarity_rate_and_eta(tmp_path, capsys):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(tiny_spec_dict(steps=10, seeds=[0], callbacks=["progress"])))
