@@ -223,17 +223,34 @@ def _hue_classes(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return chroma, (hue @ _PALETTE_HUE.T).argmax(-1)
 
 
-def _object_masks(
-    images: torch.Tensor, bg: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class _Pixels:
+    """Each pixel's hue class and chroma, read once per image and shared by the main object and the regions:
+    on a smoothed copy (which averages pixel noise and noise textures away) for counting colours, and
+    unsmoothed (which keeps corners and thin parts sharp) for masks."""
+
+    smooth_chroma: torch.Tensor  # (N, H, W)
+    smooth_cls: torch.Tensor  # (N, H, W) palette index of nearest hue
+    candidate: torch.Tensor  # (N, H, W) smoothed pixel chromatic enough and away from the background
+    chroma: torch.Tensor  # (N, H, W), unsmoothed
+    cls: torch.Tensor
+    far: torch.Tensor  # (N, H, W) unsmoothed pixel away from the background
+
+
+def _pixels(images: torch.Tensor, bg: torch.Tensor) -> _Pixels:
+    smooth = F.avg_pool2d(F.pad(images, [SMOOTH // 2] * 4, mode="replicate"), SMOOTH, 1)
+    smooth_chroma, smooth_cls = _hue_classes(smooth)
+    candidate = (smooth_chroma >= CHROMA_FLOOR) & ((smooth - bg[:, :, None, None]).norm(dim=1) >= BG_DISTANCE)
+    chroma, cls = _hue_classes(images)
+    far = (images - bg[:, :, None, None]).norm(dim=1) >= BG_DISTANCE
+    return _Pixels(smooth_chroma, smooth_cls, candidate, chroma, cls, far)
+
+
+def _object_masks(px: _Pixels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N,) winning colour index, (N,) its pixel share (0 = no colour read), (N, H, W) object mask, and
     (N, len(COLOURS)) the count of object pixels of each colour (on the smoothed image)."""
-    n, _, h, w = images.shape
-    # the colour: counted on a smoothed copy, which averages pixel noise (and noise textures) away
-    smooth = F.avg_pool2d(F.pad(images, [SMOOTH // 2] * 4, mode="replicate"), SMOOTH, 1)
-    chroma, cls = _hue_classes(smooth)
-    far = (smooth - bg[:, :, None, None]).norm(dim=1) >= BG_DISTANCE
-    candidate = (chroma >= CHROMA_FLOOR) & far
+    n, h, w = px.chroma.shape
+    chroma, cls, candidate = px.smooth_chroma, px.smooth_cls, px.candidate
     counts = (F.one_hot(cls, len(COLOURS)).bool() & candidate[..., None]).flatten(1, 2).sum(1)  # (N, 6)
     top2 = counts.topk(2, dim=1)
     winner = top2.indices[:, 0]
@@ -246,9 +263,7 @@ def _object_masks(
     k = (mine.flatten(1).sum(1).float() * (1 - REF_QUANTILE)).long().clamp(max=h * w - 1)
     threshold = (EDGE_FRACTION * values.gather(1, k[:, None])[:, 0]).clamp_min(CHROMA_FLOOR)
     # the mask: from the unsmoothed pixels, which keeps corners and thin parts sharp
-    chroma, cls = _hue_classes(images)
-    far = (images - bg[:, :, None, None]).norm(dim=1) >= BG_DISTANCE
-    mask = (cls == winner[:, None, None]) & far & (chroma >= threshold[:, None, None])
+    mask = (px.cls == winner[:, None, None]) & px.far & (px.chroma >= threshold[:, None, None])
     mask = _drop_specks(_tidy(mask)) & (share > 0)[:, None, None]  # no colour read: no object
     return winner, share, mask, counts
 
@@ -261,25 +276,21 @@ def _edge_contact(mask: torch.Tensor) -> torch.Tensor:
     return (mask & ~inner).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
 
 
-def _regions(images: torch.Tensor, bg: torch.Tensor, counts: torch.Tensor) -> list[tuple[Region, ...]]:
+def _regions(px: _Pixels, counts: torch.Tensor) -> list[tuple[Region, ...]]:
     """Every object of each image: the connected regions of each palette hue covering at least
     MIN_REGION_FRACTION of the image, each masked and matched like the main object."""
-    n, _, h, w = images.shape
+    n, h, w = px.chroma.shape
     k = len(COLOURS)
     hues = torch.arange(k)[None, :, None, None]
     # each colour's typical chroma (its REF_QUANTILE quantile on the smoothed image), as for the main object
-    smooth = F.avg_pool2d(F.pad(images, [SMOOTH // 2] * 4, mode="replicate"), SMOOTH, 1)
-    chroma_s, cls_s = _hue_classes(smooth)
-    candidate = (chroma_s >= CHROMA_FLOOR) & ((smooth - bg[:, :, None, None]).norm(dim=1) >= BG_DISTANCE)
-    mine = (cls_s[:, None] == hues) & candidate[:, None]  # (N, K, H, W)
-    values = torch.where(mine, chroma_s[:, None], torch.full((), -1.0)).flatten(2).sort(2, descending=True).values
+    mine = (px.smooth_cls[:, None] == hues) & px.candidate[:, None]  # (N, K, H, W)
+    values = torch.where(mine, px.smooth_chroma[:, None], torch.full((), -1.0))
+    values = values.flatten(2).sort(2, descending=True).values
     at = (mine.flatten(2).sum(2).float() * (1 - REF_QUANTILE)).long().clamp(max=h * w - 1)
     threshold = (EDGE_FRACTION * values.gather(2, at[..., None])[..., 0]).clamp_min(CHROMA_FLOOR)  # (N, K)
     # each colour's mask from the unsmoothed pixels, split into connected regions
-    chroma, cls = _hue_classes(images)
-    far = (images - bg[:, :, None, None]).norm(dim=1) >= BG_DISTANCE
     enough = (counts >= MIN_COLOUR_FRACTION * h * w)[..., None, None]
-    masks = (cls[:, None] == hues) & far[:, None] & (chroma[:, None] >= threshold[..., None, None]) & enough
+    masks = (px.cls[:, None] == hues) & px.far[:, None] & (px.chroma[:, None] >= threshold[..., None, None]) & enough
     masks = _tidy(masks.flatten(0, 1))  # (N * K, H, W)
     used = (masks.flatten(1).sum(1) >= MIN_REGION_FRACTION * h * w).nonzero()[:, 0]  # most colours are absent
     if len(used) == 0:
@@ -335,7 +346,8 @@ def _read_chunk(images: torch.Tensor, marker_cells: list[int]) -> list[Reading]:
         ).clamp(0, 1)
     bg = _backgrounds(x)
     bg_name = torch.cdist(bg, _BG_RGB).argmin(1)
-    winner, share, mask, counts = _object_masks(x, bg)
+    px = _pixels(x, bg)
+    winner, share, mask, counts = _object_masks(px)
     fraction = mask.float().mean((1, 2))
     ious = shape_ious(mask)
     best_iou, best = ious.max(1)
@@ -347,7 +359,7 @@ def _read_chunk(images: torch.Tensor, marker_cells: list[int]) -> list[Reading]:
         & (_edge_contact(mask) <= MAX_EDGE_CONTACT)
     )
     shares = counts.float() / counts.sum(1, keepdim=True).clamp_min(1)
-    regions = _regions(x, bg, counts)
+    regions = _regions(px, counts)
     markers = marker_scores(x, marker_cells)
     return [
         Reading(
