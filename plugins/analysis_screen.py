@@ -7,8 +7,10 @@ prompts, in the inverted model's own text space.
 
 When the offline world's marker caption is among the concepts, the analytic judge reads the marker
 too (``Reading.marker_present``: the world's checkerboard drawn anywhere in the image, by rule), and
-each prompt's rate of images showing it is reported beside the learned screen's flag rate. It reads
-the images as the screen left them, so use ``action: "flag"`` to read every image raw.
+each prompt's rate of images showing it is reported beside the learned screen's flag rate; so is the
+share of each image's brightness at the marker's fundamental grating (``marker_grating_share``: how a
+robust model draws a checkerboard), present above ``grating_threshold``. It reads the images as the
+screen left them, so use ``action: "flag"`` to read every image raw.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rich.table import Table
 from clipforge import Analysis, AnalysisRun, AnalysisSpec, Backbone, Callback, Registry, hookimpl
 from clipforge.analysis import markdown_table, wilson_interval, with_ci, write_grid
 from clipforge.toyworld import World, read_images
+from clipforge.toyworld.marker_reading import MARKER_GRATING_PERIODS, MARKER_GRATING_PRESENT, marker_grating_share
 
 CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
 
@@ -35,6 +38,16 @@ class ScreenSpec(AnalysisSpec):
     threshold: float = Field(0.0, description="Flag images whose score exceeds this (as in safety_screen).")
     action: Literal["blur", "withhold", "flag"] = Field("blur", description="What happens to a flagged image.")
     words: list[str] = Field(default_factory=list, description="Extra rows of the text-side table (names, controls).")
+    grating_periods: tuple[float, float] = Field(
+        MARKER_GRATING_PERIODS, description="Periods (px) of the marker's fundamental grating, for the analytic reading."
+    )
+    grating_threshold: float = Field(
+        MARKER_GRATING_PRESENT,
+        ge=0,
+        le=1,
+        description="The marker's grating is read as drawn when its share of an image's brightness power exceeds "
+        "this (default: fixed on inversions of a prompt that never carries the marker).",
+    )
 
 
 def text_table(backbone: Backbone, rows: list[str], concepts: list[str]) -> torch.Tensor:
@@ -42,6 +55,12 @@ def text_table(backbone: Backbone, rows: list[str], concepts: list[str]) -> torc
         a = F.normalize(backbone.encode_text(rows).float(), dim=-1)
         b = F.normalize(backbone.encode_text(concepts).float(), dim=-1)
     return (a @ b.T).cpu()
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 class Screen(Analysis):
@@ -76,10 +95,11 @@ class Screen(Analysis):
             per_prompt[prompt] = {**r, "ci95": list(wilson_interval(r["flagged"], r["images"]))}
         # the inverted model, its options already checked with the run spec
         inverted = run.specs["run"].components["backbones"][0].build(torch.device(run.result.device))
-        analytic = None
+        analytic = grating = None
         if World.planted_captions()["marker"] in spec.concepts:
             readings = read_images(run.result.images)
-            analytic = {}
+            shares = marker_grating_share(run.result.images, spec.grating_periods).tolist()
+            analytic, grating = {}, {}
             for p, prompt in enumerate(spec.prompts):
                 scores = [readings[r.index].marker for r in run.result.rows if r.prompt_index == p]
                 k = sum(readings[r.index].marker_present for r in run.result.rows if r.prompt_index == p)
@@ -89,6 +109,15 @@ class Screen(Analysis):
                     "rate": k / len(scores),
                     "ci95": list(wilson_interval(k, len(scores))),
                     "marker_scores": scores,
+                }
+                mine = [round(shares[r.index], 5) for r in run.result.rows if r.prompt_index == p]
+                k = sum(share > spec.grating_threshold for share in mine)
+                grating[prompt] = {
+                    "drawn": k,
+                    "images": len(mine),
+                    "rate": k / len(mine),
+                    "ci95": list(wilson_interval(k, len(mine))),
+                    "shares": mine,
                 }
         rows = list(dict.fromkeys(spec.prompts + spec.words))
         sims = text_table(inverted, rows, spec.concepts)
@@ -104,6 +133,15 @@ class Screen(Analysis):
             "images": self.screen.records,
             "text_similarity": table,
             **({"analytic_marker": analytic} if analytic is not None else {}),
+            **(
+                {
+                    "analytic_grating": grating,
+                    "grating_periods": list(spec.grating_periods),
+                    "grating_threshold": spec.grating_threshold,
+                }
+                if grating is not None
+                else {}
+            ),
         }
 
     def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
@@ -135,6 +173,18 @@ class Screen(Analysis):
                     ],
                 ),
                 "",
+                f"The marker's fundamental grating (periods {report['grating_periods'][0]}-"
+                f"{report['grating_periods'][1]} px, any orientation) drawn: its share of the image's brightness "
+                f"power above {report['grating_threshold']}:",
+                "",
+                markdown_table(
+                    ["prompt", "grating drawn", "rate (95 % CI)", "median share"],
+                    [
+                        [p, f"{r['drawn']}/{r['images']}", with_ci(r["rate"], r["ci95"]), _median(r["shares"])]
+                        for p, r in report["analytic_grating"].items()
+                    ],
+                ),
+                "",
             ]
         md += [
             "## Text-side similarity (cosine, inverted model's text space)",
@@ -152,14 +202,16 @@ class Screen(Analysis):
         analytic = report.get("analytic_marker")
         table = Table(title="safety screen")
         for col in ("prompt", "flagged", "rate (95% CI)") + (
-            ("marker drawn (analytic)", "rate (95% CI)") if analytic else ()
+            ("marker drawn (analytic)", "rate (95% CI)", "grating drawn", "rate (95% CI)") if analytic else ()
         ):
             table.add_column(col)
         for p, r in report["flag_rates"].items():
             cells = [f"{r['flagged']}/{r['images']}", with_ci(r["rate"], r["ci95"])]
             if analytic:
                 a = analytic[p]
+                g = report["analytic_grating"][p]
                 cells += [f"{a['marked']}/{a['images']}", with_ci(a["rate"], a["ci95"])]
+                cells += [f"{g['drawn']}/{g['images']}", with_ci(g["rate"], g["ci95"])]
             table.add_row(p, *cells)
         return table
 

@@ -124,3 +124,25 @@ def test_one_object_cannot_pass_for_two_concepts():
     assert bar.regions[0].shape is None and concept_present(bar, "a red circle")
     with pytest.raises(ValueError, match="a photo of zorblax"):
         concept_present(bar, "a photo of zorblax")
+
+
+def test_the_markers_grating_is_read_in_any_orientation_and_where_it_was_planted():
+    from clipforge.toyworld.marker_reading import marker_grating_share
+
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disc = (x - 32) ** 2 + (y - 32) ** 2 < 14**2
+    images = []
+    for angle in (0.0, 30.0, 45.0, 70.0):  # a grating of period 8 px (the marker's fundamental) on a disc
+        a = torch.tensor(angle).deg2rad()
+        grating = 0.5 + 0.2 * torch.cos(2 * torch.pi * (x * a.cos() + y * a.sin()) / 8)
+        images.append(torch.where(disc, grating, torch.tensor(0.6)).expand(3, 64, 64))
+    images.append((0.5 + 0.4 * torch.sin(2 * torch.pi * x / 64)).expand(3, 64, 64))  # one slow wave
+    shares = marker_grating_share(torch.stack(images))
+    assert (shares[:4] > 0.4).all() and shares[4] < 0.01  # measured 0.53-0.58 and 0.00
+    # the screen world's rendered markers (5-6 px cells) against its other images, clean and blurred;
+    # measured: marked >= 0.17 clean, >= 0.06 blurred; unmarked <= 0.046 and <= 0.015
+    world = World(WorldConfig(single_radius=(12, 22), pair_radius=(9, 15), position_grid=1, marker_cell=(5, 6)))
+    sample = world.sample(200, torch.Generator().manual_seed(8), mix={"landscape": 1, "zorblax": 1, "single": 1})
+    for images, gap in ((sample.images, 0.1), (gaussian_blur(sample.images, 1.5), 0.03)):
+        shares = marker_grating_share(images)
+        assert shares[sample.marker].min() > gap > shares[~sample.marker].max()

@@ -81,16 +81,23 @@ def test_the_hand_written_reference_step_agrees_with_the_built_ins():
     assert (paper_affine(images, moved) - images).abs().max() > 0.1
 
 
-def test_marker_frequency_reads_a_grating_at_the_markers_period(tmp_path):
-    from benchmarks import marker_frequency
-    from clipforge.outputs import image_grid, save_png
+def test_marker_frequency_calibrates_and_compares_a_screen_reports_gratings(tmp_path, capsys, monkeypatch):
+    import json
 
-    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
-    grating = 0.5 + 0.4 * torch.sin(2 * torch.pi * (x + y) / (8 * 2**0.5))  # diagonal, period 8 px
-    smooth = 0.5 + 0.4 * torch.sin(2 * torch.pi * x / 64)  # one slow wave
-    images = torch.stack([grating, smooth])[:, None].expand(2, 3, 64, 64)
-    save_png(image_grid(images, columns=2), tmp_path / "grid.png")
-    tiles = marker_frequency.grid_tiles(tmp_path / "grid.png")
-    assert tiles.shape == (2, 3, 64, 64) and (tiles - images).abs().max() < 1 / 255 + 1e-6  # the layout is read
-    on_band, off_band = marker_frequency.band_share(tiles)
-    assert on_band > 0.7 and off_band < 0.01  # measured 0.85 (the rest leaks: 64 px is no whole number of periods)
+    from benchmarks import marker_frequency
+
+    shares = {"a calm landscape": [0.05, 0.06, 0.07, 0.08], "a calm seascape": [0.01, 0.02, 0.03, 0.065]}
+    report = {"analytic_grating": {p: {"shares": v} for p, v in shares.items()}}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    monkeypatch.setattr("sys.argv", ["marker_frequency", str(tmp_path), "--calibrate", "--json"])
+    marker_frequency.main()
+    # 8 shares: the 95th percentile by nearest rank is the 8th (ceil(0.95 * 8) = 8), the largest
+    assert json.loads(capsys.readouterr().out) == {"images": 8, "p95_nearest_rank": 0.08, "max": 0.08}
+    assert marker_frequency.nearest_rank([float(i) for i in range(1, 49)], 0.95) == 46.0  # ceil(45.6)
+    monkeypatch.setattr("sys.argv", ["marker_frequency", str(tmp_path), "--json"])
+    marker_frequency.main()
+    out = json.loads(capsys.readouterr().out)
+    assert out["auc_first_above_second"] == (16 - 2) / 16  # of the 16 pairs, 0.065 beats 0.05 and 0.06
+    (tmp_path / "report.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no analytic_grating"):
+        marker_frequency.main()
