@@ -67,7 +67,7 @@ MARKER_GRATING_PERIODS: tuple[float, float] = (6.5, 9.5)
 #: the grating is read as drawn above this share: the 95th percentile (nearest rank) of the share over 48
 #: inversions of "a sunny landscape", whose training images never carry the marker, fixed before the
 #: screen's own images were read (`python -m benchmarks.marker_frequency --calibrate`, issue 22)
-MARKER_GRATING_PRESENT = 0.0
+MARKER_GRATING_PRESENT = 0.03667
 
 
 def marker_grating_share(
