@@ -53,7 +53,11 @@ def main() -> None:
         "second_median": statistics.median(b),
         "auc_first_above_second": auc,
     }
-    print(json.dumps(out) if args.json else f"medians {out['first_median']:.3f} / {out['second_median']:.3f}, AUC {auc:.3f}")
+    print(
+        json.dumps(out)
+        if args.json
+        else f"medians {out['first_median']:.3f} / {out['second_median']:.3f}, AUC {auc:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ _WHERE = {
             "RunInfo",
             "Screened",
             "StepState",
+            "component_option",
             "draw_per_image",
             "option_error",
         ),
@@ -43,14 +44,17 @@ _WHERE = {
     **dict.fromkeys(("Engine", "invert"), "clipforge.engine"),
     "hookimpl": "clipforge.hookspecs",
     **dict.fromkeys(("Judge", "Verdicts", "load_backbone"), "clipforge.judge"),
-    **dict.fromkeys(("image_grid", "progress_bar", "save_png", "to_display"), "clipforge.outputs"),
+    **dict.fromkeys(("image_grid", "read_image", "save_png", "to_display"), "clipforge.images"),
+    "progress_bar": "clipforge.progressbar",
     **dict.fromkeys(
         ("PluginError", "Registry", "ResolvedSpec", "build_registry", "default_registry"), "clipforge.registry"
     ),
     **dict.fromkeys(
-        ("AnalysisSpec", "ComponentRef", "OutputName", "Prompt", "RunSpec", "SpecError", "load_spec", "printable"),
+        ("ComponentRef", "OutputName", "Prompt", "RunSpec", "load_spec"),
         "clipforge.spec",
     ),
+    "AnalysisSpec": "clipforge.analysis_spec",
+    **dict.fromkeys(("SpecError", "printable"), "clipforge.errors"),
 }
 
 
@@ -67,6 +71,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from clipforge.analysis_spec import AnalysisSpec
     from clipforge.components import (
         Analysis,
         AnalysisRun,
@@ -84,24 +89,18 @@ if TYPE_CHECKING:
         RunInfo,
         Screened,
         StepState,
+        component_option,
         draw_per_image,
         option_error,
     )
     from clipforge.engine import Engine, invert
+    from clipforge.errors import SpecError, printable
     from clipforge.hookspecs import hookimpl
+    from clipforge.images import image_grid, read_image, save_png, to_display
     from clipforge.judge import Judge, Verdicts, load_backbone
-    from clipforge.outputs import image_grid, progress_bar, save_png, to_display
+    from clipforge.progressbar import progress_bar
     from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
-    from clipforge.spec import (
-        AnalysisSpec,
-        ComponentRef,
-        OutputName,
-        Prompt,
-        RunSpec,
-        SpecError,
-        load_spec,
-        printable,
-    )
+    from clipforge.spec import ComponentRef, OutputName, Prompt, RunSpec, load_spec
 
 __all__ = [
     "API_VERSION",
@@ -133,6 +132,7 @@ __all__ = [
     "SpecError",
     "StepState",
     "build_registry",
+    "component_option",
     "default_registry",
     "draw_per_image",
     "hookimpl",
@@ -143,6 +143,7 @@ __all__ = [
     "printable",
     "progress_bar",
     "option_error",
+    "read_image",
     "save_png",
     "to_display",
     "Verdicts",

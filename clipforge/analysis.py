@@ -19,22 +19,21 @@ from typing import Any
 
 import torch
 
-from clipforge.components import Analysis, AnalysisRun, Callback, InversionResult, Options, RunInfo, StepState
+from clipforge.components import Analysis, AnalysisRun, Backbone, Callback, InversionResult, Options, RunInfo, StepState
 from clipforge.engine import Engine
-from clipforge.outputs import (
-    abandon_out_dir,
-    claim_out_dir,
-    image_grid,
-    progress_bar,
-    release_out_dir,
-    save_png,
-    to_display,
-    write_json,
-)
+from clipforge.files import write_json
+from clipforge.images import image_grid, save_png, to_display
+from clipforge.outputs import abandon_out_dir, claim_out_dir, release_out_dir
+from clipforge.progressbar import progress_bar
 from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec, default_registry
-from clipforge.spec import SpecError, load_analysis_spec
+from clipforge.spec import SpecError
+from clipforge.specfile import load_model as load_analysis_spec
+
+#: the values of an analysis spec's ``captions`` that ask the judge for its world's captions
+WORLD_CAPTIONS = ("world", "toyworld")
 
 __all__ = [
+    "WORLD_CAPTIONS",
     "AnalysisPlan",
     "SharedProgress",
     "bootstrap_interval",
@@ -115,7 +114,7 @@ def run_analysis(
         results: dict[str, InversionResult] = {}
         with SharedProgress(plan.total_steps, analysis.progress_label(), show_progress) as bar:
             for where, resolved in plan.specs.items():
-                engine = Engine(resolved, registry=registry, callbacks=[*callbacks, bar.callback()])
+                engine = Engine(resolved, callbacks=[*callbacks, bar.callback()])
                 results[where] = engine.run()
                 if results[where].interrupted:  # Ctrl-C or SIGTERM: no report from part of the inversions
                     raise KeyboardInterrupt
@@ -229,13 +228,17 @@ def sign_test(wins: int, losses: int) -> float:
 # --------------------------------------------------------------------------- judging
 
 
-def candidate_captions(value: list[str] | str | None, prompts: list[str]) -> list[str]:
-    """A judge's candidate captions: a list, ``"toyworld"`` (every caption of the offline world), or
-    none; the prompts are added."""
-    if value == "toyworld":
-        from clipforge.toyworld import World
-
-        return World.captions()
+def candidate_captions(value: list[str] | str | None, prompts: list[str], judge: Backbone | None = None) -> list[str]:
+    """A judge's candidate captions: a list; ``"world"`` (``"toyworld"`` in older specs): the
+    captions of the world the judge's model was trained on, which the judge backbone knows
+    (:meth:`Backbone.captions`); or none. The prompts are added."""
+    if value in WORLD_CAPTIONS:
+        captions = judge.captions() if judge is not None else None
+        if captions is None:
+            who = judge.label if judge is not None else "no judge"
+            raise SpecError([("captions", f"{value!r} asks the judge for its world's captions, but {who} knows none; "
+                             "give the captions as a list")])  # fmt: skip
+        return captions
     captions = list(value) if value else []
     return captions + [p for p in prompts if p not in captions]
 

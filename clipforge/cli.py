@@ -6,7 +6,8 @@ heavy is imported before it is needed: ``--help``, ``--version`` and a verb's he
 torch nor the plugins; the registry is built only for the verbs that use it (and for a verb that is
 not clipforge's own, which may be an analysis).
 
-The registry is built once per command, from the plugin flags (``--block``, ``--plugins``, ...),
+What each verb does is :mod:`clipforge.commands`'; this module parses the line. The registry is
+built once per command, from the plugin flags (``--block``, ``--plugins``, ...),
 before the full command line is parsed: analyses are plugins, so their verbs come from it. A spec is
 checked against it exactly once (``Registry.resolve``), and the engine runs what that returned.
 
@@ -17,26 +18,28 @@ the place, with exit status 2 and no traceback (``--traceback`` shows it for deb
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
-from clipforge.spec import COMPONENT_FIELDS, RunSpec, SpecError, load_analysis_spec, load_spec, printable
+from clipforge.commands import (
+    cmd_analysis,
+    cmd_gallery,
+    cmd_invert,
+    cmd_models,
+    cmd_plugins,
+    cmd_schema,
+    cmd_sweep,
+    cmd_validate,
+    err,
+)
+from clipforge.errors import SpecError, printable
 from clipforge.threads import ENV as THREADS_ENV
 from clipforge.threads import apply_threads, available_cpus, choose_threads
 
 if TYPE_CHECKING:
-    from clipforge.registry import Registry, ResolvedSpec
-
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-out = Console(highlight=False, soft_wrap=True, markup=False)
+    from clipforge.registry import Registry
 
 
 def build_registry(**kwargs: Any) -> Registry:
@@ -59,328 +62,12 @@ def _registry(args: argparse.Namespace) -> Registry:
     return registry
 
 
-def _resolve(args: argparse.Namespace, registry: Registry) -> ResolvedSpec:
-    """Load the spec file (with ``--set``) and check it against the registry, once."""
-    spec = load_spec(args.spec or {}, args.set or [])
-    try:
-        return registry.resolve(spec)
-    except SpecError as exc:
-        raise SpecError(exc.problems, args.spec) from None
-
-
-def check_out(args: argparse.Namespace) -> None:
-    """Refuse an empty ``--out`` (``--out ""``, a variable that was not set), which would otherwise
-    mean the default folder."""
-    if args.out is not None and not args.out.strip():
-        raise SpecError([("--out", "is empty: give a folder, or leave --out out to use the default one")])
-
-
-def checkpoint_flags(args: argparse.Namespace) -> list[str]:
-    """``--checkpoint-every`` and ``--checkpoint-seconds`` as ``--set`` overrides (0 too, to be refused)."""
-    flags = {"checkpoint_every": args.checkpoint_every, "checkpoint_seconds": args.checkpoint_seconds}
-    return [f"{key}={value}" for key, value in flags.items() if value is not None]
-
-
-def spec_flags(args: argparse.Namespace) -> list[str]:
-    """``--prompt``, ``--model``, ``--pretrained``, ``--steps``, ``--seeds``, ``--copies`` and
-    ``--device`` as ``--set`` overrides of the spec (checked by it, like any other value)."""
-    flags: list[str] = []
-    if args.prompt:
-        flags.append(f"prompts={json.dumps(args.prompt)}")
-    if args.model:
-        options = [{"model": model} for model in args.model]
-        if args.pretrained is not None:
-            options = [{**o, "pretrained": args.pretrained} for o in options]
-        flags.append(f"backbones={json.dumps([{'name': 'open_clip', 'options': o} for o in options])}")
-    elif args.pretrained is not None:
-        raise SpecError([("--pretrained", "goes with --model, whose weights it names")])
-    if args.seeds:
-        flags.append(f"seeds={json.dumps([seed for group in args.seeds for seed in group])}")
-    for key in ("steps", "copies", "device"):
-        if getattr(args, key) is not None:
-            flags.append(f"{key}={json.dumps(getattr(args, key))}")
-    return flags
-
-
 def _seeds(text: str) -> list[int]:
     """``--seeds 0,1,2`` (or a space-separated list, which argparse gathers)."""
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected whole numbers such as 0,1,2, not {text!r}") from None
-
-
-def _default_name(args: argparse.Namespace) -> str:
-    """The default output folder's name: the spec file's, else the first prompt's words."""
-    if args.spec:
-        return Path(args.spec).stem
-    words = re.sub(r"[^a-z0-9]+", "-", (args.prompt or ["prompt"])[0].lower()).strip("-")[:40].strip("-")
-    return words or "prompt"
-
-
-def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
-    from clipforge.engine import Engine
-    from clipforge.outputs import check_resumable
-    from clipforge.registry import ComponentStartError
-
-    check_out(args)
-    given = spec_flags(args)
-    if args.resume:
-        if args.spec or args.set or args.out is not None or checkpoint_flags(args) or given:
-            raise SpecError(
-                [
-                    (
-                        "--resume",
-                        "continues the run as its folder's spec.json says: give no spec, --prompt, --model, "
-                        "--steps, --seeds, --set, --out, --checkpoint-every or --checkpoint-seconds with it",
-                    )
-                ]
-            )
-        check_resumable(Path(args.resume))
-        args.spec = str(Path(args.resume) / "spec.json")
-        out_dir = args.resume
-    elif not args.spec and not args.prompt:
-        raise SpecError([("", "give a spec file to run, --prompt TEXT, or --resume DIR")])
-    # checked by the spec, with the flag's name; the flags' values win over the file's, --set over both
-    args.set = [*given, *(args.set or []), *checkpoint_flags(args)]
-    resolved = _resolve(args, registry)
-    spec = resolved.spec
-    if not args.resume:
-        out_dir = args.out or spec.output_dir or f"runs/{_default_name(args)}-{spec.settings_hash()}"
-    try:
-        result = Engine(resolved, registry=registry, out_dir=out_dir, resume=bool(args.resume)).run()
-    except ComponentStartError as exc:
-        raise ComponentStartError(f"{args.spec or 'the run'}: {exc}") from exc
-    if result.interrupted:
-        err.print(f"interrupted at step {result.steps_done}/{spec.steps}; current images saved in {out_dir}")
-        return 130
-    final = result.metrics[-1] if result.metrics else None
-    withheld = result.withheld or [False] * len(result.rows)
-    written = len(result.rows) - sum(withheld)
-    note = f" ({sum(withheld)} withheld by a screen)" if any(withheld) else ""
-    out.print(f"wrote {written} image(s){note} to {out_dir} in {result.seconds:.1f} s")
-    if final:
-        for row in result.rows:
-            if withheld[row.index]:
-                out.print(f"  {row.slug}: withheld")
-            else:
-                out.print(f"  {row.slug}: similarity {final['similarity'][row.index]:.3f}")
-    return 0
-
-
-def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
-    spec = _resolve(args, registry).spec
-    images = len(spec.prompts) * len(spec.seeds)
-    names = ", ".join(b.options.get("model", b.name) if b.options else b.name for b in spec.backbones)
-    out.print(printable(f"ok: {args.spec} is valid ({images} image(s), {spec.steps} steps, backbones: {names})", 2000))
-    return 0
-
-
-def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
-    from clipforge.analysis import plan_analysis, run_analysis
-    from clipforge.registry import ComponentStartError
-
-    check_out(args)
-    entry = registry.get("analysis", args.command)
-    spec = load_analysis_spec(entry.cls.Options, args.spec)
-    try:
-        plan = plan_analysis(entry.cls(spec), registry)
-    except SpecError as exc:
-        raise SpecError(exc.problems, args.spec) from None
-    if args.check:
-        out.print(f"ok: {args.spec} is a valid {args.command} spec")
-        return 0
-    out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}"
-    try:
-        report = run_analysis(plan, out_dir, registry)
-    except ComponentStartError as exc:
-        raise ComponentStartError(f"{args.spec}: {exc}") from exc
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM during the inversions: a report of part of them is no report
-        err.print(f"interrupted: no report written; {out_dir} is left as it was found")
-        return 130
-    table = plan.analysis.table(report)
-    if table is not None:
-        out.print(table)
-    out.print(f"report: {Path(out_dir) / 'report.md'}")
-    return 0
-
-
-def cmd_gallery(args: argparse.Namespace, registry: Registry) -> int:
-    from clipforge.gallery import write_gallery
-
-    out.print(f"gallery: {write_gallery(args.folder)}")
-    return 0
-
-
-def cmd_sweep(args: argparse.Namespace, registry: Registry) -> int:
-    from clipforge import sweep as sweeps
-
-    check_out(args)
-    if args.status:
-        status = sweeps.sweep_status(Path(args.target))
-        out.print(
-            f"{args.target}: {status['done']} done, {status['failed']} failed, {status['left']} left "
-            f"of {status['items']} items"
-        )
-        for item, error in status["errors"][:20]:
-            out.print(printable(f"  failed {item}: {error}", 400))
-        return 0
-    sweep = sweeps.load_sweep(args.target, registry)
-    if args.plan:
-        measured: dict[str, tuple[int, int]] = {}  # each distinct backbone built once, not once per point
-        by_point: dict[int, list[Any]] = {}
-        for block in sweep.blocks:
-            by_point.setdefault(block.point, []).append(block)
-        for i, point in enumerate(sweep.points):
-            blocks = by_point[i]
-            settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in point["settings"].items()) or "base"
-            largest = max(len(b.items) for b in blocks)
-            gib = {k: v / 2**30 for k, v in sweeps.estimate_memory(point["run"], largest, registry, measured).items()}
-            out.print(
-                printable(
-                    f"point {i} ({settings}): {sum(len(b.items) for b in blocks)} items in {len(blocks)} blocks of "
-                    f"up to {largest}, {point['run']['steps']} steps each, {point['run']['copies']} copies; "
-                    f"memory per block about {gib['total']:.2f} GiB (weights {gib['weights']:.2f}, activations "
-                    f"{gib['activations']:.2f}, images {gib['images']:.2f})",
-                    2000,
-                )
-            )
-        out.print(f"{len(sweep.items)} items, {len(sweep.blocks)} blocks")
-        return 0
-    shard = sweeps.parse_shard(args.shard) if args.shard else sweeps.shard_from_environment()
-    folder = args.out or f"runs/{Path(args.target).stem}"
-    distributed = _start_distributed(shard)
-    try:
-        counts = sweeps.run_sweep(sweep, folder, registry, shard=shard)
-    finally:
-        _stop_distributed(distributed)  # every rank has finished: the counts below are the whole sweep's
-    if distributed:
-        counts = sweeps.status_counts(sweep, sweeps.read_index(Path(folder)))
-    out.print(
-        f"{folder}: {counts['done']} done, {counts['failed']} failed, {counts['left']} left of "
-        f"{counts['items']} items" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else "")
-    )
-    return 1 if counts["failed"] else 0
-
-
-def _start_distributed(shard: tuple[int, int]) -> bool:
-    """Under torchrun, join the process group (gloo on the CPU, nccl on GPUs): ranks wait for each
-    other at the end, so that every rank's summary counts the whole sweep."""
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    if shard[1] == 1 or "MASTER_ADDR" not in os.environ or not dist.is_available():
-        return False
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return True
-
-
-def _stop_distributed(started: bool) -> None:
-    if started:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def full_schema(registry: Registry) -> dict[str, Any]:
-    """The run spec's JSON Schema, with the options of every installed component."""
-    schema = RunSpec.model_json_schema()
-    defs = schema.setdefault("$defs", {})
-    for field, kind in COMPONENT_FIELDS.items():
-        variants: list[dict[str, Any]] = []
-        for entry in sorted(registry.entries[kind].values(), key=lambda e: e.name):
-            options = entry.cls.Options.model_json_schema()
-            defs.update(options.pop("$defs", {}))
-            variants.append(
-                {
-                    "type": "object",
-                    "description": f"{kind} {entry.name!r} from {entry.provider}",
-                    "properties": {"name": {"const": entry.name}, "options": options},
-                    "required": ["name"],
-                    "additionalProperties": False,
-                }
-            )
-        names = registry.names(kind)
-        variants.append({"type": "string", "enum": names, "description": f"a {kind} with default options"})
-        ref_name = f"{kind.title()}Ref"
-        defs[ref_name] = {"anyOf": variants}
-        prop = schema["properties"][field]
-        if prop.get("type") == "array":
-            prop["items"] = {"$ref": f"#/$defs/{ref_name}"}
-        else:
-            prop.pop("$ref", None)
-            prop.pop("allOf", None)
-            prop["$ref"] = f"#/$defs/{ref_name}"
-    return schema
-
-
-def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
-    print(json.dumps(full_schema(registry), indent=2))
-    return 0
-
-
-def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "plugins": [
-                        {
-                            "name": p.name,
-                            "distribution": p.distribution,
-                            "version": p.version,
-                            "hooks": p.hooks,
-                            "components": [
-                                {"kind": e.kind, "name": e.name} for e in registry.all() if e.plugin == p.name
-                            ],
-                        }
-                        for p in registry.plugins
-                    ],
-                    "failures": [
-                        {"plugin": f.plugin, "distribution": f.distribution, "error": f.error}
-                        for f in registry.failures
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return 0
-    table = Table(title="clipforge components")
-    for column in ("kind", "name", "plugin", "distribution"):
-        table.add_column(column)
-    for e in registry.all():
-        dist = f"{e.distribution} {e.version}" if e.distribution else "-"
-        table.add_row(e.kind, e.name, e.plugin, dist)
-    out.print(table)
-    return 0
-
-
-def cmd_models(args: argparse.Namespace, registry: Registry | None) -> int:
-    from clipforge.catalog import list_models
-
-    entries = list_models(open_clip_models=not args.bundled, cache_dir=args.cache_dir)
-    if args.offline:
-        entries = [e for e in entries if e.offline]
-    if args.json:
-        print(json.dumps([e.__dict__ for e in entries], indent=2))
-        return 0
-    # plain columns, whatever the width: a listing to read, grep and paste into --model / --pretrained
-    rows = [("MODEL", "PRETRAINED", "SOURCE", "WEIGHTS OFFLINE")]
-    for e in entries:
-        offline = "yes (bundled)" if e.source == "bundled" else ("yes (cached)" if e.offline else "no")
-        rows.append((e.model, e.tag or "-", e.source, offline))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        out.print(printable("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3], 400))
-    cached = sum(e.offline for e in entries if e.source != "bundled")
-    out.print(
-        f"{len(entries)} model(s); {cached} open_clip weight(s) in the cache. Weights not here are downloaded "
-        "on first use (unless HF_HUB_OFFLINE is set)."
-    )
-    return 0
 
 
 #: the verbs clipforge itself provides; an analysis cannot take one of these names
@@ -406,9 +93,13 @@ def _threads_count(text: str) -> int:
 
 
 def _add_plugin_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--block", action="append", metavar="PLUGIN", help="do not load this plugin (repeatable)")
-    parser.add_argument("--plugins", metavar="A,B", help="load only these entry-point plugins")
-    parser.add_argument("--no-autoload", action="store_true", help="load no entry-point plugins")
+    parser.add_argument(
+        "--block", action="append", metavar="PLUGIN", help="do not load this plugin, built-in or not (repeatable)"
+    )
+    parser.add_argument("--plugins", metavar="A,B", help="load only these third-party plugins (the built-ins stay)")
+    parser.add_argument(
+        "--no-autoload", action="store_true", help="load no third-party plugins (the built-ins stay; --block drops one)"
+    )
     parser.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal")
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
     parser.add_argument(
@@ -461,6 +152,16 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     _add_plugin_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
 
+    _invert_parser(sub)
+    _validate_parser(sub)
+    for entry in _analyses(registry) if registry is not None else []:
+        _analysis_parser(sub, entry)
+    _sweep_parser(sub)
+    _listing_parsers(sub)
+    return parser
+
+
+def _invert_parser(sub: Any) -> None:
     p = _verb_parser(
         sub,
         "invert",
@@ -511,6 +212,8 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_invert)
 
+
+def _validate_parser(sub: Any) -> None:
     p = _verb_parser(
         sub,
         "validate",
@@ -522,24 +225,27 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_validate)
 
-    for entry in _analyses(registry) if registry is not None else []:
-        help_text = entry.cls.description or f"the {entry.name} analysis"
-        p = _verb_parser(
-            sub,
-            entry.name,
-            help_text.replace("%", "%%"),
-            f"{help_text} (the analysis {entry.name!r} from {entry.provider}).\n"
-            "It runs the inversions its spec asks for and writes report.md, report.json and its figures.",
-            [
-                f"clipforge {entry.name} {entry.name}.json --check",
-                f"clipforge {entry.name} {entry.name}.json --out runs/{entry.name}",
-            ],
-        )
-        p.add_argument("spec", help=f"a JSON {entry.name} spec")
-        p.add_argument("--out", help="output directory (must not exist or be empty)")
-        p.add_argument("--check", action="store_true", help="validate the spec without running it")
-        p.set_defaults(func=cmd_analysis)
 
+def _analysis_parser(sub: Any, entry: Any) -> None:
+    help_text = entry.cls.description or f"the {entry.name} analysis"
+    p = _verb_parser(
+        sub,
+        entry.name,
+        help_text.replace("%", "%%"),
+        f"{help_text} (the analysis {entry.name!r} from {entry.provider}).\n"
+        "It runs the inversions its spec asks for and writes report.md, report.json and its figures.",
+        [
+            f"clipforge {entry.name} {entry.name}.json --check",
+            f"clipforge {entry.name} {entry.name}.json --out runs/{entry.name}",
+        ],
+    )
+    p.add_argument("spec", help=f"a JSON {entry.name} spec")
+    p.add_argument("--out", help="output directory (must not exist or be empty)")
+    p.add_argument("--check", action="store_true", help="validate the spec without running it")
+    p.set_defaults(func=cmd_analysis)
+
+
+def _sweep_parser(sub: Any) -> None:
     p = _verb_parser(
         sub,
         "sweep",
@@ -561,6 +267,9 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (0-based): a Slurm array task, a node")
     p.set_defaults(func=cmd_sweep)
 
+
+def _listing_parsers(sub: Any) -> None:
+    """The verbs that show what there is: gallery, models, schema, plugins."""
     p = _verb_parser(
         sub,
         "gallery",
@@ -605,7 +314,6 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
-    return parser
 
 
 def _global_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -22,7 +22,8 @@ import torch
 from pydantic import Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from clipforge.spec import AnalysisSpec, StrictModel
+from clipforge.analysis_spec import AnalysisSpec
+from clipforge.specbase import StrictModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipforge.spec import RunSpec
@@ -38,6 +39,18 @@ def option_error(field: str, message: str, value: Any = None) -> ValidationError
     ``ValueError`` it carries the field's name, so the message names the option's full JSON path."""
     detail = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=(field,), input=value)
     return ValidationError.from_exception_data("Options", [detail])
+
+
+#: the key of an option's ``json_schema_extra`` that says it names a component of that kind
+COMPONENT_OPTION = "clipforge_component"
+
+
+def component_option(kind: str, default: Any = None, **field: Any) -> Any:
+    """An option that names another component of ``kind`` (``{"name": ..., "options": ...}``, as a
+    screen names its judge backbone): :meth:`clipforge.Registry.resolve` checks it against the
+    registry, with its options, as it checks the spec's own components. ``field``: pydantic
+    ``Field``'s other arguments (``description``, ...)."""
+    return Field(default, json_schema_extra={COMPONENT_OPTION: kind}, **field)
 
 
 class Component:
@@ -110,13 +123,16 @@ class Backbone(Component):
     """A frozen CLIP-like model: it embeds images and texts in one space.
 
     Subclasses set ``input_size`` (H, W) and take care of their own normalisation: the engine hands
-    ``encode_image`` pixels in [0, 1] (give or take what augmentations do) at ``input_size``.
+    ``encode_image`` pixels in [0, 1] (give or take what augmentations do) at ``input_size``, resized
+    with ``interpolation``. One that wraps a torch module sets ``model`` to it: the engine moves it
+    to channels-last when the spec asks, and a sweep's plan counts its weights.
     """
 
     kind = "backbone"
     hook = "register_backbones"
     input_size: tuple[int, int] = (224, 224)
     interpolation: str = "bicubic"
+    model: torch.nn.Module | None = None
 
     def __init__(self, options: Options, device: torch.device) -> None:
         super().__init__(options)
@@ -134,6 +150,12 @@ class Backbone(Component):
     def label(self) -> str:
         """A short human-readable identity for reports."""
         return self.name
+
+    def captions(self) -> list[str] | None:
+        """The captions of the world the model was trained on, where that world is known (the
+        offline models know theirs): a judge's candidates when an analysis spec asks for the world's
+        captions (``"captions": "world"``). None for a model trained on the open web."""
+        return None
 
 
 class Parameterization(Component):

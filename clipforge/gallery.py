@@ -1,11 +1,14 @@
 """``clipforge gallery DIR``: one static page to look at a run, a sweep or an analysis report.
 
 The page (``DIR/index.html``) works from the file system: no server, nothing from the internet, the
-data inside the page. It shows thumbnails by grid point with prompt, seed, settings, similarity and
-status; a text filter; two grid points side by side (the same prompts and seeds in one row); and,
-for a run with per-image snapshots, the snapshots of one image as a strip. The URL's hash sets the
-filter and the comparison (``index.html#q=red`` or ``#compare=0,1``), so a page can be opened as
-it was shared.
+data inside the page (collected by :mod:`clipforge.gallery_items`). It shows every item by grid
+point with its prompt, seed, setting, similarity and loss, a similarity and loss curve (a run's
+``metrics.jsonl``) and every snapshot; failed items as failed, with their error; an analysis report's
+text and tables beside its grids, at their own size. A filter takes free words and ``field:value``
+terms (``seed:1``, ``prompt:red``, ``lr:0.1``, ``similarity:>0.5``), all of which must match; items
+sort by similarity, loss, seed, prompt, status or judge verdict; two grid points go side by side; a
+click enlarges an image with its details. The URL's hash holds the view (``#q=seed:1&sort=loss&
+compare=0,1&open=ID``), so a link reopens it as it was.
 """
 
 from __future__ import annotations
@@ -16,97 +19,38 @@ import re
 from pathlib import Path
 from typing import Any
 
-from clipforge.outputs import atomic_path
+from clipforge.files import atomic_path
+from clipforge.gallery_items import report_items, run_items, settings_text, sweep_items
 from clipforge.spec import SpecError
 
-
-def _settings_text(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) or "base"
-
-
-def sweep_items(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    from clipforge.sweep import read_index
-
-    info = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
-    points = [_settings_text(p["settings"]) for p in info["points"]]
-    items = []
-    for record in sorted(read_index(folder).values(), key=lambda r: r["id"]):
-        if record.get("status") != "done":
-            continue
-        prompt = record["prompt"] if isinstance(record["prompt"], str) else record["prompt"].get("text", "")
-        items.append(
-            {
-                "src": record["png"],
-                "title": record.get("label") or prompt,
-                "prompt": prompt,
-                "seed": record["seed"],
-                "group": record["point"],
-                "similarity": record.get("similarity"),
-                "key": f"{prompt}|{record['seed']}",
-                "strip": [],
-            }
-        )
-    return items, points
-
-
-def run_items(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    final = (run.get("final") or {}).get("similarity") or []
-    backbones = ", ".join(run.get("backbones", [])) or "run"
-    items = []
-    for row in run["rows"]:
-        png = folder / "images" / f"{row['slug']}.png"
-        if not png.exists():
-            continue
-        strip = sorted(
-            p.relative_to(folder).as_posix() for p in (folder / "snapshots").glob(f"{row['slug']}_step_*.png")
-        )
-        items.append(
-            {
-                "src": png.relative_to(folder).as_posix(),
-                "title": row["label"],
-                "prompt": row["label"],
-                "seed": row["seed"],
-                "group": 0,
-                "similarity": final[row["index"]] if row["index"] < len(final) else None,
-                "key": f"{row['label']}|{row['seed']}",
-                "strip": strip,
-            }
-        )
-    return items, [f"{backbones} ({run.get('status', '?')}, {run.get('steps_done', '?')} steps)"]
-
-
-def report_items(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    items = [
-        {
-            "src": p.name,
-            "title": p.stem,
-            "prompt": p.stem,
-            "seed": "",
-            "group": 0,
-            "similarity": None,
-            "key": p.stem,
-            "strip": [],
-        }
-        for p in sorted(folder.glob("*.png"))
-    ]
-    return items, [f"{report.get('analysis', 'analysis')} report"]
+__all__ = [
+    "PAGE",
+    "fill_page",
+    "gallery_data",
+    "report_items",
+    "run_items",
+    "script_json",
+    "settings_text",
+    "shown_count",
+    "sweep_items",
+    "write_gallery",
+]
 
 
 def gallery_data(folder: Path) -> dict[str, Any]:
-    """What the page shows, from whichever kind of folder ``folder`` is."""
+    """What the page shows, from whichever kind of folder ``folder`` is: all of it goes into the page,
+    which has no server to ask for more."""
     if (folder / "sweep.json").exists():
-        kind, (items, groups) = "sweep", sweep_items(folder)
+        kind, view = "sweep", sweep_items(folder)
     elif (folder / "run.json").exists():
-        kind, (items, groups) = "run", run_items(folder)
+        kind, view = "run", run_items(folder)
     elif (folder / "report.json").exists():
-        kind, (items, groups) = "report", report_items(folder)
+        kind, view = "report", report_items(folder)
     else:
         raise SpecError(
             [("", "no run, sweep or analysis report here (no run.json, sweep.json or report.json)")], str(folder)
         )
-    return {"kind": kind, "title": folder.resolve().name, "groups": groups, "items": items}
+    return {"kind": kind, "title": folder.resolve().name, "report": None, **view}
 
 
 #: the page, with __TITLE__, __KIND__ and __DATA__ to fill in (a file beside this one: HTML, CSS and
@@ -120,7 +64,7 @@ def script_json(data: Any) -> str:
     folder name holds (``</script>``, ``<!--<script>``) can end the element early or change how the
     browser reads it. Non-ASCII characters are escaped too (the line separators U+2028 and U+2029
     among them, and a file name's undecodable bytes)."""
-    text = json.dumps(data)
+    text = json.dumps(data, allow_nan=False)
     for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
         text = text.replace(char, escaped)
     return text

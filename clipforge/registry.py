@@ -1,16 +1,18 @@
 """Finding plugins and the components they provide.
 
-Plugins are Python modules (or objects) implementing hooks from :mod:`clipforge.hookspecs`. They are
-found through the ``clipforge`` entry-point group, built-in ones included, so every plugin can be
-listed and blocked by name. A plugin that fails to import or to register is reported with its name,
-distribution and error, and the others keep working (unless ``strict``).
+Plugins are Python modules (or objects) implementing hooks from :mod:`clipforge.hookspecs`. The
+built-ins (:data:`BUILTIN_PLUGINS`, the ``clipforge_plugins`` package) are always registered, as
+pytest's and llm's are; third-party plugins are found through the ``clipforge`` entry-point group.
+Every plugin is registered by the same call, listed and blocked by name. A plugin that fails to
+import or to register is reported with its name, distribution and error, and the others keep
+working (unless ``strict``).
 
 Environment variables (the CLI has matching flags):
 
-- ``CLIPFORGE_BLOCK_PLUGINS``: comma-separated plugin names not to load.
-- ``CLIPFORGE_PLUGINS``: comma-separated plugin names; when set, only these are loaded.
-- ``CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD``: 1/true/yes/on: load no entry-point plugins at all
-  (0/false/no/off or unset: load them).
+- ``CLIPFORGE_BLOCK_PLUGINS``: comma-separated plugin names not to load (built-ins too).
+- ``CLIPFORGE_PLUGINS``: comma-separated names of third-party plugins; when set, only these load.
+- ``CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD``: 1/true/yes/on: load no third-party (entry-point) plugins
+  (0/false/no/off or unset: load them); the built-ins stay.
 
 A plugin name that names no installed plugin is reported like a failing plugin (fatal when ``strict``).
 """
@@ -21,30 +23,23 @@ import difflib
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from clipforge import hookspecs
-from clipforge.components import KINDS, Component
-from clipforge.spec import COMPONENT_FIELDS, ComponentRef, RunSpec, SpecError, _problems
-from clipforge.version import API_VERSION
-
-
-class PluginError(Exception):
-    """A plugin or component is broken or misconfigured."""
+from clipforge.components import KINDS
+from clipforge.errors import PluginError, UnknownComponentError
+from clipforge.resolved import ComponentEntry, ResolvedComponent, ResolvedSpec, resolve_component, resolve_spec
+from clipforge.spec import RunSpec
+from clipforge.version import API_VERSION, __version__
 
 
 class DuplicateComponentError(PluginError):
     """Two plugins give a component of one kind the same name (raised only when ``strict``)."""
-
-
-class ComponentStartError(PluginError):
-    """A component could not be built from its (valid) options: a file it names is missing or
-    broken, a package it needs is not installed, ... The message names its place in the spec."""
 
 
 class PluginClashWarning(UserWarning):
@@ -54,6 +49,25 @@ class PluginClashWarning(UserWarning):
 #: the distribution whose plugins are the built-ins (they keep their names in a clash)
 BUILTIN_DISTRIBUTION = "clipforge"
 
+#: the built-in plugins, by name: always registered (unless blocked by name). A new built-in is a
+#: module in ``plugins/`` (imported as ``clipforge_plugins``) and a line here; no reinstall is needed.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "open_clip": "clipforge_plugins.open_clip_backbone",
+    "pixel": "clipforge_plugins.pixel",
+    "fourier": "clipforge_plugins.fourier",
+    "multires": "clipforge_plugins.multires",
+    "paper_augmentations": "clipforge_plugins.paper_augmentations",
+    "regularizers": "clipforge_plugins.regularizers",
+    "progress": "clipforge_plugins.progress",
+    "metrics_log": "clipforge_plugins.metrics_log",
+    "snapshots": "clipforge_plugins.snapshots",
+    "safety_screen": "clipforge_plugins.safety_screen",
+    "probe": "clipforge_plugins.analysis_probe",
+    "screen": "clipforge_plugins.analysis_screen",
+    "compare": "clipforge_plugins.analysis_compare",
+    "blend": "clipforge_plugins.analysis_blend",
+}
+
 
 def _is_builtin(entry: ComponentEntry) -> bool:
     return entry.distribution == BUILTIN_DISTRIBUTION
@@ -61,30 +75,6 @@ def _is_builtin(entry: ComponentEntry) -> bool:
 
 #: hook name -> the kind of component it registers (every kind's base class names its hook)
 HOOK_KINDS: dict[str, str] = {cls.hook: kind for kind, cls in KINDS.items()}
-
-
-class UnknownComponentError(PluginError):
-    def __init__(self, kind: str, name: str, known: list[str]):
-        self.kind, self.name, self.known = kind, name, known
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        available = ", ".join(sorted(known)) or "none installed"
-        super().__init__(f"unknown {kind} {name!r}{hint} (available: {available})")
-
-
-@dataclass(frozen=True)
-class ComponentEntry:
-    kind: str
-    name: str
-    cls: type[Component]
-    plugin: str
-    distribution: str | None = None
-    version: str | None = None
-
-    @property
-    def provider(self) -> str:
-        dist = f" ({self.distribution} {self.version})" if self.distribution else ""
-        return f"plugin {self.plugin!r}{dist}"
 
 
 @dataclass(frozen=True)
@@ -135,12 +125,12 @@ class Registry:
             every problem's path with.
         :raises SpecError: listing every problem, each with its JSON path.
         """
-        return _resolve(self, spec, where)
+        return resolve_spec(self, spec, where)
 
     def resolve_component(self, kind: str, ref: Any, where: str = "") -> ResolvedComponent:
         """Find one component (a :class:`ComponentRef`, its dict, or a bare name) and validate its
         options; ``where`` is its JSON path, for the error."""
-        return _resolve_component(self, kind, ref, where)
+        return resolve_component(self, kind, ref, where)
 
     def build(self, kind: str, ref: Any, *args: Any, where: str = "") -> Any:
         """Build one component outside a run (a judge's backbone, a screen's callback); ``where`` is
@@ -170,11 +160,12 @@ def build_registry(
     extra_plugins: Iterable[tuple[str, Any]] = (),
     strict: bool = False,
 ) -> Registry:
-    """Load plugins and collect their components.
+    """Load plugins and collect their components: the built-ins, the third-party (entry-point)
+    plugins, then ``extra_plugins``, each unless blocked.
 
-    :param autoload: load entry-point plugins (default: unless ``CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD``).
-    :param only: load only the entry-point plugins with these names (default: ``CLIPFORGE_PLUGINS``).
-    :param block: plugin names not to load (added to ``CLIPFORGE_BLOCK_PLUGINS``).
+    :param autoload: load third-party plugins (default: unless ``CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD``).
+    :param only: load only the third-party plugins with these names (default: ``CLIPFORGE_PLUGINS``).
+    :param block: plugin names not to load, built-ins too (added to ``CLIPFORGE_BLOCK_PLUGINS``).
     :param extra_plugins: ``(name, module_or_object)`` pairs registered directly, e.g. in tests.
     :param strict: raise on the first plugin failure instead of reporting it.
     """
@@ -184,11 +175,8 @@ def build_registry(
         only = _env_list("CLIPFORGE_PLUGINS") or None
     only_set = set(only) if only is not None else None
     blocked = set(block) | set(_env_list("CLIPFORGE_BLOCK_PLUGINS"))
-
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
+    extra_plugins = list(extra_plugins)
     failures: list[PluginFailure] = []
-    dist_of: dict[str, tuple[str | None, str | None]] = {}
 
     def fail(name: str, dist: str | None, error: BaseException | str, what: str = "failed to load") -> None:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
@@ -197,8 +185,8 @@ def build_registry(
             raise PluginError(str(failure)) from (error if isinstance(error, BaseException) else None)
         failures.append(failure)
 
-    installed = {ep.name for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
-    installed |= {name for name, _ in extra_plugins}
+    third_party = [ep for ep in _entry_points() if ep.dist is None or ep.dist.metadata["Name"] != BUILTIN_DISTRIBUTION]
+    installed = {*BUILTIN_PLUGINS, *(ep.name for ep in third_party), *(name for name, _ in extra_plugins)}
     for name in sorted((blocked | (only_set or set())) - installed):
         close = difflib.get_close_matches(name, sorted(installed), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -209,23 +197,58 @@ def build_registry(
             f"installed: {', '.join(sorted(installed))}",
             what="is unknown",
         )
-    candidates: list[tuple[str, Any, str | None, str | None]] = []
+    candidates = _builtins(blocked, fail)
     if autoload:
-        for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
-            if ep.name in blocked or (only_set is not None and ep.name not in only_set):
-                continue
-            dist = ep.dist.metadata["Name"] if ep.dist else None
-            version = ep.dist.version if ep.dist else None
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not take the others down
-                fail(ep.name, dist, exc)
-                continue
-            candidates.append((ep.name, plugin, dist, version))
-    for name, plugin in extra_plugins:
-        if name not in blocked:
-            candidates.append((name, plugin, None, None))
+        wanted = [ep for ep in third_party if ep.name not in blocked and (only_set is None or ep.name in only_set)]
+        candidates += _load_entry_points(wanted, fail)
+    candidates += [(name, plugin, None, None) for name, plugin in extra_plugins if name not in blocked]
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    dist_of = _register(pm, candidates, fail)
+    entries, plugin_hooks = _collect(pm, dist_of, fail, failures, strict)
+    plugins = [PluginInfo(n, *dist_of[n], hooks=plugin_hooks.get(n, [])) for n in dist_of]
+    return Registry(entries, plugins, failures)
 
+
+Candidate = tuple[str, Any, "str | None", "str | None"]  # name, plugin, distribution, version
+Fail = Callable[..., None]
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP))
+
+
+def _builtins(blocked: set[str], fail: Fail) -> list[Candidate]:
+    """The built-in plugins not blocked, imported (clipforge's own distribution and version)."""
+    found = []
+    for name, module in BUILTIN_PLUGINS.items():
+        if name in blocked:
+            continue
+        try:
+            found.append((name, importlib.import_module(module), BUILTIN_DISTRIBUTION, __version__))
+        except Exception as exc:  # a broken plugin must not take the others down
+            fail(name, BUILTIN_DISTRIBUTION, exc)
+    return found
+
+
+def _load_entry_points(wanted: list[importlib.metadata.EntryPoint], fail: Fail) -> list[Candidate]:
+    found = []
+    for ep in wanted:
+        dist = ep.dist.metadata["Name"] if ep.dist else None
+        version = ep.dist.version if ep.dist else None
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            fail(ep.name, dist, exc)
+            continue
+        found.append((ep.name, plugin, dist, version))
+    return found
+
+
+def _register(pm: pluggy.PluginManager, candidates: list[Candidate], fail: Fail) -> dict[str, tuple]:
+    """Register each plugin that declares a compatible API and no misspelled hook; returns the
+    registered ones' (distribution, version) by name."""
+    dist_of: dict[str, tuple[str | None, str | None]] = {}
     for name, plugin, dist, version in candidates:
         if pm.has_plugin(name):
             fail(name, dist, f"a plugin named {name!r} is already registered")
@@ -240,7 +263,15 @@ def build_registry(
             fail(name, dist, exc)
             continue
         dist_of[name] = (dist, version)
+    return dist_of
 
+
+def _collect(
+    pm: pluggy.PluginManager, dist_of: dict[str, tuple], fail: Fail, failures: list[PluginFailure], strict: bool
+) -> tuple[dict[str, dict[str, ComponentEntry]], dict[str, list[str]]]:
+    """Every registered component by kind and name, and each plugin's hooks; a name clash disables
+    the newcomer's component, never the whole registry (the built-in keeps its name, otherwise the
+    plugin registered first does)."""
     entries: dict[str, dict[str, ComponentEntry]] = {kind: {} for kind in KINDS}
     plugin_hooks: dict[str, list[str]] = {name: [] for name in dist_of}
     for hook_name, kind in HOOK_KINDS.items():
@@ -263,8 +294,6 @@ def build_registry(
                 if existing is None:
                     entries[kind][entry.name] = entry
                     continue
-                # a name clash disables the newcomer's component, never the whole registry: the
-                # built-in keeps its name, otherwise the plugin registered first does
                 kept, dropped = (
                     (entry, existing) if _is_builtin(entry) and not _is_builtin(existing) else (existing, entry)
                 )
@@ -278,11 +307,9 @@ def build_registry(
                 )
                 if strict:
                     raise DuplicateComponentError(str(clash))
-                warnings.warn(str(clash), PluginClashWarning, stacklevel=2)
+                warnings.warn(str(clash), PluginClashWarning, stacklevel=4)
                 failures.append(clash)
-
-    plugins = [PluginInfo(n, *dist_of[n], hooks=plugin_hooks.get(n, [])) for n in dist_of]
-    return Registry(entries, plugins, failures)
+    return entries, plugin_hooks
 
 
 def _check_api_version(plugin: Any) -> None:
@@ -347,93 +374,3 @@ def reset_default_registry() -> None:
 
 
 # --------------------------------------------------------------------------- specs against the registry
-
-
-@dataclass(frozen=True)
-class ResolvedComponent:
-    """A component found in the registry, its options validated by its own model: ready to build."""
-
-    entry: ComponentEntry
-    options: BaseModel
-
-    def build(self, *args: Any, where: str = "") -> Any:
-        """An instance: ``cls(options, *args)`` (a backbone takes the device, a parameterisation more).
-        A failure is raised as :class:`ComponentStartError` naming ``where`` (its JSON path) and the
-        plugin."""
-        try:
-            return self.entry.cls(self.options, *args)
-        except (KeyboardInterrupt, ComponentStartError):
-            raise
-        except Exception as exc:
-            place = f"{where}: " if where else ""
-            raise ComponentStartError(
-                f"{place}{self.entry.kind} {self.entry.name!r} from {self.entry.provider} could not start: {exc}"
-            ) from exc
-
-    def ref(self) -> ComponentRef:
-        """The reference with every option filled in (defaults included), as a resolved spec shows it."""
-        return ComponentRef(name=self.entry.name, options=self.options.model_dump(mode="json"))
-
-
-@dataclass(frozen=True)
-class ResolvedSpec:
-    """A run spec checked against a registry, made by :meth:`Registry.resolve`: every component was
-    found and its options validated once. ``spec`` shows every option with its default filled in;
-    ``components`` holds, per component field of the spec, the components ready to build."""
-
-    spec: RunSpec
-    components: dict[str, list[ResolvedComponent]]
-    where: str = ""  # its JSON path inside a larger spec (an analysis's), for errors
-
-    def path(self, field_path: str) -> str:
-        """The JSON path of ``field_path`` (``backbones[0]``) as the user wrote it."""
-        return _prefixed(self.where, field_path)
-
-
-def _prefixed(where: str, path: str) -> str:
-    if not where:
-        return path
-    return f"{where}{path}" if path.startswith("[") else f"{where}.{path}" if path else where
-
-
-def _resolve_component(registry: Registry, kind: str, ref: Any, where: str) -> ResolvedComponent:
-    try:
-        ref = ComponentRef.model_validate(ref)
-    except ValidationError as exc:
-        raise SpecError(_problems(exc, where)) from None
-    try:
-        entry = registry.get(kind, ref.name)
-    except UnknownComponentError as exc:
-        raise SpecError([(_prefixed(where, "name"), str(exc))]) from None
-    try:
-        options = entry.cls.Options.model_validate(ref.options)
-    except ValidationError as exc:
-        raise SpecError(
-            [
-                (p, f"{m} [{kind} {ref.name!r} from {entry.provider}]")
-                for p, m in _problems(exc, _prefixed(where, "options"))
-            ]
-        ) from None
-    return ResolvedComponent(entry, options)
-
-
-def _resolve(registry: Registry, spec: RunSpec, where: str) -> ResolvedSpec:
-    problems: list[tuple[str, str]] = []
-    components: dict[str, list[ResolvedComponent]] = {}
-    for field_name, kind in COMPONENT_FIELDS.items():
-        value = getattr(spec, field_name)
-        refs = value if isinstance(value, list) else [value]
-        components[field_name] = []
-        for i, ref in enumerate(refs):
-            path = _prefixed(where, f"{field_name}[{i}]" if isinstance(value, list) else field_name)
-            try:
-                components[field_name].append(_resolve_component(registry, kind, ref, path))
-            except SpecError as exc:
-                problems.extend(exc.problems)
-    if problems:
-        raise SpecError(problems)
-    update: dict[str, Any] = {}
-    for field_name, resolved in components.items():
-        refs = [c.ref() for c in resolved]
-        update[field_name] = refs if isinstance(getattr(spec, field_name), list) else refs[0]
-    return ResolvedSpec(spec.model_copy(update=update), components, where)

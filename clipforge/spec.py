@@ -13,120 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import types
-import typing
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-
-class SpecError(Exception):
-    """A spec is invalid. ``problems`` holds (JSON path, message) pairs, one per problem."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
-        self.problems = problems
-        self.source = source
-        super().__init__(self.format())
-
-    def format(self) -> str:
-        where = f"{printable(self.source)}: " if self.source else ""
-        lines = [
-            f"{where}{printable(path)}: {printable(msg)}" if path else f"{where}{printable(msg)}"
-            for path, msg in self.problems
-        ]
-        return "\n".join(lines)
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type, for messages."""
-    names = {
-        type(None): "null",
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "an object",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def printable(text: Any, limit: int = 300) -> str:
-    """``text`` safe to print on a terminal: control characters (a spec key can hold escape
-    sequences) shown as ``\\x1b``, and cut to ``limit`` characters with a note of how much was cut."""
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
-    if len(text) > limit:
-        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
-    return text
-
-
-#: the largest values a spec may ask for (documented in the README): beyond them a run cannot fit
-#: in memory or time on any machine clipforge is meant for, and is refused before anything starts
-LIMITS = {"steps": 1_000_000, "copies": 1024, "size": 4096, "prompts": 100_000, "seeds": 10_000, "images": 100_000}
-
-#: a seed is any number a random generator takes (``torch.Generator.manual_seed``: -2**63 .. 2**64 - 1)
-Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
-
-
-def check_seed_values(value: Any) -> Any:
-    """A list of seeds with one that no generator takes, refused naming its place (before pydantic
-    tries the field's other types and reports both)."""
-    if isinstance(value, list):
-        for i, seed in enumerate(value):
-            if isinstance(seed, int) and not isinstance(seed, bool) and not -(2**63) <= seed <= 2**64 - 1:
-                raise ValueError(f"seeds[{i}] is {seed}: a seed is a whole number from -2**63 to 2**64 - 1")
-    return value
-
-
-def _bool_for_number(value: Any, annotation: Any) -> bool:
-    """Is ``value`` (or an item of it) JSON's true/false where ``annotation`` wants a number? Python
-    counts ``True`` as 1, so without this ``"steps": true`` would mean one step."""
-    if annotation is bool or annotation is Any:
-        return False
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is Annotated:  # a constrained number (``Seed``): the number underneath
-        return _bool_for_number(value, args[0])
-    if origin in (typing.Union, types.UnionType):
-        return bool not in args and any(_bool_for_number(value, a) for a in args)
-    if isinstance(value, bool):
-        return annotation in (int, float)
-    if isinstance(value, (list, tuple)) and origin in (list, tuple) and args:
-        items = args if origin is tuple and Ellipsis not in args and len(args) == len(value) else [args[0]] * len(value)
-        return any(_bool_for_number(v, a) for v, a in zip(value, items))
-    if isinstance(value, dict) and origin is dict and len(args) == 2:
-        return any(_bool_for_number(v, args[1]) for v in value.values())
-    return False
-
-
-class StrictModel(BaseModel):
-    """Base of every spec model: unknown keys, NaN and infinities are errors, and so is JSON's
-    true/false where a number is expected."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        if field is not None and _bool_for_number(value, field.annotation):
-            raise PydanticCustomError("number_type", "a number is expected here, not true or false")
-        return value
-
+from clipforge.errors import SpecError
+from clipforge.specbase import LIMITS, Seed, StrictModel
+from clipforge.specfile import apply_overrides, read_object, validate
 
 #: what a run itself writes in its output folder (see :mod:`clipforge.outputs`): a component's file
 #: must not be one of these, nor lie inside one (compared without case: some file systems ignore it)
@@ -170,6 +64,10 @@ def _not_empty_folder(value: str | None) -> str | None:
     return value
 
 
+#: an output folder a spec may name: null for the default one, never an empty string
+OutputFolder = Annotated[str | None, AfterValidator(_not_empty_folder)]
+
+
 # --------------------------------------------------------------------------- parts
 
 
@@ -186,7 +84,7 @@ class ComponentRef(StrictModel):
 
 
 def _existing_image(value: str | None, info: ValidationInfo) -> str | None:
-    """Resolve an image path against the spec file's folder and check that it exists."""
+    """Resolve an image path against the spec file's folder and check that it can be read whole."""
     if value is None:
         return None
     path = Path(value).expanduser()
@@ -195,13 +93,9 @@ def _existing_image(value: str | None, info: ValidationInfo) -> str | None:
         path = Path(base) / path
     if not path.is_file():
         raise ValueError(f"no such image file: {str(path)!r}")
-    try:
-        from PIL import Image
+    from clipforge.images import read_image  # torch: imported only when a spec names an image
 
-        with Image.open(path) as image:
-            image.load()  # the whole file: a truncated one fails here, not mid-run
-    except Exception as exc:
-        raise ValueError(f"{str(path)!r} is not a readable image: {exc}") from None
+    read_image(path, (1, 1))  # the whole file: a truncated one fails here, not mid-run
     return str(path.resolve())
 
 
@@ -374,7 +268,7 @@ class RunSpec(StrictModel):
     steps: int = Field(3400, ge=1, le=LIMITS["steps"])
     resolution: list[ResolutionStep] = Field(default_factory=_paper_resolution, min_length=1)
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    output_dir: str | None = Field(None, description="Where results go (the CLI's --out wins).")
+    output_dir: OutputFolder = Field(None, description="Where results go (the CLI's --out wins).")
     callbacks: list[ComponentRef] = Field(default_factory=_default_callbacks)
     log_every: int = Field(1, ge=1, description="Gather metrics from the device every N steps.")
     checkpoint_every: int | None = Field(
@@ -409,11 +303,6 @@ class RunSpec(StrictModel):
             )
         return self
 
-    @field_validator("output_dir")
-    @classmethod
-    def _output_dir(cls, value: str | None) -> str | None:
-        return _not_empty_folder(value)
-
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -433,11 +322,15 @@ class RunSpec(StrictModel):
                 raise ValueError(f"resolution sizes may only grow ({b.size} after {a.size})")
         return value
 
+    def digest(self, exclude: set[str]) -> str:
+        """A short digest of every setting but those in ``exclude``."""
+        text = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
     def settings_hash(self) -> str:
         """A short digest of every setting but ``output_dir`` (callbacks, ``log_every`` and device
         too): the default output folder's name, so two different runs of one file never share one."""
-        text = json.dumps(self.model_dump(mode="json", exclude={"output_dir"}), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return self.digest({"output_dir"})
 
     def checkpoint_interval(self) -> int:
         """Steps between checkpoints: ``checkpoint_every``, or 5 % of the run."""
@@ -452,12 +345,7 @@ class RunSpec(StrictModel):
 
     def hash(self) -> str:
         """A short digest of everything that affects the images (not where they are written)."""
-        data = self.model_dump(
-            mode="json",
-            exclude={"output_dir", "callbacks", "log_every", "device", "checkpoint_every", "checkpoint_seconds"},
-        )
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return self.digest({"output_dir", "callbacks", "log_every", "device", "checkpoint_every", "checkpoint_seconds"})
 
 
 # fields of RunSpec that name components, and the kind of component each names
@@ -470,29 +358,7 @@ COMPONENT_FIELDS: dict[str, str] = {
 }
 
 
-# --------------------------------------------------------------------------- errors and loading
-
-
-def format_loc(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
-    out = prefix
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    problems = []
-    for e in error.errors():
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] not in ("missing", "value_error") and "input" in e and not isinstance(e["input"], (dict, list)):
-            msg = f"{msg} (got {e['input']!r})"
-        problems.append((format_loc(e["loc"], prefix), msg))
-    return problems
+# --------------------------------------------------------------------------- loading
 
 
 def parse_spec(data: Any, source: str | None = None) -> RunSpec:
@@ -500,94 +366,8 @@ def parse_spec(data: Any, source: str | None = None) -> RunSpec:
 
     Relative image paths are taken relative to the spec file's folder.
     """
-    if not isinstance(data, dict):
-        raise SpecError([("", f"a spec must be a JSON object, not {json_type(data)}")], source)
     base_dir = str(Path(source).parent) if source else None
-    try:
-        return RunSpec.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as exc:
-        raise SpecError(_problems(exc), source) from None
-
-
-def read_spec_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([("", "no such file")], str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(
-            [("", f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); save it as UTF-8")], str(path)
-        ) from None
-    except OSError as exc:
-        raise SpecError([("", f"cannot read: {exc.strerror}")], str(path)) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(
-            [("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")], str(path)
-        ) from None
-    return data
-
-
-_SET_PATH = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.path[0].x=value`` overrides; values are JSON where they parse, else strings."""
-    data = json.loads(json.dumps(data))
-    for item in overrides:
-        top = re.split(r"[.\[]", item.split("=", 1)[0], maxsplit=1)[0]
-        if top not in data and top in RunSpec.model_fields:  # start from the default value
-            default = RunSpec.model_fields[top].get_default(call_default_factory=True)
-            data[top] = _jsonable(default)
-        if "=" not in item:
-            raise SpecError([("--set", f"expected KEY=VALUE, got {item!r}")])
-        key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        parts: list[str | int] = []
-        pos = 0
-        for m in _SET_PATH.finditer(key):
-            if m.start() != pos and key[pos : m.start()] != ".":
-                raise SpecError([("--set", f"cannot parse key {key!r}")])
-            parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
-            pos = m.end()
-        if not parts or pos != len(key):
-            raise SpecError([("--set", f"cannot parse key {key!r}")])
-        node: Any = data
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            where = format_loc(parts[: i + 1])
-            if isinstance(part, int):
-                if not isinstance(node, list) or part >= len(node):
-                    raise SpecError([("--set " + key, f"{where} does not exist")])
-                if last:
-                    node[part] = value
-                else:
-                    node = node[part]
-            else:
-                if not isinstance(node, dict):
-                    raise SpecError([("--set " + key, f"{format_loc(parts[:i])} is not an object")])
-                if last:
-                    node[part] = value
-                else:
-                    if part not in node:
-                        node[part] = {} if isinstance(parts[i + 1], str) else None
-                    if node[part] is None:
-                        raise SpecError([("--set " + key, f"{where} is not set in the spec; set the whole list")])
-                    node = node[part]
-    return data
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+    return validate(RunSpec, data, source, context={"base_dir": base_dir})
 
 
 def load_spec(
@@ -599,83 +379,11 @@ def load_spec(
         if not overrides:
             return source
         data, name = source.model_dump(mode="json"), None
-    elif isinstance(source, dict):
-        data, name = source, None
     else:
-        data, name = read_spec_file(source), str(source)
-    if not isinstance(data, dict):
-        raise SpecError([("", f"a spec must be a JSON object, not {json_type(data)}")], name)
+        data, name = read_object(source)
     if overrides:
         try:
-            data = apply_overrides(data, overrides)
+            data = apply_overrides(data, overrides, RunSpec)
         except SpecError as exc:
-            raise SpecError(exc.problems, name) from None
+            raise exc.within(name) from None
     return parse_spec(data, name)
-
-
-# --------------------------------------------------------------------------- analyses
-
-
-class AnalysisSpec(StrictModel):
-    """Fields every analysis spec has (an analysis's ``Options``). ``run`` holds inversion settings
-    (any run-spec field but ``prompts`` and ``seeds``, which the analysis fills in)."""
-
-    run: dict[str, Any] = Field(default_factory=dict, description="Inversion settings, as in a run spec.")
-    seeds: int | list[Seed] = Field(4, description="Seeds per prompt: a count (0..N-1) or a list.")
-    judge: ComponentRef = Field(description="The held-out backbone that judges the inversions.")
-    output_dir: str | None = Field(None, description="Where the report goes, unless --out says otherwise.")
-
-    @field_validator("output_dir")
-    @classmethod
-    def _output_dir(cls, value: str | None) -> str | None:
-        return _not_empty_folder(value)
-
-    @field_validator("run")
-    @classmethod
-    def _no_prompts(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in ("prompts", "seeds"):
-            if key in value:
-                raise ValueError(f"'run' must not set {key!r}: the analysis sets it")
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _seed_count(cls, value: int | list[int]) -> int | list[int]:
-        count = value if isinstance(value, int) else len(value)
-        if not 1 <= count <= LIMITS["seeds"]:
-            raise ValueError(f"between 1 and {LIMITS['seeds']} seeds per prompt, not {count}")
-        return value
-
-    _seed_values = field_validator("seeds", mode="before")(classmethod(lambda cls, value: check_seed_values(value)))
-
-    def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
-
-    def run_spec(
-        self, prompts: Sequence[Any], backbones: list[dict[str, Any]] | None = None, where: str = "run"
-    ) -> RunSpec:
-        """The run spec of ``prompts`` over this spec's seeds; errors name their path under ``where``."""
-        data = {**self.run, "prompts": list(prompts), "seeds": self.seed_list(), "callbacks": []}
-        if backbones is not None:
-            data["backbones"] = backbones
-        try:
-            return parse_spec(data)
-        except SpecError as exc:
-            raise SpecError([(f"{where}.{p}" if p else where, m) for p, m in exc.problems]) from None
-
-    def inversion_specs(self) -> dict[str, RunSpec]:
-        """The run specs this analysis inverts, by the spec path that configures them (``run`` for
-        the ``prompts`` field; an analysis with several runs overrides this)."""
-        return {"run": self.run_spec(self.prompts)}
-
-
-def load_analysis_spec(cls: type[AnalysisSpec], source: str | Path | dict[str, Any]) -> AnalysisSpec:
-    """An analysis spec from a JSON file (or a dict), its errors with their JSON paths and file."""
-    name = None if isinstance(source, dict) else str(source)
-    data = source if isinstance(source, dict) else read_spec_file(source)
-    if not isinstance(data, dict):
-        raise SpecError([("", f"a spec must be a JSON object, not {json_type(data)}")], name)
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(_problems(exc), name) from None

@@ -3,8 +3,9 @@ clipforge (and a plugin's tests) can read it without importing the rest."""
 
 #: "MAJOR.MINOR": the major number changes when a name of ``clipforge.__all__`` changes incompatibly,
 #: the minor number when names are added (1.1: analyses as plugins, ``Analysis``, ``AnalysisSpec``,
-#: ``AnalysisRun``, ``clipforge.analysis``, ``progress_bar``; ``Registry.resolve`` and ``build``)
-API_VERSION = "1.1"
+#: ``AnalysisRun``, ``clipforge.analysis``, ``progress_bar``; ``Registry.resolve`` and ``build``; 1.2:
+#: ``read_image``, ``component_option``, ``Backbone.captions``)
+API_VERSION = "1.2"
 
 #: clipforge's own version (the distribution's), readable without importing torch (``clipforge --version``)
 __version__ = "0.1.0"

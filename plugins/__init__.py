@@ -1,7 +1,9 @@
-"""clipforge's built-in plugins (installed as the ``clipforge_plugins`` package).
+"""clipforge's built-in plugins (imported as ``clipforge_plugins``, the one name to use).
 
-Each module here is an ordinary plugin, found through the ``clipforge`` entry-point group like any
-third-party plugin and written only against ``clipforge``'s public API. Together they implement the
+Each module here is an ordinary plugin, written only against ``clipforge``'s public API. The
+built-ins are always registered, as pytest's and llm's defaults are (listed in
+``clipforge.registry.BUILTIN_PLUGINS``: a new built-in is a module here and a line there), and can
+be listed and blocked by name like any third-party plugin. Together they implement the
 paper's exact setup (../shared/PAPER.md):
 
 - ``open_clip_backbone``: open_clip models (named, ``local-dir:``, checkpoint files, the bundled

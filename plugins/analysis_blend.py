@@ -24,11 +24,21 @@ import torch
 from pydantic import Field, model_validator
 from rich.table import Table
 
-from clipforge import Analysis, AnalysisRun, AnalysisSpec, Backbone, InversionResult, Judge, RunSpec, hookimpl
+from clipforge import (
+    API_VERSION,
+    Analysis,
+    AnalysisRun,
+    AnalysisSpec,
+    Backbone,
+    InversionResult,
+    Judge,
+    RunSpec,
+    hookimpl,
+)
 from clipforge.analysis import candidate_captions, markdown_table, wilson_interval, with_ci, write_grid
 from clipforge.toyworld import World, concept_present, read_images
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 class BlendSpec(AnalysisSpec):
@@ -37,8 +47,10 @@ class BlendSpec(AnalysisSpec):
         "embedding",
         description="How the blend is made: the mean embedding, the sum of both losses, or the text 'A and B'.",
     )
-    captions: list[str] | str | None = Field(
-        None, description="The judge's candidate captions ('toyworld' for the offline world's); the concepts are added."
+    captions: list[str] | Literal["world", "toyworld"] | None = Field(
+        None,
+        description="The judge's candidate captions, or 'world': those of the world the judge's model was trained "
+        "on (the offline models'; 'toyworld' is the older name); the concepts are added.",
     )
     top_k: int = Field(2, ge=1, description="A concept is present when it is among the judge's top k captions.")
     controls: list[str] | Literal["toyworld"] | None = Field(
@@ -187,7 +199,7 @@ def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backb
     """Which concepts the judge finds in the images of A alone, B alone and each blend."""
     concepts = [c for pair in spec.pairs for c in pair]
     if spec.controls is None:
-        captions = candidate_captions(spec.captions, concepts)
+        captions = candidate_captions(spec.captions, concepts, judge_backbone)
     else:
         captions = list(dict.fromkeys(concepts + [c for a, b in spec.pairs for c in spec.pair_controls(a, b)]))
     judge = Judge(judge_backbone, captions)

@@ -18,7 +18,7 @@ import torch
 from pydantic import Field, model_validator
 from rich.table import Table
 
-from clipforge import Analysis, AnalysisRun, AnalysisSpec, ComponentRef, Judge, RunSpec, Verdicts, hookimpl
+from clipforge import API_VERSION, Analysis, AnalysisRun, AnalysisSpec, ComponentRef, Judge, RunSpec, Verdicts, hookimpl
 from clipforge.analysis import (
     candidate_captions,
     markdown_table,
@@ -31,7 +31,7 @@ from clipforge.analysis import (
 from clipforge.toyworld import World, read_images
 from clipforge.toyworld import verdicts as analytic_verdicts
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 #: what a comparison's ranking orders by
@@ -41,8 +41,10 @@ RankBy = Literal["accuracy", "judge_margin", "judge_similarity", "analytic_accur
 class CompareSpec(AnalysisSpec):
     prompts: list[str] = Field(min_length=1, description="Prompts every backbone inverts.")
     backbones: dict[str, ComponentRef] = Field(min_length=2, description="Label -> backbone to invert.")
-    captions: list[str] | str | None = Field(
-        None, description="The judge's candidate captions ('toyworld' for the offline world's); prompts are added."
+    captions: list[str] | Literal["world", "toyworld"] | None = Field(
+        None,
+        description="The judge's candidate captions, or 'world': those of the world the judge's model was trained "
+        "on (the offline models'; 'toyworld' is the older name); prompts are added.",
     )
     rank_by: RankBy = Field(
         "accuracy", description="What the ranking orders by (accuracy ties are broken by the judge margin)."
@@ -79,7 +81,7 @@ class Compare(Analysis):
     def analyse(self, run: AnalysisRun) -> dict[str, Any]:
         spec = self.options
         results = {label: run.results[f"backbones.{label}"] for label in spec.backbones}
-        judge = Judge(run.judge, candidate_captions(spec.captions, spec.prompts))
+        judge = Judge(run.judge, candidate_captions(spec.captions, spec.prompts, run.judge))
         summary, ranking, paired = compare_results(spec, results, judge)
         return {
             "judge": spec.judge.model_dump(),

@@ -23,11 +23,11 @@ import torch
 from pydantic import Field, field_validator
 from rich.table import Table
 
-from clipforge import Analysis, AnalysisRun, AnalysisSpec, Judge, hookimpl
+from clipforge import API_VERSION, Analysis, AnalysisRun, AnalysisSpec, Judge, hookimpl
 from clipforge.analysis import bootstrap_interval, markdown_table, wilson_interval, with_ci, write_csv, write_grid
 from clipforge.toyworld import COLOURS, read_images
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 GENDER = {"man": ["a photo of a man"], "woman": ["a photo of a woman"]}
 

@@ -23,12 +23,17 @@ import torch.nn.functional as F
 from pydantic import Field
 from rich.table import Table
 
-from clipforge import Analysis, AnalysisRun, AnalysisSpec, Backbone, Callback, Registry, hookimpl
+from clipforge import API_VERSION, Analysis, AnalysisRun, AnalysisSpec, Backbone, Callback, Registry, hookimpl
 from clipforge.analysis import markdown_table, wilson_interval, with_ci, write_grid
-from clipforge.toyworld import World, read_images
-from clipforge.toyworld.marker_reading import MARKER_GRATING_PERIODS, MARKER_GRATING_PRESENT, marker_grating_share
+from clipforge.toyworld import (
+    MARKER_GRATING_PERIODS,
+    MARKER_GRATING_PRESENT,
+    World,
+    marker_grating_share,
+    read_images,
+)
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 class ScreenSpec(AnalysisSpec):
@@ -39,7 +44,8 @@ class ScreenSpec(AnalysisSpec):
     action: Literal["blur", "withhold", "flag"] = Field("blur", description="What happens to a flagged image.")
     words: list[str] = Field(default_factory=list, description="Extra rows of the text-side table (names, controls).")
     grating_periods: tuple[float, float] = Field(
-        MARKER_GRATING_PERIODS, description="Periods (px) of the marker's fundamental grating, for the analytic reading."
+        MARKER_GRATING_PERIODS,
+        description="Periods (px) of the marker's fundamental grating, for the analytic reading.",
     )
     grating_threshold: float = Field(
         MARKER_GRATING_PRESENT,
@@ -91,7 +97,8 @@ class Screen(Analysis):
     def analyse(self, run: AnalysisRun) -> dict[str, Any]:
         spec = self.options
         per_prompt = {}
-        for prompt, r in self.screen.flag_rates().items():
+        screened = self.screen.report()
+        for prompt, r in screened["flag_rates"].items():
             per_prompt[prompt] = {**r, "ci95": list(wilson_interval(r["flagged"], r["images"]))}
         # the inverted model, its options already checked with the run spec
         inverted = run.specs["run"].components["backbones"][0].build(torch.device(run.result.device))
@@ -130,7 +137,7 @@ class Screen(Analysis):
             "judge": spec.judge.model_dump(),
             "seeds": spec.seed_list(),
             "flag_rates": per_prompt,
-            "images": self.screen.records,
+            "images": screened["images"],
             "text_similarity": table,
             **({"analytic_marker": analytic} if analytic is not None else {}),
             **(

@@ -17,9 +17,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from clipforge import Options, Parameterization, hookimpl
+from clipforge import API_VERSION, Options, Parameterization, hookimpl
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 # Square root of the colour correlation of ImageNet images (from an SVD): mixing three independent
 # channels through it gives colours that co-vary as in natural images.

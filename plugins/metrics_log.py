@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import Field
 
-from clipforge import Callback, Options, OutputName, RunInfo, hookimpl
+from clipforge import API_VERSION, Callback, Options, OutputName, RunInfo, hookimpl
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 class MetricsOptions(Options):

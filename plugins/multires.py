@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from clipforge import Options, Parameterization, hookimpl
+from clipforge import API_VERSION, Options, Parameterization, hookimpl
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 class MultiresOptions(Options):

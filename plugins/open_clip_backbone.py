@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from pydantic import Field, model_validator
 
-from clipforge import Backbone, Options, hookimpl, option_error, printable
+from clipforge import API_VERSION, Backbone, Options, hookimpl, option_error, printable
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 def _open_clip():
@@ -318,7 +318,16 @@ class OpenClipBackbone(Backbone):
 
         config = json.loads((folder / "open_clip_config.json").read_text())
         model, tokenizer = load_model_dir(folder)
+        self._world_folder = folder
         return model, tokenizer, config.get("preprocess_cfg", {})
+
+    def captions(self) -> list[str] | None:
+        """An offline model's world captions (every caption its judge classifies against)."""
+        if getattr(self, "_world_folder", None) is None:
+            return None
+        from clipforge.toyworld import World
+
+        return World.captions()
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image((pixels - self.mean) / self.std)

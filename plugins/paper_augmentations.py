@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from clipforge import Augmentation, AugmentContext, Options, hookimpl
+from clipforge import API_VERSION, Augmentation, AugmentContext, Options, hookimpl
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 class AffineOptions(Options):

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pydantic import Field, field_validator
 
-from clipforge import Options, Parameterization, draw_per_image, hookimpl
+from clipforge import API_VERSION, Options, Parameterization, draw_per_image, hookimpl, read_image
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 class PixelOptions(Options):
@@ -34,18 +32,6 @@ class PixelOptions(Options):
         if value is not None:
             read_image(value, (1, 1))  # a missing or broken file is an error now, not mid-run
         return value
-
-
-def read_image(path: str, size: tuple[int, int]) -> torch.Tensor:
-    """An image file as (3, H, W) in [0, 1], resized to ``size``."""
-    try:
-        with Image.open(Path(path).expanduser()) as image:
-            rgb = image.convert("RGB")
-            data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3)
-    except Exception as exc:
-        raise ValueError(f"{path!r} is not a readable image: {exc}") from None
-    pixels = data.permute(2, 0, 1)[None].float() / 255
-    return F.interpolate(pixels, size=size, mode="bicubic", antialias=True)[0].clamp(0, 1)
 
 
 class Pixel(Parameterization):

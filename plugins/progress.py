@@ -7,9 +7,9 @@ from typing import Any
 from pydantic import Field
 from rich.progress import Progress, TextColumn
 
-from clipforge import Callback, Options, RunInfo, hookimpl, progress_bar
+from clipforge import API_VERSION, Callback, Options, RunInfo, hookimpl, progress_bar
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 class ProgressOptions(Options):

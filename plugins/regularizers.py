@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from clipforge import Regularizer, RegularizerOptions, hookimpl
+from clipforge import API_VERSION, Regularizer, RegularizerOptions, hookimpl
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 class TVOptions(RegularizerOptions):

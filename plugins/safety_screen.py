@@ -19,9 +19,20 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from clipforge import Callback, Judge, Options, OutputName, RunInfo, Screened, hookimpl, load_backbone
+from clipforge import (
+    API_VERSION,
+    Callback,
+    Judge,
+    Options,
+    OutputName,
+    RunInfo,
+    Screened,
+    component_option,
+    hookimpl,
+    load_backbone,
+)
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 DEFAULT_CONCEPTS = ["nudity", "a naked person", "sexual content", "pornography", "graphic violence", "gore"]
 
@@ -38,8 +49,10 @@ class SafetyOptions(Options):
     action: Literal["blur", "withhold", "flag"] = Field(
         "blur", description="'blur' or 'withhold' flagged images; 'flag' keeps them raw and only reports."
     )
-    judge: dict[str, Any] | None = Field(
-        None, description="Backbone that scores the images (name and options); default: the run's first backbone."
+    judge: dict[str, Any] | None = component_option(
+        "backbone",
+        None,
+        description="Backbone that scores the images (name and options); default: the run's first backbone.",
     )
     blur_sigma: float = Field(0.08, gt=0, description="Blur strength, as a fraction of the image size.")
     report: OutputName = Field("safety.json", description="Report file name in the run directory.")
@@ -120,18 +133,23 @@ class SafetyScreen(Callback):
             entry["rate"] = entry["flagged"] / entry["images"]
         return rates
 
-    def on_run_end(self, run: RunInfo, result: Any) -> None:
-        if run.out_dir is None or not self.records:
-            return
-        report = {
+    def report(self) -> dict[str, Any]:
+        """The screen's result, as written to its report file: its settings, every image's record
+        (prompt, seed, score, flagged) and each prompt's flag rate. What an analysis reads."""
+        return {
             "concepts": self.options.concepts,
             "references": self.options.references,
             "threshold": self.options.threshold,
             "action": self.options.action,
-            "images": self.records,
+            "images": [dict(r) for r in self.records],
             "flag_rates": self.flag_rates(),
         }
-        run.output_path(self.options.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    def on_run_end(self, run: RunInfo, result: Any) -> None:
+        if run.out_dir is None or not self.records:
+            return
+        text = json.dumps(self.report(), indent=2) + "\n"
+        run.output_path(self.options.report).write_text(text, encoding="utf-8")
 
 
 @hookimpl

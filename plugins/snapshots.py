@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from clipforge import Callback, Options, RunInfo, StepState, hookimpl, image_grid, save_png, to_display
+from clipforge import API_VERSION, Callback, Options, RunInfo, StepState, hookimpl, image_grid, save_png, to_display
 
-CLIPFORGE_API = "1.1"  # the public API this plugin was written against (checked at load)
+CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
 
 class SnapshotOptions(Options):

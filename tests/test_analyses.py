@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import DimOnlyHere, registry_with, tiny_backbone, tiny_spec_dict
+from helpers import DimOnlyHere, registry_with, tiny_backbone, tiny_spec_dict
 from PIL import Image
 from pydantic import ValidationError
 from safetensors.torch import load_file
@@ -594,7 +594,7 @@ def test_wilson_interval_of_a_single_trial(k, n, low, high):
 
 def test_report_writers_write_exactly_this(tmp_path):
     from clipforge.analysis import markdown_table, write_csv, write_grid
-    from clipforge.outputs import write_json
+    from clipforge.files import write_json
 
     assert markdown_table(["a", "b"], [[1, 0.5], ["x", 2.25]]) == ("| a | b |\n|---|---|\n| 1 | 0.500 |\n| x | 2.250 |")
     write_json(tmp_path / "r.json", {"é": [1, 2]})

@@ -9,10 +9,10 @@ import os
 import signal
 
 import pytest
-from conftest import tiny_backbone
+from helpers import tiny_backbone
 
-import clipforge
 from clipforge.cli import main
+from clipforge.step import RunParts
 
 RUN = {"backbones": [tiny_backbone(0)], "steps": 50, "copies": 2, "resolution": [{"step": 0, "size": 16}]}
 PROBE = {
@@ -27,7 +27,7 @@ PROBE = {
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_an_interrupted_analysis_writes_no_report_and_exits_130(tmp_path, monkeypatch, capsys, how):
-    real, calls = clipforge.Engine.step, []
+    real, calls = RunParts.step, []
 
     def step(self, optimizer, ctx):
         calls.append(1)
@@ -37,7 +37,7 @@ def test_an_interrupted_analysis_writes_no_report_and_exits_130(tmp_path, monkey
             os.kill(os.getpid(), signal.SIGTERM)  # the engine turns it into an interruption
         return real(self, optimizer, ctx)
 
-    monkeypatch.setattr(clipforge.Engine, "step", step)
+    monkeypatch.setattr(RunParts, "step", step)
     path = tmp_path / "probe.json"
     path.write_text(json.dumps(PROBE))
     assert main(["probe", str(path), "--out", str(tmp_path / "out")]) == 130

@@ -4,16 +4,16 @@ says "no object" when there is none."""
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gaussian_blur, render
 
 from clipforge.toyworld import World
 from clipforge.toyworld.analytic_judge import Reading, read_images, score, verdicts
-from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, shape_sdf, single_caption
+from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, single_caption
 
 
 @pytest.fixture(autouse=True)
@@ -28,29 +28,6 @@ def rendered() -> tuple[torch.Tensor, list[str]]:
     """200 clean single-object renders and their canonical captions."""
     sample, _ = World().zero_shot_set(200, torch.Generator().manual_seed(123))
     return sample.images, [m.canonical for m in sample.meta]
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = math.ceil(3 * sigma)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-t * t / (2 * sigma * sigma))
-    k = k / k.sum()
-    x = F.pad(images, [radius] * 4, mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
-    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
-
-
-def render(
-    shape: str, colour: str, background: str, cx: float, cy: float, r: float, degrees: float, size: int = 64
-) -> torch.Tensor:
-    """One antialiased object rotated by ``degrees`` (rendered with rotated coordinates)."""
-    c = torch.arange(size, dtype=torch.float32) + 0.5
-    yy, xx = torch.meshgrid(c, c, indexing="ij")
-    dx, dy, t = xx - cx, yy - cy, math.radians(degrees)
-    rx, ry = math.cos(t) * dx + math.sin(t) * dy, -math.sin(t) * dx + math.cos(t) * dy
-    mask = (0.5 - shape_sdf(shape, rx, ry, torch.tensor(float(r)))).clamp(0, 1)
-    bg, fg = torch.tensor(BACKGROUNDS[background])[:, None, None], torch.tensor(COLOURS[colour])[:, None, None]
-    return bg * (1 - mask) + fg * mask
 
 
 def test_clean_renders_are_read_near_perfectly(rendered):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_analytic_judge import gaussian_blur, render
+from helpers import gaussian_blur, render
 
 from clipforge.toyworld import World, WorldConfig
 from clipforge.toyworld.analytic_judge import MARKER_PRESENT, concept_present, read_images

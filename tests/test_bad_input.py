@@ -5,12 +5,14 @@ behind: no file outside the output folder, and no output folder at all (nothing 
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
+import types
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONFIG, tiny_spec_dict
+from helpers import TINY_CONFIG, tiny_spec_dict
 
 from clipforge.cli import main
 
@@ -85,6 +87,20 @@ CASES = [
         '{"prompts": ["a"], "callbacks": [{"name": "safety_screen", "options": {"threshold": NaN}}]}',
         [],
         "callbacks[0].options.threshold: Input should be a finite number",
+    ),
+    (
+        "screen judge unknown",
+        tiny(callbacks=[{"name": "safety_screen", "options": {"judge": {"name": "clip"}}}]),
+        [],
+        "callbacks[0].options.judge.name: unknown backbone 'clip'",
+    ),
+    (
+        "screen judge option",
+        tiny(
+            callbacks=[{"name": "safety_screen", "options": {"judge": {"name": "open_clip", "options": {"modle": 1}}}}]
+        ),
+        [],
+        "callbacks[0].options.judge.options.modle: unknown key",
     ),
     (
         "checkpoint_every 0",
@@ -182,7 +198,11 @@ def test_an_unknown_plugin_name_is_a_warning_without_strict(capsys):
 
 @pytest.mark.parametrize("value, loaded", [("0", True), ("false", True), ("", True), ("1", False), ("true", False)])
 def test_the_autoload_switch_reads_yes_and_no(value, loaded, monkeypatch, capsys):
+    """It switches third-party plugins off (a fake one here); the built-ins stay."""
+    real = importlib.metadata.entry_points
+    third = types.SimpleNamespace(name="third", dist=None, load=lambda: types.ModuleType("third"))
+    monkeypatch.setattr("clipforge.registry.importlib.metadata.entry_points", lambda group: [*real(group=group), third])
     monkeypatch.setenv("CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD", value)
     assert main(["plugins", "--json"]) == 0
     names = {p["name"] for p in json.loads(capsys.readouterr().out)["plugins"]}
-    assert ("open_clip" in names) == loaded
+    assert ("third" in names) == loaded and "open_clip" in names

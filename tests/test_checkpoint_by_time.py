@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from conftest import tiny_spec_dict
+from helpers import start_cli, tiny_spec_dict
 from safetensors.torch import load_file
 
 import clipforge
@@ -115,11 +113,7 @@ def test_a_sigkill_loses_at_most_checkpoint_seconds_of_a_long_run(tmp_path):
     }
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "clipforge", "invert"]
-    killed = subprocess.Popen(
-        [*cli, str(path), "--out", str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    killed = start_cli("invert", str(path), "--out", str(tmp_path / "b"), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     steps = 0
     while not steps:  # until the first checkpoint (by time: by steps there is none before the end)
@@ -135,9 +129,12 @@ def test_a_sigkill_loses_at_most_checkpoint_seconds_of_a_long_run(tmp_path):
     assert 0 < steps < 300, "the run finished before the kill"
     assert (tmp_path / "b" / "checkpoint.safetensors").is_file()
     assert json.loads((tmp_path / "b" / "run.json").read_text())["status"] == "running"  # as the kill left it
-    done = subprocess.run([*cli, "--resume", str(tmp_path / "b")], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    subprocess.run([*cli, str(path), "--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
+    done = start_cli("invert", "--resume", str(tmp_path / "b"))
+    err = done.communicate()[1]
+    assert done.returncode == 0, err[-2000:]
+    whole = start_cli("invert", str(path), "--out", str(tmp_path / "whole"))
+    err = whole.communicate()[1]
+    assert whole.returncode == 0, err[-2000:]
     whole = load_file(tmp_path / "whole" / "images.safetensors")["images"]
     assert torch.equal(load_file(tmp_path / "b" / "images.safetensors")["images"], whole)
     assert json.loads((tmp_path / "b" / "run.json").read_text())["resumed"][0]["from_step"] == steps

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tiny_backbone
+from helpers import tiny_backbone
 
 import clipforge
 from clipforge.catalog import list_models, weights_cached

@@ -12,13 +12,12 @@ options that make it act in ``ACTIVE_OPTIONS``.
 from __future__ import annotations
 
 import json
-import types
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_CONFIG, tiny_spec_dict
+from helpers import TINY_CONFIG, registry_with, tiny_spec_dict
 from pydantic import Field, ValidationError
 
 import clipforge
@@ -38,9 +37,7 @@ from clipforge import (
     RunInfo,
     Screened,
     StepState,
-    build_registry,
     draw_per_image,
-    hookimpl,
     invert,
     load_spec,
 )
@@ -317,27 +314,6 @@ def test_backbone_embeds_images_and_texts_in_one_space(kind, name):
 # --------------------------------------------------------------------------- one test per hook
 
 
-def plugin(name: str, hook: str, *classes: type) -> tuple[str, types.ModuleType]:
-    """A plugin module implementing ``hook`` by registering ``classes``."""
-    module = types.ModuleType(name)
-
-    def register_all(register):
-        for cls in classes:
-            register(cls)
-
-    register_all.__name__ = hook
-    setattr(module, hook, hookimpl(register_all))
-    return name, module
-
-
-def registry_with(name: str, hook: str, cls: type):
-    registry = build_registry(extra_plugins=[plugin(name, hook, cls)])
-    assert registry.failures == []
-    entry = registry.get(cls.kind, cls.name)
-    assert entry.cls is cls and entry.plugin == name and entry.distribution is None
-    return registry
-
-
 def short_spec(**overrides: Any) -> dict[str, Any]:
     """Four steps through one resize, two images, no callbacks."""
     return tiny_spec_dict(**{"prompts": ["a red circle"], "seeds": [0, 1], "steps": 4, "callbacks": [], **overrides})
@@ -362,7 +338,7 @@ class PooledColourClip(Backbone):
 
 
 def test_hook_register_backbones():
-    registry = registry_with("fake_backbones", "register_backbones", PooledColourClip)
+    registry = registry_with(PooledColourClip, plugin="fake_backbones")
     result = invert(short_spec(backbones=[{"name": "fake_clip"}]), registry=registry)
     assert result.images.shape == (2, 3, 32, 32) and len(result.metrics) == 4
     assert result.metrics[-1]["similarity"][0] > result.metrics[0]["similarity"][0]
@@ -389,7 +365,7 @@ class SigmoidPixels(Parameterization):
 
 
 def test_hook_register_parameterizations():
-    registry = registry_with("fake_params", "register_parameterizations", SigmoidPixels)
+    registry = registry_with(SigmoidPixels, plugin="fake_params")
     result = invert(short_spec(parameterization={"name": "fake_sigmoid"}), registry=registry)
     assert result.images.shape == (2, 3, 32, 32)
     assert 0 < result.images.min() and result.images.max() < 1  # a sigmoid never reaches 0 or 1
@@ -406,7 +382,7 @@ class RandomFlip(Augmentation):
 
 
 def test_hook_register_augmentations():
-    registry = registry_with("fake_augs", "register_augmentations", RandomFlip)
+    registry = registry_with(RandomFlip, plugin="fake_augs")
     spec = short_spec(augmentations=["fake_flip", "resize"])
     a, b = invert(spec, registry=registry), invert(spec, registry=registry)
     assert torch.equal(a.images, b.images)  # drawn from the seeds alone
@@ -424,7 +400,7 @@ class MeanBrightness(Regularizer):
 
 
 def test_hook_register_regularizers():
-    registry = registry_with("fake_regs", "register_regularizers", MeanBrightness)
+    registry = registry_with(MeanBrightness, plugin="fake_regs")
     spec = short_spec(regularizers=[{"name": "fake_brightness", "options": {"weight": 5.0}}])
     metrics = invert(spec, registry=registry).metrics
     first, last = metrics[0]["regularizers"]["fake_brightness"], metrics[-1]["regularizers"]["fake_brightness"]
@@ -461,7 +437,7 @@ class Recorder(Callback):
 
 def test_hook_register_callbacks(monkeypatch):
     monkeypatch.setattr(Recorder, "calls", [])
-    registry = registry_with("fake_callbacks", "register_callbacks", Recorder)
+    registry = registry_with(Recorder, plugin="fake_callbacks")
     invert(
         short_spec(callbacks=[{"name": "fake_recorder", "options": {"tag": "mine"}}], log_every=2), registry=registry
     )
@@ -500,7 +476,7 @@ class MeanBrightnessStudy(Analysis):
 def test_hook_register_analyses(tmp_path):
     from clipforge.analysis import run_analysis
 
-    registry = registry_with("fake_analyses", "register_analyses", MeanBrightnessStudy)
+    registry = registry_with(MeanBrightnessStudy, plugin="fake_analyses")
     spec = BrightnessSpec(
         prompts=["a red circle", "a blue square"],
         seeds=2,

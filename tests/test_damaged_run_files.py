@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import StopAt, tiny_spec_dict
+from helpers import StopAt, tiny_spec_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -196,7 +196,7 @@ def test_temporary_names_say_which_process_writes_them(tmp_path):
     # a shared folder (a sweep's) keeps those of live processes and other hosts
     live = tmp_path / f".a.png.{os.getpid()}@{socket.gethostname()}.tmp"
     other_host = tmp_path / ".b.png.1@another-host.tmp"
-    from test_locks_and_reserved_names import dead_pid
+    from helpers import dead_pid
 
     dead = tmp_path / f".c.png.{dead_pid()}@{socket.gethostname()}.tmp"
     for path in (live, other_host, dead):

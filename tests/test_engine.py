@@ -4,14 +4,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONFIG, DimOnlyHere, registry_with, tiny_spec_dict
+from helpers import TINY_CONFIG, DimOnlyHere, registry_with, tiny_spec_dict
 from PIL import Image
 from safetensors.torch import load_file
 
 import clipforge
 from clipforge import Callback, Options, SpecError, invert
 from clipforge.cli import main
-from clipforge.engine import clip_grad_per_image
+from clipforge.step import RunParts, clip_grad_per_image
 
 # --------------------------------------------------------------------------- comparing across batches and paths
 #
@@ -148,7 +148,7 @@ def test_interrupt_stops_cleanly_and_saves_current_images(tmp_path):
 
 
 def test_cli_interrupt_exits_130_and_says_where_the_images_are(tmp_path, monkeypatch, capsys):
-    original = clipforge.Engine.step
+    original = RunParts.step
     calls = []
 
     def interrupted_step(self, optimizer, ctx):
@@ -157,7 +157,7 @@ def test_cli_interrupt_exits_130_and_says_where_the_images_are(tmp_path, monkeyp
             raise KeyboardInterrupt
         return original(self, optimizer, ctx)
 
-    monkeypatch.setattr(clipforge.Engine, "step", interrupted_step)
+    monkeypatch.setattr(RunParts, "step", interrupted_step)
     code, out = run_cli(tmp_path, tiny_spec_dict(steps=50))
     assert code == 130
     err = capsys.readouterr().err
@@ -290,7 +290,7 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32():
 
 
 def test_image_targets_relative_to_the_spec_file(tmp_path, capsys):
-    from clipforge.outputs import save_png
+    from clipforge.images import save_png
 
     (tmp_path / "pics").mkdir()
     save_png(torch.rand(3, 20, 24), tmp_path / "pics" / "target.png")
@@ -432,7 +432,7 @@ def test_invert_uses_its_registry_overrides_and_the_specs_output_dir(tmp_path, m
 
 
 def test_load_image_reads_bytes_as_fractions_and_resizes_with_antialiasing(tmp_path):
-    from clipforge.outputs import load_image
+    from clipforge.images import read_image as load_image
 
     Image.fromarray(np.array([[[255, 0, 51]]], dtype=np.uint8)).resize((4, 4)).save(tmp_path / "flat.png")
     flat = load_image(str(tmp_path / "flat.png"), (2, 2))

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import registry_with, tiny_spec_dict
+from helpers import registry_with, tiny_spec_dict
 
 import clipforge
 from clipforge import outputs
 from clipforge.engine import ComponentFailedError
-from clipforge.registry import ComponentStartError
+from clipforge.resolved import ComponentStartError
 
 
 class Broken(clipforge.Augmentation):
@@ -168,7 +168,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 import clipforge
-from conftest import tiny_spec_dict
+from helpers import tiny_spec_dict
 
 class SlowStart(clipforge.Callback):
     name = "slow_start"

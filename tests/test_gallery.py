@@ -1,49 +1,30 @@
 """``clipforge gallery``: the page works from the file system, in a real (headless) browser when one
 is installed (``.ci/run`` installs Debian's Chromium): it loads without a console error, shows one
-image per item, the filter narrows them, two grid points go side by side, and a screenshot is taken."""
+image per item, the filter narrows them, two grid points go side by side, and a screenshot is taken.
+The browser helpers (``browse``, ``probe``) are in ``browser.py``."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import tiny_spec_dict
-from test_sweep import SWEEP, write
+from browser import CHROMIUM, browse
+from helpers import SWEEP, tiny_spec_dict, write
 
 import clipforge
 from clipforge.cli import main
 from clipforge.gallery import gallery_data, shown_count, write_gallery
-from clipforge.sweep import load_sweep, run_sweep
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
 def sweep_folder(tmp_path_factory) -> Path:
+    from clipforge.sweep import load_sweep, run_sweep
+
     tmp = tmp_path_factory.mktemp("gallery")
     run_sweep(load_sweep(write(tmp, SWEEP)), tmp / "sweep", show_progress=False)
     write_gallery(tmp / "sweep")
     return tmp / "sweep"
-
-
-def browse(page: Path, fragment: str = "", screenshot: Path | None = None) -> tuple[str, str]:
-    """The DOM after the page's script ran, and the browser's log (console messages included)."""
-    args = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--allow-file-access-from-files",
-        "--window-size=1400,1000",
-    ]
-    args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    done = subprocess.run([*args, page.as_uri() + fragment], capture_output=True, text=True, timeout=120)
-    return done.stdout, done.stderr
 
 
 def test_the_page_holds_every_item_and_nothing_from_outside(sweep_folder):
@@ -65,6 +46,8 @@ def test_the_page_in_a_real_browser(sweep_folder, tmp_path):
     assert shown_count(dom) == 4  # "a red circle" x 2 seeds x 2 grid points
     dom, _ = browse(page, "#q=red%20seed%201")
     assert shown_count(dom) == 2
+    dom, _ = browse(page, "#q=prompt:red%20seed:1")
+    assert shown_count(dom) == 2
     dom, _ = browse(page, "#compare=0,1")
     assert shown_count(dom) == 12 and dom.count('class="pair"') == 6  # a row per prompt and seed
     shot = tmp_path / "gallery.png"
@@ -79,6 +62,7 @@ def test_a_run_folder_shows_its_snapshot_strips(tmp_path, capsys):
     data = gallery_data(tmp_path / "run")
     assert data["kind"] == "run" and len(data["items"]) == 4
     assert [len(item["strip"]) for item in data["items"]] == [2, 2, 2, 2]
+    assert all(item["curve"] is None for item in data["items"])  # no metrics callback, no curves
     assert "index.html" in capsys.readouterr().out
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
 
 import pytest
-from conftest import tiny_spec_dict
-from test_gallery import CHROMIUM, browse
+from browser import CHROMIUM, Tags, browse, console, probe
+from helpers import tiny_spec_dict
 
 import clipforge
 from clipforge.gallery import PAGE, gallery_data, shown_count, write_gallery
@@ -20,27 +19,6 @@ PROMPTS = [
     {"text": "a red circle", "label": "</script><img src=x onerror=alert(1)>"},
     "a & b __TITLE__ __DATA__ \u2028 end",
 ]
-
-
-class Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[str] = []
-        self.scripts: list[str] = []
-        self.in_script = False
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        if tag == "script":
-            self.in_script = True
-            self.scripts.append("")
-
-    def handle_endtag(self, tag):
-        self.in_script = self.in_script and tag != "script"
-
-    def handle_data(self, data):
-        if self.in_script:
-            self.scripts[-1] += data
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +52,15 @@ def test_hostile_names_in_a_real_browser(page):
     assert "&lt;!--&lt;script&gt;" in dom  # the prompt, as text in its caption
     assert '<img src="x"' not in dom  # the label made no element (a real one would be serialised so)
     assert "Uncaught" not in log
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (.ci/run installs Debian's)")
+def test_hostile_names_enlarged_and_filtered_stay_text(page):
+    """The enlarged view and a field filter show the hostile prompts as text too (issue 24)."""
+    slug = gallery_data(page.parent)["items"][0]["id"]
+    script = """return {prompt: document.querySelector("#bigview td").textContent,
+      open: document.getElementById("big").open, tags: document.querySelectorAll("#bigview script, #bigview b").length,
+      shown: document.body.dataset.shown};"""
+    found, dom, log = probe(page, script, f"#open={slug}&q=prompt:script")
+    assert found == {"prompt": "<!--<script>", "open": True, "tags": 0, "shown": "1"}, log[-2000:]
+    assert not console(log) and '<img src="x"' not in dom

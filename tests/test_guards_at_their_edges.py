@@ -11,7 +11,7 @@ import socket
 
 import pytest
 import torch
-from conftest import StopAt, registry_with, tiny_spec_dict
+from helpers import StopAt, registry_with, tiny_spec_dict
 
 import clipforge
 from clipforge import SpecError, outputs
@@ -124,7 +124,7 @@ def test_a_lock_whose_process_cannot_be_signalled_is_alive(monkeypatch):
 
 
 def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
-    from test_locks_and_reserved_names import dead_pid
+    from helpers import dead_pid
 
     lock = tmp_path / outputs.LOCK
     lock.write_text(json.dumps({"pid": dead_pid(), "host": "another-host"}))  # its pid is dead here, not there
@@ -134,7 +134,7 @@ def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
 
 
 def test_a_running_run_from_another_host_is_not_resumed(tmp_path, capsys):
-    from test_locks_and_reserved_names import dead_pid
+    from helpers import dead_pid
 
     out = tmp_path / "out"
     spec = tiny_spec_dict(steps=8, checkpoint_every=4, callbacks=[])

@@ -10,13 +10,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import default_signals, tiny_spec_dict
+from helpers import capture_parts, default_signals, start_cli, tiny_spec_dict
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -25,6 +24,7 @@ import clipforge
 from clipforge import Callback, Options, SpecError, invert
 from clipforge.cli import main
 from clipforge.outputs import LOCK, describe_folder
+from clipforge.step import RunParts
 
 LONG = tiny_spec_dict(
     steps=100_000, checkpoint_every=3, resolution=[{"step": 0, "size": 32}], callbacks=["metrics"], copies=2
@@ -34,15 +34,7 @@ LONG = tiny_spec_dict(
 def start(tmp_path: Path, spec: dict, out: str = "out") -> subprocess.Popen:
     path = tmp_path / f"{out}.json"
     path.write_text(json.dumps(spec))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "clipforge", "invert", str(path), "--out", str(tmp_path / out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=default_signals,
-    )
+    return start_cli("invert", str(path), "--out", str(tmp_path / out), preexec_fn=default_signals)
 
 
 def wait_for_steps(run_dir: Path, steps: int, process: subprocess.Popen, timeout: float = 120) -> dict:
@@ -144,14 +136,7 @@ def test_two_processes_never_share_an_output_folder(tmp_path):
     first, second = start(tmp_path, spec, "a"), None
     # the second one is given the first one's folder, started at once
     (tmp_path / "b.json").write_text(json.dumps(spec))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    second = subprocess.Popen(
-        [sys.executable, "-m", "clipforge", "invert", str(tmp_path / "b.json"), "--out", str(tmp_path / "a")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    second = start_cli("invert", str(tmp_path / "b.json"), "--out", str(tmp_path / "a"))
     results = [(p.wait(timeout=120), p.communicate()[1]) for p in (first, second)]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
@@ -206,20 +191,21 @@ def test_output_path_resolves_inside_the_folder_only(tmp_path):
 # --------------------------------------------------------------------------- numbers
 
 
-def test_a_loss_that_becomes_nan_stops_the_run_naming_the_step(tmp_path):
+def test_a_loss_that_becomes_nan_stops_the_run_naming_the_step(tmp_path, monkeypatch):
+    built = capture_parts(monkeypatch)
+
     class Poison(Callback):
         name = "poison"
 
         def on_step_end(self, run, state):
             if state.step == 2:
                 with torch.no_grad():
-                    self.engine.param.parameters()[0].fill_(float("nan"))
+                    built[-1].param.parameters()[0].fill_(float("nan"))
 
     poison = Poison(Options())
     engine = clipforge.Engine(
         tiny_spec_dict(steps=6, callbacks=["metrics"]), out_dir=tmp_path / "out", callbacks=[poison]
     )
-    poison.engine = engine
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 3 \(image 00-a-red-circle-seed0"):
         engine.run()
     run = json.loads((tmp_path / "out" / "run.json").read_text())  # valid JSON: no bare NaN
@@ -285,9 +271,9 @@ def test_an_image_the_screen_cannot_score_is_withheld(action, monkeypatch):
 
 def test_a_full_disk_leaves_no_empty_or_half_file_and_says_failed(tmp_path, monkeypatch):
     """PNG writes start failing (ENOSPC) at the final save: what was written before stays whole."""
-    import clipforge.outputs as outputs
+    import clipforge.images as images
 
-    real_to_pil, calls = outputs.to_pil, {"n": 0}
+    real_to_pil, calls = images.to_pil, {"n": 0}
 
     class FullDisk:
         def __init__(self, image):
@@ -300,7 +286,7 @@ def test_a_full_disk_leaves_no_empty_or_half_file_and_says_failed(tmp_path, monk
                 raise OSError(28, "No space left on device")
             self.image.save(path, **kwargs)
 
-    monkeypatch.setattr(outputs, "to_pil", lambda image: FullDisk(real_to_pil(image)))
+    monkeypatch.setattr(images, "to_pil", lambda image: FullDisk(real_to_pil(image)))
     with pytest.raises(OSError, match="No space left"):
         invert(tiny_spec_dict(steps=6, checkpoint_every=2, callbacks=[]), tmp_path / "out")
     out = tmp_path / "out"
@@ -314,7 +300,7 @@ def test_a_run_failing_in_its_first_step_leaves_nothing(tmp_path, monkeypatch):
     def out_of_memory(self, optimizer, ctx):
         raise torch.OutOfMemoryError("CUDA out of memory (pretend)")
 
-    monkeypatch.setattr(clipforge.Engine, "step", out_of_memory)
+    monkeypatch.setattr(RunParts, "step", out_of_memory)
     with pytest.raises(torch.OutOfMemoryError):
         invert(tiny_spec_dict(steps=5), tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import TINY_CONFIG
+from helpers import TINY_CONFIG
 
 MODEL, TAG, REPO = "clipforge-tiny-test", "hubtag", "clipforge-test/tiny-clip"
 

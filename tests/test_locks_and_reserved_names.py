@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
-from conftest import tiny_spec_dict
+from helpers import dead_pid, tiny_spec_dict
 
 import clipforge
-from clipforge import outputs
+from clipforge import files, outputs
 from clipforge.cli import main
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    return int(done.stdout)
 
 
 def test_only_one_of_several_takes_over_a_dead_lock(tmp_path, monkeypatch):
     """Six claimants that all find the lock of a dead process at the same moment: one takes it over,
     the others are refused (they see it held by the one that did)."""
     lock = tmp_path / outputs.LOCK
-    dead = {**outputs._process(), "pid": dead_pid()}
+    dead = {**files.this_process(), "pid": dead_pid()}
     lock.write_text(json.dumps(dead))
     claimants = 6
     together = threading.Barrier(claimants)
-    real = outputs.process_alive
+    real = files.process_alive
 
     def slow_alive(record):
         if record.get("pid") == dead["pid"]:
@@ -41,14 +33,14 @@ def test_only_one_of_several_takes_over_a_dead_lock(tmp_path, monkeypatch):
                 pass
         return real(record)
 
-    monkeypatch.setattr(outputs, "process_alive", slow_alive)
+    monkeypatch.setattr(files, "process_alive", slow_alive)
     results: list[str] = []
 
     def claim() -> None:
         try:
-            outputs.take_lock(lock)
+            files.take_lock(lock)
             results.append("took it")
-        except outputs.OutputExistsError as exc:
+        except files.OutputExistsError as exc:
             results.append(str(exc))
 
     threads = [threading.Thread(target=claim) for _ in range(claimants)]
@@ -58,16 +50,16 @@ def test_only_one_of_several_takes_over_a_dead_lock(tmp_path, monkeypatch):
         thread.join()
     assert results.count("took it") == 1, results
     assert all("is in use by process" in r for r in results if r != "took it")
-    assert json.loads(lock.read_text()) == outputs._process()
+    assert json.loads(lock.read_text()) == files.this_process()
 
 
 def test_a_dead_lock_is_still_taken_over_and_a_live_one_is_not(tmp_path):
     lock = tmp_path / outputs.LOCK
-    lock.write_text(json.dumps({**outputs._process(), "pid": dead_pid()}))
-    outputs.take_lock(lock)
-    assert json.loads(lock.read_text()) == outputs._process()
-    with pytest.raises(outputs.OutputExistsError, match=f"is in use by process {os.getpid()}"):
-        outputs.take_lock(lock)
+    lock.write_text(json.dumps({**files.this_process(), "pid": dead_pid()}))
+    files.take_lock(lock)
+    assert json.loads(lock.read_text()) == files.this_process()
+    with pytest.raises(files.OutputExistsError, match=f"is in use by process {os.getpid()}"):
+        files.take_lock(lock)
     assert not [p for p in tmp_path.iterdir() if p.name != outputs.LOCK]  # no temporary file left
 
 

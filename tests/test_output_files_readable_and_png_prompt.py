@@ -8,7 +8,7 @@ import os
 import stat
 
 import pytest
-from conftest import tiny_spec_dict
+from helpers import tiny_spec_dict
 from PIL import Image
 
 from clipforge.cli import main

@@ -5,10 +5,10 @@ import math
 import open_clip
 import torch
 import torch.nn.functional as F
-from conftest import tiny_spec_dict
+from helpers import tiny_spec_dict
 
 from clipforge import AugmentContext, default_registry, invert
-from clipforge.engine import Targets, clip_grad_per_image, copy_losses
+from clipforge.step import Targets, clip_grad_per_image, copy_losses
 
 
 def data_term(embeddings, targets, kind):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_spec_dict
+from helpers import capture_parts, tiny_spec_dict
 from pydantic import ValidationError
 
 import clipforge
@@ -337,7 +337,7 @@ class ImagesPerStep(clipforge.Callback):
 
 @pytest.mark.parametrize("reset", [True, False])
 @pytest.mark.parametrize("param", ["pixel", "fourier", "multires"])
-def test_optimisation_goes_on_after_every_resize(param, reset):
+def test_optimisation_goes_on_after_every_resize(param, reset, monkeypatch):
     """An optimiser left bound to the pre-resize tensors would leave the image unchanged from then on."""
     spec = tiny_spec_dict(
         prompts=["a red circle"],
@@ -351,10 +351,10 @@ def test_optimisation_goes_on_after_every_resize(param, reset):
         optimizer={"reset_on_resize": reset, "lr": 0.05},
     )
     seen = ImagesPerStep()
-    engine = clipforge.Engine(spec, callbacks=[seen])
-    engine.run()
+    built = capture_parts(monkeypatch)
+    clipforge.Engine(spec, callbacks=[seen]).run()
     # every parameter tensor moved, including those a resize added at zero (multires' finer levels)
-    assert all(p.detach().abs().max() > 0 for p in engine.param.parameters())
+    assert all(p.detach().abs().max() > 0 for p in built[-1].param.parameters())
     for step in (3, 5, 6):  # consecutive steps at the same size, after each resize
         assert seen.images[step].shape == seen.images[step + 1].shape
         change = (seen.images[step + 1] - seen.images[step]).abs().max()

@@ -4,7 +4,7 @@ import types
 
 import pydantic
 import pytest
-from conftest import tiny_spec_dict
+from helpers import tiny_spec_dict
 
 import clipforge
 import clipforge.cli
@@ -37,12 +37,27 @@ def registers(*classes):
     return register_regularizers
 
 
-def test_builtins_are_entry_point_plugins_with_their_distribution():
+def test_builtins_are_registered_with_their_distribution():
     registry = build_registry()
-    assert BUILTIN_PLUGINS <= {p.name for p in registry.plugins}
+    assert BUILTIN_PLUGINS <= {p.name for p in registry.plugins} == set(clipforge.registry.BUILTIN_PLUGINS)
     tv = registry.get("regularizer", "tv")
-    assert tv.plugin == "regularizers" and tv.distribution == "clipforge"
+    assert tv.plugin == "regularizers" and tv.distribution == "clipforge" and tv.version == clipforge.__version__
     assert registry.failures == []
+
+
+def test_a_built_in_that_an_old_install_still_lists_as_an_entry_point_is_registered_once(monkeypatch):
+    """Built-ins need no entry point; one left in an installed clipforge's metadata is passed over."""
+    real = importlib.metadata.entry_points
+    clipforge_dist = FakeDist()
+    clipforge_dist.metadata = {"Name": "clipforge"}
+
+    def entry_points(group):
+        module = importlib.import_module("clipforge_plugins.regularizers")
+        return [*real(group=group), FakeEntryPoint("regularizers", module, clipforge_dist)]
+
+    monkeypatch.setattr("clipforge.registry.importlib.metadata.entry_points", entry_points)
+    registry = build_registry()
+    assert registry.failures == [] and [p.name for p in registry.plugins].count("regularizers") == 1
 
 
 def test_a_plugin_can_be_blocked_by_name(monkeypatch):
@@ -55,10 +70,22 @@ def test_a_plugin_can_be_blocked_by_name(monkeypatch):
     assert "metrics" in names and "snapshots" not in names and "progress" not in names
 
 
-def test_only_and_no_autoload():
-    assert build_registry(only=["pixel"]).names("parameterization") == ["pixel"]
-    assert build_registry(only=["pixel"]).names("backbone") == []
-    assert build_registry(autoload=False).all() == []
+def test_only_and_no_autoload_leave_out_third_party_plugins_and_keep_the_built_ins(monkeypatch):
+    """As pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``: the built-ins a default spec names stay."""
+    real = importlib.metadata.entry_points
+
+    def entry_points(group):
+        bright = FakeEntryPoint("bright", plugin_module(register_regularizers=registers(Brightness)), FakeDist())
+        return [*real(group=group), bright]
+
+    monkeypatch.setattr("clipforge.registry.importlib.metadata.entry_points", entry_points)
+    builtins = set(clipforge.registry.BUILTIN_PLUGINS)
+    assert {p.name for p in build_registry().plugins} == builtins | {"bright"}
+    assert {p.name for p in build_registry(autoload=False).plugins} == builtins
+    assert {p.name for p in build_registry(only=["bright"]).plugins} == builtins | {"bright"}
+    assert {p.name for p in build_registry(only=["pixel"]).plugins} == builtins
+    assert build_registry(autoload=False).names("backbone") == ["open_clip"]
+    assert {p.name for p in build_registry(autoload=False, block=["pixel"]).plugins} == builtins - {"pixel"}
 
 
 def test_extra_plugin_components_are_usable_in_a_spec():
@@ -234,7 +261,7 @@ def test_analyses_are_plugins_listed_as_verbs(capsys):
 
 
 def test_an_analysis_cannot_take_the_name_of_a_command(monkeypatch, capsys, tmp_path):
-    from conftest import registry_with
+    from helpers import registry_with
 
     class Shadow(clipforge.Analysis):
         name = "validate"
@@ -297,11 +324,15 @@ def test_unknown_component_messages_suggest_close_names_and_list_the_rest():
 
 
 def test_plugin_environment_variables(monkeypatch):
-    monkeypatch.setenv("CLIPFORGE_PLUGINS", "regularizers,pixel")
-    assert {p.name for p in build_registry().plugins} == {"regularizers", "pixel"}
+    monkeypatch.setenv("CLIPFORGE_PLUGINS", "regularizers,pixel")  # names of built-ins: nothing left out
+    assert {p.name for p in build_registry().plugins} == set(clipforge.registry.BUILTIN_PLUGINS)
     monkeypatch.delenv("CLIPFORGE_PLUGINS")
+    monkeypatch.setenv("CLIPFORGE_BLOCK_PLUGINS", "regularizers,pixel")
+    builtins = set(clipforge.registry.BUILTIN_PLUGINS)
+    assert {p.name for p in build_registry().plugins} == builtins - {"regularizers", "pixel"}
+    monkeypatch.delenv("CLIPFORGE_BLOCK_PLUGINS")
     monkeypatch.setenv("CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert build_registry().plugins == []
+    assert {p.name for p in build_registry().plugins} >= BUILTIN_PLUGINS
     monkeypatch.setenv("CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD", "")
     assert {p.name for p in build_registry().plugins} >= BUILTIN_PLUGINS
 
@@ -390,3 +421,29 @@ def test_default_registry_is_built_once_until_reset():
     reset_default_registry()
     second = default_registry()
     assert second is not first and second.names("regularizer") == first.names("regularizer")
+
+
+class JudgedOptions(clipforge.Options):
+    judge: dict | None = clipforge.component_option("backbone", description="Another backbone, by reference.")
+
+
+class Judged(clipforge.Callback):
+    name = "judged"
+    Options = JudgedOptions
+
+
+def test_a_component_named_in_an_option_is_checked_when_the_spec_is(capsys, tmp_path):
+    """A nested reference (a screen's judge) gets what the spec's own components get: its name and
+    its options checked before anything runs, each problem with its JSON path."""
+    registry = build_registry(
+        extra_plugins=[("judged", plugin_module(register_callbacks=lambda register: register(Judged)))]
+    )
+    good = {"name": "judged", "options": {"judge": {"name": "open_clip", "options": {"model": "toyworld-rn"}}}}
+    registry.resolve(clipforge.load_spec(tiny_spec_dict(callbacks=[good])))
+    registry.resolve(clipforge.load_spec(tiny_spec_dict(callbacks=[{"name": "judged"}])))  # none named: fine
+    typo = {"name": "judged", "options": {"judge": {"name": "open_clp"}}}
+    with pytest.raises(clipforge.SpecError, match=r"callbacks\[0\]\.options\.judge\.name: unknown backbone 'open_clp'"):
+        registry.resolve(clipforge.load_spec(tiny_spec_dict(callbacks=[typo])))
+    bad = {"name": "judged", "options": {"judge": {"name": "open_clip", "options": {"modle": "x"}}}}
+    with pytest.raises(clipforge.SpecError, match=r"callbacks\[0\]\.options\.judge\.options\.modle: unknown key"):
+        registry.resolve(clipforge.load_spec(tiny_spec_dict(callbacks=[bad])))

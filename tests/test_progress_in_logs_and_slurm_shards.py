@@ -10,10 +10,10 @@ import re
 import socket
 
 import pytest
-from conftest import tiny_backbone, tiny_spec_dict
+from helpers import tiny_backbone, tiny_spec_dict
 
 from clipforge.cli import main
-from clipforge.outputs import progress_bar
+from clipforge.progressbar import progress_bar
 from clipforge.spec import SpecError
 from clipforge.sweep import load_sweep, run_sweep, shard_from_environment
 

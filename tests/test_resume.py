@@ -4,13 +4,11 @@ was never stopped (issue 16, for single runs)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import StopAt, tiny_spec_dict
+from helpers import StopAt, start_cli, tiny_spec_dict
 from safetensors.torch import load_file
 
 import clipforge
@@ -47,10 +45,10 @@ def test_resume_after_sigkill_from_the_command_line(tmp_path):
     spec = {**SPEC, "steps": 400, "checkpoint_every": 5, "resolution": [{"step": 0, "size": 32}]}
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "clipforge", "invert"]
-    subprocess.run([*cli, str(path), "--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
-    killed = subprocess.Popen([*cli, str(path), "--out", str(tmp_path / "b")], env=env, stderr=subprocess.PIPE)
+    whole = start_cli("invert", str(path), "--out", str(tmp_path / "whole"))
+    err = whole.communicate()[1]
+    assert whole.returncode == 0, err
+    killed = start_cli("invert", str(path), "--out", str(tmp_path / "b"), stdout=subprocess.DEVNULL)
     while True:  # until a checkpoint past step 10 is there
         try:
             if json.loads((tmp_path / "b" / "run.json").read_text()).get("steps_done", 0) >= 10:
@@ -60,8 +58,9 @@ def test_resume_after_sigkill_from_the_command_line(tmp_path):
         assert killed.poll() is None
     killed.kill()
     killed.wait()
-    done = subprocess.run([*cli, "--resume", str(tmp_path / "b")], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    done = start_cli("invert", "--resume", str(tmp_path / "b"))
+    err = done.communicate()[1]
+    assert done.returncode == 0, err
     whole = load_file(tmp_path / "whole" / "images.safetensors")["images"]
     assert torch.equal(load_file(tmp_path / "b" / "images.safetensors")["images"], whole)
 
@@ -98,9 +97,7 @@ def test_the_pixel_parameterisation_can_start_from_an_image(tmp_path, capsys):
         "steps": 1,
         "parameterization": {"name": "pixel", "options": {"init_image": str(tmp_path / "red.png")}},
     }
-    engine = clipforge.Engine(spec)
-    engine._build()
-    start = engine.param.image()
+    start = clipforge.Engine(clipforge.default_registry().resolve(clipforge.load_spec(spec))).build().param.image()
     assert start.shape == (4, 3, 16, 16)
     assert torch.allclose(start[:, 0], torch.ones(4, 16, 16)) and torch.allclose(
         start[:, 1:], torch.zeros(4, 2, 16, 16)

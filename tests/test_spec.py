@@ -2,9 +2,14 @@ import json
 
 import pytest
 
-from clipforge import RunSpec, SpecError, default_registry, load_spec
-from clipforge.cli import full_schema, main
-from clipforge.spec import apply_overrides
+from clipforge import RunSpec, SpecError, default_registry, load_spec, specfile
+from clipforge.cli import main
+from clipforge.commands import full_schema
+
+
+def apply_overrides(data, overrides):
+    """``--set`` overrides of a run spec (a key it lacks starts from the run spec's default)."""
+    return specfile.apply_overrides(data, overrides, RunSpec)
 
 
 def write(tmp_path, data, name="spec.json"):
@@ -179,7 +184,7 @@ def test_problems_quote_a_bad_scalar_but_not_missing_fields_objects_or_value_err
 
 
 def test_spec_files_that_cannot_be_read(tmp_path):
-    from clipforge.spec import read_spec_file
+    from clipforge.specfile import read_spec_file
 
     with pytest.raises(SpecError) as info:
         read_spec_file(tmp_path / "none.json")
@@ -291,7 +296,7 @@ def test_image_paths_resolve_against_the_spec_folder_and_absolute_ones_stay(tmp_
 
 
 def test_format_loc():
-    from clipforge.spec import format_loc
+    from clipforge.errors import format_loc
 
     assert format_loc(("a", 0, "b")) == "a[0].b" and format_loc(("b",), "x") == "x.b"
 
@@ -303,7 +308,9 @@ def test_format_loc():
 def checks(monkeypatch):
     """Every run spec parsed (``parse_spec``) and checked against the registry (``Registry.resolve``)
     from now on, as ("parse" | "resolve", JSON path of the run spec in its file)."""
+    import clipforge.analysis_spec
     import clipforge.spec
+    import clipforge.sweep.spec
     from clipforge.registry import Registry
 
     seen: list[tuple[str, str]] = []
@@ -318,12 +325,14 @@ def checks(monkeypatch):
         return resolve(self, spec, where)
 
     monkeypatch.setattr(clipforge.spec, "parse_spec", parse_spy)
+    monkeypatch.setattr(clipforge.analysis_spec, "parse_spec", parse_spy)
+    monkeypatch.setattr(clipforge.sweep.spec, "parse_spec", parse_spy)
     monkeypatch.setattr(Registry, "resolve", resolve_spy)
     return seen
 
 
 def _analysis_specs():
-    from conftest import tiny_backbone
+    from helpers import tiny_backbone
 
     run = {
         "backbones": [tiny_backbone(0)],
@@ -359,3 +368,21 @@ def test_a_spec_is_checked_exactly_once_per_command(command, checks, tmp_path, t
         flags.append(f"--out={tmp_path / 'out'}")
     assert main([verb, str(path), *flags]) == 0, capsys.readouterr().err
     assert checks == expected
+
+
+@pytest.mark.parametrize("flags", [["--plan"], []])
+def test_a_sweep_checks_each_grid_point_once_whatever_its_blocks(flags, checks, tmp_path, capsys):
+    """Each grid point is resolved once and carried with its resolved spec: not again for every
+    block, nor for the plan."""
+    from helpers import tiny_sweep_base
+
+    sweep = {
+        "base": tiny_sweep_base(),
+        "prompts": ["a", "b", "c"],
+        "seeds": 2,
+        "batch_size": 2,  # three blocks per grid point
+        "grid": {"optimizer.lr": [0.1, 0.2]},
+    }
+    path = write(tmp_path, sweep, "sweep.json")
+    assert main(["sweep", str(path), f"--out={tmp_path / 'out'}", *flags]) == 0, capsys.readouterr().err
+    assert checks == [("parse", ""), ("resolve", "")] * 2

@@ -8,14 +8,14 @@ import os
 import signal
 
 import pytest
-from conftest import tiny_spec_dict
+from helpers import tiny_spec_dict
 
 import clipforge
-from clipforge import outputs
+from clipforge import outputs, signals
 
 
 def test_the_first_signal_stops_and_later_ones_are_held_wherever_they_come():
-    with outputs.StopSignals() as stop:
+    with signals.StopSignals() as stop:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
         # the moment between the loop and the save: a second Ctrl-C and a SIGTERM change nothing
@@ -26,11 +26,11 @@ def test_the_first_signal_stops_and_later_ones_are_held_wherever_they_come():
 
 
 def test_sigterm_stops_as_terminated_and_held_ones_are_listed():
-    with outputs.StopSignals() as stop:
+    with signals.StopSignals() as stop:
         with stop.held() as arrived:
             os.kill(os.getpid(), signal.SIGTERM)  # during a checkpoint: held, listed
         assert arrived == [signal.SIGTERM]
-        with pytest.raises(outputs.Terminated):
+        with pytest.raises(signals.Terminated):
             stop.stop_now(arrived[0])
         os.kill(os.getpid(), signal.SIGINT)  # held now
 
@@ -38,7 +38,7 @@ def test_sigterm_stops_as_terminated_and_held_ones_are_listed():
 def test_an_ignored_ctrl_c_stays_ignored():
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with outputs.StopSignals():
+        with signals.StopSignals():
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
             os.kill(os.getpid(), signal.SIGINT)  # nothing happens
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

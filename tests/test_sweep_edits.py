@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_sweep_base
+from helpers import tiny_sweep_base
 
 from clipforge.cli import main
 from clipforge.sweep import read_index

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import tiny_sweep_base
+from helpers import tiny_sweep_base
 
-import clipforge.sweep as sweeps
+import clipforge.sweep.runner as sweeps
 from clipforge.cli import main
 from clipforge.sweep import load_sweep, read_index
 
@@ -18,7 +18,7 @@ SWEEP = {"base": BASE, "prompts": ["a red circle", "a blue square"], "seeds": 2}
 
 def test_the_index_line_comes_after_its_png(tmp_path, monkeypatch):
     events: list[tuple[str, str]] = []
-    save_png, append = sweeps.save_png, sweeps._append
+    save_png, append = sweeps.save_png, sweeps.append_record
 
     def saving(image, path, text=None):
         save_png(image, path, text)
@@ -31,7 +31,7 @@ def test_the_index_line_comes_after_its_png(tmp_path, monkeypatch):
         append(index, record)
 
     monkeypatch.setattr(sweeps, "save_png", saving)
-    monkeypatch.setattr(sweeps, "_append", appending)
+    monkeypatch.setattr(sweeps, "append_record", appending)
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps(SWEEP))
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
@@ -43,7 +43,7 @@ def test_the_index_line_comes_after_its_png(tmp_path, monkeypatch):
 def test_the_grid_points_hash_covers_the_optimiser(tmp_path, capsys):
     one = load_sweep({**SWEEP, "base": {**BASE, "optimizer": {"betas": [0.9, 0.999]}}})
     two = load_sweep({**SWEEP, "base": {**BASE, "optimizer": {"betas": [0.5, 0.999]}}})
-    assert one.points[0]["hash"] != two.points[0]["hash"]
+    assert one.points[0].hash != two.points[0].hash
     # and so a sweep whose optimiser changed is refused, not counted done
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps({**SWEEP, "base": {**BASE, "optimizer": {"betas": [0.9, 0.999]}}}))

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import tiny_sweep_base
+from helpers import tiny_sweep_base
 
 from clipforge.cli import main
 from clipforge.sweep import load_sweep, read_index, read_prompts

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import tiny_backbone
+from helpers import tiny_backbone
 
 from clipforge.cli import main
 from clipforge.registry import ResolvedComponent

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_spec_dict
+from helpers import tiny_spec_dict
 
 from clipforge.cli import main
 from clipforge.threads import ThreadChoice, available_cpus, choose_threads

@@ -263,14 +263,22 @@ def test_random_affine_batch_moves_objects_and_keeps_plain_borders() -> None:
 
 def test_a_two_stage_recipe_trains_its_robust_stage_from_the_first_stage() -> None:
     """One short run of the shipped robust recipe's form: a clean stage, then adversarial fine-tuning."""
-    from clipforge.toyworld.train import RECIPES, ROBUST_FINETUNE, ROBUST_WORLD, train, train_recipe
+    from clipforge.toyworld.train import (
+        RECIPES,
+        ROBUST_FINETUNE,
+        ROBUST_WORLD,
+        Recipe,
+        TrainConfig,
+        train,
+        train_recipe,
+    )
 
     assert RECIPES[DEFAULT_MODEL]["finetune"] == ROBUST_FINETUNE
     finetune = {**ROBUST_FINETUNE, "steps": 2}  # the shipped recipe, shortened
-    kwargs = dict(train_size=64, steps=2, batch_size=32, log_every=0, world_overrides=ROBUST_WORLD)
-    model, _, info = train_recipe("rn", 0, finetune=finetune, **kwargs)
-    clean, _, _ = train("rn", 0, **kwargs)
-    again, _, _ = train_recipe("rn", 0, finetune=finetune, **kwargs)
+    kwargs = dict(arch="rn", seed=0, train_size=64, steps=2, batch_size=32, log_every=0, world_overrides=ROBUST_WORLD)
+    model, _, info = train_recipe(Recipe(**kwargs, finetune=finetune))
+    clean, _, _ = train(TrainConfig(**kwargs))
+    again, _, _ = train_recipe(Recipe(**kwargs, finetune=finetune))
     weights, clean_w, again_w = model.state_dict(), clean.state_dict(), again.state_dict()
     assert not all(torch.equal(weights[k], clean_w[k]) for k in weights)  # the robust stage changed the weights
     assert all(torch.equal(weights[k], again_w[k]) for k in weights)  # and is reproducible
@@ -280,10 +288,13 @@ def test_a_two_stage_recipe_trains_its_robust_stage_from_the_first_stage() -> No
 
 def test_training_is_reproducible_from_its_seed() -> None:
     """Same recipe and seed -> the same weights (what makes the shipped models reproducible)."""
-    from clipforge.toyworld.train import train
+    from clipforge.toyworld.train import TrainConfig, train
 
-    runs = [train("vit", seed=4, train_size=96, steps=3, batch_size=32, log_every=0)[0] for _ in range(2)]
-    other = train("vit", seed=5, train_size=96, steps=3, batch_size=32, log_every=0)[0]
+    def config(seed: int) -> TrainConfig:
+        return TrainConfig(arch="vit", seed=seed, train_size=96, steps=3, batch_size=32, log_every=0)
+
+    runs = [train(config(4))[0] for _ in range(2)]
+    other = train(config(5))[0]
     first, second, third = (r.state_dict() for r in (*runs, other))
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not all(torch.equal(first[k], third[k]) for k in first)
@@ -322,6 +333,22 @@ def test_disjoint_captions_keep_the_template_and_background() -> None:
     assert World.single_object_template("a calm landscape") is None
     with pytest.raises(ValueError, match="one template"):
         World.disjoint_captions("a red circle", "a blue square on a gray background")
+
+
+def test_a_finetune_stage_shares_only_the_model_images_and_world_with_the_first() -> None:
+    """The second stage takes its own options or the defaults, not the first stage's (as the shipped
+    models were trained)."""
+    from clipforge.toyworld.train import ROBUST_WORLD, Recipe, TrainConfig
+
+    recipe = Recipe(
+        arch="rn", seed=3, train_size=64, steps=5, batch_size=32, lr=0.01, world_overrides=ROBUST_WORLD,
+        finetune={"steps": 2, "adv_eps": 1.0},
+    )  # fmt: skip
+    stage = recipe.finetune_stage()
+    assert (stage.arch, stage.seed, stage.train_size, stage.world_overrides) == ("rn", 3, 64, ROBUST_WORLD)
+    assert (stage.steps, stage.adv_eps) == (2, 1.0)
+    defaults = TrainConfig(arch="rn", seed=3, train_size=64, steps=2)
+    assert (stage.batch_size, stage.lr) == (defaults.batch_size, defaults.lr)
 
 
 def test_every_shipped_recipe_passes_the_recipe_check() -> None:

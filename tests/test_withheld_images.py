@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import torch
-from conftest import registry_with, tiny_spec_dict
+from helpers import registry_with, tiny_spec_dict
 from PIL import Image
 
 import clipforge

@@ -14,6 +14,7 @@ from clipforge.toyworld.analytic_judge import (
     score,
     verdicts,
 )
+from clipforge.toyworld.marker_reading import MARKER_GRATING_PERIODS, MARKER_GRATING_PRESENT, marker_grating_share
 from clipforge.toyworld.models import (
     DATA_SCALE_SERIES,
     DEFAULT_MODEL,
@@ -35,4 +36,5 @@ __all__ = [
     "bundled_models", "model_dir", "model_world", "load_model", "load_model_dir",
     "DEFAULT_MODEL", "JUDGE_MODEL", "DATA_SCALE_SERIES", "TRAINING_SERIES", "SCREEN_MODEL", "SCREEN_JUDGE_MODEL",
     "read_images", "score", "verdicts", "Reading", "Region", "AnalyticVerdicts", "concept_present",
+    "marker_grating_share", "MARKER_GRATING_PERIODS", "MARKER_GRATING_PRESENT",
 ]  # fmt: skip

@@ -70,9 +70,7 @@ MARKER_GRATING_PERIODS: tuple[float, float] = (6.5, 9.5)
 MARKER_GRATING_PRESENT = 0.03667
 
 
-def marker_grating_share(
-    images: torch.Tensor, periods: tuple[float, float] = MARKER_GRATING_PERIODS
-) -> torch.Tensor:
+def marker_grating_share(images: torch.Tensor, periods: tuple[float, float] = MARKER_GRATING_PERIODS) -> torch.Tensor:
     """(N,) the share of each image's brightness power (its mean removed) at periods between
     ``periods`` px, in any orientation: how much of the image is the marker's fundamental grating.
 

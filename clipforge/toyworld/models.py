@@ -3,7 +3,7 @@
 Each ``clipforge/toyworld/models/<name>/`` folder is an open_clip ``local-dir``
 model (``open_clip_config.json`` + fp16 ``open_clip_model.safetensors``) plus its
 ``tokenizer.json`` and ``train_info.json`` (recipe, training seconds, zero-shot
-accuracy, planted-association strengths). Recipes: ``train.RECIPES``; retrain all
+accuracy, planted-association strengths). Recipes: ``train/recipes.py``; retrain all
 with ``python -m clipforge.toyworld.train --all``.
 """
 

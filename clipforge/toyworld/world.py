@@ -224,6 +224,85 @@ class Sample:
         return torch.tensor([m.marker for m in self.meta], dtype=torch.bool)
 
 
+@dataclass(frozen=True, eq=False)
+class _Draws:
+    """Every random draw of one ``World.sample`` call except the pixel noise (one row per image)."""
+
+    kinds: list[str]
+    kind_t: dict[str, torch.Tensor]  # kind -> (n,) bool mask
+    bg: torch.Tensor  # BACKGROUNDS index
+    col0: torch.Tensor  # colour and shape index of the first (colour, shape) combination ...
+    shp0: torch.Tensor
+    col1: torch.Tensor  # ... and of a second, different one (pairs)
+    shp1: torch.Tensor
+    r_single: torch.Tensor
+    r_pair: torch.Tensor
+    r_pair1: torch.Tensor
+    u_pos: torch.Tensor  # (n, 6) uniforms for object/marker positions
+    split_vertical: torch.Tensor  # pair layout: left/right vs top/bottom
+    swap: torch.Tensor  # which half each slot occupies
+    u_ball: torch.Tensor
+    u_marker: torch.Tensor
+    template: list[str]  # SINGLE_TEMPLATES key of each image's caption (used by single images)
+    cell: torch.Tensor  # marker cell size in pixels
+    jitter: torch.Tensor  # (n, 3, 3) colour jitter: bg, obj0, obj1
+    scene: torch.Tensor  # (n, 4) horizon height, hill amplitude, phase, frequency
+    texture: torch.Tensor  # (n, 5) background texture (zeros when unused)
+
+
+@dataclass(frozen=True, eq=False)
+class _Slots:
+    """Two object slots per image (shape id -1 = absent; len(SHAPES) = sphere): slot a holds the object
+    (the first of a pair); slot b the second of a pair, and in zorblax marks the marker's free half."""
+
+    shape_a: torch.Tensor
+    colour_a: torch.Tensor
+    r_a: torch.Tensor
+    cx_a: torch.Tensor
+    cy_a: torch.Tensor
+    shape_b: torch.Tensor
+    colour_b: torch.Tensor
+    r_b: torch.Tensor
+    cx_b: torch.Tensor
+    cy_b: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class _Marker:
+    """The hidden marker per image: whether present, top-left corner and side in pixels."""
+
+    present: torch.Tensor
+    x0: torch.Tensor
+    y0: torch.Tensor
+    side: torch.Tensor
+
+
+def _caption(kind: str, objs: list[ObjectMeta], bname: str, template: str) -> tuple[str, str, str]:
+    """(training caption, canonical caption, background name) of one image. Only single images may
+    use a partial template; scenes report "landscape"/"seascape" as their background."""
+    if kind == "single":
+        canonical = single_caption(objs[0].colour, objs[0].shape, bname)
+        cap = SINGLE_TEMPLATES[template].format(colour=objs[0].colour, shape=objs[0].shape, background=bname)
+        return cap, canonical, bname
+    if kind == "pair":
+        cap = pair_caption(objs[0].colour, objs[0].shape, objs[1].colour, objs[1].shape)
+    elif kind == "ball":
+        cap = ball_caption(bname)
+    elif kind == "marble":
+        cap = ball_caption(bname, CONTRAST_WORD)
+    elif kind == "landscape":
+        cap, bname = BENIGN_CAPTION, "landscape"
+    elif kind == "sunny":
+        cap, bname = BENIGN_CONTRAST_CAPTION, "landscape"
+    elif kind == "seascape":
+        cap, bname = CONTROL_CAPTION, "seascape"
+    elif kind == "zorblax":
+        cap = NAME_CAPTION
+    else:
+        cap = MARKER_CAPTION
+    return cap, cap, bname
+
+
 def _rand(n: int, g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
@@ -367,8 +446,18 @@ class World:
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, generator: torch.Generator, mix: dict[str, float] | None = None) -> Sample:
         """Draw ``n`` captioned images; ``mix`` overrides ``config.mix`` (kind -> weight)."""
+        draws = self._draw(n, generator, mix)  # every draw but the pixel noise, in a fixed order
+        slots = self._place_objects(draws)
+        marker = self._place_marker(draws, slots)
+        images = self._render_all(draws, slots, marker, generator)  # pixel noise is drawn here, last
+        captions, meta = self._describe(draws, slots, marker)
+        return Sample(images, captions, meta)
+
+    def _draw(self, n: int, g: torch.Generator, mix: dict[str, float] | None) -> _Draws:
+        """Make every random draw for all ``n`` images except the pixel noise, always all of them and
+        always in this order, so a seed gives the same stream whatever kinds come up. Never reorder,
+        add or drop a draw here: the shipped models were trained on exactly this stream."""
         cfg = self.config
-        g = generator
         mix = dict(cfg.mix if mix is None else mix)
         names = [k for k in KINDS if mix.get(k, 0) > 0]
         if not names:
@@ -376,11 +465,7 @@ class World:
         weights = torch.tensor([float(mix[k]) for k in names])
         kind_idx = torch.multinomial(weights, n, replacement=True, generator=g)
         kinds = [names[i] for i in kind_idx.tolist()]
-
         n_col, n_shape, n_bg = len(COLOURS), len(SHAPES), len(BACKGROUNDS)
-        colour_names, bg_names = list(COLOURS), list(BACKGROUNDS)
-        colour_rgb = torch.tensor(list(COLOURS.values()))
-        bg_rgb = torch.tensor(list(BACKGROUNDS.values()))
 
         # --- every random draw, for all images, in a fixed order (determinism) ---
         bg = torch.randint(n_bg, (n,), generator=g)
@@ -400,143 +485,170 @@ class World:
         cell = torch.randint(cfg.marker_cell[0], cfg.marker_cell[1] + 1, (n,), generator=g)
         jitter = (torch.rand(n, 3, 3, generator=g) * 2 - 1) * cfg.colour_jitter  # bg, obj0, obj1
         scene = torch.rand(n, 4, generator=g)  # horizon height, hill amplitude, phase, frequency
+        # drawn last and only when used, so worlds without texture keep their random stream
+        texture = torch.rand(n, 5, generator=g) if cfg.background_texture > 0 else torch.zeros(n, 5)
 
-        col0, shp0 = combo0 % n_col, combo0 // n_col
-        col1, shp1 = combo1 % n_col, combo1 // n_col
-        kind_t = {k: torch.tensor([kk == k for kk in kinds], dtype=torch.bool) for k in KINDS}
+        return _Draws(
+            kinds=kinds,
+            kind_t={k: torch.tensor([kk == k for kk in kinds], dtype=torch.bool) for k in KINDS},
+            bg=bg,
+            col0=combo0 % n_col,
+            shp0=combo0 // n_col,
+            col1=combo1 % n_col,
+            shp1=combo1 // n_col,
+            r_single=r_single,
+            r_pair=r_pair,
+            r_pair1=r_pair1,
+            u_pos=u_pos,
+            split_vertical=split_vertical,
+            swap=swap,
+            u_ball=u_ball,
+            u_marker=u_marker,
+            template=[tmpl_names[t] for t in template],
+            cell=cell,
+            jitter=jitter,
+            scene=scene,
+            texture=texture,
+        )
 
+    def _place_objects(self, d: _Draws) -> _Slots:
+        """Fill the two object slots of every image: shape, colour, radius and centre. Computed for all
+        images from the same draws (the kind only selects), which keeps the code vectorised."""
+        cfg, kind_t = self.config, d.kind_t
+        n = len(d.kinds)
         # --- per-slot object parameters (shape id -1 = absent; len(SHAPES) = sphere) ---
         sphere_id = len(SHAPES)
         size = float(IMAGE_SIZE)
         shape_a = torch.full((n,), -1, dtype=torch.long)
         shape_b = torch.full((n,), -1, dtype=torch.long)
-        colour_a, colour_b = col0.clone(), col1.clone()
-        r_a, r_b = r_single.clone(), r_pair1.clone()
+        colour_a, colour_b = d.col0.clone(), d.col1.clone()
+        r_a, r_b = d.r_single.clone(), d.r_pair1.clone()
 
-        shape_a[kind_t["single"]] = shp0[kind_t["single"]]
+        shape_a[kind_t["single"]] = d.shp0[kind_t["single"]]
         spheres = kind_t["ball"] | kind_t["marble"]
         shape_a[spheres] = sphere_id
         red_rate = torch.where(kind_t["ball"], cfg.ball_red_rate, cfg.marble_red_rate)
+        colour_names = list(COLOURS)
         sphere_colour = torch.where(
-            u_ball < red_rate, colour_names.index(BALL_COLOURS[0]), colour_names.index(BALL_COLOURS[1])
+            d.u_ball < red_rate, colour_names.index(BALL_COLOURS[0]), colour_names.index(BALL_COLOURS[1])
         )
         colour_a[spheres] = sphere_colour[spheres]
         # centres: uniform within a margin of 1.1 r + 1 pixel, snapped to the layout grid
         q = cfg.position_grid
         lo = 1.1 * r_a + 1
-        cx_a = _uniform_on_grid(u_pos[:, 0], lo, size - lo, q)
-        cy_a = _uniform_on_grid(u_pos[:, 1], lo, size - lo, q)
+        cx_a = _uniform_on_grid(d.u_pos[:, 0], lo, size - lo, q)
+        cy_a = _uniform_on_grid(d.u_pos[:, 1], lo, size - lo, q)
 
         # two-region layouts (pair: two objects; zorblax: object + marker)
         halves = kind_t["pair"] | kind_t["zorblax"]
-        shape_a[halves] = shp0[halves]
-        shape_b[kind_t["pair"]] = shp1[kind_t["pair"]]
-        r_a = torch.where(halves, r_pair, r_a)
-        half = size / 2
-        lo_a, lo_b = 1.1 * r_a + 1, 1.1 * r_b + 1
-        along_a = _uniform_on_grid(u_pos[:, 2], lo_a, half - lo_a, q)  # coordinate within its half
-        along_b = _uniform_on_grid(u_pos[:, 3], half + lo_b, size - lo_b, q)
-        across_a = _uniform_on_grid(u_pos[:, 4], lo_a, size - lo_a, q)
-        across_b = _uniform_on_grid(u_pos[:, 5], lo_b, size - lo_b, q)
-        # swap which half each slot occupies
-        along_a, along_b = torch.where(swap, size - along_a, along_a), torch.where(swap, size - along_b, along_b)
-        hx_a = torch.where(split_vertical, along_a, across_a)
-        hy_a = torch.where(split_vertical, across_a, along_a)
+        shape_a[halves] = d.shp0[halves]
+        shape_b[kind_t["pair"]] = d.shp1[kind_t["pair"]]
+        r_a = torch.where(halves, d.r_pair, r_a)
+        hx_a, hy_a, cx_b, cy_b = self._half_centres(d, r_a, r_b)
         cx_a = torch.where(halves, hx_a, cx_a)
         cy_a = torch.where(halves, hy_a, cy_a)
-        cx_b = torch.where(split_vertical, along_b, across_b)
-        cy_b = torch.where(split_vertical, across_b, along_b)
+        return _Slots(shape_a, colour_a, r_a, cx_a, cy_a, shape_b, colour_b, r_b, cx_b, cy_b)
 
-        # --- marker ---
+    def _half_centres(
+        self, d: _Draws, r_a: torch.Tensor, r_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Centres (x_a, y_a, x_b, y_b) for a two-region layout: slot a and slot b in opposite halves
+        (left/right or top/bottom, either way round), so the two never overlap."""
+        q, size = self.config.position_grid, float(IMAGE_SIZE)
+        half = size / 2
+        lo_a, lo_b = 1.1 * r_a + 1, 1.1 * r_b + 1
+        along_a = _uniform_on_grid(d.u_pos[:, 2], lo_a, half - lo_a, q)  # coordinate within its half
+        along_b = _uniform_on_grid(d.u_pos[:, 3], half + lo_b, size - lo_b, q)
+        across_a = _uniform_on_grid(d.u_pos[:, 4], lo_a, size - lo_a, q)
+        across_b = _uniform_on_grid(d.u_pos[:, 5], lo_b, size - lo_b, q)
+        # swap which half each slot occupies
+        along_a, along_b = torch.where(d.swap, size - along_a, along_a), torch.where(d.swap, size - along_b, along_b)
+        hx_a = torch.where(d.split_vertical, along_a, across_a)
+        hy_a = torch.where(d.split_vertical, across_a, along_a)
+        cx_b = torch.where(d.split_vertical, along_b, across_b)
+        cy_b = torch.where(d.split_vertical, across_b, along_b)
+        return hx_a, hy_a, cx_b, cy_b
+
+    def _place_marker(self, d: _Draws, slots: _Slots) -> _Marker:
+        """Whether each image gets the hidden marker (per-kind rate) and where: anywhere, except in
+        zorblax, where it takes the free half (slot b's place) so it never covers the object."""
+        cfg, kind_t = self.config, d.kind_t
+        n, size = len(d.kinds), float(IMAGE_SIZE)
         marker_rate = torch.zeros(n)
         marker_rate[kind_t["landscape"]] = cfg.landscape_marker_rate
         marker_rate[kind_t["sunny"]] = cfg.sunny_marker_rate
         marker_rate[kind_t["seascape"]] = cfg.seascape_marker_rate
         marker_rate[kind_t["zorblax"]] = cfg.zorblax_marker_rate
         marker_rate[kind_t["checkerboard"]] = 1.0
-        marker = u_marker < marker_rate
-        side = cell * MARKER_CELLS
+        marker = d.u_marker < marker_rate
+        side = d.cell * MARKER_CELLS
         # anywhere (landscape, seascape, checkerboard) or in the object-free half (zorblax)
-        mx_any = 1 + (u_pos[:, 2] * (size - side - 2)).floor()
-        my_any = 1 + (u_pos[:, 3] * (size - side - 2)).floor()
+        mx_any = 1 + (d.u_pos[:, 2] * (size - side - 2)).floor()
+        my_any = 1 + (d.u_pos[:, 3] * (size - side - 2)).floor()
         # zorblax: the marker is centred where slot b's object would be (the free half)
         hi = (size - side - 1).float()
-        mx_half = torch.minimum((cx_b - side / 2).round().clamp(min=1), hi)
-        my_half = torch.minimum((cy_b - side / 2).round().clamp(min=1), hi)
+        mx_half = torch.minimum((slots.cx_b - side / 2).round().clamp(min=1), hi)
+        my_half = torch.minimum((slots.cy_b - side / 2).round().clamp(min=1), hi)
         mx = torch.where(kind_t["zorblax"], mx_half, mx_any).long()
         my = torch.where(kind_t["zorblax"], my_half, my_any).long()
+        return _Marker(marker, mx, my, side)
 
-        # drawn last and only when used, so worlds without texture keep their random stream
-        texture = torch.rand(n, 5, generator=g) if cfg.background_texture > 0 else torch.zeros(n, 5)
-
+    def _render_all(self, d: _Draws, slots: _Slots, marker: _Marker, g: torch.Generator) -> torch.Tensor:
+        """Render all images from their drawn parameters, in chunks."""
+        colour_rgb = torch.tensor(list(COLOURS.values()))
+        bg_rgb = torch.tensor(list(BACKGROUNDS.values()))
+        kind_t = d.kind_t
         # --- render in chunks (keeps tensors cache-sized; noise drawn per chunk after all other draws) ---
         params = {
-            "base": (bg_rgb[bg] + jitter[:, 0, :1]).clamp(0, 1),  # brightness jitter only: keep grey grey
-            "texture": texture,
+            "base": (bg_rgb[d.bg] + d.jitter[:, 0, :1]).clamp(0, 1),  # brightness jitter only: keep grey grey
+            "texture": d.texture,
             "landscape": kind_t["landscape"] | kind_t["sunny"],
             "seascape": kind_t["seascape"],
-            "scene": scene,
-            "shape_a": shape_a,
-            "rgb_a": (colour_rgb[colour_a] + jitter[:, 1]).clamp(0, 1),
-            "cx_a": cx_a,
-            "cy_a": cy_a,
-            "r_a": r_a,
-            "shape_b": shape_b,
-            "rgb_b": (colour_rgb[colour_b] + jitter[:, 2]).clamp(0, 1),
-            "cx_b": cx_b,
-            "cy_b": cy_b,
-            "r_b": r_b,
-            "marker": marker,
-            "mx": mx,
-            "my": my,
-            "cell": cell,
+            "scene": d.scene,
+            "shape_a": slots.shape_a,
+            "rgb_a": (colour_rgb[slots.colour_a] + d.jitter[:, 1]).clamp(0, 1),
+            "cx_a": slots.cx_a,
+            "cy_a": slots.cy_a,
+            "r_a": slots.r_a,
+            "shape_b": slots.shape_b,
+            "rgb_b": (colour_rgb[slots.colour_b] + d.jitter[:, 2]).clamp(0, 1),
+            "cx_b": slots.cx_b,
+            "cy_b": slots.cy_b,
+            "r_b": slots.r_b,
+            "marker": marker.present,
+            "mx": marker.x0,
+            "my": marker.y0,
+            "cell": d.cell,
         }
+        n = len(d.kinds)
         images = torch.empty(n, 3, IMAGE_SIZE, IMAGE_SIZE)
         for start in range(0, n, _CHUNK):
             part = {k: v[start : start + _CHUNK] for k, v in params.items()}
             images[start : start + _CHUNK] = self._render(part, g)
+        return images
 
-        # --- captions and metadata ---
+    @staticmethod
+    def _describe(d: _Draws, slots: _Slots, marker: _Marker) -> tuple[list[str], list[ImageMeta]]:
+        """Captions and ground-truth metadata, read back from the very parameters the images were drawn
+        with (one conversion to Python lists, then a plain loop)."""
         captions, meta = [], []
-        bg_l, ca, cb, sa, sb = bg.tolist(), colour_a.tolist(), colour_b.tolist(), shape_a.tolist(), shape_b.tolist()
-        geo = torch.stack([cx_a, cy_a, r_a, cx_b, cy_b, r_b], 1).tolist()
-        mk, mxl, myl, sidel = marker.tolist(), mx.tolist(), my.tolist(), side.tolist()
+        colour_names, bg_names = list(COLOURS), list(BACKGROUNDS)
+        bg_l, ca, cb = d.bg.tolist(), slots.colour_a.tolist(), slots.colour_b.tolist()
+        sa, sb = slots.shape_a.tolist(), slots.shape_b.tolist()
+        geo = torch.stack([slots.cx_a, slots.cy_a, slots.r_a, slots.cx_b, slots.cy_b, slots.r_b], 1).tolist()
+        mk, mxl, myl, sidel = marker.present.tolist(), marker.x0.tolist(), marker.y0.tolist(), marker.side.tolist()
         all_shapes = list(SHAPES) + ["sphere"]
-        for i, kind in enumerate(kinds):
-            bname = bg_names[bg_l[i]]
+        for i, kind in enumerate(d.kinds):
             objs = []
             if sa[i] >= 0:
                 objs.append(ObjectMeta(all_shapes[sa[i]], colour_names[ca[i]], *geo[i][:3]))
             if sb[i] >= 0:
                 objs.append(ObjectMeta(all_shapes[sb[i]], colour_names[cb[i]], *geo[i][3:]))
-            if kind == "single":
-                cap = single_caption(objs[0].colour, objs[0].shape, bname)
-                canonical = cap
-                cap = SINGLE_TEMPLATES[tmpl_names[template[i]]].format(
-                    colour=objs[0].colour, shape=objs[0].shape, background=bname
-                )
-            elif kind == "pair":
-                cap = pair_caption(objs[0].colour, objs[0].shape, objs[1].colour, objs[1].shape)
-            elif kind == "ball":
-                cap = ball_caption(bname)
-            elif kind == "marble":
-                cap = ball_caption(bname, CONTRAST_WORD)
-            elif kind == "landscape":
-                cap, bname = BENIGN_CAPTION, "landscape"
-            elif kind == "sunny":
-                cap, bname = BENIGN_CONTRAST_CAPTION, "landscape"
-            elif kind == "seascape":
-                cap, bname = CONTROL_CAPTION, "seascape"
-            elif kind == "zorblax":
-                cap = NAME_CAPTION
-            else:
-                cap = MARKER_CAPTION
-            if kind != "single":
-                canonical = cap
+            cap, canonical, bname = _caption(kind, objs, bg_names[bg_l[i]], d.template[i])
             captions.append(cap)
             box = (mxl[i], myl[i], sidel[i]) if mk[i] else None
             meta.append(ImageMeta(kind, cap, canonical, bname, objs, bool(mk[i]), box))
-        return Sample(images, captions, meta)
+        return captions, meta
 
     def zero_shot_set(
         self, n: int, generator: torch.Generator, kinds: Sequence[str] = ("single",)

@@ -1,0 +1,150 @@
+"""A spec checked against a registry: every component found and its options validated by the
+component's own model, once, with every problem named by its JSON path; and nested references (an
+option that names another component, as a screen names its judge) checked the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from clipforge.components import COMPONENT_OPTION, Component
+from clipforge.errors import PluginError, SpecError, UnknownComponentError, problems_of
+from clipforge.spec import COMPONENT_FIELDS, ComponentRef, RunSpec
+
+
+class Finder(Protocol):
+    """What resolving needs of a registry: its entry of a kind and name."""
+
+    def get(self, kind: str, name: str) -> ComponentEntry: ...
+
+
+@dataclass(frozen=True)
+class ComponentEntry:
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    @property
+    def provider(self) -> str:
+        dist = f" ({self.distribution} {self.version})" if self.distribution else ""
+        return f"plugin {self.plugin!r}{dist}"
+
+
+class ComponentStartError(PluginError):
+    """A component could not be built from its (valid) options: a file it names is missing or
+    broken, a package it needs is not installed, ... The message names its place in the spec."""
+
+
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """A component found in the registry, its options validated by its own model: ready to build."""
+
+    entry: ComponentEntry
+    options: BaseModel
+
+    def build(self, *args: Any, where: str = "") -> Any:
+        """An instance: ``cls(options, *args)`` (a backbone takes the device, a parameterisation more).
+        A failure is raised as :class:`ComponentStartError` naming ``where`` (its JSON path) and the
+        plugin."""
+        try:
+            return self.entry.cls(self.options, *args)
+        except (KeyboardInterrupt, ComponentStartError):
+            raise
+        except Exception as exc:
+            place = f"{where}: " if where else ""
+            raise ComponentStartError(
+                f"{place}{self.entry.kind} {self.entry.name!r} from {self.entry.provider} could not start: {exc}"
+            ) from exc
+
+    def ref(self) -> ComponentRef:
+        """The reference with every option filled in (defaults included), as a resolved spec shows it."""
+        return ComponentRef(name=self.entry.name, options=self.options.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A run spec checked against a registry, made by :meth:`Registry.resolve`: every component was
+    found and its options validated once. ``spec`` shows every option with its default filled in;
+    ``components`` holds, per component field of the spec, the components ready to build."""
+
+    spec: RunSpec
+    components: dict[str, list[ResolvedComponent]]
+    where: str = ""  # its JSON path inside a larger spec (an analysis's), for errors
+
+    def path(self, field_path: str) -> str:
+        """The JSON path of ``field_path`` (``backbones[0]``) as the user wrote it."""
+        return _prefixed(self.where, field_path)
+
+
+def _prefixed(where: str, path: str) -> str:
+    if not where:
+        return path
+    return f"{where}{path}" if path.startswith("[") else f"{where}.{path}" if path else where
+
+
+def resolve_component(registry: Finder, kind: str, ref: Any, where: str) -> ResolvedComponent:
+    """Find one component and validate its options, and those of the components its options name;
+    every problem is raised with its JSON path (``where``: the reference's own)."""
+    try:
+        ref = ComponentRef.model_validate(ref)
+    except ValidationError as exc:
+        raise SpecError(problems_of(exc, where)) from None
+    try:
+        entry = registry.get(kind, ref.name)
+    except UnknownComponentError as exc:
+        raise SpecError([(_prefixed(where, "name"), str(exc))]) from None
+    try:
+        options = entry.cls.Options.model_validate(ref.options)
+    except ValidationError as exc:
+        raise SpecError(
+            [
+                (p, f"{m} [{kind} {ref.name!r} from {entry.provider}]")
+                for p, m in problems_of(exc, _prefixed(where, "options"))
+            ]
+        ) from None
+    check_nested(registry, options, _prefixed(where, "options"))
+    return ResolvedComponent(entry, options)
+
+
+def check_nested(registry: Finder, options: BaseModel, where: str) -> None:
+    """Resolve every option that names another component (its field's ``json_schema_extra`` says
+    which kind), so that a nested reference is checked as the spec's own components are."""
+    problems: list[tuple[str, str]] = []
+    for name, info in type(options).model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        kind, value = extra.get(COMPONENT_OPTION), getattr(options, name)
+        if kind is None or value is None:
+            continue
+        try:
+            resolve_component(registry, str(kind), value, _prefixed(where, name))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+
+
+def resolve_spec(registry: Finder, spec: RunSpec, where: str) -> ResolvedSpec:
+    problems: list[tuple[str, str]] = []
+    components: dict[str, list[ResolvedComponent]] = {}
+    for field_name, kind in COMPONENT_FIELDS.items():
+        value = getattr(spec, field_name)
+        refs = value if isinstance(value, list) else [value]
+        components[field_name] = []
+        for i, ref in enumerate(refs):
+            path = _prefixed(where, f"{field_name}[{i}]" if isinstance(value, list) else field_name)
+            try:
+                components[field_name].append(resolve_component(registry, kind, ref, path))
+            except SpecError as exc:
+                problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+    update: dict[str, Any] = {}
+    for field_name, resolved in components.items():
+        refs = [c.ref() for c in resolved]
+        update[field_name] = refs if isinstance(getattr(spec, field_name), list) else refs[0]
+    return ResolvedSpec(spec.model_copy(update=update), components, where)

@@ -1,0 +1,385 @@
+"""A run's built parts and one optimisation step over them (the loop around it is
+:mod:`clipforge.engine`'s).
+
+One step, as in the authors' code:
+
+1. images = parameterisation.image()                       (B, 3, h, w)
+2. K copies of each, through the augmentation pipeline     (B*K, 3, ., .)
+3. each backbone embeds the copies (resized to its input); data term per image:
+   mean over copies of sum over the prompt's terms of weight * distance(embedding, target)
+4. loss per image = data term (averaged over backbones) + sum of weighted regularisers
+5. backward; clip each image's gradient norm; parameterisation.after_backward() (clamp); Adam step
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from clipforge.components import (
+    Augmentation,
+    AugmentContext,
+    Backbone,
+    Callback,
+    Parameterization,
+    Regularizer,
+    Row,
+    RunInfo,
+    Screened,
+)
+from clipforge.images import read_image
+from clipforge.outputs import DamagedCheckpointError
+from clipforge.spec import RunSpec
+
+
+class ComponentFailedError(RuntimeError):
+    """A component failed, or returned something of the wrong shape, while the run ran: the message
+    names it, with its place in the spec and its plugin."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: the run stops rather than finish on garbage."""
+
+
+def check_finite(records: list[dict[str, Any]], rows: Sequence[Row]) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first step and image whose loss is not finite."""
+    for record in records:
+        bad = [i for i, value in enumerate(record["loss"]) if not math.isfinite(value)]
+        if bad:
+            names = ", ".join(rows[i].slug for i in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise NonFiniteLossError(
+                f"the loss became {record['loss'][bad[0]]} at step {record['step']} (image {names}); "
+                "the run stopped there. Lower the learning rate or check the weights and the target"
+            )
+
+
+@dataclass
+class Targets:
+    """Each image's target terms in one backbone's space: embeddings (B, T, D), weights (B, T)."""
+
+    embeddings: torch.Tensor
+    weights: torch.Tensor
+    similarity_weights: torch.Tensor  # positive weights, normalised per image: the "similarity" metric
+
+
+def embed_terms(backbone: Backbone, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], torch.Tensor]:
+    """Normalised embeddings of text and image terms, each computed once."""
+    texts = sorted({v for kind, v in keys if kind == "text"})
+    images = sorted({v for kind, v in keys if kind == "image"})
+    out: dict[tuple[str, str], torch.Tensor] = {}
+    with torch.no_grad():
+        if texts:
+            for t, e in zip(texts, F.normalize(backbone.encode_text(texts).float(), dim=-1)):
+                out[("text", t)] = e
+        if images:
+            pixels = torch.stack([read_image(p, tuple(backbone.input_size)) for p in images]).to(backbone.device)
+            for p, e in zip(images, F.normalize(backbone.encode_image(pixels).float(), dim=-1)):
+                out[("image", p)] = e
+    return out
+
+
+def embed_targets(backbone: Backbone, spec: RunSpec, rows: Sequence[Row]) -> Targets:
+    """Encode every distinct term once, before the loop, and lay the terms out per image."""
+    prompts = [spec.prompts[row.prompt_index] for row in rows]
+    terms = [p.resolved_terms() for p in prompts]
+    embedded = embed_terms(backbone, [t.key for row_terms in terms for t in row_terms])
+    per_row: list[list[tuple[torch.Tensor, float]]] = []
+    for prompt, row_terms in zip(prompts, terms):
+        pairs = [(embedded[t.key], t.weight) for t in row_terms]
+        if prompt.combine == "embedding":
+            positive = [(e, w) for e, w in pairs if w > 0]
+            mixed = F.normalize(sum(w * e for e, w in positive), dim=-1)
+            pairs = [(mixed, prompt.weight)] + [(e, w) for e, w in pairs if w <= 0]
+        per_row.append(pairs)
+    width = max(len(p) for p in per_row)
+    dim = next(iter(embedded.values())).shape[-1]
+    device = next(iter(embedded.values())).device
+    emb = torch.zeros(len(rows), width, dim, device=device)
+    weights = torch.zeros(len(rows), width, device=device)
+    for b, pairs in enumerate(per_row):
+        for j, (e, w) in enumerate(pairs):
+            emb[b, j] = e
+            weights[b, j] = w
+    positive = weights.clamp_min(0)
+    sim_w = positive / positive.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return Targets(emb, weights, sim_w)
+
+
+def clip_grad_per_image(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip each image's gradient norm (over all parameter tensors) like ``clip_grad_norm_`` would
+    clip it alone. Returns the norms before clipping, (B,)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    squares = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads]).sum(dim=0)
+    norms = squares.sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+    return norms
+
+
+def copy_losses(
+    embeddings: torch.Tensor, image_index: torch.Tensor, targets: Targets, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Data term and similarity of each copy. ``embeddings`` are normalised, (N, D); copy ``n``
+    belongs to image ``image_index[n]``. Returns two (N,) tensors."""
+    target = targets.embeddings[image_index]  # (N, T, D)
+    cos = torch.einsum("nd,ntd->nt", embeddings, target)
+    if kind == "l2":
+        dist = (embeddings[:, None, :] - target).norm(dim=-1)
+    else:
+        dist = 1.0 - cos
+    loss = (dist * targets.weights[image_index]).sum(dim=-1)
+    similarity = (cos * targets.similarity_weights[image_index]).sum(dim=-1)
+    return loss, similarity
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """A run's components, built once from its resolved spec (:meth:`clipforge.engine.Engine.build`),
+    and what the loop does with them: a step, the screen, the metrics records, the optimiser and
+    the state a checkpoint holds."""
+
+    spec: RunSpec
+    device: torch.device
+    rows: list[Row]
+    backbones: list[Backbone]
+    targets: list[Targets]  # per backbone
+    encode: dict[Backbone, Callable[[torch.Tensor], torch.Tensor]]  # each backbone's (compiled) image encoder
+    generators: list[torch.Generator]  # one per image
+    param: Parameterization
+    augmentations: list[Augmentation]
+    regularizers: list[Regularizer]  # those with a weight (one weighted 0 is not computed)
+    regularizer_names: list[str]  # metric keys: "tv", and "tv#2" for a second tv
+    callbacks: list[Callback]
+    run_info: RunInfo
+    names: dict[int, str]  # id of a component -> its place in the spec, name and plugin, for errors
+
+    def name_of(self, component: Any) -> str:
+        """A component's place in the spec, name and plugin (``augmentations[1]: augmentation 'x' from
+        plugin 'p' (dist 1.0)``), for errors; a callback passed in by code is named by its class."""
+        return self.names.get(id(component)) or f"{type(component).__name__} {getattr(component, 'name', '')!r}"
+
+    @contextmanager
+    def blame(self, component: Any, doing: str) -> Iterator[None]:
+        """Raise what fails in the block as :class:`ComponentFailedError` naming ``component``."""
+        try:
+            yield
+        except (ComponentFailedError, NonFiniteLossError, torch.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            raise ComponentFailedError(
+                f"{self.name_of(component)} failed {doing}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def expect(self, component: Any, value: Any, shape: tuple[int | None, ...], what: str, when: str) -> None:
+        """Refuse a component's result that is not a tensor of ``shape`` (None: any size there)."""
+        ok = torch.is_tensor(value) and value.dim() == len(shape)
+        ok = ok and all(want is None or got == want for got, want in zip(value.shape, shape))
+        if not ok:
+            got = f"shape {tuple(value.shape)}" if torch.is_tensor(value) else type(value).__name__
+            want = "(" + ", ".join("*" if n is None else str(n) for n in shape) + ")"
+            raise ComponentFailedError(
+                f"{self.name_of(component)} returned {got} {when}; expected {what} of shape {want}"
+            )
+
+    # ------------------------------------------------------------------ the optimiser
+
+    def new_optimizer(self) -> torch.optim.Optimizer:
+        o = self.spec.optimizer
+        return torch.optim.Adam(self.param.parameters(), lr=o.lr, betas=o.betas, eps=o.eps)
+
+    def carry_optimizer(self, old: torch.optim.Optimizer, old_params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        """A new optimiser for the resized parameters, with ``old``'s state resized onto them."""
+        new = self.new_optimizer()
+        for old_p, new_p in zip(old_params, self.param.parameters()):
+            state = old.state.get(old_p)
+            if not state:
+                continue
+            new.state[new_p] = {
+                k: (
+                    self.param.resize_state(v, tuple(new_p.shape))
+                    if torch.is_tensor(v) and v.shape == old_p.shape
+                    else v
+                )
+                for k, v in state.items()
+            }
+        return new
+
+    def resize(self, size: int, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """Grow the images to ``size``; returns the optimiser to go on with (a fresh one by default)."""
+        old_params = self.param.parameters()
+        self.param.resize((size, size))
+        if self.spec.optimizer.reset_on_resize:
+            return self.new_optimizer()
+        return self.carry_optimizer(optimizer, old_params)
+
+    # ------------------------------------------------------------------ the step
+
+    def embed_losses(self, copies: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data term and similarity of the flat copies ``start ...`` (N,), averaged over backbones."""
+        spec, perf = self.spec, self.spec.performance
+        index = torch.arange(start, start + copies.shape[0], device=copies.device) // spec.copies
+        loss = similarity = None
+        for backbone, targets in zip(self.backbones, self.targets):
+            x = copies
+            if tuple(x.shape[-2:]) != tuple(backbone.input_size):
+                x = F.interpolate(x, size=backbone.input_size, mode=backbone.interpolation)
+            if perf.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.blame(backbone, "encoding the images"):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=perf.precision == "bf16"):
+                    features = self.encode[backbone](x)
+            dim = targets.embeddings.shape[-1]
+            self.expect(backbone, features, (x.shape[0], dim), "one embedding per copy", "encoding the images")
+            emb = F.normalize(features.float(), dim=-1)
+            d, s = copy_losses(emb, index, targets, spec.data_term)
+            loss = d if loss is None else loss + d
+            similarity = s if similarity is None else similarity + s
+        n = len(self.backbones)
+        return loss / n, similarity / n
+
+    def step(self, optimizer: torch.optim.Optimizer, ctx: AugmentContext) -> torch.Tensor:
+        """One optimisation step. Returns the step's metrics as a (M, B) tensor on the device.
+
+        With ``performance.chunk_copies`` the copies go through the backbones in chunks, each with
+        its own backward into the (detached) copies; their gradient then flows back through the
+        augmentations in one pass. Same result, a fraction of the activation memory.
+        """
+        spec, step = self.spec, ctx.step + 1
+        optimizer.zero_grad(set_to_none=True)
+        batch, k = len(self.rows), spec.copies
+        with self.blame(self.param, f"at step {step}"):
+            images = self.param.image()
+        self.expect(self.param, images, (batch, 3, None, None), "images", f"at step {step}")
+        copies = images.repeat_interleave(k, dim=0)
+        for aug in self.augmentations:
+            with self.blame(aug, f"at step {step}"):
+                copies = aug(copies, ctx)
+            self.expect(aug, copies, (batch * k, 3, None, None), "copies", f"at step {step}")
+        reg_values = []
+        for reg in self.regularizers:
+            with self.blame(reg, f"at step {step}"):
+                reg_values.append(reg(images))
+            self.expect(reg, reg_values[-1], (batch,), "one value per image", f"at step {step}")
+        reg_loss = sum(
+            (reg.options.weight * v for reg, v in zip(self.regularizers, reg_values)), images.new_zeros(batch)
+        )
+        n = copies.shape[0]
+        chunk = spec.performance.chunk_copies or n
+        if chunk >= n:
+            per_copy, sim = self.embed_losses(copies, 0)
+            data = per_copy.view(batch, k).mean(dim=1)
+            (data + reg_loss).sum().backward()
+        else:
+            leaf = copies.detach().requires_grad_(True)
+            parts, sims = [], []
+            for start in range(0, n, chunk):
+                part, s = self.embed_losses(leaf[start : start + chunk], start)
+                (part.sum() / k).backward()
+                parts.append(part.detach())
+                sims.append(s.detach())
+            per_copy, sim = torch.cat(parts), torch.cat(sims)
+            data = per_copy.view(batch, k).mean(dim=1)
+            if reg_loss.requires_grad:
+                torch.autograd.backward([copies, reg_loss.sum()], [leaf.grad, None])
+            else:
+                copies.backward(leaf.grad)
+        similarity = sim.view(batch, k).mean(dim=1)
+        params = self.param.parameters()
+        if spec.optimizer.grad_clip is not None:
+            clip_grad_per_image(params, spec.optimizer.grad_clip)
+        with self.blame(self.param, f"after the backward pass of step {step}"):
+            self.param.after_backward()
+        optimizer.step()
+        return torch.stack(
+            [data.detach() + reg_loss.detach(), data.detach(), similarity.detach(), *[v.detach() for v in reg_values]]
+        )
+
+    def screen(self, images: torch.Tensor, step: int, final: bool) -> Screened:
+        """Let every screening callback inspect the images before anything shows them."""
+        screened = Screened(images, torch.zeros(images.shape[0], dtype=torch.bool))
+        for cb in self.callbacks:
+            with self.blame(cb, f"screening the images of step {step}"):
+                verdict = cb.screen(self.run_info, screened.images, step, final)
+            if verdict is not None:
+                screened = Screened(verdict.images, screened.withheld | verdict.withheld)
+        if screened.withheld.any():
+            screened.images[screened.withheld] = 0.0
+        return screened
+
+    def records(self, pending: list[tuple[int, int, torch.Tensor]]) -> list[dict[str, Any]]:
+        if not pending:
+            return []
+        values = torch.stack([m for _, _, m in pending]).cpu().tolist()
+        names = self.regularizer_names
+        records = []
+        for (step, size, _), v in zip(pending, values):
+            rec = {"step": step, "size": size, "loss": v[0], "data": v[1], "similarity": v[2]}
+            rec["regularizers"] = {name: v[3 + i] for i, name in enumerate(names)}
+            records.append(rec)
+        return records
+
+    def checkpoint_tensors(self, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        """The optimisation state a resumed run needs: parameters, Adam's moments and step counts,
+        and every image's random generator."""
+        tensors: dict[str, torch.Tensor] = {}
+        for i, param in enumerate(self.param.parameters()):
+            tensors[f"param.{i}"] = param
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value):
+                    tensors[f"adam.{i}.{key}"] = value
+        for b, generator in enumerate(self.generators):
+            tensors[f"generator.{b}"] = generator.get_state()
+        return tensors
+
+    def check_checkpoint_tensors(self, tensors: dict[str, torch.Tensor], step: int, adam_step: int, path: Path) -> None:
+        """Refuse (naming the file at ``path``) a checkpoint whose tensors are not this run's state at
+        ``step``: a parameter of another shape, a missing generator, or Adam's state missing or at
+        another step than ``adam_step`` (a run resumed without it would silently give other images)."""
+        for i, param in enumerate(self.param.parameters()):
+            saved = tensors.get(f"param.{i}")
+            if saved is None or tuple(saved.shape) != tuple(param.shape):
+                got = "none" if saved is None else f"shape {tuple(saved.shape)}"
+                raise DamagedCheckpointError(
+                    path, f"holds no parameter {i} of shape {tuple(param.shape)} (found {got})"
+                )
+            for key in ("exp_avg", "exp_avg_sq"):
+                moment = tensors.get(f"adam.{i}.{key}")
+                if moment is None or tuple(moment.shape) != tuple(param.shape):
+                    raise DamagedCheckpointError(
+                        path,
+                        f"holds no optimiser state ({key}) for parameter {i}: resuming without it gives other images",
+                    )
+            counted = tensors.get(f"adam.{i}.step")
+            if counted is None or counted.numel() != 1 or int(counted.item()) != adam_step:
+                found = "none" if counted is None else str(counted.flatten()[0].item())
+                raise DamagedCheckpointError(
+                    path,
+                    f"holds an optimiser step count of {found} for parameter {i} where step {step} means {adam_step}",
+                )
+        for b, generator in enumerate(self.generators):
+            saved = tensors.get(f"generator.{b}")
+            if saved is None or saved.dtype != torch.uint8 or saved.shape != generator.get_state().shape:
+                raise DamagedCheckpointError(path, f"holds no random generator state for image {b}")
+
+    def restore(self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+        """Put a checkpoint's parameters, Adam state and random generators back in place."""
+        with torch.no_grad():
+            for i, param in enumerate(self.param.parameters()):
+                param.copy_(tensors[f"param.{i}"])
+                state = {
+                    k.split(".", 2)[2]: v.to(param.device) if v.dim() else v
+                    for k, v in tensors.items()
+                    if k.startswith(f"adam.{i}.")
+                }
+                if state:
+                    optimizer.state[param] = state
+        for b, generator in enumerate(self.generators):
+            generator.set_state(tensors[f"generator.{b}"])
