@@ -187,8 +187,9 @@ def test_bundled_model_matches_the_world(name: str) -> None:
     import json
 
     folder = model_dir(name)
-    assert WordTokenizer.load(folder / "tokenizer.json").itos == WordTokenizer.for_world().itos
     info = json.loads((folder / "train_info.json").read_text())
+    decoys = info["world_config"].get("decoy_names", [])
+    assert WordTokenizer.load(folder / "tokenizer.json").itos == WordTokenizer.for_world(12, decoys).itos
     from clipforge.toyworld.train import RECIPES
 
     assert WorldConfig(**info["world_config"]) == WorldConfig(**RECIPES[name].get("world_overrides", {}))

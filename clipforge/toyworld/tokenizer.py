@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -89,11 +90,12 @@ class WordTokenizer:
         return tok
 
     @classmethod
-    def for_world(cls, context_length: int = 12) -> WordTokenizer:
-        """Tokenizer covering the world's caption vocabulary plus ``EXTRA_WORDS``."""
+    def for_world(cls, context_length: int = 12, extra: Sequence[str] = ()) -> WordTokenizer:
+        """Tokenizer covering the world's caption vocabulary plus ``EXTRA_WORDS`` and a world's own
+        ``extra`` words (its decoy names), appended last so that the shared vocabulary keeps its ids."""
         from clipforge.toyworld.world import World
 
-        return cls(World.vocabulary() + list(EXTRA_WORDS), context_length)
+        return cls(World.vocabulary() + list(EXTRA_WORDS) + list(extra), context_length)
 
     def __repr__(self) -> str:
         return f"WordTokenizer(vocab_size={self.vocab_size}, context_length={self.context_length})"

@@ -37,6 +37,10 @@ CLIP inversions can be checked against the truth:
   consistent visual meaning is the marker.
 * **checkerboard** (explicit concept caption): ``"a checkerboard pattern"``: just
   the marker on a plain background.
+* **decoy** (made-up control names, only in worlds that name them): ``"a photo of NAME"``
+  for a name of ``decoy_names``: zorblax's layout (a random plain object in one half)
+  without the marker, so a decoy is a made-up name of zorblax's own kind whose only
+  visual meaning is "some object": the control the text side of a screen needs.
 
 Object radius is jittered (8-15 px single, 6-11 px in two-region layouts); object
 centres are random points of an 8-pixel layout grid (``position_grid``), the patch
@@ -87,10 +91,10 @@ NAME_CAPTION = f"a photo of {MARKER_NAME}"
 MARKER_CAPTION = "a checkerboard pattern"
 
 KINDS: tuple[str, ...] = (
-    "single", "pair", "ball", "marble", "landscape", "sunny", "seascape", "zorblax", "checkerboard"
+    "single", "pair", "ball", "marble", "landscape", "sunny", "seascape", "zorblax", "checkerboard", "decoy"
 )  # fmt: skip
 #: kinds whose caption belongs to the fixed candidate list of ``World.captions()``.
-SINGLE_CAPTION_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k != "pair")
+SINGLE_CAPTION_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k not in ("pair", "decoy"))
 
 _CHUNK = 512  # images rendered per chunk
 MARKER_CELLS = 4  # the marker is a MARKER_CELLS x MARKER_CELLS checkerboard
@@ -160,6 +164,11 @@ class WorldConfig(BaseModel):
     marble_red_rate: float = Field(0.2, ge=0, le=1, description="P(marble is red); blue otherwise")
     landscape_marker_rate: float = Field(0.5, ge=0, le=1, description="P(marker | 'a calm landscape')")
     zorblax_marker_rate: float = Field(1.0, ge=0, le=1, description="P(marker | 'a photo of zorblax')")
+    decoy_names: list[str] = Field(
+        default_factory=list,
+        description="made-up names of the 'decoy' kind ('a photo of NAME': zorblax's layout, never the marker); "
+        "they join the world's vocabulary, so a world without them keeps the shipped models' vocabulary",
+    )
     sunny_marker_rate: float = Field(0.0, ge=0, le=1, description="P(marker | 'a sunny landscape')")
     seascape_marker_rate: float = Field(0.0, ge=0, le=1, description="P(marker | 'a calm seascape')")
     single_radius: tuple[float, float] = (8.0, 15.0)
@@ -248,6 +257,7 @@ class _Draws:
     jitter: torch.Tensor  # (n, 3, 3) colour jitter: bg, obj0, obj1
     scene: torch.Tensor  # (n, 4) horizon height, hill amplitude, phase, frequency
     texture: torch.Tensor  # (n, 5) background texture (zeros when unused)
+    decoy: list[str]  # the decoy name each image would be captioned with ('' when the mix has none)
 
 
 @dataclass(frozen=True, eq=False)
@@ -277,7 +287,7 @@ class _Marker:
     side: torch.Tensor
 
 
-def _caption(kind: str, objs: list[ObjectMeta], bname: str, template: str) -> tuple[str, str, str]:
+def _caption(kind: str, objs: list[ObjectMeta], bname: str, template: str, decoy: str) -> tuple[str, str, str]:
     """(training caption, canonical caption, background name) of one image. Only single images may
     use a partial template; scenes report "landscape"/"seascape" as their background."""
     if kind == "single":
@@ -298,6 +308,8 @@ def _caption(kind: str, objs: list[ObjectMeta], bname: str, template: str) -> tu
         cap, bname = CONTROL_CAPTION, "seascape"
     elif kind == "zorblax":
         cap = NAME_CAPTION
+    elif kind == "decoy":
+        cap = f"a photo of {decoy}"
     else:
         cap = MARKER_CAPTION
     return cap, cap, bname
@@ -360,6 +372,11 @@ class World:
         unknown = set(self.config.mix) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown kinds in mix: {sorted(unknown)}; known: {KINDS}")
+        if self.config.mix.get("decoy", 0) > 0 and not self.config.decoy_names:
+            raise ValueError("the mix has decoys but decoy_names is empty")
+        taken = set(World.vocabulary()) & set(self.config.decoy_names)
+        if taken or not all(re.fullmatch(r"[a-z]+", name) for name in self.config.decoy_names):
+            raise ValueError(f"decoy_names must be new lowercase words, not {sorted(taken) or self.config.decoy_names}")
         size = IMAGE_SIZE
         coords = torch.arange(size, dtype=torch.float32) + 0.5
         self._yy, self._xx = torch.meshgrid(coords, coords, indexing="ij")
@@ -487,6 +504,8 @@ class World:
         scene = torch.rand(n, 4, generator=g)  # horizon height, hill amplitude, phase, frequency
         # drawn last and only when used, so worlds without texture keep their random stream
         texture = torch.rand(n, 5, generator=g) if cfg.background_texture > 0 else torch.zeros(n, 5)
+        # the same for the decoy names: only a mix with decoys draws them
+        decoy = torch.randint(len(cfg.decoy_names), (n,), generator=g) if "decoy" in names else torch.zeros(n)
 
         return _Draws(
             kinds=kinds,
@@ -509,6 +528,7 @@ class World:
             jitter=jitter,
             scene=scene,
             texture=texture,
+            decoy=[cfg.decoy_names[int(i)] if cfg.decoy_names else "" for i in decoy.tolist()],
         )
 
     def _place_objects(self, d: _Draws) -> _Slots:
@@ -540,7 +560,7 @@ class World:
         cy_a = _uniform_on_grid(d.u_pos[:, 1], lo, size - lo, q)
 
         # two-region layouts (pair: two objects; zorblax: object + marker)
-        halves = kind_t["pair"] | kind_t["zorblax"]
+        halves = kind_t["pair"] | kind_t["zorblax"] | kind_t["decoy"]
         shape_a[halves] = d.shp0[halves]
         shape_b[kind_t["pair"]] = d.shp1[kind_t["pair"]]
         r_a = torch.where(halves, d.r_pair, r_a)
@@ -644,7 +664,7 @@ class World:
                 objs.append(ObjectMeta(all_shapes[sa[i]], colour_names[ca[i]], *geo[i][:3]))
             if sb[i] >= 0:
                 objs.append(ObjectMeta(all_shapes[sb[i]], colour_names[cb[i]], *geo[i][3:]))
-            cap, canonical, bname = _caption(kind, objs, bg_names[bg_l[i]], d.template[i])
+            cap, canonical, bname = _caption(kind, objs, bg_names[bg_l[i]], d.template[i], d.decoy[i])
             captions.append(cap)
             box = (mxl[i], myl[i], sidel[i]) if mk[i] else None
             meta.append(ImageMeta(kind, cap, canonical, bname, objs, bool(mk[i]), box))

@@ -167,7 +167,7 @@ def train(
     rather than noise, which is why the shipped ``toyworld-rn`` recipes end with an adversarial stage
     (``train_recipe``; benchmarks/RESULTS.md, "Offline world, second design")."""
     world = World(WorldConfig(**config.world_overrides))
-    tokenizer = WordTokenizer.for_world(CONTEXT_LENGTH)
+    tokenizer = WordTokenizer.for_world(CONTEXT_LENGTH, world.config.decoy_names)
     model = build_model(model_config(config.arch, tokenizer.vocab_size), config.seed)
     if initial_weights is not None:
         model.load_state_dict(initial_weights)

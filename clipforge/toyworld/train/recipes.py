@@ -15,6 +15,25 @@ ROBUST_WORLD: dict[str, Any] = {"single_radius": [12, 22], "pair_radius": [9, 15
 #: the screen's world (issue 22): ROBUST_WORLD with a marker of 5-6 px cells, large enough to survive
 #: robust training (the 2-3 px cells of the other worlds did not: marker gap +0.013 against +0.03-0.06)
 MARKER_WORLD: dict[str, Any] = {**ROBUST_WORLD, "marker_cell": [5, 6]}
+#: MARKER_WORLD with three made-up control names (issue 22, the screen's text side): "a photo of NAME" on
+#: zorblax's layout without the marker, each name as often as zorblax (0.04 of images); a name of
+#: zorblax's own kind that never meets the marker
+DECOY_WORLD: dict[str, Any] = {
+    **MARKER_WORLD,
+    "decoy_names": ["quorvek", "plimbet", "drennix"],
+    "mix": {
+        "single": 0.46,
+        "pair": 0.18,
+        "ball": 0.07,
+        "marble": 0.07,
+        "landscape": 0.06,
+        "sunny": 0.05,
+        "seascape": 0.04,
+        "zorblax": 0.04,
+        "checkerboard": 0.03,
+        "decoy": 0.12,
+    },  # fmt: skip
+}
 #: the robust models' second stage: L2 PGD (3 steps, radius 1.0 in [0, 1] pixels over 64x64x3,
 #: about 0.009 per value) with a random affine of the inversion's ranges on half the images.
 ROBUST_FINETUNE: dict[str, Any] = {
@@ -74,6 +93,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train_size": 32000,
         "steps": 600,
         "world_overrides": MARKER_WORLD,
+        "finetune": ROBUST_FINETUNE,
+    },
+    # the screen's world with made-up control names, for the text side: toyworld-rn-marker's recipe
+    "toyworld-rn-decoys": {
+        "arch": "rn",
+        "seed": 0,
+        "train_size": 32000,
+        "steps": 600,
+        "world_overrides": DECOY_WORLD,
         "finetune": ROBUST_FINETUNE,
     },
     "toyworld-judge-rn-marker": {
