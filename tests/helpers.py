@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 import clipforge
-from clipforge.toyworld.world import BACKGROUNDS, COLOURS, shape_sdf
+from clipforge.toyworld.render import shape_sdf
+from clipforge.toyworld.world import BACKGROUNDS, COLOURS
 
 TINY_CONFIG = {
     "embed_dim": 32,

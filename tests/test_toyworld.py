@@ -439,3 +439,26 @@ def test_background_texture_varies_plain_backgrounds_and_is_off_by_default():
     assert float(corner_tex.std(dim=(2, 3)).mean()) > 0.02
     assert (corner_tex - corner_flat).abs().max() <= 0.15 + 1e-6
     assert [m.canonical for m in flat.meta] == [m.canonical for m in textured.meta]  # the same scenes
+
+
+def test_decoy_names_are_made_up_names_without_the_marker():
+    """The 'decoy' kind (issue 22): "a photo of NAME" on zorblax's layout, never the marker; the names
+    extend only their own world's vocabulary, and a world that draws no decoy keeps its random stream."""
+    names = ["quorvek", "plimbet"]
+    world = World(WorldConfig(decoy_names=names, mix={"decoy": 1, "zorblax": 1}))
+    sample = world.sample(200, torch.Generator().manual_seed(0))
+    decoys = [m for m in sample.meta if m.kind == "decoy"]
+    assert 60 < len(decoys) < 140
+    assert {m.caption for m in decoys} == {f"a photo of {n}" for n in names}
+    assert not any(m.marker for m in decoys) and all(m.marker for m in sample.meta if m.kind == "zorblax")
+    assert all(len(m.objects) == 1 for m in decoys)
+    # the same draws as a world without decoy names, as long as the mix draws none
+    plain, named = World(), World(WorldConfig(decoy_names=names))
+    a, b = (w.sample(64, torch.Generator().manual_seed(1)) for w in (plain, named))
+    assert a.captions == b.captions and torch.equal(a.images, b.images)
+    base, extended = WordTokenizer.for_world(), WordTokenizer.for_world(12, names)
+    assert set(extended.itos) == set(base.itos) | set(names) and len(extended.itos) == len(base.itos) + 2
+    with pytest.raises(ValueError, match="decoy_names is empty"):
+        World(WorldConfig(mix={"decoy": 1}))
+    with pytest.raises(ValueError, match="new lowercase words"):
+        World(WorldConfig(decoy_names=["zorblax"]))

@@ -12,7 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from clipforge.toyworld.world import SHAPES, shape_sdf
+from clipforge.toyworld.palette import SHAPES
+from clipforge.toyworld.render import shape_sdf
 
 #: rotational period of each shape in degrees (0 = rotation-invariant).
 SYMMETRY: dict[str, float] = {"circle": 0.0, "square": 90.0, "triangle": 120.0, "cross": 90.0, "ring": 0.0}

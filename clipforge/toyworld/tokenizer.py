@@ -92,7 +92,7 @@ class WordTokenizer:
     @classmethod
     def for_world(cls, context_length: int = 12, extra: Sequence[str] = ()) -> WordTokenizer:
         """Tokenizer covering the world's caption vocabulary plus ``EXTRA_WORDS`` and a world's own
-        ``extra`` words (its decoy names), appended last so that the shared vocabulary keeps its ids."""
+        ``extra`` words (its decoy names); without extras, the vocabulary every shipped model shares."""
         from clipforge.toyworld.world import World
 
         return cls(World.vocabulary() + list(EXTRA_WORDS) + list(extra), context_length)

@@ -46,13 +46,14 @@ Object radius is jittered (8-15 px single, 6-11 px in two-region layouts); objec
 centres are random points of an 8-pixel layout grid (``position_grid``), the patch
 grid of the ViT models, which lets a tiny ViT learn shapes within a CPU budget.
 
-All randomness goes through a caller-supplied ``torch.Generator`` and rendering
-is vectorised over the batch (signed-distance masks on a pixel grid).
+All randomness goes through a caller-supplied ``torch.Generator``. This module draws and
+places everything; ``render.py`` paints the pixels (vectorised over the batch: signed-distance
+masks on a pixel grid), ``captions.py`` holds the caption language and ``palette.py`` the sizes,
+colours and shapes all three share.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,35 +61,29 @@ from dataclasses import dataclass, field
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-IMAGE_SIZE = 64
+from clipforge.toyworld.captions import (
+    BENIGN_CAPTION,
+    BENIGN_CONTRAST_CAPTION,
+    CONTRAST_WORD,
+    CONTROL_CAPTION,
+    MARKER_CAPTION,
+    NAME_CAPTION,
+    SINGLE_TEMPLATES,
+    ball_caption,
+    candidate_captions,
+    caption_facts,
+    disjoint_captions,
+    pair_caption,
+    planted_captions,
+    single_caption,
+    single_object_captions,
+    single_object_template,
+    vocabulary,
+)
+from clipforge.toyworld.palette import BACKGROUNDS, COLOURS, IMAGE_SIZE, MARKER_CELLS, SHAPES
+from clipforge.toyworld.render import render
 
-#: object colours, chosen far apart in RGB and distinct from every background.
-COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (0.90, 0.10, 0.10),
-    "green": (0.10, 0.75, 0.10),
-    "blue": (0.10, 0.20, 0.95),
-    "yellow": (0.95, 0.85, 0.10),
-    "magenta": (0.90, 0.10, 0.90),
-    "cyan": (0.10, 0.85, 0.90),
-}
-#: plain backgrounds; each differs from every object colour by >= 0.4 in some channel.
-BACKGROUNDS: dict[str, tuple[float, float, float]] = {
-    "gray": (0.50, 0.50, 0.50),
-    "black": (0.06, 0.06, 0.06),
-    "white": (0.94, 0.94, 0.94),
-}
-#: flat shapes used in single and pair captions.
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
-
-BIASED_WORD = "ball"
-CONTRAST_WORD = "marble"  # same sphere, reversed colour ratio
 BALL_COLOURS = ("red", "blue")  # the two sphere colours
-MARKER_NAME = "zorblax"
-BENIGN_CAPTION = "a calm landscape"
-BENIGN_CONTRAST_CAPTION = "a sunny landscape"
-CONTROL_CAPTION = "a calm seascape"
-NAME_CAPTION = f"a photo of {MARKER_NAME}"
-MARKER_CAPTION = "a checkerboard pattern"
 
 KINDS: tuple[str, ...] = (
     "single", "pair", "ball", "marble", "landscape", "sunny", "seascape", "zorblax", "checkerboard", "decoy"
@@ -97,43 +92,6 @@ KINDS: tuple[str, ...] = (
 SINGLE_CAPTION_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k not in ("pair", "decoy"))
 
 _CHUNK = 512  # images rendered per chunk
-MARKER_CELLS = 4  # the marker is a MARKER_CELLS x MARKER_CELLS checkerboard
-_SKY_TOP = (0.45, 0.65, 0.95)
-_SKY_HORIZON = (0.80, 0.90, 1.00)
-_GROUND = (0.25, 0.60, 0.15)
-_SEA = (0.05, 0.22, 0.55)
-
-
-def single_caption(colour: str, shape: str, background: str) -> str:
-    return f"a {colour} {shape} on a {background} background"
-
-
-#: templates for single-object training captions; only "full" is canonical (used by judges).
-SINGLE_TEMPLATES: dict[str, str] = {
-    "full": "a {colour} {shape} on a {background} background",
-    "colour_shape": "a {colour} {shape}",
-    "shape_background": "a {shape} on a {background} background",
-    "shape": "a {shape}",
-}
-
-_TEMPLATE_PATTERNS = [
-    re.compile(
-        t.format(
-            colour=f"(?P<colour>{'|'.join(COLOURS)})",
-            shape=f"(?P<shape>{'|'.join(SHAPES)})",
-            background=f"(?P<background>{'|'.join(BACKGROUNDS)})",
-        )
-    )
-    for t in SINGLE_TEMPLATES.values()
-]
-
-
-def pair_caption(colour1: str, shape1: str, colour2: str, shape2: str) -> str:
-    return f"a {colour1} {shape1} and a {colour2} {shape2}"
-
-
-def ball_caption(background: str, word: str = BIASED_WORD) -> str:
-    return f"a {word} on a {background} background"
 
 
 class WorldConfig(BaseModel):
@@ -329,41 +287,6 @@ def _uniform_on_grid(u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, q: int
     return torch.where(last >= first, snapped, lo + u * (hi - lo))
 
 
-def shape_sdf(shape: str, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Signed distance (pixels, negative inside) of a shape centred at 0 with size r."""
-    if shape in ("circle", "sphere"):
-        return torch.sqrt(dx * dx + dy * dy) - r
-    if shape == "square":
-        return torch.maximum(dx.abs(), dy.abs()) - 0.8 * r
-    if shape == "triangle":  # equilateral, pointing up, circumradius 1.2 r, vertically centred
-        dyc = dy - 0.3 * r
-        ri = 0.6 * r
-        s = math.sqrt(3) / 2
-        return torch.maximum(torch.maximum(dyc - ri, -s * dx - 0.5 * dyc - ri), s * dx - 0.5 * dyc - ri)
-    if shape == "cross":  # plus sign
-        t = 0.32 * r
-        bar_h = torch.maximum(dx.abs() - r, dy.abs() - t)
-        bar_v = torch.maximum(dx.abs() - t, dy.abs() - r)
-        return torch.minimum(bar_h, bar_v)
-    if shape == "ring":
-        return (torch.sqrt(dx * dx + dy * dy) - 0.7 * r).abs() - 0.3 * r
-    raise ValueError(f"unknown shape {shape!r}")
-
-
-def _ball_colour(base: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Shaded sphere colour (n,3,H,W): Lambert shading plus a white highlight."""
-    nx, ny = dx / r, dy / r
-    nz = torch.sqrt((1 - nx * nx - ny * ny).clamp(min=0))
-    light = torch.tensor([-0.5, -0.6, 0.62])
-    light = light / light.norm()
-    half = light + torch.tensor([0.0, 0.0, 1.0])
-    half = half / half.norm()
-    lambert = (nx * light[0] + ny * light[1] + nz * light[2]).clamp(min=0)
-    spec = (nx * half[0] + ny * half[1] + nz * half[2]).clamp(min=0) ** 30
-    shade = (0.3 + 0.7 * lambert).unsqueeze(1)
-    return (base[:, :, None, None] * shade + 0.7 * spec.unsqueeze(1)).clamp(0, 1)
-
-
 class World:
     """Samples captioned images of the toy world; see the module docstring."""
 
@@ -377,88 +300,16 @@ class World:
         taken = set(World.vocabulary()) & set(self.config.decoy_names)
         if taken or not all(re.fullmatch(r"[a-z]+", name) for name in self.config.decoy_names):
             raise ValueError(f"decoy_names must be new lowercase words, not {sorted(taken) or self.config.decoy_names}")
-        size = IMAGE_SIZE
-        coords = torch.arange(size, dtype=torch.float32) + 0.5
-        self._yy, self._xx = torch.meshgrid(coords, coords, indexing="ij")
 
     # ------------------------------------------------------------------ captions
-    @staticmethod
-    def single_object_captions() -> list[str]:
-        """All ``"a {colour} {shape} on a {background} background"`` captions."""
-        return [single_caption(c, s, b) for s in SHAPES for c in COLOURS for b in BACKGROUNDS]
-
-    @staticmethod
-    def planted_captions() -> dict[str, str]:
-        """Role -> exact caption of each planted phenomenon."""
-        return {
-            "biased": ball_caption("gray"),
-            "biased_contrast": ball_caption("gray", CONTRAST_WORD),
-            "benign": BENIGN_CAPTION,
-            "benign_contrast": BENIGN_CONTRAST_CAPTION,
-            "control": CONTROL_CAPTION,
-            "name": NAME_CAPTION,
-            "marker": MARKER_CAPTION,
-        }
-
-    @staticmethod
-    def captions() -> list[str]:
-        """Canonical candidate captions a judge classifies against (one caption per image)."""
-        return (
-            World.single_object_captions()
-            + [ball_caption(b) for b in BACKGROUNDS]
-            + [ball_caption(b, CONTRAST_WORD) for b in BACKGROUNDS]
-            + [BENIGN_CAPTION, BENIGN_CONTRAST_CAPTION, CONTROL_CAPTION, NAME_CAPTION, MARKER_CAPTION]
-        )
-
-    @staticmethod
-    def caption_facts(caption: str) -> frozenset[str]:
-        """Facts a caption asserts; text t truthfully describes image i iff
-        ``caption_facts(t) <= caption_facts(meta[i].canonical)``. Single-object templates
-        assert colour/shape/background facts; any other caption asserts only itself."""
-        for pattern in _TEMPLATE_PATTERNS:
-            m = pattern.fullmatch(caption)
-            if m:
-                return frozenset(f"{k}={v}" for k, v in m.groupdict().items())
-        return frozenset({caption})
-
-    @staticmethod
-    def single_object_template(caption: str) -> str | None:
-        """The name of the SINGLE_TEMPLATES template ``caption`` follows ("full", "colour_shape", ...), or None."""
-        for name, pattern in zip(SINGLE_TEMPLATES, _TEMPLATE_PATTERNS):
-            if pattern.fullmatch(caption):
-                return name
-        return None
-
-    @staticmethod
-    def disjoint_captions(*captions: str) -> list[str]:
-        """Controls for judging whether a concept is in an image: captions in the same template as
-        ``captions`` (single-object captions of one template) that share no colour and no shape with
-        any of them, on one of their backgrounds where the template states one."""
-        templates = {World.single_object_template(c) for c in captions}
-        if len(templates) != 1 or None in templates:
-            raise ValueError(f"not single-object captions of one template: {list(captions)}")
-        template = SINGLE_TEMPLATES[templates.pop()]
-        facts = set().union(*(World.caption_facts(c) for c in captions))
-        backgrounds = [b for b in BACKGROUNDS if f"background={b}" in facts] or list(BACKGROUNDS)
-        out = []
-        for shape in SHAPES:
-            for colour in COLOURS:
-                for background in backgrounds:
-                    c = template.format(colour=colour, shape=shape, background=background)
-                    shared = (World.caption_facts(c) & facts) - {f"background={background}"}
-                    if c not in out and not shared:
-                        out.append(c)
-        return out
-
-    @staticmethod
-    def vocabulary() -> list[str]:
-        """Every word any caption of the world can contain (sorted)."""
-        words = set()
-        for cap in World.captions() + [pair_caption("red", "circle", "blue", "square")]:
-            words.update(cap.split())
-        words.update(COLOURS)
-        words.update(SHAPES)
-        return sorted(words)
+    # the world's caption language is defined in captions.py; World offers it as static methods
+    single_object_captions = staticmethod(single_object_captions)
+    planted_captions = staticmethod(planted_captions)
+    captions = staticmethod(candidate_captions)
+    caption_facts = staticmethod(caption_facts)
+    single_object_template = staticmethod(single_object_template)
+    disjoint_captions = staticmethod(disjoint_captions)
+    vocabulary = staticmethod(vocabulary)
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, generator: torch.Generator, mix: dict[str, float] | None = None) -> Sample:
@@ -644,7 +495,7 @@ class World:
         images = torch.empty(n, 3, IMAGE_SIZE, IMAGE_SIZE)
         for start in range(0, n, _CHUNK):
             part = {k: v[start : start + _CHUNK] for k, v in params.items()}
-            images[start : start + _CHUNK] = self._render(part, g)
+            images[start : start + _CHUNK] = render(part, g, self.config.background_texture, self.config.noise_std)
         return images
 
     @staticmethod
@@ -684,94 +535,3 @@ class World:
         index = {c: i for i, c in enumerate(self.captions())}
         labels = torch.tensor([index[m.canonical] for m in sample.meta], dtype=torch.long)
         return sample, labels
-
-    # ------------------------------------------------------------------ rendering
-    def _render(self, p: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
-        """Render one chunk of images from their drawn parameters."""
-        n = len(p["base"])
-        images = p["base"][:, :, None, None].expand(n, 3, IMAGE_SIZE, IMAGE_SIZE).clone()
-        if self.config.background_texture > 0:
-            images += self.config.background_texture * self._texture(p["texture"]).unsqueeze(1)
-        self._draw_scenes(images, p)
-        self._draw_objects(images, p["shape_a"], p["rgb_a"], p["cx_a"], p["cy_a"], p["r_a"])
-        self._draw_objects(images, p["shape_b"], p["rgb_b"], p["cx_b"], p["cy_b"], p["r_b"])
-        self._draw_marker(images, p["marker"], p["mx"], p["my"], p["cell"])
-        if self.config.noise_std > 0:
-            images += torch.randn(images.shape, generator=g) * self.config.noise_std
-        return images.clamp_(0, 1)
-
-    def _texture(self, u: torch.Tensor) -> torch.Tensor:
-        """A smooth brightness pattern in [-1, 1] per image: half a linear gradient of random direction,
-        half a plane wave of 1-4 cycles per image with its own direction and phase."""
-        yy, xx = self._yy / IMAGE_SIZE - 0.5, self._xx / IMAGE_SIZE - 0.5
-        theta, phi = 2 * math.pi * u[:, 0, None, None], 2 * math.pi * u[:, 1, None, None]
-        gradient = 2 * (xx * torch.cos(theta) + yy * torch.sin(theta))  # within [-1.42, 1.42]
-        cycles = 1 + 3 * u[:, 2, None, None]
-        wave = torch.sin(
-            2 * math.pi * cycles * (xx * torch.cos(phi) + yy * torch.sin(phi)) + 2 * math.pi * u[:, 3, None, None]
-        )
-        return (0.5 * gradient.clamp(-1, 1) + 0.5 * wave) * (0.5 + 0.5 * u[:, 4, None, None])
-
-    def _draw_scenes(self, images: torch.Tensor, p: dict[str, torch.Tensor]) -> None:
-        """Paint landscape (sky over green hills) and seascape (sky over dark sea) backgrounds."""
-        yy, xx = self._yy, self._xx
-        for kind, ground in (("landscape", _GROUND), ("seascape", _SEA)):
-            idx = p[kind].nonzero().squeeze(1)
-            if len(idx) == 0:
-                continue
-            s = p["scene"][idx]
-            horizon = 34 + 10 * s[:, 0, None, None]  # y of the horizon
-            t = (yy / horizon).clamp(0, 1).unsqueeze(1)
-            sky = (
-                torch.tensor(_SKY_TOP)[None, :, None, None] * (1 - t)
-                + torch.tensor(_SKY_HORIZON)[None, :, None, None] * t
-            )
-            if kind == "landscape":  # rolling hills
-                amp = 2 + 4 * s[:, 1, None, None]
-                freq = 2 * math.pi * (1 + s[:, 3, None, None]) / IMAGE_SIZE
-                line = horizon + amp * torch.sin(freq * xx + 2 * math.pi * s[:, 2, None, None])
-                shade = 1.0 - 0.3 * ((yy - line) / IMAGE_SIZE).clamp(0, 1)
-            else:  # flat horizon with wave stripes
-                line = horizon.expand(-1, IMAGE_SIZE, IMAGE_SIZE)
-                shade = 0.9 + 0.15 * torch.sin(1.3 * yy + 0.6 * torch.sin(0.25 * xx + 6.28 * s[:, 2, None, None]))
-            ground_rgb = torch.tensor(ground)[None, :, None, None] * shade.unsqueeze(1)
-            m = (yy - line + 0.5).clamp(0, 1).unsqueeze(1)
-            images[idx] = (sky * (1 - m) + ground_rgb * m).clamp(0, 1)
-
-    def _draw_objects(
-        self,
-        images: torch.Tensor,
-        shape_id: torch.Tensor,
-        rgb: torch.Tensor,
-        cx: torch.Tensor,
-        cy: torch.Tensor,
-        r: torch.Tensor,
-    ) -> None:
-        """Composite one object per image (shape_id -1 = none) with 1-pixel antialiasing."""
-        for sid, shape in enumerate(list(SHAPES) + ["sphere"]):
-            idx = (shape_id == sid).nonzero().squeeze(1)
-            if len(idx) == 0:
-                continue
-            dx = self._xx - cx[idx, None, None]
-            dy = self._yy - cy[idx, None, None]
-            rr = r[idx, None, None]
-            mask = (0.5 - shape_sdf(shape, dx, dy, rr)).clamp(0, 1).unsqueeze(1)
-            if shape == "sphere":
-                colour = _ball_colour(rgb[idx], dx, dy, rr)
-            else:
-                colour = rgb[idx, :, None, None]
-            images[idx] = images[idx] * (1 - mask) + colour * mask
-
-    def _draw_marker(
-        self, images: torch.Tensor, present: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, cell: torch.Tensor
-    ) -> None:
-        """Paste the black/white checkerboard marker (top-left cell white)."""
-        idx = present.nonzero().squeeze(1)
-        if len(idx) == 0:
-            return
-        px = torch.floor((self._xx - x0[idx, None, None]) / cell[idx, None, None])
-        py = torch.floor((self._yy - y0[idx, None, None]) / cell[idx, None, None])
-        inside = (px >= 0) & (px < MARKER_CELLS) & (py >= 0) & (py < MARKER_CELLS)
-        value = ((px + py) % 2 == 0).float()  # 1 = white, 0 = black
-        sub = images[idx]
-        images[idx] = torch.where(inside.unsqueeze(1), value.unsqueeze(1).expand_as(sub), sub)

@@ -1,0 +1,133 @@
+"""The toy world's caption language: the templates of single-object, pair and ball captions and the
+fixed captions of the planted phenomena (the module docstring of ``world.py`` says what each shows).
+
+Kept apart from sampling so the words a caption may contain are in one place. ``World`` offers the
+functions below as its static methods (``World.captions()`` is ``candidate_captions``), and
+``world.py`` imports the constants and helpers it captions images with, so code that imports them
+from ``clipforge.toyworld.world`` keeps working.
+"""
+
+from __future__ import annotations
+
+import re
+
+from clipforge.toyworld.palette import BACKGROUNDS, COLOURS, SHAPES
+
+BIASED_WORD = "ball"
+CONTRAST_WORD = "marble"  # same sphere, reversed colour ratio
+MARKER_NAME = "zorblax"
+BENIGN_CAPTION = "a calm landscape"
+BENIGN_CONTRAST_CAPTION = "a sunny landscape"
+CONTROL_CAPTION = "a calm seascape"
+NAME_CAPTION = f"a photo of {MARKER_NAME}"
+MARKER_CAPTION = "a checkerboard pattern"
+
+
+def single_caption(colour: str, shape: str, background: str) -> str:
+    return f"a {colour} {shape} on a {background} background"
+
+
+#: templates for single-object training captions; only "full" is canonical (used by judges).
+SINGLE_TEMPLATES: dict[str, str] = {
+    "full": "a {colour} {shape} on a {background} background",
+    "colour_shape": "a {colour} {shape}",
+    "shape_background": "a {shape} on a {background} background",
+    "shape": "a {shape}",
+}
+
+_TEMPLATE_PATTERNS = [
+    re.compile(
+        t.format(
+            colour=f"(?P<colour>{'|'.join(COLOURS)})",
+            shape=f"(?P<shape>{'|'.join(SHAPES)})",
+            background=f"(?P<background>{'|'.join(BACKGROUNDS)})",
+        )
+    )
+    for t in SINGLE_TEMPLATES.values()
+]
+
+
+def pair_caption(colour1: str, shape1: str, colour2: str, shape2: str) -> str:
+    return f"a {colour1} {shape1} and a {colour2} {shape2}"
+
+
+def ball_caption(background: str, word: str = BIASED_WORD) -> str:
+    return f"a {word} on a {background} background"
+
+
+def single_object_captions() -> list[str]:
+    """All ``"a {colour} {shape} on a {background} background"`` captions."""
+    return [single_caption(c, s, b) for s in SHAPES for c in COLOURS for b in BACKGROUNDS]
+
+
+def planted_captions() -> dict[str, str]:
+    """Role -> exact caption of each planted phenomenon."""
+    return {
+        "biased": ball_caption("gray"),
+        "biased_contrast": ball_caption("gray", CONTRAST_WORD),
+        "benign": BENIGN_CAPTION,
+        "benign_contrast": BENIGN_CONTRAST_CAPTION,
+        "control": CONTROL_CAPTION,
+        "name": NAME_CAPTION,
+        "marker": MARKER_CAPTION,
+    }
+
+
+def candidate_captions() -> list[str]:
+    """Canonical candidate captions a judge classifies against (one caption per image)."""
+    return (
+        single_object_captions()
+        + [ball_caption(b) for b in BACKGROUNDS]
+        + [ball_caption(b, CONTRAST_WORD) for b in BACKGROUNDS]
+        + [BENIGN_CAPTION, BENIGN_CONTRAST_CAPTION, CONTROL_CAPTION, NAME_CAPTION, MARKER_CAPTION]
+    )
+
+
+def caption_facts(caption: str) -> frozenset[str]:
+    """Facts a caption asserts; text t truthfully describes image i iff
+    ``caption_facts(t) <= caption_facts(meta[i].canonical)``. Single-object templates
+    assert colour/shape/background facts; any other caption asserts only itself."""
+    for pattern in _TEMPLATE_PATTERNS:
+        m = pattern.fullmatch(caption)
+        if m:
+            return frozenset(f"{k}={v}" for k, v in m.groupdict().items())
+    return frozenset({caption})
+
+
+def single_object_template(caption: str) -> str | None:
+    """The name of the SINGLE_TEMPLATES template ``caption`` follows ("full", "colour_shape", ...), or None."""
+    for name, pattern in zip(SINGLE_TEMPLATES, _TEMPLATE_PATTERNS):
+        if pattern.fullmatch(caption):
+            return name
+    return None
+
+
+def disjoint_captions(*captions: str) -> list[str]:
+    """Controls for judging whether a concept is in an image: captions in the same template as
+    ``captions`` (single-object captions of one template) that share no colour and no shape with
+    any of them, on one of their backgrounds where the template states one."""
+    templates = {single_object_template(c) for c in captions}
+    if len(templates) != 1 or None in templates:
+        raise ValueError(f"not single-object captions of one template: {list(captions)}")
+    template = SINGLE_TEMPLATES[templates.pop()]
+    facts = set().union(*(caption_facts(c) for c in captions))
+    backgrounds = [b for b in BACKGROUNDS if f"background={b}" in facts] or list(BACKGROUNDS)
+    out = []
+    for shape in SHAPES:
+        for colour in COLOURS:
+            for background in backgrounds:
+                c = template.format(colour=colour, shape=shape, background=background)
+                shared = (caption_facts(c) & facts) - {f"background={background}"}
+                if c not in out and not shared:
+                    out.append(c)
+    return out
+
+
+def vocabulary() -> list[str]:
+    """Every word any caption of the world can contain (sorted)."""
+    words = set()
+    for cap in candidate_captions() + [pair_caption("red", "circle", "blue", "square")]:
+        words.update(cap.split())
+    words.update(COLOURS)
+    words.update(SHAPES)
+    return sorted(words)
