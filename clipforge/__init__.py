@@ -50,7 +50,7 @@ _WHERE = {
         ("PluginError", "Registry", "ResolvedSpec", "build_registry", "default_registry"), "clipforge.registry"
     ),
     **dict.fromkeys(
-        ("ComponentRef", "OutputName", "Prompt", "RunSpec", "load_spec"),
+        ("ComponentRef", "OutputName", "Prompt", "RunSpec", "existing_image", "load_spec"),
         "clipforge.spec",
     ),
     "AnalysisSpec": "clipforge.analysis_spec",
@@ -100,7 +100,7 @@ if TYPE_CHECKING:
     from clipforge.judge import Judge, Verdicts, load_backbone
     from clipforge.progressbar import progress_bar
     from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
-    from clipforge.spec import ComponentRef, OutputName, Prompt, RunSpec, load_spec
+    from clipforge.spec import ComponentRef, OutputName, Prompt, RunSpec, existing_image, load_spec
 
 __all__ = [
     "API_VERSION",
@@ -139,6 +139,7 @@ __all__ = [
     "image_grid",
     "invert",
     "load_backbone",
+    "existing_image",
     "load_spec",
     "printable",
     "progress_bar",

@@ -87,9 +87,12 @@ def _prefixed(where: str, path: str) -> str:
     return f"{where}{path}" if path.startswith("[") else f"{where}.{path}" if path else where
 
 
-def resolve_component(registry: Finder, kind: str, ref: Any, where: str) -> ResolvedComponent:
+def resolve_component(
+    registry: Finder, kind: str, ref: Any, where: str, base_dir: str | None = None
+) -> ResolvedComponent:
     """Find one component and validate its options, and those of the components its options name;
-    every problem is raised with its JSON path (``where``: the reference's own)."""
+    every problem is raised with its JSON path (``where``: the reference's own). ``base_dir``: the
+    spec file's folder, for options that name files (``clipforge.existing_image``)."""
     try:
         ref = ComponentRef.model_validate(ref)
     except ValidationError as exc:
@@ -99,7 +102,7 @@ def resolve_component(registry: Finder, kind: str, ref: Any, where: str) -> Reso
     except UnknownComponentError as exc:
         raise SpecError([(_prefixed(where, "name"), str(exc))]) from None
     try:
-        options = entry.cls.Options.model_validate(ref.options)
+        options = entry.cls.Options.model_validate(ref.options, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise SpecError(
             [
@@ -138,7 +141,7 @@ def resolve_spec(registry: Finder, spec: RunSpec, where: str) -> ResolvedSpec:
         for i, ref in enumerate(refs):
             path = _prefixed(where, f"{field_name}[{i}]" if isinstance(value, list) else field_name)
             try:
-                components[field_name].append(resolve_component(registry, kind, ref, path))
+                components[field_name].append(resolve_component(registry, kind, ref, path, spec._base_dir))
             except SpecError as exc:
                 problems.extend(exc.problems)
     if problems:

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from clipforge.errors import SpecError
 from clipforge.specbase import LIMITS, Seed, StrictModel
@@ -83,8 +83,11 @@ class ComponentRef(StrictModel):
         return {"name": value} if isinstance(value, str) else value
 
 
-def _existing_image(value: str | None, info: ValidationInfo) -> str | None:
-    """Resolve an image path against the spec file's folder and check that it can be read whole."""
+def existing_image(value: str | None, info: ValidationInfo) -> str | None:
+    """A validator for an option that names an image file (a prompt's image, the pixel plugin's
+    ``init_image``): a relative path is taken relative to the spec file's folder (the working
+    directory for a spec given as a dict), and the file must be readable whole. Returns the absolute
+    path, so the run records which file it used."""
     if value is None:
         return None
     path = Path(value).expanduser()
@@ -107,7 +110,7 @@ class PromptTerm(StrictModel):
     image: str | None = Field(None, description="An image file used as a target (path relative to the spec).")
     weight: float = 1.0
 
-    _image_exists = field_validator("image")(_existing_image)
+    _image_exists = field_validator("image")(existing_image)
 
     @model_validator(mode="before")
     @classmethod
@@ -142,7 +145,7 @@ class Prompt(StrictModel):
     )
     label: str | None = Field(None, description="Name used in file names and reports.")
 
-    _image_exists = field_validator("image")(_existing_image)
+    _image_exists = field_validator("image")(existing_image)
 
     @model_validator(mode="before")
     @classmethod
@@ -242,6 +245,10 @@ def _default_callbacks() -> list[ComponentRef]:
 
 class RunSpec(StrictModel):
     """One inversion run: prompts x seeds images, optimised together."""
+
+    #: the spec file's folder, against which components' relative file options resolve (None: the
+    #: working directory); not part of the spec's data or hash
+    _base_dir: str | None = PrivateAttr(None)
 
     prompts: list[Prompt] = Field(
         min_length=1, max_length=LIMITS["prompts"], description="Targets; each gives one image per seed."
@@ -367,7 +374,9 @@ def parse_spec(data: Any, source: str | None = None) -> RunSpec:
     Relative image paths are taken relative to the spec file's folder.
     """
     base_dir = str(Path(source).parent) if source else None
-    return validate(RunSpec, data, source, context={"base_dir": base_dir})
+    spec = validate(RunSpec, data, source, context={"base_dir": base_dir})
+    spec._base_dir = base_dir
+    return spec
 
 
 def load_spec(
@@ -386,4 +395,7 @@ def load_spec(
             data = apply_overrides(data, overrides, RunSpec)
         except SpecError as exc:
             raise exc.within(name) from None
-    return parse_spec(data, name)
+    spec = parse_spec(data, name)
+    if isinstance(source, RunSpec):
+        spec._base_dir = source._base_dir
+    return spec

@@ -4,7 +4,7 @@ clipforge (and a plugin's tests) can read it without importing the rest."""
 #: "MAJOR.MINOR": the major number changes when a name of ``clipforge.__all__`` changes incompatibly,
 #: the minor number when names are added (1.1: analyses as plugins, ``Analysis``, ``AnalysisSpec``,
 #: ``AnalysisRun``, ``clipforge.analysis``, ``progress_bar``; ``Registry.resolve`` and ``build``; 1.2:
-#: ``read_image``, ``component_option``, ``Backbone.captions``)
+#: ``read_image``, ``existing_image``, ``component_option``, ``Backbone.captions``)
 API_VERSION = "1.2"
 
 #: clipforge's own version (the distribution's), readable without importing torch (``clipforge --version``)

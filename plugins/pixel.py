@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from clipforge import API_VERSION, Options, Parameterization, draw_per_image, hookimpl, read_image
+from clipforge import API_VERSION, Options, Parameterization, draw_per_image, existing_image, hookimpl, read_image
 
 CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
@@ -19,19 +19,15 @@ class PixelOptions(Options):
     init_image: str | None = Field(
         None,
         description="An image file every image starts from instead (resized to the starting size; a path "
-        "relative to the working directory); 'init' is then ignored.",
+        "relative to the spec file's folder, as a prompt's image); 'init' is then ignored.",
     )
     resize_mode: Literal["bicubic", "bilinear", "nearest"] = Field(
         "bicubic", description="Interpolation used when the image grows."
     )
     clamp: bool = Field(True, description="Clamp pixels to [0, 1] after each backward (before the step).")
 
-    @field_validator("init_image")
-    @classmethod
-    def _readable(cls, value: str | None) -> str | None:
-        if value is not None:
-            read_image(value, (1, 1))  # a missing or broken file is an error now, not mid-run
-        return value
+    # found as a prompt's image is, and a missing or broken file is an error now, not mid-run
+    _readable = field_validator("init_image")(existing_image)
 
 
 class Pixel(Parameterization):

@@ -109,3 +109,29 @@ def test_the_pixel_parameterisation_can_start_from_an_image(tmp_path, capsys):
     )
     assert main(["validate", str(path)]) == 2
     assert "parameterization.options.init_image" in capsys.readouterr().err
+
+
+def test_init_image_and_prompt_images_resolve_against_the_spec_files_folder(tmp_path, monkeypatch):
+    """One rule for every image a spec names: relative to the spec file's folder, whatever the
+    working directory (before, ``init_image`` was read relative to the working directory)."""
+    from PIL import Image
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(folder / "red.png")
+    spec = {
+        **SPEC,
+        "prompts": [{"image": "red.png"}],
+        "parameterization": {"name": "pixel", "options": {"init_image": "red.png"}},
+    }
+    (folder / "spec.json").write_text(json.dumps(spec))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    resolved = clipforge.default_registry().resolve(clipforge.load_spec(folder / "spec.json"))
+    expected = str((folder / "red.png").resolve())
+    assert resolved.spec.prompts[0].image == expected
+    assert resolved.components["parameterization"][0].options.init_image == expected
+    # a spec given as a dict has no folder: the working directory, as before
+    with pytest.raises(clipforge.SpecError, match="init_image"):
+        clipforge.default_registry().resolve(clipforge.load_spec({**spec, "prompts": ["a cat"]}))
