@@ -163,3 +163,13 @@ def test_no_import_circles_inside_clipforge():
     for start in sorted(graph):
         visit(start, [start])
     assert not circles, "import circles:\n" + "\n".join(sorted(set(circles))[:10])
+
+
+def test_every_package_of_clipforge_is_installed():
+    """pyproject.toml lists the packages by hand (the built-ins live in plugins/ under another name): a
+    new subpackage missing there works in an editable install and is absent from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_name(p.parent / "__init__.py") for p in (ROOT / "clipforge").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml's packages: {sorted(found - listed)}"
