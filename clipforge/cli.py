@@ -27,6 +27,7 @@ from clipforge.commands import (
     cmd_analysis,
     cmd_gallery,
     cmd_invert,
+    cmd_layers,
     cmd_models,
     cmd_plugins,
     cmd_schema,
@@ -71,7 +72,7 @@ def _seeds(text: str) -> list[int]:
 
 
 #: the verbs clipforge itself provides; an analysis cannot take one of these names
-COMMANDS = ("invert", "validate", "sweep", "gallery", "models", "schema", "plugins")
+COMMANDS = ("invert", "validate", "sweep", "gallery", "models", "layers", "schema", "plugins")
 
 #: the verbs that need no plugins (the registry is not built for them)
 NO_REGISTRY = (cmd_gallery, cmd_models)
@@ -269,7 +270,7 @@ def _sweep_parser(sub: Any) -> None:
 
 
 def _listing_parsers(sub: Any) -> None:
-    """The verbs that show what there is: gallery, models, schema, plugins."""
+    """The verbs that show what there is: gallery, models, layers, schema, plugins."""
     p = _verb_parser(
         sub,
         "gallery",
@@ -294,6 +295,19 @@ def _listing_parsers(sub: Any) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="the hub cache to look in (default: huggingface_hub's)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
+
+    p = _verb_parser(
+        sub,
+        "layers",
+        "list a model's layers by name, with their output shapes",
+        "List the layers of a model's image tower by name, as in its module tree, with each one's class\n"
+        "and output shape for one image: the names a feature visualisation refers to.",
+        ["clipforge layers toyworld-rn", "clipforge layers ViT-B-16 --pretrained openai --json"],
+    )
+    p.add_argument("model", help="a bundled model, an open_clip model name, hf-hub:... or local-dir:...")
+    p.add_argument("--pretrained", metavar="TAG", help="open_clip's pretrained tag (or a checkpoint file)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_layers)
 
     p = _verb_parser(
         sub,

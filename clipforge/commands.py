@@ -238,6 +238,26 @@ def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def cmd_layers(args: argparse.Namespace, registry: Registry) -> int:
+    import torch
+
+    from clipforge.judge import load_backbone
+    from clipforge.layers import list_layers
+
+    options = {"model": args.model, **({"pretrained": args.pretrained} if args.pretrained else {})}
+    backbone = load_backbone({"name": "open_clip", "options": options}, torch.device("cpu"))
+    layers = list_layers(backbone)
+    if args.json:
+        print(json.dumps([{"name": x.name, "kind": x.kind, "shape": list(x.shape)} for x in layers], indent=2))
+        return 0
+    rows = [("LAYER", "CLASS", "OUTPUT SHAPE")] + [(x.name, x.kind, " x ".join(map(str, x.shape))) for x in layers]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        out.print(printable(f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}", 400))
+    out.print(f"{len(layers)} layer(s) of {backbone.label}'s image tower")
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
     if args.json:
         print(
