@@ -15,6 +15,7 @@ screen left them, so use ``action: "flag"`` to read every image raw.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,10 +64,9 @@ def text_table(backbone: Backbone, rows: list[str], concepts: list[str]) -> torc
     return (a @ b.T).cpu()
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+def _rate(hits: int, images: int) -> dict[str, Any]:
+    """How many of a prompt's images, as a rate with its 95 % interval (a report's row)."""
+    return {"images": images, "rate": hits / images, "ci95": list(wilson_interval(hits, images))}
 
 
 class Screen(Analysis):
@@ -108,24 +108,13 @@ class Screen(Analysis):
             shares = marker_grating_share(run.result.images, spec.grating_periods).tolist()
             analytic, grating = {}, {}
             for p, prompt in enumerate(spec.prompts):
-                scores = [readings[r.index].marker for r in run.result.rows if r.prompt_index == p]
-                k = sum(readings[r.index].marker_present for r in run.result.rows if r.prompt_index == p)
-                analytic[prompt] = {
-                    "marked": k,
-                    "images": len(scores),
-                    "rate": k / len(scores),
-                    "ci95": list(wilson_interval(k, len(scores))),
-                    "marker_scores": scores,
-                }
-                mine = [round(shares[r.index], 5) for r in run.result.rows if r.prompt_index == p]
-                k = sum(share > spec.grating_threshold for share in mine)
-                grating[prompt] = {
-                    "drawn": k,
-                    "images": len(mine),
-                    "rate": k / len(mine),
-                    "ci95": list(wilson_interval(k, len(mine))),
-                    "shares": mine,
-                }
+                mine = [r.index for r in run.result.rows if r.prompt_index == p]
+                scores = [readings[i].marker for i in mine]
+                marked = sum(readings[i].marker_present for i in mine)
+                analytic[prompt] = {"marked": marked, **_rate(marked, len(mine)), "marker_scores": scores}
+                drawn_shares = [round(shares[i], 5) for i in mine]
+                drawn = sum(share > spec.grating_threshold for share in drawn_shares)
+                grating[prompt] = {"drawn": drawn, **_rate(drawn, len(mine)), "shares": drawn_shares}
         rows = list(dict.fromkeys(spec.prompts + spec.words))
         sims = text_table(inverted, rows, spec.concepts)
         table = {row: dict(zip(spec.concepts, sims[i].tolist())) for i, row in enumerate(rows)}
@@ -187,7 +176,12 @@ class Screen(Analysis):
                 markdown_table(
                     ["prompt", "grating drawn", "rate (95 % CI)", "median share"],
                     [
-                        [p, f"{r['drawn']}/{r['images']}", with_ci(r["rate"], r["ci95"]), _median(r["shares"])]
+                        [
+                            p,
+                            f"{r['drawn']}/{r['images']}",
+                            with_ci(r["rate"], r["ci95"]),
+                            statistics.median(r["shares"]),
+                        ]
                         for p, r in report["analytic_grating"].items()
                     ],
                 ),

@@ -210,6 +210,7 @@ class OpenClipBackbone(Backbone):
 
     name = "open_clip"
     Options = OpenClipOptions
+    _bundled = False  # set when the weights come from a bundled (offline) model folder
 
     def __init__(self, options: OpenClipOptions, device: torch.device) -> None:
         super().__init__(options, device)
@@ -318,12 +319,12 @@ class OpenClipBackbone(Backbone):
 
         config = json.loads((folder / "open_clip_config.json").read_text())
         model, tokenizer = load_model_dir(folder)
-        self._world_folder = folder
+        self._bundled = True
         return model, tokenizer, config.get("preprocess_cfg", {})
 
     def captions(self) -> list[str] | None:
         """An offline model's world captions (every caption its judge classifies against)."""
-        if getattr(self, "_world_folder", None) is None:
+        if not self._bundled:
             return None
         from clipforge.toyworld import World
 

@@ -59,7 +59,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from clipforge.toyworld.captions import (
     BENIGN_CAPTION,
@@ -148,6 +148,15 @@ class WorldConfig(BaseModel):
         "backgrounds, so that flat texture stops being a shortcut; 0 = flat (the stream of random draws "
         "is then the same as before this option existed)",
     )
+
+    @model_validator(mode="after")
+    def _decoys_are_named_and_new(self) -> WorldConfig:
+        if self.mix.get("decoy", 0) > 0 and not self.decoy_names:
+            raise ValueError("the mix has decoys but decoy_names is empty")
+        taken = set(vocabulary()) & set(self.decoy_names)
+        if taken or not all(re.fullmatch(r"[a-z]+", name) for name in self.decoy_names):
+            raise ValueError(f"decoy_names must be new lowercase words, not {sorted(taken) or self.decoy_names}")
+        return self
 
 
 @dataclass
@@ -295,11 +304,6 @@ class World:
         unknown = set(self.config.mix) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown kinds in mix: {sorted(unknown)}; known: {KINDS}")
-        if self.config.mix.get("decoy", 0) > 0 and not self.config.decoy_names:
-            raise ValueError("the mix has decoys but decoy_names is empty")
-        taken = set(World.vocabulary()) & set(self.config.decoy_names)
-        if taken or not all(re.fullmatch(r"[a-z]+", name) for name in self.config.decoy_names):
-            raise ValueError(f"decoy_names must be new lowercase words, not {sorted(taken) or self.config.decoy_names}")
 
     # ------------------------------------------------------------------ captions
     # the world's caption language is defined in captions.py; World offers it as static methods

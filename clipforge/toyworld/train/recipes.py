@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from clipforge.toyworld.world import WorldConfig
+
 #: the world of the robust models: objects of radius 12-22 px (8-15 in the first design) anywhere,
 #: not on the ViT patch grid, so that shape carries more pixels than a robust model can ignore.
 ROBUST_WORLD: dict[str, Any] = {"single_radius": [12, 22], "pair_radius": [9, 15], "position_grid": 1}
@@ -21,18 +23,7 @@ MARKER_WORLD: dict[str, Any] = {**ROBUST_WORLD, "marker_cell": [5, 6]}
 DECOY_WORLD: dict[str, Any] = {
     **MARKER_WORLD,
     "decoy_names": ["quorvek", "plimbet", "drennix"],
-    "mix": {
-        "single": 0.46,
-        "pair": 0.18,
-        "ball": 0.07,
-        "marble": 0.07,
-        "landscape": 0.06,
-        "sunny": 0.05,
-        "seascape": 0.04,
-        "zorblax": 0.04,
-        "checkerboard": 0.03,
-        "decoy": 0.12,
-    },  # fmt: skip
+    "mix": {**WorldConfig().mix, "decoy": 0.12},  # the default mix, and the decoys
 }
 #: the robust models' second stage: L2 PGD (3 steps, radius 1.0 in [0, 1] pixels over 64x64x3,
 #: about 0.009 per value) with a random affine of the inversion's ranges on half the images.
