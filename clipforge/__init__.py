@@ -26,7 +26,10 @@ _WHERE = {
             "Backbone",
             "Callback",
             "Component",
+            "Features",
             "InversionResult",
+            "Objective",
+            "ObjectiveOptions",
             "Options",
             "Parameterization",
             "Regularizer",
@@ -54,6 +57,9 @@ _WHERE = {
         "clipforge.spec",
     ),
     "AnalysisSpec": "clipforge.analysis_spec",
+    **dict.fromkeys(
+        ("LayerError", "captured", "find_layer", "image_tower", "layer_shape", "list_layers"), "clipforge.layers"
+    ),
     **dict.fromkeys(("SpecError", "printable"), "clipforge.errors"),
 }
 
@@ -80,7 +86,10 @@ if TYPE_CHECKING:
         Backbone,
         Callback,
         Component,
+        Features,
         InversionResult,
+        Objective,
+        ObjectiveOptions,
         Options,
         Parameterization,
         Regularizer,
@@ -98,6 +107,7 @@ if TYPE_CHECKING:
     from clipforge.hookspecs import hookimpl
     from clipforge.images import image_grid, read_image, save_png, to_display
     from clipforge.judge import Judge, Verdicts, load_backbone
+    from clipforge.layers import LayerError, captured, find_layer, image_tower, layer_shape, list_layers
     from clipforge.progressbar import progress_bar
     from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
     from clipforge.spec import ComponentRef, OutputName, Prompt, RunSpec, existing_image, load_spec
@@ -114,8 +124,12 @@ __all__ = [
     "Component",
     "ComponentRef",
     "Engine",
+    "Features",
     "InversionResult",
     "Judge",
+    "LayerError",
+    "Objective",
+    "ObjectiveOptions",
     "Options",
     "OutputName",
     "Parameterization",
@@ -132,12 +146,17 @@ __all__ = [
     "SpecError",
     "StepState",
     "build_registry",
+    "captured",
     "component_option",
     "default_registry",
     "draw_per_image",
+    "find_layer",
     "hookimpl",
     "image_grid",
+    "image_tower",
     "invert",
+    "layer_shape",
+    "list_layers",
     "load_backbone",
     "existing_image",
     "load_spec",

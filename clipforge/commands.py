@@ -122,8 +122,14 @@ def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
             if withheld[row.index]:
                 out.print(f"  {row.slug}: withheld")
             else:
-                out.print(f"  {row.slug}: similarity {final['similarity'][row.index]:.3f}")
+                out.print(f"  {row.slug}: {final_figure(final, row.index)}")
     return 0
+
+
+def final_figure(record: dict[str, Any], index: int) -> str:
+    """An image's last similarity, or its goal (minus the data term) where no objective reports one."""
+    similarity = record["similarity"][index]
+    return f"similarity {similarity:.3f}" if similarity is not None else f"goal {-record['data'][index]:.3f}"
 
 
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
@@ -230,6 +236,10 @@ def full_schema(registry: Registry) -> dict[str, Any]:
             prop.pop("$ref", None)
             prop.pop("allOf", None)
             prop["$ref"] = f"#/$defs/{ref_name}"
+    # a prompt's own goal is a list of objectives too, with the same options as the spec's
+    for variant in defs.get("Prompt", {}).get("properties", {}).get("objectives", {}).get("anyOf", []):
+        if variant.get("type") == "array":
+            variant["items"] = {"$ref": "#/$defs/ObjectiveRef"}
     return schema
 
 

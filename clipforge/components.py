@@ -232,6 +232,69 @@ class Regularizer(Component):
         raise NotImplementedError
 
 
+class ObjectiveOptions(Options):
+    weight: float = Field(
+        1.0,
+        description="Multiplier of this objective in its goal, the weighted sum a run maximises; a negative "
+        "weight pursues the opposite (minimises the objective).",
+    )
+
+
+@dataclass
+class Features:
+    """What one backbone made of a batch of copies, as an objective sees it: only the copies of the
+    images the objective serves, image-major (the copies of its first image, then its second ...)."""
+
+    embeddings: torch.Tensor  # (N, D), normalised, float32
+    activations: dict[str, torch.Tensor]  # layer name -> its output for these copies, batch first (N, ...)
+    image_index: torch.Tensor  # (N,): each copy's image, as an index into the objective's ``rows``
+
+
+class Objective(Component):
+    """A quantity of the images' copies that a run maximises: the similarity to a prompt, the
+    activation of a channel, a direction in a layer or in the embedding space, ...
+
+    A prompt's goal is the weighted sum of its objectives (``weight``, negative allowed); the run's
+    loss is minus that sum, averaged over the copies, plus the regularisers. The engine builds an
+    objective once per backbone it is computed on (``backbone_indices``; its values are averaged
+    over them, as the paper averages its data term over models), for the images (``rows``) whose
+    goal names it; ``spec`` is the run's (a row's prompt: ``spec.prompts[row.prompt_index]``).
+    Activations of the layers named by ``layers()`` are captured with hooks while the backbone
+    embeds the copies.
+    """
+
+    kind = "objective"
+    hook = "register_objectives"
+    Options: ClassVar[type[Options]] = ObjectiveOptions
+    uses_prompt: ClassVar[bool] = False  # reads its prompt's text, image or terms
+    compares_images: ClassVar[bool] = False  # its value for one image depends on the other images
+
+    def __init__(self, options: Options, backbone: Backbone, rows: Sequence[Row], spec: RunSpec) -> None:
+        super().__init__(options)
+        self.backbone = backbone
+        self.rows = list(rows)
+        self.spec = spec
+
+    @classmethod
+    def backbone_indices(cls, options: Options, count: int) -> list[int]:
+        """Which of the spec's ``count`` backbones it is computed on (default: every one)."""
+        return list(range(count))
+
+    @classmethod
+    def describe(cls, options: Options) -> str:
+        """A short label for images whose prompt has no text (file names, reports)."""
+        return cls.name
+
+    def layers(self) -> list[str]:
+        """The image tower's layers whose activations it reads (names as ``clipforge layers`` lists them)."""
+        return []
+
+    def __call__(self, features: Features) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Its value for every copy, (N,), to be maximised; or ``(value, similarity)``, both (N,),
+        for an objective with a similarity to report in the metrics (the prompt's)."""
+        raise NotImplementedError
+
+
 @dataclass
 class Row:
     """One independent image of a run: a prompt (index into the spec) and a seed."""
@@ -420,6 +483,7 @@ KINDS: dict[str, type[Component]] = {
     "parameterization": Parameterization,
     "augmentation": Augmentation,
     "regularizer": Regularizer,
+    "objective": Objective,
     "callback": Callback,
     "analysis": Analysis,
 }

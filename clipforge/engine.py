@@ -23,12 +23,28 @@ import torch
 
 from clipforge.components import AugmentContext, Callback, InversionResult, Row, RunInfo, Screened, StepState
 from clipforge.files import slug
+from clipforge.goals import Goal, make_goal
 from clipforge.outputs import DamagedCheckpointError, NoFolder, RunFolder
 from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec, default_registry
+from clipforge.resolved import ComponentStartError, goal_components
 from clipforge.signals import StopSignals
 from clipforge.spec import RunSpec, load_spec
 from clipforge.step import ComponentFailedError as ComponentFailedError  # raised by the loop: importers find it here
-from clipforge.step import NonFiniteLossError, RunParts, check_finite, embed_targets
+from clipforge.step import NonFiniteLossError, RunParts, check_finite
+
+
+def goal_labels(resolved: ResolvedSpec) -> dict[int, str]:
+    """The label of each prompt without a target: its objectives as they describe themselves."""
+    labels = {}
+    for p, prompt in enumerate(resolved.spec.prompts):
+        if not prompt.has_target:
+            parts = []
+            for c in goal_components(resolved.components, p)[1]:
+                weight = getattr(c.options, "weight", 1.0)
+                text = c.entry.cls.describe(c.options)
+                parts.append(text if weight == 1.0 else f"{weight:g}*{text}")
+            labels[p] = " + ".join(parts)
+    return labels
 
 
 def pick_device(name: str) -> torch.device:
@@ -40,10 +56,14 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def make_rows(spec: RunSpec) -> list[Row]:
+def make_rows(spec: RunSpec, goal_labels: dict[int, str] | None = None) -> list[Row]:
+    """One row per prompt and seed. ``goal_labels``: the label of a prompt without text, image or
+    terms (what its objectives say), by its index; without one it is named by its objectives."""
     rows, used = [], set()
     for p, prompt in enumerate(spec.prompts):
         text = prompt.display()
+        if not prompt.label and not prompt.has_target:
+            text = (goal_labels or {}).get(p) or " + ".join(ref.name for ref in spec.goal(p))
         base = slug(text, 48) or "prompt"
         for seed in spec.seeds:
             name = f"{p:02d}-{base}-seed{seed}"
@@ -103,7 +123,7 @@ class Engine:
         """Build every component once, in the spec's order, and embed the targets."""
         spec, comps, where = self.spec, self.resolved.components, self.resolved.path
         device = pick_device(spec.device)
-        rows = make_rows(spec)
+        rows = make_rows(spec, goal_labels(self.resolved))
         names: dict[int, str] = {}
 
         def named(component: Any, resolved: ResolvedComponent, field_path: str) -> Any:
@@ -118,7 +138,7 @@ class Engine:
             ]
 
         backbones = build_all("backbones", device)
-        targets = [embed_targets(bb, spec, rows) for bb in backbones]
+        goals = self.build_goals(backbones, rows, named)
         perf = spec.performance
         encode = {}
         for bb in backbones:
@@ -148,9 +168,51 @@ class Engine:
             start_step=start_step,
         )
         return RunParts(
-            spec, device, rows, backbones, targets, encode, generators, parameterization, augmentations,
+            spec, device, rows, backbones, goals, encode, generators, parameterization, augmentations,
             regularizers, regularizer_names, callbacks, run_info, names,
         )  # fmt: skip
+
+    def build_goals(self, backbones: list[Any], rows: list[Row], named: Any) -> list[Goal]:
+        """Every objective of every prompt's goal, built once per backbone it is computed on, for the
+        rows whose goal names it (prompts that share the spec's ``objectives`` share instances)."""
+        spec, where = self.spec, self.resolved.path
+        serves: dict[str, list[int]] = {}  # a goal's JSON path -> the rows it serves
+        for row in rows:
+            serves.setdefault(goal_components(self.resolved.components, row.prompt_index)[0], []).append(row.index)
+        goals = []
+        for path, row_indices in serves.items():
+            for i, component in enumerate(self.resolved.components[path]):
+                if getattr(component.options, "weight", 1.0) == 0:
+                    continue  # as a regulariser weighted 0: not computed
+                indices = component.entry.cls.backbone_indices(component.options, len(backbones))
+                for b in indices:
+                    if not 0 <= b < len(backbones):
+                        raise ComponentStartError(
+                            f"{where(f'{path}[{i}]')}: objective {component.entry.name!r} asks for backbone {b}, "
+                            f"but the spec has {len(backbones)} (backbones[0] to backbones[{len(backbones) - 1}])"
+                        )
+                    objective = component.build(
+                        backbones[b], [rows[r] for r in row_indices], spec, where=where(f"{path}[{i}]")
+                    )
+                    named(objective, component, f"{path}[{i}]")
+                    goals.append(make_goal(objective, b, len(indices), row_indices, len(rows)))
+        self._check_goals(goals)
+        return goals
+
+    def _check_goals(self, goals: list[Goal]) -> None:
+        perf = self.spec.performance
+        reads_layers = [g for g in goals if g.objective.layers()]
+        if reads_layers and perf.compile:
+            raise ComponentStartError(
+                f"performance.compile: {type(reads_layers[0].objective).name!r} reads layers through hooks, which a "
+                "compiled image encoder does not call; turn compile off for objectives of layers"
+            )
+        compares = [g for g in goals if g.objective.compares_images]
+        if compares and perf.chunk_copies is not None:
+            raise ComponentStartError(
+                f"performance.chunk_copies: {type(compares[0].objective).name!r} compares the images of a batch, so "
+                "their copies must go through the backbone together; drop chunk_copies"
+            )
 
     def run(self) -> InversionResult:
         """Run the loop. With an output folder: claim it (refused if another run holds it or it is

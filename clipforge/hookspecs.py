@@ -66,6 +66,14 @@ def register_regularizers(register: Register) -> None:
 
 
 @hookspec
+def register_objectives(register: Register) -> None:
+    """Register :class:`clipforge.Objective` subclasses (what a run maximises: prompts, channels, ...).
+
+    :param register: call ``register(ObjectiveClass)`` for each objective.
+    """
+
+
+@hookspec
 def register_callbacks(register: Register) -> None:
     """Register :class:`clipforge.Callback` subclasses (observers of a run).
 

@@ -80,3 +80,26 @@ def list_layers(backbone: Backbone) -> list[Layer]:
         backbone.encode_image(image)
     kinds = dict(tower.named_modules())
     return [Layer(n, type(kinds[n]).__name__, tuple(seen[n].shape)) for n in names if n in seen]
+
+
+def layer_shape(backbone: Backbone, name: str) -> tuple[int, ...]:
+    """The shape of one image's output of the layer ``name`` (without the batch), from a probe batch
+    of two gray images; refused if the layer is unknown, outputs no tensor, or is not batch first."""
+    known = backbone.__dict__.setdefault("_clipforge_layer_shapes", {})  # one probe per layer: a layer of
+    if name in known:  # 64 channels is 64 objectives on one backbone
+        return known[name]
+    tower = image_tower(backbone)
+    find_layer(tower, name)
+    probe = torch.full((2, 3, *backbone.input_size), 0.5, device=backbone.device)
+    with torch.no_grad(), captured(tower, [name]) as seen:
+        backbone.encode_image(probe)
+    out = seen.get(name)
+    if out is None:
+        raise LayerError(f"layer {name!r} of {backbone.label} gave no tensor when the model embedded an image")
+    if out.dim() < 2 or out.shape[0] != 2:
+        raise LayerError(
+            f"layer {name!r} of {backbone.label} gives shape {tuple(out.shape)} for 2 images: its output is not "
+            "batch first, so its channels cannot be read per image"
+        )
+    known[name] = tuple(out.shape[1:])
+    return known[name]

@@ -58,6 +58,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "multires": "clipforge_plugins.multires",
     "paper_augmentations": "clipforge_plugins.paper_augmentations",
     "regularizers": "clipforge_plugins.regularizers",
+    "objectives": "clipforge_plugins.objectives",
     "progress": "clipforge_plugins.progress",
     "metrics_log": "clipforge_plugins.metrics_log",
     "snapshots": "clipforge_plugins.snapshots",
@@ -66,6 +67,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "screen": "clipforge_plugins.analysis_screen",
     "compare": "clipforge_plugins.analysis_compare",
     "blend": "clipforge_plugins.analysis_blend",
+    "layer": "clipforge_plugins.analysis_layer",
 }
 
 
@@ -117,15 +119,17 @@ class Registry:
     def all(self) -> list[ComponentEntry]:
         return [e for kind in KINDS for e in sorted(self.entries.get(kind, {}).values(), key=lambda e: e.name)]
 
-    def resolve(self, spec: RunSpec, where: str = "") -> ResolvedSpec:
+    def resolve(self, spec: RunSpec, where: str = "", *, check_goals: bool = True) -> ResolvedSpec:
         """Check a run spec against this registry: find every component and validate its options
         with the component's own model. This is the one place a spec's components are checked.
 
         :param where: JSON path of the spec inside a larger one (an analysis's ``run``), to prefix
             every problem's path with.
+        :param check_goals: check that each prompt fits its goal (a prompt without text needs objectives
+            that read none); a sweep's grid point, whose prompts come later, is resolved without.
         :raises SpecError: listing every problem, each with its JSON path.
         """
-        return resolve_spec(self, spec, where)
+        return resolve_spec(self, spec, where, check_goals)
 
     def resolve_component(self, kind: str, ref: Any, where: str = "") -> ResolvedComponent:
         """Find one component (a :class:`ComponentRef`, its dict, or a bare name) and validate its

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from clipforge.components import COMPONENT_OPTION, Component
 from clipforge.errors import PluginError, SpecError, UnknownComponentError, problems_of
-from clipforge.spec import COMPONENT_FIELDS, ComponentRef, RunSpec
+from clipforge.spec import COMPONENT_FIELDS, ComponentRef, Prompt, RunSpec
 
 
 class Finder(Protocol):
@@ -131,7 +131,9 @@ def check_nested(registry: Finder, options: BaseModel, where: str) -> None:
         raise SpecError(problems)
 
 
-def resolve_spec(registry: Finder, spec: RunSpec, where: str) -> ResolvedSpec:
+def resolve_spec(registry: Finder, spec: RunSpec, where: str, check_goals: bool = True) -> ResolvedSpec:
+    """Resolve every component of ``spec`` (prompts' own objectives too); ``check_goals``: also check
+    that each prompt and its goal fit (a sweep's grid point, whose prompts come later, does not)."""
     problems: list[tuple[str, str]] = []
     components: dict[str, list[ResolvedComponent]] = {}
     for field_name, kind in COMPONENT_FIELDS.items():
@@ -144,10 +146,106 @@ def resolve_spec(registry: Finder, spec: RunSpec, where: str) -> ResolvedSpec:
                 components[field_name].append(resolve_component(registry, kind, ref, path, spec._base_dir))
             except SpecError as exc:
                 problems.extend(exc.problems)
+    goals: dict[int, list[ResolvedComponent]] = {}
+    try:
+        goals = resolve_prompt_goals(registry, spec.prompts, where, spec._base_dir)
+    except SpecError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise SpecError(problems)
     update: dict[str, Any] = {}
     for field_name, resolved in components.items():
         refs = [c.ref() for c in resolved]
         update[field_name] = refs if isinstance(getattr(spec, field_name), list) else refs[0]
-    return ResolvedSpec(spec.model_copy(update=update), components, where)
+    base = ResolvedSpec(spec.model_copy(update=update), components, where)
+    return with_prompts(base, spec.prompts, goals, check=check_goals)
+
+
+def resolve_prompt_goals(
+    registry: Finder, prompts: list[Prompt], where: str = "", base_dir: str | None = None
+) -> dict[int, list[ResolvedComponent]]:
+    """The prompts' own objectives, resolved, by the prompt's index (prompts without their own: absent)."""
+    problems: list[tuple[str, str]] = []
+    goals: dict[int, list[ResolvedComponent]] = {}
+    for p, prompt in enumerate(prompts):
+        if prompt.objectives is None:
+            continue
+        goals[p] = []
+        for i, ref in enumerate(prompt.objectives):
+            path = _prefixed(where, f"prompts[{p}].objectives[{i}]")
+            try:
+                goals[p].append(resolve_component(registry, "objective", ref, path, base_dir))
+            except SpecError as exc:
+                problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+    return goals
+
+
+def with_prompts(
+    resolved: ResolvedSpec,
+    prompts: list[Prompt],
+    goals: dict[int, list[ResolvedComponent]],
+    update: dict[str, Any] | None = None,
+    check: bool = True,
+) -> ResolvedSpec:
+    """``resolved`` with other prompts (``goals``: their own objectives, resolved, by index) and other
+    settings (``update``), each prompt checked against its goal (``check``)."""
+    components = {k: v for k, v in resolved.components.items() if not k.startswith("prompts[")}
+    for p, goal in goals.items():
+        components[f"prompts[{p}].objectives"] = goal
+    given = prompts is not resolved.spec.prompts or "prompts" in resolved.spec.model_fields_set
+    prompts = [
+        prompt.model_copy(update={"objectives": [c.ref() for c in goals[p]]}) if p in goals else prompt
+        for p, prompt in enumerate(prompts)
+    ]
+    spec = resolved.spec.model_copy(update={**(update or {}), "prompts": prompts})
+    if check:
+        check_goals(spec, components, resolved.where, given)
+    return ResolvedSpec(spec, components, resolved.where)
+
+
+def goal_components(components: dict[str, list[ResolvedComponent]], prompt_index: int) -> tuple[str, list]:
+    """A prompt's objectives, resolved, and the JSON path of their list: its own, else the spec's."""
+    own = f"prompts[{prompt_index}].objectives"
+    return (own, components[own]) if own in components else ("objectives", components["objectives"])
+
+
+def check_goals(
+    spec: RunSpec, components: dict[str, list[ResolvedComponent]], where: str, prompts_given: bool = True
+) -> None:
+    """Every prompt's target is read by its goal, and every objective that reads a target has one
+    (``prompts_given``: whether the spec gave its prompts, or has the default one)."""
+    problems: list[tuple[str, str]] = []
+    for p, prompt in enumerate(spec.prompts):
+        path, goal = goal_components(components, p)
+        readers = [i for i, c in enumerate(goal) if getattr(c.entry.cls, "uses_prompt", False)]
+        if prompt.has_target and not readers:
+            names = ", ".join(repr(c.entry.name) for c in goal)
+            problems.append(
+                (
+                    _prefixed(where, f"prompts[{p}]"),
+                    f"gives a text, image or terms, but no objective of its goal ({path}: {names}) reads them; "
+                    "add the objective 'prompt', or drop the text",
+                )
+            )
+        if readers and not prompt.has_target and not prompts_given:
+            name = goal[readers[0]].entry.name
+            problems.append(
+                (
+                    _prefixed(where, "prompts"),
+                    f"is missing: the objective {name!r} ({path}[{readers[0]}]) needs prompts to aim at; give "
+                    "'prompts', or 'objectives' that need none (a channel, a direction)",
+                )
+            )
+        elif readers and not prompt.has_target:
+            name = goal[readers[0]].entry.name
+            problems.append(
+                (
+                    _prefixed(where, f"prompts[{p}]"),
+                    f"has no text, image or terms, but its goal's objective {name!r} ({path}[{readers[0]}]) "
+                    "needs one; give the prompt a text, or a goal of other objectives",
+                )
+            )
+    if problems:
+        raise SpecError(problems)

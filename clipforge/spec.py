@@ -132,7 +132,9 @@ class PromptTerm(StrictModel):
 
 
 class Prompt(StrictModel):
-    """A target: a text, an image, or weighted terms. Each prompt gives independent images."""
+    """A target: a text, an image or weighted terms, and the objectives its images pursue (by
+    default the spec's ``objectives``, the paper's similarity to the prompt). A prompt of objectives
+    alone (a channel, a direction) has no text. Each prompt gives independent images."""
 
     text: str | None = Field(None, min_length=1, description="The prompt text.")
     image: str | None = Field(None, description="An image file as the target.")
@@ -142,6 +144,12 @@ class Prompt(StrictModel):
         "losses",
         description="How terms combine: 'losses' sums weighted distances to each term; 'embedding' "
         "aims at the normalised weighted sum of the positive terms' embeddings (negative terms stay separate).",
+    )
+    objectives: list[ComponentRef] | None = Field(
+        None,
+        min_length=1,
+        description="This prompt's goal, a weighted sum of objectives (see `clipforge plugins`); "
+        "null: the spec's `objectives`.",
     )
     label: str | None = Field(None, description="Name used in file names and reports.")
 
@@ -154,9 +162,14 @@ class Prompt(StrictModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> Prompt:
-        if sum(x is not None for x in (self.text, self.image, self.terms)) != 1:
-            raise ValueError("give exactly one of 'text', 'image' or 'terms'")
+        if sum(x is not None for x in (self.text, self.image, self.terms)) > 1:
+            raise ValueError("give at most one of 'text', 'image' or 'terms'")
         return self
+
+    @property
+    def has_target(self) -> bool:
+        """Whether it names a text, an image or terms (a prompt of objectives alone does not)."""
+        return any(x is not None for x in (self.text, self.image, self.terms))
 
     def resolved_terms(self) -> list[PromptTerm]:
         if self.terms is not None:
@@ -168,10 +181,15 @@ class Prompt(StrictModel):
         return self.label or self.described()
 
     def described(self) -> str:
-        """What it asks for, whatever its label: its text, its image's name, or its weighted terms."""
-        if self.terms is None:
-            return self.text if self.text is not None else f"image:{Path(self.image or '').name}"
-        return " + ".join(f"{t.weight:g}*{t.display()}" for t in self.terms)
+        """What it asks for, whatever its label: its text, its image's name, its weighted terms, or
+        its objectives' names."""
+        if self.terms is not None:
+            return " + ".join(f"{t.weight:g}*{t.display()}" for t in self.terms)
+        if self.text is not None:
+            return self.text
+        if self.image is not None:
+            return f"image:{Path(self.image).name}"
+        return " + ".join(ref.name for ref in self.objectives or []) or "objectives"
 
 
 class ResolutionStep(StrictModel):
@@ -239,6 +257,10 @@ def _paper_resolution() -> list[ResolutionStep]:
     return [ResolutionStep(step=0, size=64), ResolutionStep(step=900, size=128), ResolutionStep(step=1800, size=224)]
 
 
+def _paper_objectives() -> list[ComponentRef]:
+    return [ComponentRef(name="prompt")]
+
+
 def _default_callbacks() -> list[ComponentRef]:
     return [ComponentRef(name="progress"), ComponentRef(name="metrics"), ComponentRef(name="snapshots")]
 
@@ -251,7 +273,11 @@ class RunSpec(StrictModel):
     _base_dir: str | None = PrivateAttr(None)
 
     prompts: list[Prompt] = Field(
-        min_length=1, max_length=LIMITS["prompts"], description="Targets; each gives one image per seed."
+        default_factory=lambda: [Prompt()],
+        min_length=1,
+        max_length=LIMITS["prompts"],
+        description="Targets; each gives one image per seed (default: one prompt that pursues the spec's "
+        "objectives alone).",
     )
     seeds: list[Seed] = Field(
         default_factory=lambda: [0],
@@ -268,6 +294,12 @@ class RunSpec(StrictModel):
     )
     copies: int = Field(13, ge=1, le=LIMITS["copies"], description="Augmented copies of each image per step.")
     regularizers: list[ComponentRef] = Field(default_factory=_paper_regularizers)
+    objectives: list[ComponentRef] = Field(
+        default_factory=_paper_objectives,
+        min_length=1,
+        description="The goal of every prompt that names none of its own: a weighted sum of objectives "
+        "(the paper's: the similarity to the prompt).",
+    )
     data_term: Literal["l2", "cosine"] = Field(
         "l2", description="'l2': distance between normalised embeddings (the authors' code); 'cosine': 1 - cos."
     )
@@ -329,9 +361,21 @@ class RunSpec(StrictModel):
                 raise ValueError(f"resolution sizes may only grow ({b.size} after {a.size})")
         return value
 
+    def goal(self, prompt_index: int) -> list[ComponentRef]:
+        """The objectives the images of a prompt pursue: its own, else the spec's."""
+        return self.prompts[prompt_index].objectives or self.objectives
+
     def digest(self, exclude: set[str]) -> str:
-        """A short digest of every setting but those in ``exclude``."""
-        text = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
+        """A short digest of every setting but those in ``exclude``. The objectives are left out where
+        they are the paper's, so that a spec written before objectives existed keeps its digest (and a
+        run started then still resumes)."""
+        data = self.model_dump(mode="json", exclude=exclude)
+        if data.get("objectives") in _PAPER_GOALS:
+            del data["objectives"]
+        for prompt in data.get("prompts", []):
+            if prompt.get("objectives") is None:
+                prompt.pop("objectives", None)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def settings_hash(self) -> str:
@@ -355,12 +399,17 @@ class RunSpec(StrictModel):
         return self.digest({"output_dir", "callbacks", "log_every", "device", "checkpoint_every", "checkpoint_seconds"})
 
 
-# fields of RunSpec that name components, and the kind of component each names
+# the paper's goal as a spec dumps it, before and after its options are filled in
+_PAPER_GOALS = ([{"name": "prompt", "options": {}}], [{"name": "prompt", "options": {"weight": 1.0}}])
+
+# fields of RunSpec that name components, and the kind of component each names (a prompt's own
+# ``objectives`` are objectives too)
 COMPONENT_FIELDS: dict[str, str] = {
     "backbones": "backbone",
     "parameterization": "parameterization",
     "augmentations": "augmentation",
     "regularizers": "regularizer",
+    "objectives": "objective",
     "callbacks": "callback",
 }
 

@@ -5,9 +5,11 @@ One step, as in the authors' code:
 
 1. images = parameterisation.image()                       (B, 3, h, w)
 2. K copies of each, through the augmentation pipeline     (B*K, 3, ., .)
-3. each backbone embeds the copies (resized to its input); data term per image:
-   mean over copies of sum over the prompt's terms of weight * distance(embedding, target)
-4. loss per image = data term (averaged over backbones) + sum of weighted regularisers
+3. each backbone embeds the copies (resized to its input), its hooks capturing the layers the
+   objectives read; data term per image: mean over copies of minus the prompt's goal, the weighted
+   sum of its objectives (:mod:`clipforge.goals`; the paper's: the sum over the prompt's terms of
+   weight * distance(embedding, target), averaged over backbones)
+4. loss per image = data term + sum of weighted regularisers
 5. backward; clip each image's gradient norm; parameterisation.after_backward() (clamp); Adam step
 """
 
@@ -34,7 +36,7 @@ from clipforge.components import (
     RunInfo,
     Screened,
 )
-from clipforge.images import read_image
+from clipforge.goals import Goal, GoalSums, capture, evaluate
 from clipforge.outputs import DamagedCheckpointError
 from clipforge.spec import RunSpec
 
@@ -60,58 +62,6 @@ def check_finite(records: list[dict[str, Any]], rows: Sequence[Row]) -> None:
             )
 
 
-@dataclass
-class Targets:
-    """Each image's target terms in one backbone's space: embeddings (B, T, D), weights (B, T)."""
-
-    embeddings: torch.Tensor
-    weights: torch.Tensor
-    similarity_weights: torch.Tensor  # positive weights, normalised per image: the "similarity" metric
-
-
-def embed_terms(backbone: Backbone, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], torch.Tensor]:
-    """Normalised embeddings of text and image terms, each computed once."""
-    texts = sorted({v for kind, v in keys if kind == "text"})
-    images = sorted({v for kind, v in keys if kind == "image"})
-    out: dict[tuple[str, str], torch.Tensor] = {}
-    with torch.no_grad():
-        if texts:
-            for t, e in zip(texts, F.normalize(backbone.encode_text(texts).float(), dim=-1)):
-                out[("text", t)] = e
-        if images:
-            pixels = torch.stack([read_image(p, tuple(backbone.input_size)) for p in images]).to(backbone.device)
-            for p, e in zip(images, F.normalize(backbone.encode_image(pixels).float(), dim=-1)):
-                out[("image", p)] = e
-    return out
-
-
-def embed_targets(backbone: Backbone, spec: RunSpec, rows: Sequence[Row]) -> Targets:
-    """Encode every distinct term once, before the loop, and lay the terms out per image."""
-    prompts = [spec.prompts[row.prompt_index] for row in rows]
-    terms = [p.resolved_terms() for p in prompts]
-    embedded = embed_terms(backbone, [t.key for row_terms in terms for t in row_terms])
-    per_row: list[list[tuple[torch.Tensor, float]]] = []
-    for prompt, row_terms in zip(prompts, terms):
-        pairs = [(embedded[t.key], t.weight) for t in row_terms]
-        if prompt.combine == "embedding":
-            positive = [(e, w) for e, w in pairs if w > 0]
-            mixed = F.normalize(sum(w * e for e, w in positive), dim=-1)
-            pairs = [(mixed, prompt.weight)] + [(e, w) for e, w in pairs if w <= 0]
-        per_row.append(pairs)
-    width = max(len(p) for p in per_row)
-    dim = next(iter(embedded.values())).shape[-1]
-    device = next(iter(embedded.values())).device
-    emb = torch.zeros(len(rows), width, dim, device=device)
-    weights = torch.zeros(len(rows), width, device=device)
-    for b, pairs in enumerate(per_row):
-        for j, (e, w) in enumerate(pairs):
-            emb[b, j] = e
-            weights[b, j] = w
-    positive = weights.clamp_min(0)
-    sim_w = positive / positive.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    return Targets(emb, weights, sim_w)
-
-
 def clip_grad_per_image(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Clip each image's gradient norm (over all parameter tensors) like ``clip_grad_norm_`` would
     clip it alone. Returns the norms before clipping, (B,)."""
@@ -124,22 +74,6 @@ def clip_grad_per_image(params: Sequence[torch.Tensor], max_norm: float) -> torc
     return norms
 
 
-def copy_losses(
-    embeddings: torch.Tensor, image_index: torch.Tensor, targets: Targets, kind: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Data term and similarity of each copy. ``embeddings`` are normalised, (N, D); copy ``n``
-    belongs to image ``image_index[n]``. Returns two (N,) tensors."""
-    target = targets.embeddings[image_index]  # (N, T, D)
-    cos = torch.einsum("nd,ntd->nt", embeddings, target)
-    if kind == "l2":
-        dist = (embeddings[:, None, :] - target).norm(dim=-1)
-    else:
-        dist = 1.0 - cos
-    loss = (dist * targets.weights[image_index]).sum(dim=-1)
-    similarity = (cos * targets.similarity_weights[image_index]).sum(dim=-1)
-    return loss, similarity
-
-
 @dataclass(frozen=True)
 class RunParts:
     """A run's components, built once from its resolved spec (:meth:`clipforge.engine.Engine.build`),
@@ -150,7 +84,7 @@ class RunParts:
     device: torch.device
     rows: list[Row]
     backbones: list[Backbone]
-    targets: list[Targets]  # per backbone
+    goals: list[Goal]  # every objective of every prompt's goal, on each backbone it is computed on
     encode: dict[Backbone, Callable[[torch.Tensor], torch.Tensor]]  # each backbone's (compiled) image encoder
     generators: list[torch.Generator]  # one per image
     param: Parameterization
@@ -223,27 +157,27 @@ class RunParts:
     # ------------------------------------------------------------------ the step
 
     def embed_losses(self, copies: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Data term and similarity of the flat copies ``start ...`` (N,), averaged over backbones."""
-        spec, perf = self.spec, self.spec.performance
-        index = torch.arange(start, start + copies.shape[0], device=copies.device) // spec.copies
-        loss = similarity = None
-        for backbone, targets in zip(self.backbones, self.targets):
+        """Data term (minus the goal) and similarity of the flat copies ``start ...``, (N,) each."""
+        perf = self.spec.performance
+        copy_rows = torch.arange(start, start + copies.shape[0], device=copies.device) // self.spec.copies
+        sums = GoalSums.zeros(copies.shape[0], copies.device)
+        for b, backbone in enumerate(self.backbones):
+            goals = [g for g in self.goals if g.backbone == b]
+            if not goals:
+                continue
             x = copies
             if tuple(x.shape[-2:]) != tuple(backbone.input_size):
                 x = F.interpolate(x, size=backbone.input_size, mode=backbone.interpolation)
             if perf.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.blame(backbone, "encoding the images"):
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=perf.precision == "bf16"):
-                    features = self.encode[backbone](x)
-            dim = targets.embeddings.shape[-1]
-            self.expect(backbone, features, (x.shape[0], dim), "one embedding per copy", "encoding the images")
+                with capture(goals, b, backbone) as activations:
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=perf.precision == "bf16"):
+                        features = self.encode[backbone](x)
+            self.expect(backbone, features, (x.shape[0], None), "one embedding per copy", "encoding the images")
             emb = F.normalize(features.float(), dim=-1)
-            d, s = copy_losses(emb, index, targets, spec.data_term)
-            loss = d if loss is None else loss + d
-            similarity = s if similarity is None else similarity + s
-        n = len(self.backbones)
-        return loss / n, similarity / n
+            evaluate(goals, sums, emb, activations, copy_rows, self.blame, self.expect)
+        return sums.loss_and_similarity()
 
     def step(self, optimizer: torch.optim.Optimizer, ctx: AugmentContext) -> torch.Tensor:
         """One optimisation step. Returns the step's metrics as a (M, B) tensor on the device.
@@ -321,7 +255,8 @@ class RunParts:
         names = self.regularizer_names
         records = []
         for (step, size, _), v in zip(pending, values):
-            rec = {"step": step, "size": size, "loss": v[0], "data": v[1], "similarity": v[2]}
+            similarity = [None if math.isnan(x) else x for x in v[2]]  # None: no objective reports one
+            rec = {"step": step, "size": size, "loss": v[0], "data": v[1], "similarity": similarity}
             rec["regularizers"] = {name: v[3 + i] for i, name in enumerate(names)}
             records.append(rec)
         return records

@@ -4,8 +4,11 @@ clipforge (and a plugin's tests) can read it without importing the rest."""
 #: "MAJOR.MINOR": the major number changes when a name of ``clipforge.__all__`` changes incompatibly,
 #: the minor number when names are added (1.1: analyses as plugins, ``Analysis``, ``AnalysisSpec``,
 #: ``AnalysisRun``, ``clipforge.analysis``, ``progress_bar``; ``Registry.resolve`` and ``build``; 1.2:
-#: ``read_image``, ``existing_image``, ``component_option``, ``Backbone.captions``)
-API_VERSION = "1.2"
+#: ``read_image``, ``existing_image``, ``component_option``, ``Backbone.captions``; 1.3: objectives,
+#: ``Objective``, ``ObjectiveOptions``, ``Features``, the ``register_objectives`` hook, a prompt's
+#: ``objectives`` and ``has_target``, and the layers: ``LayerError``, ``captured``, ``find_layer``,
+#: ``image_tower``, ``layer_shape``, ``list_layers``)
+API_VERSION = "1.3"
 
 #: clipforge's own version (the distribution's), readable without importing torch (``clipforge --version``)
 __version__ = "0.1.0"

@@ -36,10 +36,10 @@ class ProgressBar(Callback):
         if self.progress is None:
             return
         last = records[-1]
-        mean = lambda values: sum(values) / len(values)  # noqa: E731
-        self.progress.update(
-            self.task, completed=last["step"], loss=f"{mean(last['loss']):.4f}", sim=f"{mean(last['similarity']):.3f}"
-        )
+        similarities = [s for s in last["similarity"] if s is not None]  # None: no objective reports one
+        sim = f"{sum(similarities) / len(similarities):.3f}" if similarities else "-"
+        loss = sum(last["loss"]) / len(last["loss"])
+        self.progress.update(self.task, completed=last["step"], loss=f"{loss:.4f}", sim=sim)
 
     def on_run_end(self, run: RunInfo, result: Any) -> None:
         if self.progress is not None:

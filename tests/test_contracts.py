@@ -12,6 +12,7 @@ options that make it act in ``ACTIVE_OPTIONS``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from clipforge import (
     AugmentContext,
     Backbone,
     Callback,
+    Features,
     InversionResult,
     Options,
     Parameterization,
@@ -56,6 +58,15 @@ REQUIRED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("analysis", "screen"): {"judge": _JUDGE, "prompts": ["a cat"], "concepts": ["a dog"]},
     ("analysis", "compare"): {"judge": _JUDGE, "prompts": ["a cat"], "backbones": {"a": _JUDGE, "b": _JUDGE}},
     ("analysis", "blend"): {"judge": _JUDGE, "pairs": [["a cat", "a dog"]]},
+    # the tiny model's layers: conv1 (32 x 4 x 4 maps), transformer.resblocks.0 (17 tokens x 32)
+    ("objective", "channel"): {"layer": "conv1", "channel": 3},
+    ("objective", "neuron"): {"layer": "transformer.resblocks.0", "channel": 3},
+    ("objective", "diversity"): {"layer": "conv1"},
+    ("objective", "activation_norm"): {"layer": "transformer.resblocks.0"},  # clipforge-extras' objective
+    ("objective", "direction"): {"text": "red", "minus": "blue"},
+    ("objective", "image"): {
+        "image": str(Path(__file__).resolve().parent.parent / "docs" / "images" / "gallery_quickstart.png")
+    },
 }
 # Options that make a component act, for the behaviour tests (defaults otherwise).
 ACTIVE_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -205,6 +216,55 @@ def test_regularizer_value_does_not_depend_on_the_batch(kind, name):
     # a sum over the image's 3 x H x W values: float32 summation in another order (batch size, CPU) differs by
     # about sqrt(n) ulps, ~1e-6 relative here; 1e-4 holds on any CPU and still fails a batch-wide reduction
     assert torch.allclose(together, alone, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+def objective_inputs(name: str, prompts: list[str], seeds: list[int], pixels: torch.Tensor):
+    """An objective built on the tiny model for ``prompts`` x ``seeds``, and the Features of
+    ``pixels``' copies (COPIES of each), its layers captured: what a run hands it."""
+    from clipforge.engine import make_rows
+
+    backbone = clipforge.load_backbone(_JUDGE)
+    spec = load_spec(tiny_spec_dict(prompts=prompts, seeds=seeds))
+    rows = make_rows(spec)
+    objective = component_class("objective", name)(minimal_options("objective", name), backbone, rows, spec)
+    copies = F.interpolate(pixels, size=backbone.input_size, mode="bicubic").repeat_interleave(COPIES, dim=0)
+    with clipforge.captured(clipforge.image_tower(backbone), objective.layers()) as seen:
+        emb = F.normalize(backbone.encode_image(copies).float(), dim=-1)
+    index = torch.arange(len(rows)).repeat_interleave(COPIES)
+    return objective, Features(emb, {n: seen[n] for n in objective.layers()}, index)
+
+
+def values_of(output) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return output if isinstance(output, tuple) else (output, None)
+
+
+@pytest.mark.parametrize("kind, name", every("objective"))
+def test_objective_gives_one_finite_differentiable_value_per_copy(kind, name):
+    pixels = images(batch=2).requires_grad_(True)
+    objective, features = objective_inputs(name, ["a red circle"], [0, 1], pixels)
+    value, similarity = values_of(objective(features))
+    assert tuple(value.shape) == (2 * COPIES,) and torch.isfinite(value).all()
+    assert similarity is None or (tuple(similarity.shape) == (2 * COPIES,) and torch.isfinite(similarity).all())
+    value.sum().backward()
+    assert pixels.grad is not None and torch.isfinite(pixels.grad).all()
+    assert (pixels.grad.flatten(1).abs().sum(dim=1) > 0).all(), f"{name}: some image gets no gradient"
+    assert isinstance(type(objective).describe(objective.options), str)
+
+
+@pytest.mark.parametrize("kind, name", every("objective"))
+def test_objective_value_does_not_depend_on_the_batch_unless_it_says_so(kind, name):
+    if component_class("objective", name).compares_images:
+        pytest.skip(f"{name} compares the images of a batch (compares_images)")
+    pixels = images(batch=2)
+    objective, features = objective_inputs(name, ["a red circle", "a blue square"], [0], pixels)
+    together = values_of(objective(features))[0]
+    first, features = objective_inputs(name, ["a red circle"], [0], pixels[:1])
+    alone = values_of(first(features))[0]
+    # the tiny model's float sums in another order (batch size): ~1e-6 relative; 1e-4 holds on any CPU
+    assert torch.allclose(together[:COPIES], alone, rtol=1e-4, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -405,6 +465,25 @@ def test_hook_register_regularizers():
     metrics = invert(spec, registry=registry).metrics
     first, last = metrics[0]["regularizers"]["fake_brightness"], metrics[-1]["regularizers"]["fake_brightness"]
     assert len(last) == 2 and all(b < a for a, b in zip(first, last))  # a heavy penalty darkens the images
+
+
+class Brightest(clipforge.Objective):
+    """A fake objective that reads no layer: the mean of the normalised embedding's values."""
+
+    name = "fake_mean_embedding"
+
+    def __call__(self, features):
+        return features.embeddings.mean(dim=-1)
+
+
+def test_hook_register_objectives():
+    registry = registry_with(Brightest, plugin="fake_objectives")
+    goal = [{"name": "fake_mean_embedding", "options": {"weight": 10.0}}]
+    result = invert(short_spec(prompts=[{"objectives": goal}]), registry=registry)
+    metrics = result.metrics
+    assert [r.label for r in result.rows] == ["10*fake_mean_embedding"] * 2  # named by its weighted objective
+    first, last = metrics[0]["data"], metrics[-1]["data"]
+    assert all(b < a for a, b in zip(first, last))  # the goal rose: minus it, the data term, fell
 
 
 class RecorderOptions(Options):

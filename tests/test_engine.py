@@ -314,14 +314,14 @@ def test_image_targets_relative_to_the_spec_file(tmp_path, capsys):
 
 
 def test_embedding_combination_aims_at_the_mixed_embedding():
-    from clipforge.engine import embed_targets, make_rows
     from clipforge.judge import load_backbone
+    from clipforge_plugins.objectives import embed_targets
 
     backbone = load_backbone({"name": "open_clip", "options": {"config": TINY_CONFIG}})
     spec = clipforge.load_spec(
         tiny_spec_dict(prompts=[{"terms": ["a cat", "a dog", {"text": "fur", "weight": -1}], "combine": "embedding"}])
     )
-    targets = embed_targets(backbone, spec, make_rows(spec))
+    targets = embed_targets(backbone, spec.prompts)
     texts = torch.nn.functional.normalize(backbone.encode_text(["a cat", "a dog", "fur"]).float(), dim=-1)
     mixed = torch.nn.functional.normalize(texts[0] + texts[1], dim=-1)
     assert torch.allclose(targets.embeddings[0, 0], mixed, atol=1e-5)

@@ -136,7 +136,7 @@ class WrongWidth(clipforge.Backbone):
 def test_a_backbone_returning_the_wrong_shape_is_named(tmp_path):
     registry = registry_with(WrongWidth)
     spec = tiny_spec_dict(callbacks=[], backbones=["wrong_width"])
-    with pytest.raises(ComponentFailedError, match=r"backbones\[0\]: backbone 'wrong_width' from plugin 'extra'"):
+    with pytest.raises(ComponentFailedError, match=r"objective 'prompt'.*backbone 'wrong_width' embeds images in"):
         clipforge.Engine(spec, registry=registry, out_dir=tmp_path / "out").run()
 
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from helpers import tiny_spec_dict
 
 from clipforge import AugmentContext, default_registry, invert
-from clipforge.step import Targets, clip_grad_per_image, copy_losses
+from clipforge.step import clip_grad_per_image
+from clipforge_plugins.objectives import Targets, copy_losses
 
 
 def data_term(embeddings, targets, kind):

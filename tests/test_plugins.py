@@ -1,5 +1,6 @@
 import importlib.metadata
 import json
+import re
 import types
 
 import pydantic
@@ -225,6 +226,49 @@ def test_plugins_command_lists_components(capsys):
     regs = [p for p in data["plugins"] if p["name"] == "regularizers"][0]
     assert {"kind": "regularizer", "name": "tv"} in regs["components"]
     assert regs["distribution"] == "clipforge" and regs["hooks"] == ["register_regularizers"]
+
+
+BUILTIN_OBJECTIVES = {"prompt", "channel", "neuron", "direction", "image", "diversity"}
+
+
+def test_objectives_are_listed_under_their_kind_and_their_options_are_in_the_schema(capsys):
+    """The seventh kind is listed and described like the others: one plugin, one hook, every option."""
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    objectives = {
+        c["name"]: (p["name"], p["distribution"], p["hooks"])
+        for p in data["plugins"]
+        for c in p["components"]
+        if c["kind"] == "objective"
+    }
+    assert BUILTIN_OBJECTIVES <= set(objectives)
+    for name in BUILTIN_OBJECTIVES:
+        assert objectives[name] == ("objectives", "clipforge", ["register_objectives"])
+    assert main(["plugins"]) == 0
+    rows = {
+        tuple(cell.strip() for cell in re.split("[│|]", line)[1:3]) for line in capsys.readouterr().out.splitlines()
+    }
+    assert {("objective", name) for name in BUILTIN_OBJECTIVES} <= rows
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    variants = {
+        v["properties"]["name"]["const"]: v["properties"]["options"]
+        for v in schema["$defs"]["ObjectiveRef"]["anyOf"]
+        if "properties" in v
+    }
+    assert BUILTIN_OBJECTIVES <= set(variants)
+    assert {"weight", "layer", "backbone", "channel"} <= set(variants["channel"]["properties"])
+    assert "layer" in variants["channel"]["required"] and "position" in variants["neuron"]["properties"]
+    assert {"vector", "text", "minus"} <= set(variants["direction"]["properties"])
+    assert "image" in variants["image"]["properties"] and "layer" in variants["diversity"]["properties"]
+    assert "weight" in variants["prompt"]["properties"]
+    by_name = next(v for v in schema["$defs"]["ObjectiveRef"]["anyOf"] if v.get("type") == "string")
+    assert BUILTIN_OBJECTIVES <= set(by_name["enum"])
+    # the spec's objectives and a prompt's own are both checked against them
+    assert schema["properties"]["objectives"]["items"] == {"$ref": "#/$defs/ObjectiveRef"}
+    own = schema["$defs"]["Prompt"]["properties"]["objectives"]["anyOf"]
+    assert {"$ref": "#/$defs/ObjectiveRef"} in [v.get("items") for v in own]
 
 
 BUILTIN_ANALYSES = {"probe", "screen", "compare", "blend"}

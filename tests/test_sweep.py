@@ -257,7 +257,7 @@ def test_plan_estimates_memory_that_grows_with_the_block_and_shrinks_with_chunks
     one, four = estimate_memory(point.resolved, 1), estimate_memory(point.resolved, 4)
     assert one["activations"] > 0 and four["activations"] == 4 * one["activations"]
     assert four["weights"] == one["weights"] > 0
-    chunked = estimate_memory(block_spec(point, ["x"], [0], chunk_copies=1), 4)
+    chunked = estimate_memory(block_spec(point, ["x"], {}, [0], chunk_copies=1), 4)
     assert chunked["activations"] == one["activations"] // point.spec.copies
     assert main(["sweep", str(write(tmp_path, SWEEP)), "--plan"]) == 0
     assert "memory per block about" in capsys.readouterr().out

@@ -35,6 +35,7 @@ from clipforge.files import (
 from clipforge.images import save_png, to_display
 from clipforge.progressbar import progress_bar
 from clipforge.registry import ResolvedSpec
+from clipforge.resolved import ResolvedComponent, with_prompts
 from clipforge.spec import Prompt
 from clipforge.sweep.index import DoneCounter, append_record, check_unchanged, read_index, status_counts
 from clipforge.sweep.spec import Block, GridPoint, Sweep
@@ -228,7 +229,8 @@ class _BlockRunner:
         by_key = {(i.prompt_index, i.seed): i for i in block.items}
         snapshots = _Snapshots(self.sweep.spec.snapshots, self.folder, block, prompts, by_key, self.done)
         try:
-            resolved = block_spec(point, [text[p] for p in prompts], seeds, chunk_copies)
+            goals = {j: self.sweep.goals[p] for j, p in enumerate(prompts) if p in self.sweep.goals}
+            resolved = block_spec(point, [text[p] for p in prompts], goals, seeds, chunk_copies)
             result = Engine(resolved, callbacks=[_Advance(self.advance), snapshots]).run()
         except (KeyboardInterrupt, torch.OutOfMemoryError):
             raise
@@ -291,19 +293,24 @@ class _BlockRunner:
             append_record(self.index, record)
 
 
-def block_spec(point: GridPoint, prompts: list[Any], seeds: list[int], chunk_copies: int | None) -> ResolvedSpec:
-    """The run spec of one block: the grid point's, resolved once, with the block's prompts and seeds,
-    no callbacks (the sweep writes the images), the copies in chunks when asked, and under torchrun
-    the device of this process."""
-    spec, update = point.spec, {"prompts": [Prompt.model_validate(p) for p in prompts], "seeds": seeds}
-    update["callbacks"] = []
+def block_spec(
+    point: GridPoint,
+    prompts: list[Any],
+    goals: dict[int, list[ResolvedComponent]],
+    seeds: list[int],
+    chunk_copies: int | None,
+) -> ResolvedSpec:
+    """The run spec of one block: the grid point's, resolved once, with the block's prompts (``goals``:
+    their own objectives, resolved when the sweep was read) and seeds, no callbacks (the sweep writes
+    the images), the copies in chunks when asked, and under torchrun the device of this process."""
+    spec, update = point.spec, {"seeds": seeds, "callbacks": []}
     if chunk_copies:
         update["performance"] = spec.performance.model_copy(update={"chunk_copies": chunk_copies})
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and spec.device in ("auto", "cuda"):  # torchrun: one device per process
         update["device"] = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    components = {**point.resolved.components, "callbacks": []}
-    return ResolvedSpec(spec.model_copy(update=update), components, point.resolved.where)
+    resolved = ResolvedSpec(point.spec, {**point.resolved.components, "callbacks": []}, point.resolved.where)
+    return with_prompts(resolved, [Prompt.model_validate(p) for p in prompts], goals, update)
 
 
 class _Snapshots(Callback):

@@ -9,7 +9,7 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from clipforge.errors import SpecError, json_type, problems_of
 from clipforge.files import slug
 from clipforge.registry import Registry, ResolvedSpec, default_registry
+from clipforge.resolved import ResolvedComponent, resolve_prompt_goals, with_prompts
 from clipforge.spec import Prompt, RunSpec, parse_spec
 from clipforge.specbase import LIMITS, DistinctSeeds, StrictModel, seed_list
 from clipforge.specfile import apply_overrides, read_object, read_spec_file, validate
@@ -90,6 +91,7 @@ class GridPoint:
 
     settings: dict[str, Any]  # run-spec path (--set syntax) -> value
     resolved: ResolvedSpec
+    where: str = "base"  # how errors name it: "base", or "grid point lr=0.1, ..."
 
     @property
     def spec(self) -> RunSpec:
@@ -144,6 +146,7 @@ class Sweep:
     points: list[GridPoint]
     blocks: list[Block]
     source: str | None = None
+    goals: dict[int, list[ResolvedComponent]] = field(default_factory=dict)  # prompts' own objectives, by index
 
     @property
     def items(self) -> list[Item]:
@@ -257,11 +260,18 @@ def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = 
         if not prompts:
             raise SpecError([("prompts", "no prompts")])
         check_prompts(prompts, "" if isinstance(spec.prompts, list) else f"prompts: {spec.prompts!r}")
+        models = [Prompt.model_validate(p) for p in prompts]
+        goals = resolve_prompt_goals(registry, models, "", None if base_dir is None else str(base_dir))
         points = grid_points(spec, base, registry)
+        for point in points:  # every prompt fits its goal at every point, before anything runs
+            try:
+                with_prompts(point.resolved, models, goals)
+            except SpecError as exc:
+                raise exc.within(prefix=point.where, join=": ") from None
         blocks = _blocks(spec, len(points), prompts)
     except SpecError as exc:
         raise exc.within(name) from None
-    return Sweep(spec, points, blocks, name)
+    return Sweep(spec, points, blocks, name, goals)
 
 
 def grid_points(spec: SweepSpec, base: dict[str, Any], registry: Registry) -> list[GridPoint]:
@@ -275,7 +285,7 @@ def grid_points(spec: SweepSpec, base: dict[str, Any], registry: Registry) -> li
         where = "grid point " + ", ".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) if keys else "base"
         try:
             run_data = apply_overrides({**base, "prompts": ["x"], "seeds": [0]}, overrides, RunSpec)
-            points.append(GridPoint(settings, registry.resolve(parse_spec(run_data, None))))
+            points.append(GridPoint(settings, registry.resolve(parse_spec(run_data, None), check_goals=False), where))
         except SpecError as exc:
             raise exc.within(prefix=where, join=": ") from None
     return points

@@ -47,6 +47,16 @@ def make_spec() -> Callable[..., dict[str, Any]]:
     return make
 
 
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    """The tiny model, built once, as a run would build it (for objectives, which read its layers)."""
+    import clipforge
+
+    torch.manual_seed(0)
+    ref = {"name": "open_clip", "options": {"config": copy.deepcopy(TINY_CONFIG)}}
+    return clipforge.load_backbone(ref, torch.device("cpu"))
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)

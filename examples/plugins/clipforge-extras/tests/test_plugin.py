@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent
 COMPONENTS = {
     ("augmentation", "gaussian_noise"),
     ("regularizer", "saturation"),
+    ("objective", "activation_norm"),
     ("callback", "progress_gif"),
     ("analysis", "brightness"),
 }
@@ -37,6 +38,7 @@ def test_listed_by_the_plugins_command(capsys):
         "register_analyses",
         "register_augmentations",
         "register_callbacks",
+        "register_objectives",
         "register_regularizers",
     ]
 

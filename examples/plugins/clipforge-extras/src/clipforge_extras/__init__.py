@@ -5,6 +5,7 @@ its ``CLIPFORGE_API`` and calls the hooks below once, when it builds its registr
 
 - ``gaussian_noise`` (augmentation): per-copy Gaussian pixel noise;
 - ``saturation`` (regulariser): pulls each image's mean chroma towards a target;
+- ``activation_norm`` (objective): how strongly a layer of the image tower responds (DeepDream's goal);
 - ``progress_gif`` (callback): an animated GIF of the images during the run;
 - ``brightness`` (analysis, ``clipforge brightness SPEC.json``): how bright and colourful the
   inversions of each prompt are.
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from clipforge import hookimpl
+from clipforge_extras.activation import ActivationNorm
 from clipforge_extras.brightness import Brightness
 from clipforge_extras.gif import ProgressGif
 from clipforge_extras.noise import GaussianNoise
@@ -26,10 +28,10 @@ from clipforge_extras.saturation import Saturation
 __version__ = "0.1.0"
 
 # The clipforge public API this plugin was written for: clipforge refuses to load it when its own
-# API_VERSION has another major number, or an older minor one.
-CLIPFORGE_API = "1.1"
+# API_VERSION has another major number, or an older minor one. 1.3: objectives (``activation_norm``).
+CLIPFORGE_API = "1.3"
 
-__all__ = ["CLIPFORGE_API", "Brightness", "GaussianNoise", "ProgressGif", "Saturation"]
+__all__ = ["CLIPFORGE_API", "ActivationNorm", "Brightness", "GaussianNoise", "ProgressGif", "Saturation"]
 
 
 @hookimpl
@@ -40,6 +42,11 @@ def register_augmentations(register: Callable[[type], None]) -> None:
 @hookimpl
 def register_regularizers(register: Callable[[type], None]) -> None:
     register(Saturation)
+
+
+@hookimpl
+def register_objectives(register: Callable[[type], None]) -> None:
+    register(ActivationNorm)
 
 
 @hookimpl

@@ -1,0 +1,135 @@
+"""What a run maximises: each prompt's goal, a weighted sum of objectives, evaluated on the copies.
+
+Every objective of a goal is built once per backbone it is computed on, for the images (rows) whose
+goal names it; several prompts that share the spec's ``objectives`` share one instance, so the
+paper's prompt similarity is one objective over the whole batch, as the data term was before
+objectives were plugins. Per copy:
+
+    loss = - sum over goals' objectives of weight * value / (backbones it is averaged over)
+
+summed in that order so that the paper's single objective gives the very numbers of the old data
+term (the mean distance to the prompt's terms over the backbones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from clipforge.components import Features, Objective
+from clipforge.layers import captured, image_tower
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One objective on one backbone, and the run's rows it serves."""
+
+    objective: Objective
+    backbone: int  # index into the run's backbones
+    averaged_over: int  # how many backbones its values are averaged over
+    rows: tuple[int, ...]  # the run's rows, in the order of ``objective.rows``
+    position: torch.Tensor  # (B,): each run row's index into ``rows``, or -1
+    every_row: bool  # serves every row of the run in order (no selecting copies)
+
+    @property
+    def weight(self) -> float:
+        return float(getattr(self.objective.options, "weight", 1.0))
+
+
+def make_goal(objective: Objective, backbone: int, averaged_over: int, rows: list[int], batch: int) -> Goal:
+    position = torch.full((batch,), -1, dtype=torch.long)
+    position[torch.tensor(rows, dtype=torch.long)] = torch.arange(len(rows))
+    return Goal(objective, backbone, averaged_over, tuple(rows), position, rows == list(range(batch)))
+
+
+def layers_of(goals: list[Goal], backbone: int) -> list[str]:
+    """The layers of one backbone whose activations its goals read."""
+    return sorted({name for g in goals if g.backbone == backbone for name in g.objective.layers()})
+
+
+Expect = Callable[[object, object, tuple, str, str], None]
+Blame = Callable[[object, str], AbstractContextManager]
+
+
+@dataclass
+class GoalSums:
+    """Running sums over backbones and objectives for the copies of one chunk."""
+
+    by_count: dict[int, torch.Tensor]  # weighted values, by how many backbones they are averaged over
+    similarity: torch.Tensor
+    similarity_count: torch.Tensor
+
+    @classmethod
+    def zeros(cls, n: int, device: torch.device) -> GoalSums:
+        return cls({}, torch.zeros(n, device=device), torch.zeros(n, device=device))
+
+    def add(self, goal: Goal, index: torch.Tensor | None, value: torch.Tensor, similarity: torch.Tensor | None):
+        n = self.similarity.shape[0]
+        weighted = value if goal.weight == 1.0 else goal.weight * value
+        total = self.by_count.get(goal.averaged_over)
+        if total is None:
+            total = torch.zeros(n, device=value.device, dtype=value.dtype)
+        self.by_count[goal.averaged_over] = total + weighted if index is None else total.index_add(0, index, weighted)
+        if similarity is not None:
+            s = similarity.detach().float()
+            if index is None:
+                self.similarity = self.similarity + s
+                self.similarity_count = self.similarity_count + 1
+            else:
+                self.similarity = self.similarity.index_add(0, index, s)
+                self.similarity_count = self.similarity_count.index_add(0, index, torch.ones_like(s))
+
+    def loss_and_similarity(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per copy: minus the goal (the loss), and the mean similarity (NaN where none was reported)."""
+        goal = torch.zeros_like(self.similarity)  # every objective weighted 0: no goal, the regularisers alone
+        for i, count in enumerate(sorted(self.by_count)):
+            part = self.by_count[count] / count
+            goal = part if i == 0 else goal + part
+        similarity = torch.where(
+            self.similarity_count > 0, self.similarity / self.similarity_count.clamp_min(1), math.nan
+        )
+        return -goal, similarity
+
+
+def evaluate(
+    goals: list[Goal],
+    sums: GoalSums,
+    embeddings: torch.Tensor,
+    activations: dict[str, torch.Tensor],
+    copy_rows: torch.Tensor,
+    blame: Blame,
+    expect: Expect,
+) -> None:
+    """Add every goal's values for one backbone's copies (``copy_rows``: each copy's run row)."""
+    for goal in goals:
+        if goal.every_row:
+            index, image_index = None, copy_rows
+            emb, acts = embeddings, {name: activations[name] for name in goal.objective.layers()}
+        else:
+            position = goal.position.to(copy_rows.device)[copy_rows]
+            index = (position >= 0).nonzero().squeeze(1)
+            if index.numel() == 0:
+                continue
+            image_index = position[index]
+            emb = embeddings.index_select(0, index)
+            acts = {name: activations[name].index_select(0, index) for name in goal.objective.layers()}
+        with blame(goal.objective, "evaluating the copies"):
+            out = goal.objective(Features(emb, acts, image_index))
+        value, similarity = out if isinstance(out, tuple) else (out, None)
+        n = emb.shape[0]
+        expect(goal.objective, value, (n,), "one value per copy", "evaluating the copies")
+        if similarity is not None:
+            expect(goal.objective, similarity, (n,), "one similarity per copy", "evaluating the copies")
+        sums.add(goal, index, value, similarity)
+
+
+def capture(goals: list[Goal], backbone_index: int, backbone: object) -> AbstractContextManager:
+    """A context that captures the layers this backbone's goals read (none to read: it captures nothing)."""
+    names = layers_of(goals, backbone_index)
+    if not names:
+        return nullcontext({})
+    return captured(image_tower(backbone), names)  # type: ignore[arg-type]
