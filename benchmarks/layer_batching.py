@@ -29,7 +29,9 @@ from clipforge import Options
 from clipforge.engine import Engine
 
 
-def run_spec(backbone: dict[str, Any], layer: str, channels: list[int], steps: int, copies: int) -> dict[str, Any]:
+def run_spec(
+    backbone: dict[str, Any], layer: str, channels: list[int], steps: int, copies: int, device: str = "cpu"
+) -> dict[str, Any]:
     """The run ``clipforge layer`` makes of one batch of channels (the example spec's settings)."""
     return {
         "prompts": [
@@ -43,7 +45,7 @@ def run_spec(backbone: dict[str, Any], layer: str, channels: list[int], steps: i
         "steps": steps,
         "resolution": [{"step": 0, "size": 32}, {"step": max(1, steps // 2), "size": 64}],
         "callbacks": [],
-        "device": "cpu",
+        "device": device,
     }
 
 
@@ -67,18 +69,24 @@ def figures(channels: int, batched: float, loop: float) -> dict[str, float]:
 
 
 def compare(
-    backbone: dict[str, Any], layer: str, channels: list[int], steps: int, copies: int, repeats: int = 1
+    backbone: dict[str, Any],
+    layer: str,
+    channels: list[int],
+    steps: int,
+    copies: int,
+    repeats: int = 1,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    timed(run_spec(backbone, layer, channels[:1], 2, 1))  # warm-up: the model read, the kernels chosen
+    timed(run_spec(backbone, layer, channels[:1], 2, 1, device))  # warm-up: the model read, the kernels chosen
     whole: dict[str, list[float]] = {"batched": [], "loop": []}
     inner: dict[str, list[float]] = {"batched": [], "loop": []}
     for _ in range(repeats):
-        seconds, loop_seconds, together = timed(run_spec(backbone, layer, channels, steps, copies))
+        seconds, loop_seconds, together = timed(run_spec(backbone, layer, channels, steps, copies, device))
         whole["batched"].append(seconds)
         inner["batched"].append(loop_seconds)
         alone, total, total_inner = [], 0.0, 0.0
         for channel in channels:
-            seconds, loop_seconds, images = timed(run_spec(backbone, layer, [channel], steps, copies))
+            seconds, loop_seconds, images = timed(run_spec(backbone, layer, [channel], steps, copies, device))
             total, total_inner = total + seconds, total_inner + loop_seconds
             alone.append(images[0])
         whole["loop"].append(total)
@@ -105,19 +113,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--copies", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' (the GPU figure: --device cuda --channels 128)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     backbone = {"name": "open_clip", "options": {"model": args.model}}
-    out = compare(backbone, args.layer, list(range(args.channels)), args.steps, args.copies, args.repeats)
-    out.update(model=args.model, layer=args.layer, threads=args.threads)
+    channels = list(range(args.channels))
+    out = compare(backbone, args.layer, channels, args.steps, args.copies, args.repeats, args.device)
+    out.update(model=args.model, layer=args.layer, threads=args.threads, device=args.device)
     out["command"] = "python -m benchmarks.layer_batching " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.json:
         print(json.dumps(out, indent=2))
         return out
     n, inner = out["channels"], out["in_loop"]
     print(
-        f"{n} channels of {args.model} {args.layer}, {args.steps} steps, {args.copies} copies, {args.threads} thread(s)"
+        f"{n} channels of {args.model} {args.layer}, {args.steps} steps, {args.copies} copies, on {args.device}, "
+        f"{args.threads} thread(s)"
     )
     print(
         f"batched (one run of {n} prompts): {out['batched_seconds']:.1f} s, "
