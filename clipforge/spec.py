@@ -139,7 +139,7 @@ class Prompt(StrictModel):
     text: str | None = Field(None, min_length=1, description="The prompt text.")
     image: str | None = Field(None, description="An image file as the target.")
     terms: list[PromptTerm] | None = Field(None, min_length=1, description="Weighted texts or images.")
-    weight: float = Field(1.0, description="Multiplier of this prompt's data term.")
+    weight: float = Field(1.0, description="Multiplier of its terms' weights (what the 'prompt' objective reads).")
     combine: Literal["losses", "embedding"] = Field(
         "losses",
         description="How terms combine: 'losses' sums weighted distances to each term; 'embedding' "

@@ -58,6 +58,7 @@ REQUIRED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("analysis", "screen"): {"judge": _JUDGE, "prompts": ["a cat"], "concepts": ["a dog"]},
     ("analysis", "compare"): {"judge": _JUDGE, "prompts": ["a cat"], "backbones": {"a": _JUDGE, "b": _JUDGE}},
     ("analysis", "blend"): {"judge": _JUDGE, "pairs": [["a cat", "a dog"]]},
+    ("analysis", "layer"): {"judge": _JUDGE, "layer": "conv1", "run": {"backbones": [_JUDGE]}},
     # the tiny model's layers: conv1 (32 x 4 x 4 maps), transformer.resblocks.0 (17 tokens x 32)
     ("objective", "channel"): {"layer": "conv1", "channel": 3},
     ("objective", "neuron"): {"layer": "transformer.resblocks.0", "channel": 3},
