@@ -43,6 +43,7 @@ class Goal:
 def make_goal(objective: Objective, backbone: int, averaged_over: int, rows: list[int], batch: int) -> Goal:
     position = torch.full((batch,), -1, dtype=torch.long)
     position[torch.tensor(rows, dtype=torch.long)] = torch.arange(len(rows))
+    position = position.to(objective.backbone.device)  # where the copies are: no copy to the device per step
     return Goal(objective, backbone, averaged_over, tuple(rows), position, rows == list(range(batch)))
 
 
@@ -110,7 +111,7 @@ def evaluate(
             index, image_index = None, copy_rows
             emb, acts = embeddings, {name: activations[name] for name in goal.objective.layers()}
         else:
-            position = goal.position.to(copy_rows.device)[copy_rows]
+            position = goal.position[copy_rows]
             index = (position >= 0).nonzero().squeeze(1)
             if index.numel() == 0:
                 continue
