@@ -74,6 +74,7 @@ def plan_analysis(analysis: Analysis, registry: Registry) -> AnalysisPlan:
     problems: list[tuple[str, str]] = []
     specs: dict[str, ResolvedSpec] = {}
     try:
+        analysis.check(registry)
         run_specs = analysis.options.inversion_specs()
     except SpecError as exc:
         problems.extend(exc.problems)

@@ -457,6 +457,11 @@ class Analysis(Component):
     Options: ClassVar[type[AnalysisSpec]] = AnalysisSpec
     description: ClassVar[str] = ""  # one line, for ``clipforge --help`` and ``clipforge plugins``
 
+    def check(self, registry: Any) -> None:
+        """Check what the spec's validators cannot, with the registry the command uses (build a model
+        and read its layers, say), before ``options.inversion_specs()`` is asked for; raise
+        :class:`clipforge.SpecError` naming the spec path. Does nothing by default."""
+
     def progress_label(self) -> str:
         """The progress bar's text."""
         return f"{self.name}: inverting"

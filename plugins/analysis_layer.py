@@ -121,17 +121,18 @@ class LayerSpec(AnalysisSpec):
 
     # ------------------------------------------------------------------ checking the layer
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self, registry: Any = None) -> dict[str, Any]:
         """Check the run, the layer and the channels before anything runs: the backbone is built on
-        the CPU (from the installed plugins) and the layer's shape read. Returns the layer's shape
-        and the channels to visualise; raises :class:`SpecError` naming the spec path."""
+        the CPU (from ``registry``, the command's, which :meth:`LayerAnalysis.check` hands over; the
+        installed plugins without one) and the layer's shape read. Returns the layer's shape and the
+        channels to visualise; raises :class:`SpecError` naming the spec path."""
         if self._probe is not None:
             return self._probe
         base = self.run_spec([{"text": "probe"}])
         count = len(base.backbones)
         if self.backbone >= count:
             raise SpecError([("backbone", f"is {self.backbone}, but the run has {count} backbone(s)")])
-        registry = clipforge.default_registry()
+        registry = registry or clipforge.default_registry()
         resolved = registry.resolve(base, "run")
         where = f"run.backbones[{self.backbone}]"
         model = _build(resolved.components["backbones"][self.backbone], where)
@@ -263,6 +264,10 @@ class LayerAnalysis(Analysis):
     name = "layer"
     description = "feature visualisation of every channel of a layer, batched: images and final activations"
     Options = LayerSpec
+
+    def check(self, registry: Any) -> None:
+        """The layer and channels, checked on a backbone built from the command's registry."""
+        self.options.probe(registry)
 
     def progress_label(self) -> str:
         probe = self.options.probe()

@@ -14,8 +14,6 @@ import pytest
 import torch
 from helpers import registry_with, tiny_backbone, write
 
-import clipforge
-import clipforge.registry
 from clipforge import Backbone, SpecError, captured, image_tower, load_backbone, read_image
 from clipforge.analysis import plan_analysis, run_analysis
 from clipforge.cli import main
@@ -108,9 +106,8 @@ class NoModel(Backbone):
     input_size = (16, 16)
 
 
-def test_a_backbone_without_a_torch_model_is_refused_before_anything_runs(monkeypatch):
-    registry = registry_with(NoModel)
-    monkeypatch.setattr(clipforge.registry, "_default", registry)  # what the layer's check builds from
+def test_a_backbone_without_a_torch_model_is_refused_before_anything_runs():
+    registry = registry_with(NoModel)  # the command's registry reaches the layer's check (Analysis.check)
     spec = LayerSpec.model_validate({**layer_spec(), "run": {"backbones": [{"name": "no_model"}]}})
     with pytest.raises(SpecError, match=r"^layer: .*no torch model.*\[run\.backbones\[0\]"):
         plan_analysis(LayerAnalysis(spec), registry)
