@@ -379,3 +379,22 @@ def test_a_sweep_runs_prompts_of_objectives_and_checks_every_prompt_against_its_
     base = {**tiny_sweep_base(), "objectives": [{"name": "channel", "options": {"layer": "conv1", "channel": 0}}]}
     with pytest.raises(SpecError, match=r"^base: prompts\[1\]: gives a text, image or terms, but no objective"):
         load_sweep({"base": base, "prompts": [{}, "a cat"], "seeds": [0]})
+
+
+def test_a_run_of_objectives_resumes_bit_for_bit(tmp_path):
+    from helpers import StopAt
+
+    goal = [
+        {"name": "channel", "options": {"layer": "conv1", "channel": 2}},
+        {"name": "diversity", "options": {"layer": "conv1", "weight": 0.5}},
+    ]
+    spec = tiny_spec_dict(
+        prompts=["a red circle", {"objectives": goal}], steps=8, checkpoint_every=3, callbacks=["metrics"]
+    )
+    whole = clipforge.invert(spec, tmp_path / "whole")
+    stopped = Engine(spec, out_dir=tmp_path / "b", callbacks=[StopAt(5)]).run()
+    assert stopped.interrupted
+    resumed = Engine(spec, out_dir=tmp_path / "b", resume=True).run()
+    assert torch.equal(resumed.images, whole.images) and resumed.steps_done == 8
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["similarity"][2] for line in lines] == [None] * 8  # no similarity: JSON null
