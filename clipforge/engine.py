@@ -182,8 +182,6 @@ class Engine:
         goals = []
         for path, row_indices in serves.items():
             for i, component in enumerate(self.resolved.components[path]):
-                if getattr(component.options, "weight", 1.0) == 0:
-                    continue  # as a regulariser weighted 0: not computed
                 indices = component.entry.cls.backbone_indices(component.options, len(backbones))
                 for b in indices:
                     if not 0 <= b < len(backbones):
@@ -194,8 +192,9 @@ class Engine:
                     objective = component.build(
                         backbones[b], [rows[r] for r in row_indices], spec, where=where(f"{path}[{i}]")
                     )
-                    named(objective, component, f"{path}[{i}]")
-                    goals.append(make_goal(objective, b, len(indices), row_indices, len(rows)))
+                    named(objective, component, f"{path}[{i}]")  # built, so checked, even if weighted 0
+                    if getattr(component.options, "weight", 1.0) != 0:  # as a regulariser weighted 0: not computed
+                        goals.append(make_goal(objective, b, len(indices), row_indices, len(rows)))
         self._check_goals(goals)
         return goals
 

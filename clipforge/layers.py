@@ -58,8 +58,8 @@ def captured(tower: torch.nn.Module, names: Sequence[str]) -> Iterator[dict[str,
     def keep(name: str):
         def hook(module: torch.nn.Module, inputs: object, output: object) -> None:
             tensor = output[0] if isinstance(output, (tuple, list)) else output
-            if isinstance(tensor, torch.Tensor):
-                seen[name] = tensor
+            if isinstance(tensor, torch.Tensor):  # a copy (gradients still flow through it): an in-place op
+                seen[name] = tensor.clone()  # after the layer (ResNets' ReLU(inplace), += identity) must not change it
 
         return hook
 

@@ -4,6 +4,7 @@ option that names another component, as a screen names its judge) checked the sa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,9 +76,14 @@ class ResolvedSpec:
     spec: RunSpec
     components: dict[str, list[ResolvedComponent]]
     where: str = ""  # its JSON path inside a larger spec (an analysis's), for errors
+    prompt_numbers: tuple[int, ...] | None = None  # each prompt's index where the user wrote it (a sweep's)
 
     def path(self, field_path: str) -> str:
-        """The JSON path of ``field_path`` (``backbones[0]``) as the user wrote it."""
+        """The JSON path of ``field_path`` (``backbones[0]``) as the user wrote it (a sweep block's
+        ``prompts[0]`` is the sweep's ``prompts[7]``)."""
+        match = re.match(r"prompts\[(\d+)\]", field_path)
+        if match and self.prompt_numbers is not None:
+            field_path = f"prompts[{self.prompt_numbers[int(match[1])]}]" + field_path[match.end() :]
         return _prefixed(self.where, field_path)
 
 
@@ -188,9 +194,11 @@ def with_prompts(
     goals: dict[int, list[ResolvedComponent]],
     update: dict[str, Any] | None = None,
     check: bool = True,
+    numbers: list[int] | None = None,
 ) -> ResolvedSpec:
     """``resolved`` with other prompts (``goals``: their own objectives, resolved, by index) and other
-    settings (``update``), each prompt checked against its goal (``check``)."""
+    settings (``update``), each prompt checked against its goal (``check``); ``numbers``: each
+    prompt's index where the user wrote it, for errors (a sweep block's prompts are some of the sweep's)."""
     components = {k: v for k, v in resolved.components.items() if not k.startswith("prompts[")}
     for p, goal in goals.items():
         components[f"prompts[{p}].objectives"] = goal
@@ -202,7 +210,7 @@ def with_prompts(
     spec = resolved.spec.model_copy(update={**(update or {}), "prompts": prompts})
     if check:
         check_goals(spec, components, resolved.where, given)
-    return ResolvedSpec(spec, components, resolved.where)
+    return ResolvedSpec(spec, components, resolved.where, tuple(numbers) if numbers is not None else None)
 
 
 def goal_components(components: dict[str, list[ResolvedComponent]], prompt_index: int) -> tuple[str, list]:

@@ -66,6 +66,8 @@ def clip_grad_per_image(params: Sequence[torch.Tensor], max_norm: float) -> torc
     """Clip each image's gradient norm (over all parameter tensors) like ``clip_grad_norm_`` would
     clip it alone. Returns the norms before clipping, (B,)."""
     grads = [p.grad for p in params if p.grad is not None]
+    if not grads:  # nothing to clip: the loss did not depend on the images
+        return torch.zeros(params[0].shape[0] if params else 0)
     squares = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads]).sum(dim=0)
     norms = squares.sqrt()
     coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
@@ -210,21 +212,25 @@ class RunParts:
         if chunk >= n:
             per_copy, sim = self.embed_losses(copies, 0)
             data = per_copy.view(batch, k).mean(dim=1)
-            (data + reg_loss).sum().backward()
+            total = (data + reg_loss).sum()
+            if total.requires_grad:  # not when every objective and regulariser is weighted 0
+                total.backward()
         else:
             leaf = copies.detach().requires_grad_(True)
             parts, sims = [], []
             for start in range(0, n, chunk):
                 part, s = self.embed_losses(leaf[start : start + chunk], start)
-                (part.sum() / k).backward()
+                if part.requires_grad:  # not for copies whose prompts' objectives are all weighted 0
+                    (part.sum() / k).backward()
                 parts.append(part.detach())
                 sims.append(s.detach())
             per_copy, sim = torch.cat(parts), torch.cat(sims)
             data = per_copy.view(batch, k).mean(dim=1)
+            grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
             if reg_loss.requires_grad:
-                torch.autograd.backward([copies, reg_loss.sum()], [leaf.grad, None])
+                torch.autograd.backward([copies, reg_loss.sum()], [grad, None])
             else:
-                copies.backward(leaf.grad)
+                copies.backward(grad)
         similarity = sim.view(batch, k).mean(dim=1)
         params = self.param.parameters()
         if spec.optimizer.grad_clip is not None:

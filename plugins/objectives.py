@@ -213,6 +213,7 @@ class Channel(LayerObjective):
 class NeuronOptions(ChannelOptions):
     position: list[int] | None = Field(
         None,
+        min_length=1,
         description="[y, x] in a feature map, or [token] in a token sequence; null: the map's centre "
         "(the first token, a ViT's class token).",
     )
@@ -303,6 +304,10 @@ class Direction(Objective):
             self.vector = emb[0] - emb[1] if options.minus else emb[0]
         else:
             self.vector = torch.tensor(options.vector, device=backbone.device)
+            with torch.no_grad():
+                dim = backbone.encode_text(["a"]).shape[-1]
+            if self.vector.shape[0] != dim:
+                raise ValueError(f"the vector has {self.vector.shape[0]} values, but {backbone.label} embeds in {dim}")
 
     @classmethod
     def backbone_indices(cls, options: DirectionOptions, count: int) -> list[int]:  # type: ignore[override]
@@ -356,8 +361,8 @@ class ImageEmbedding(Objective):
 
 
 class Diversity(LayerObjective):
-    """Minus the mean cosine similarity between one copy's Gram matrix of the layer and the other
-    images' (mean over their copies), among the images of one prompt (Lucent's ``diversity``):
+    """Minus the mean cosine similarity between one copy's Gram matrix of the layer and those of the
+    other images' copies, among the images of one prompt (Lucent's ``diversity``):
     several seeds of one goal are pushed apart. Its value for an image depends on the other images."""
 
     name = "diversity"
@@ -369,7 +374,7 @@ class Diversity(LayerObjective):
             raise LayerError(
                 f"layer {options.layer!r} has no positions (its output per image is {self.shape}), so no Gram matrix"
             )
-        self.prompt_of = torch.tensor([row.prompt_index for row in self.rows])
+        self.prompt_of = torch.tensor([row.prompt_index for row in self.rows], device=backbone.device)
 
     @classmethod
     def describe(cls, options: LayerOptions) -> str:  # type: ignore[override]
@@ -382,8 +387,8 @@ class Diversity(LayerObjective):
         count = len(self.rows)
         sums = torch.zeros(count, gram.shape[1], device=gram.device).index_add(0, images, gram)
         per_image = sums / torch.bincount(images, minlength=count).clamp_min(1)[:, None].to(gram.dtype)
-        similar = gram @ F.normalize(per_image, dim=-1).T  # (N, images)
-        prompt = self.prompt_of.to(images.device)
+        similar = gram @ per_image.T  # (N, images): the mean cosine to each image's copies (unit Grams)
+        prompt = self.prompt_of
         same_prompt = prompt[images][:, None] == prompt[None, :]
         another_image = images[:, None] != torch.arange(count, device=images.device)[None, :]
         others = same_prompt & another_image

@@ -60,3 +60,24 @@ def test_the_layers_command(capsys):
     assert {"name": "attnpool", "kind": "AttentionPool2d", "shape": [1, 128]} in listed
     assert main(["layers", "toyworld-rn"]) == 0
     assert "layer4" in capsys.readouterr().out
+
+
+def test_captured_activations_are_the_layers_own_though_an_in_place_op_follows():
+    """open_clip's ModifiedResNet runs ReLU(inplace=True) on bn1's output: what is captured at bn1 must
+    still hold bn1's negative values, and carry gradients."""
+    import open_clip
+
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8},
+        "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 16, "heads": 2, "layers": 1},
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tower = open_clip.CLIP(**config).visual
+    pixels = torch.rand((2, 3, 32, 32), generator=torch.Generator().manual_seed(1), requires_grad=True)
+    with captured(tower, ["bn1"]) as seen:
+        tower(pixels)
+    assert seen["bn1"].min() < 0  # the ReLU after it did not reach the captured copy
+    seen["bn1"].sum().backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0

@@ -398,3 +398,45 @@ def test_a_run_of_objectives_resumes_bit_for_bit(tmp_path):
     assert torch.equal(resumed.images, whole.images) and resumed.steps_done == 8
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["similarity"][2] for line in lines] == [None] * 8  # no similarity: JSON null
+
+
+def test_objectives_weighted_0_are_checked_but_not_computed_and_chunks_survive_them():
+    zero = {"text": "x", "objectives": [{"name": "prompt", "options": {"weight": 0}}]}
+    for performance in ({}, {"chunk_copies": 3}):
+        spec = quiet(tiny_spec_dict(prompts=["a red circle", zero], steps=2, performance=performance))
+        result = clipforge.invert(spec)
+        assert result.metrics[-1]["data"][2] == 0.0 and result.metrics[-1]["similarity"][2] is None
+    nothing = quiet(tiny_spec_dict(prompts=[zero], regularizers=[], steps=2))
+    assert clipforge.invert(nothing).steps_done == 2  # no loss at all: the images stay, nothing fails
+    bad = [{"name": "channel", "options": {"layer": "conv1", "channel": 99, "weight": 0}}]
+    assert "channel 99 is out of range" in start_error(tiny_spec_dict(prompts=[{"objectives": bad}]))
+
+
+def test_diversity_is_minus_the_mean_cosine_to_the_other_images_copies():
+    from clipforge_plugins.objectives import Diversity, LayerOptions
+
+    backbone = clipforge.load_backbone(tiny_backbone())
+    spec = clipforge.load_spec(tiny_spec_dict(prompts=["a"], seeds=[0, 1, 2]))
+    rows = clipforge.engine.make_rows(spec)
+    diversity = Diversity(LayerOptions(layer="conv1"), backbone, rows, spec)
+    maps = torch.rand((6, 32, 4, 4), generator=torch.Generator().manual_seed(0))  # 3 images x 2 copies
+    index = torch.tensor([0, 0, 1, 1, 2, 2])
+    value = diversity(Features(torch.zeros(6, 32), {"conv1": maps}, index))
+    gram = F.normalize((maps.flatten(2) @ maps.flatten(2).transpose(1, 2)).flatten(1), dim=-1)
+    for n in range(6):
+        others = [m for m in range(6) if index[m] != index[n]]
+        want = -torch.stack([gram[n] @ gram[m] for m in others]).mean()
+        assert torch.allclose(value[n], want, atol=1e-6)
+
+
+def test_a_sweep_names_a_bad_objective_by_its_place_in_the_sweep(tmp_path):
+    from helpers import tiny_sweep_base
+
+    from clipforge.sweep import load_sweep, run_sweep
+
+    bad = {"objectives": [{"name": "channel", "options": {"layer": "conv1", "channel": 999}}]}
+    sweep = {"base": tiny_sweep_base(), "prompts": ["a", "b", bad], "seeds": 2, "batch_size": 2}
+    run_sweep(load_sweep(sweep), tmp_path / "out", show_progress=False)
+    records = [json.loads(line) for line in (tmp_path / "out" / "index.jsonl").read_text().splitlines()]
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 2 and all("prompts[2].objectives[0]: objective 'channel'" in r["error"] for r in failed)

@@ -230,7 +230,7 @@ class _BlockRunner:
         snapshots = _Snapshots(self.sweep.spec.snapshots, self.folder, block, prompts, by_key, self.done)
         try:
             goals = {j: self.sweep.goals[p] for j, p in enumerate(prompts) if p in self.sweep.goals}
-            resolved = block_spec(point, [text[p] for p in prompts], goals, seeds, chunk_copies)
+            resolved = block_spec(point, [text[p] for p in prompts], goals, seeds, chunk_copies, prompts)
             result = Engine(resolved, callbacks=[_Advance(self.advance), snapshots]).run()
         except (KeyboardInterrupt, torch.OutOfMemoryError):
             raise
@@ -299,10 +299,12 @@ def block_spec(
     goals: dict[int, list[ResolvedComponent]],
     seeds: list[int],
     chunk_copies: int | None,
+    numbers: list[int] | None = None,
 ) -> ResolvedSpec:
     """The run spec of one block: the grid point's, resolved once, with the block's prompts (``goals``:
     their own objectives, resolved when the sweep was read) and seeds, no callbacks (the sweep writes
-    the images), the copies in chunks when asked, and under torchrun the device of this process."""
+    the images), the copies in chunks when asked, and under torchrun the device of this process;
+    ``numbers``: the block's prompts' indices in the sweep, so that errors name them there."""
     spec, update = point.spec, {"seeds": seeds, "callbacks": []}
     if chunk_copies:
         update["performance"] = spec.performance.model_copy(update={"chunk_copies": chunk_copies})
@@ -310,7 +312,7 @@ def block_spec(
     if local_rank is not None and spec.device in ("auto", "cuda"):  # torchrun: one device per process
         update["device"] = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     resolved = ResolvedSpec(point.spec, {**point.resolved.components, "callbacks": []}, point.resolved.where)
-    return with_prompts(resolved, [Prompt.model_validate(p) for p in prompts], goals, update)
+    return with_prompts(resolved, [Prompt.model_validate(p) for p in prompts], goals, update, numbers=numbers)
 
 
 class _Snapshots(Callback):
