@@ -58,7 +58,17 @@ _WHERE = {
     ),
     "AnalysisSpec": "clipforge.analysis_spec",
     **dict.fromkeys(
-        ("LayerError", "captured", "find_layer", "image_tower", "layer_shape", "list_layers"), "clipforge.layers"
+        (
+            "LayerError",
+            "captured",
+            "channel_count",
+            "channel_maps",
+            "find_layer",
+            "image_tower",
+            "layer_shape",
+            "list_layers",
+        ),
+        "clipforge.layers",
     ),
     **dict.fromkeys(("SpecError", "printable"), "clipforge.errors"),
 }
@@ -107,7 +117,16 @@ if TYPE_CHECKING:
     from clipforge.hookspecs import hookimpl
     from clipforge.images import image_grid, read_image, save_png, to_display
     from clipforge.judge import Judge, Verdicts, load_backbone
-    from clipforge.layers import LayerError, captured, find_layer, image_tower, layer_shape, list_layers
+    from clipforge.layers import (
+        LayerError,
+        captured,
+        channel_count,
+        channel_maps,
+        find_layer,
+        image_tower,
+        layer_shape,
+        list_layers,
+    )
     from clipforge.progressbar import progress_bar
     from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
     from clipforge.spec import ComponentRef, OutputName, Prompt, RunSpec, existing_image, load_spec
@@ -147,6 +166,8 @@ __all__ = [
     "StepState",
     "build_registry",
     "captured",
+    "channel_count",
+    "channel_maps",
     "component_option",
     "default_registry",
     "draw_per_image",

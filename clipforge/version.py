@@ -6,8 +6,8 @@ clipforge (and a plugin's tests) can read it without importing the rest."""
 #: ``AnalysisRun``, ``clipforge.analysis``, ``progress_bar``; ``Registry.resolve`` and ``build``; 1.2:
 #: ``read_image``, ``existing_image``, ``component_option``, ``Backbone.captions``; 1.3: objectives,
 #: ``Objective``, ``ObjectiveOptions``, ``Features``, the ``register_objectives`` hook, a prompt's
-#: ``objectives`` and ``has_target``, and the layers: ``LayerError``, ``captured``, ``find_layer``,
-#: ``image_tower``, ``layer_shape``, ``list_layers``)
+#: ``objectives`` and ``has_target``, ``Analysis.check``, and the layers: ``LayerError``, ``captured``,
+#: ``channel_count``, ``channel_maps``, ``find_layer``, ``image_tower``, ``layer_shape``, ``list_layers``)
 API_VERSION = "1.3"
 
 #: clipforge's own version (the distribution's), readable without importing torch (``clipforge --version``)

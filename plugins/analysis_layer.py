@@ -44,6 +44,8 @@ from clipforge import (
     RunSpec,
     SpecError,
     captured,
+    channel_count,
+    channel_maps,
     hookimpl,
     image_tower,
     layer_shape,
@@ -205,16 +207,10 @@ def _shape(backbone: Backbone, layer: str, where: str, who: str) -> tuple[int, .
         raise SpecError([(where, f"{exc} [{who}]")]) from None
 
 
-def channel_count(shape: tuple[int, ...] | list[int]) -> int:
-    """Channels of one image's output: (C, H, W) maps, (L, C) token sequences, (C,) vectors."""
-    return shape[-1] if len(shape) == 2 else shape[0]
-
-
 def channel_values(activations: torch.Tensor, objective: str) -> torch.Tensor:
     """(N, C): every channel's value per image, as the objective reads it: the mean over positions
     ('channel') or the value at the centre of a map, or the first token ('neuron')."""
-    act = activations.float()
-    maps = act.flatten(2) if act.dim() == 4 else act.transpose(1, 2) if act.dim() == 3 else act.unsqueeze(-1)
+    act, maps = activations, channel_maps(activations)
     if objective == "channel":
         return maps.mean(dim=-1)
     index = (act.shape[2] // 2) * act.shape[3] + act.shape[3] // 2 if act.dim() == 4 else 0

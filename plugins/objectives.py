@@ -35,6 +35,8 @@ from clipforge import (
     Prompt,
     Row,
     RunSpec,
+    channel_count,
+    channel_maps,
     existing_image,
     hookimpl,
     layer_shape,
@@ -164,7 +166,7 @@ class LayerObjective(Objective):
 
     @property
     def channels(self) -> int:
-        return self.shape[-1] if len(self.shape) == 2 else self.shape[0]
+        return channel_count(self.shape)
 
     def check_channel(self, channel: int) -> None:
         if not 0 <= channel < self.channels:
@@ -175,17 +177,6 @@ class LayerObjective(Objective):
 
     def channel_maps(self, features: Features) -> torch.Tensor:
         return channel_maps(features.activations[self.options.layer])
-
-
-def channel_maps(activations: torch.Tensor) -> torch.Tensor:
-    """A layer's activations as (N, C, P), every channel at every position: a map (N, C, H, W), a
-    token sequence (N, L, C) or a vector (N, C)."""
-    act = activations.float()
-    if act.dim() == 4:
-        return act.flatten(2)
-    if act.dim() == 3:
-        return act.transpose(1, 2)
-    return act.unsqueeze(-1)
 
 
 class ChannelOptions(LayerOptions):
@@ -219,15 +210,14 @@ class NeuronOptions(ChannelOptions):
     )
 
 
-class Neuron(LayerObjective):
+class Neuron(Channel):
     """One channel at one position: what excites one unit."""
 
     name = "neuron"
     Options: ClassVar[type[Options]] = NeuronOptions
 
     def __init__(self, options: NeuronOptions, backbone: Backbone, rows: Sequence[Row], spec: RunSpec) -> None:
-        super().__init__(options, backbone, rows, spec)
-        self.check_channel(options.channel)
+        super().__init__(options, backbone, rows, spec)  # the layer and the channel checked
         spatial = self.shape[1:] if len(self.shape) == 3 else self.shape[:1] if len(self.shape) == 2 else ()
         if not spatial:
             raise LayerError(
@@ -290,7 +280,7 @@ class Direction(Objective):
         super().__init__(options, backbone, rows, spec)
         if options.layer is not None:
             shape = layer_shape(backbone, options.layer)
-            channels = shape[-1] if len(shape) == 2 else shape[0]
+            channels = channel_count(shape)
             if len(options.vector or []) != channels:
                 raise LayerError(
                     f"the vector has {len(options.vector or [])} values, but layer {options.layer!r} of "
