@@ -48,6 +48,9 @@ run parameterizations.json python -m benchmarks.compare_parameterizations --json
 run parameterizations_rn.json python -m benchmarks.compare_parameterizations --json --steps 150 --seeds 2 --prompts 24 \
     --eval-every 15 --out "$out/parameterizations_rn"
 run parameterizations_speed_vitb16.json python -m benchmarks.compare_parameterizations --speed-only --json
+# objectives (issue 26): the truth checks' figures, and a layer batched against one run per channel
+run objective_truth.json python -m benchmarks.objective_truth --threads 1 --json
+run layer_batching.json python -m benchmarks.layer_batching --threads 1 --channels 16 --steps 50 --json
 for analysis in probe:probe_ball screen:screen compare:compare_data_scale compare:compare_training compare:compare_training_followup blend:blend blend:blend_embedding; do
     name=${analysis##*:}
     [[ -n $only && analysis_$name != "$only"* ]] && continue

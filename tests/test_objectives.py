@@ -15,9 +15,16 @@ from helpers import TINY_CONFIG, registry_with, tiny_backbone, tiny_spec_dict
 from safetensors import safe_open
 
 import clipforge
+from benchmarks.objective_truth import (
+    NEURON_POSITION,
+    EdgeBackbone,
+    direction_readings,
+    edge_images,
+    edge_ratio,
+    neuron_correlations,
+)
 from clipforge import Backbone, Features, Options, SpecError, image_tower
 from clipforge.engine import ComponentStartError, Engine
-from clipforge.toyworld.analytic_judge import read_images
 
 REFERENCE = Path(__file__).parent / "data" / "paper_preset_before_objectives.safetensors"
 CPU = torch.device("cpu")
@@ -148,46 +155,6 @@ def test_diversity_pushes_the_seeds_of_one_goal_apart():
 # --------------------------------------------------------------------------- truth: a known filter
 
 
-class EdgeTower(torch.nn.Module):
-    """A tiny image tower whose first layer has a known filter: channel 0 responds to a vertical red
-    edge (dark on the left, red on the right), channel 1 to a horizontal one; a softplus follows."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.edge = torch.nn.Conv2d(3, 2, kernel_size=4, padding=0, bias=False)
-        with torch.no_grad():
-            self.edge.weight.zero_()
-            self.edge.weight[0, 0, :, :2] = -1.0  # red, left half
-            self.edge.weight[0, 0, :, 2:] = 1.0  # red, right half
-            self.edge.weight[1, 0, :2, :] = -1.0
-            self.edge.weight[1, 0, 2:, :] = 1.0
-        self.act = torch.nn.Softplus()  # a ReLU without its dead zone: a unit that starts off still learns
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.edge(x)).mean(dim=(2, 3))
-
-
-class EdgeModel(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.visual = EdgeTower()
-
-
-class EdgeBackbone(Backbone):
-    name = "edge_net"
-    input_size = (16, 16)
-
-    def __init__(self, options: Options, device: torch.device) -> None:
-        super().__init__(options, device)
-        self.model = EdgeModel()
-
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.visual(pixels)
-
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        return torch.ones(len(texts), 2)
-
-
 class NoModelBackbone(EdgeBackbone):
     name = "no_model"
 
@@ -199,18 +166,8 @@ class NoModelBackbone(EdgeBackbone):
 EDGE_REGISTRY = registry_with(EdgeBackbone, NoModelBackbone, plugin="edge_net")
 
 
-def edge_run(objective: dict, steps: int = 60) -> torch.Tensor:
-    spec = {
-        "prompts": [{"objectives": [objective]}],
-        "seeds": [0, 1],
-        "backbones": ["edge_net"],
-        "augmentations": [],
-        "regularizers": [],
-        "copies": 1,
-        "steps": steps,
-        "resolution": [{"step": 0, "size": 16}],
-    }
-    return clipforge.invert(quiet(spec), registry=EDGE_REGISTRY).images
+def edge_run(objective: dict) -> torch.Tensor:
+    return edge_images(objective, EDGE_REGISTRY)
 
 
 def test_a_neuron_of_a_known_filter_draws_its_preferred_stimulus():
@@ -219,11 +176,8 @@ def test_a_neuron_of_a_known_filter_draws_its_preferred_stimulus():
     between the image's receptive field and w, over the filter's non-zero weights, to be at least 0.9:
     the stimulus itself has correlation 1, and a patch that got the sign of even 2 of its 16 red
     weights wrong falls to 0.75."""
-    images = edge_run({"name": "neuron", "options": {"layer": "act", "channel": 0, "position": [6, 6]}})
-    weight = EdgeTower().edge.weight[0, 0]
-    for image in images:
-        patch = image[0, 6:10, 6:10]  # the receptive field of position (6, 6), red
-        r = torch.corrcoef(torch.stack([patch.flatten(), weight.flatten()]))[0, 1]
+    images = edge_run({"name": "neuron", "options": {"layer": "act", "channel": 0, "position": NEURON_POSITION}})
+    for r in neuron_correlations(images):  # the red receptive field of position (6, 6) against the filter
         assert r >= 0.9, f"correlation {r:.3f}"
 
 
@@ -231,10 +185,7 @@ def test_a_channel_of_a_known_filter_fills_the_image_with_its_edges():
     """The mean activation of the vertical-edge channel grows with vertical red edges everywhere: the
     image's red changes across columns (horizontal gradient) far more than across rows."""
     images = edge_run({"name": "channel", "options": {"layer": "act", "channel": 0}})
-    red = images[:, 0]
-    across_columns = (red[:, :, 1:] - red[:, :, :-1]).abs().mean()
-    across_rows = (red[:, 1:, :] - red[:, :-1, :]).abs().mean()
-    assert across_columns > 3 * across_rows
+    assert edge_ratio(images) > 3  # across columns against across rows
 
 
 # --------------------------------------------------------------------------- truth: the offline model
@@ -244,15 +195,7 @@ def test_a_channel_of_a_known_filter_fills_the_image_with_its_edges():
 def test_a_direction_from_one_colour_to_another_inverts_to_that_colour_on_the_offline_model(first, second):
     """The text embedding of "red" minus that of "blue" (and the reverse, so that a colour the model
     draws anyway cannot pass): three seeds, each read by the analytic judge."""
-    spec = {
-        "objectives": [{"name": "direction", "options": {"text": first, "minus": second}}],
-        "seeds": [0, 1, 2],
-        "backbones": [{"name": "open_clip", "options": {"model": "toyworld-rn"}}],
-        "regularizers": [{"name": "tv", "options": {"weight": 0.02}}],
-        "steps": 100,
-        "resolution": [{"step": 0, "size": 32}, {"step": 50, "size": 64}],
-    }
-    readings = read_images(clipforge.invert(quiet(spec)).images)
+    readings = direction_readings(first, second)
     assert [r.colour for r in readings] == [first] * 3
     # the colour aimed at is the largest share of the object pixels, and the colour subtracted is all but absent
     assert all(r.colour_shares.get(first, 0) > 0.4 and r.colour_shares.get(second, 0) < 0.05 for r in readings)
