@@ -44,7 +44,14 @@ _WHERE = {
         ),
         "clipforge.components",
     ),
-    **dict.fromkeys(("Engine", "invert"), "clipforge.engine"),
+    "Engine": "clipforge.engine",
+    **dict.fromkeys(("invert", "visualize", "list_layers", "layer_shape", "backbone_of"), "clipforge.api"),
+    **dict.fromkeys(
+        ("Goal", "channel", "direction", "diversity", "image", "neuron", "objective", "prompt"),
+        "clipforge.algebra",
+    ),
+    **dict.fromkeys(("ModelError", "model"), "clipforge.models"),
+    **dict.fromkeys(("Report", "analyse"), "clipforge.report"),
     "hookimpl": "clipforge.hookspecs",
     **dict.fromkeys(("Judge", "Verdicts", "load_backbone"), "clipforge.judge"),
     **dict.fromkeys(("image_grid", "read_image", "save_png", "to_display"), "clipforge.images"),
@@ -65,8 +72,6 @@ _WHERE = {
             "channel_maps",
             "find_layer",
             "image_tower",
-            "layer_shape",
-            "list_layers",
         ),
         "clipforge.layers",
     ),
@@ -87,7 +92,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from clipforge.algebra import Goal, channel, direction, diversity, image, neuron, objective, prompt
     from clipforge.analysis_spec import AnalysisSpec
+    from clipforge.api import backbone_of, invert, layer_shape, list_layers, visualize
     from clipforge.components import (
         Analysis,
         AnalysisRun,
@@ -112,7 +119,7 @@ if TYPE_CHECKING:
         draw_per_image,
         option_error,
     )
-    from clipforge.engine import Engine, invert
+    from clipforge.engine import Engine
     from clipforge.errors import SpecError, printable
     from clipforge.hookspecs import hookimpl
     from clipforge.images import image_grid, read_image, save_png, to_display
@@ -124,15 +131,29 @@ if TYPE_CHECKING:
         channel_maps,
         find_layer,
         image_tower,
-        layer_shape,
-        list_layers,
     )
+    from clipforge.models import ModelError, model
     from clipforge.progressbar import progress_bar
     from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
+    from clipforge.report import Report, analyse
     from clipforge.spec import ComponentRef, OutputName, Prompt, RunSpec, existing_image, load_spec
 
 __all__ = [
     "API_VERSION",
+    "Goal",
+    "ModelError",
+    "Report",
+    "analyse",
+    "backbone_of",
+    "channel",
+    "direction",
+    "diversity",
+    "image",
+    "model",
+    "neuron",
+    "objective",
+    "prompt",
+    "visualize",
     "Analysis",
     "AnalysisRun",
     "AnalysisSpec",

@@ -78,7 +78,7 @@ def _default_name(args: argparse.Namespace) -> str:
 
 def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
     from clipforge.engine import Engine
-    from clipforge.outputs import check_resumable
+    from clipforge.outputs import check_resumable, refuse_python_objects
     from clipforge.resolved import ComponentStartError
 
     check_out(args)
@@ -95,6 +95,7 @@ def cmd_invert(args: argparse.Namespace, registry: Registry) -> int:
                 ]
             )
         check_resumable(Path(args.resume))
+        refuse_python_objects(Path(args.resume))
         args.spec = str(Path(args.resume) / "spec.json")
         out_dir = args.resume
     elif not args.spec and not args.prompt:

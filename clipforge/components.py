@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from clipforge.analysis_spec import AnalysisSpec
+from clipforge.result import InversionResult as InversionResult  # a kind of its own module: what a run returns
 from clipforge.specbase import StrictModel
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -249,6 +250,17 @@ class Features:
     activations: dict[str, torch.Tensor]  # layer name -> its output for these copies, batch first (N, ...)
     image_index: torch.Tensor  # (N,): each copy's image, as an index into the objective's ``rows``
 
+    def layer(self, name: str) -> torch.Tensor:
+        """A captured layer's output for these copies, batch first, as the layer gives it."""
+        return self.activations[name]
+
+    def channels(self, name: str) -> torch.Tensor:
+        """A captured layer as (N, C, P): every channel at every position, whatever the layer's
+        layout (feature maps, token sequences, vectors; ``clipforge.channel_maps``)."""
+        from clipforge.layers import channel_maps
+
+        return channel_maps(self.layer(name))
+
 
 class Objective(Component):
     """A quantity of the images' copies that a run maximises: the similarity to a prompt, the
@@ -355,32 +367,6 @@ class StepState:
         if self._cached is None:
             self._cached = self._images()
         return self._cached
-
-
-@dataclass
-class InversionResult:
-    """What a run produced. ``images`` are (B, 3, H, W) in [0, 1] on the CPU, one per row."""
-
-    images: torch.Tensor
-    rows: list[Row]
-    metrics: list[dict[str, Any]]
-    spec: RunSpec
-    spec_hash: str
-    device: str
-    steps_done: int
-    interrupted: bool
-    seconds: float
-    out_dir: Path | None = None
-    withheld: list[bool] = field(default_factory=list)  # rows a screening callback withheld (zeroed)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def image(self, prompt: int | str = 0, seed: int | None = None) -> torch.Tensor:
-        """The (3, H, W) image of a prompt (index or text) and seed (the first seed by default)."""
-        for row in self.rows:
-            hit = row.prompt_index == prompt if isinstance(prompt, int) else row.label == prompt
-            if hit and (seed is None or row.seed == seed):
-                return self.images[row.index]
-        raise KeyError(f"no image for prompt {prompt!r}, seed {seed!r}")
 
 
 @dataclass

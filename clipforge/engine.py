@@ -24,6 +24,7 @@ import torch
 from clipforge.components import AugmentContext, Callback, InversionResult, Row, RunInfo, Screened, StepState
 from clipforge.files import slug
 from clipforge.goals import Goal, make_goal
+from clipforge.live import python_objects
 from clipforge.outputs import DamagedCheckpointError, NoFolder, RunFolder
 from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec, default_registry
 from clipforge.resolved import ComponentStartError, goal_components
@@ -142,6 +143,11 @@ class Engine:
         perf = spec.performance
         encode = {}
         for bb in backbones:
+            if perf.channels_last and getattr(bb, "borrowed", False):
+                raise ComponentStartError(
+                    f"performance.channels_last would convert {bb.label}, a model lent to the run as an object, "
+                    "in place; convert it yourself (model.to(memory_format=torch.channels_last)) or drop channels_last"
+                )
             if perf.channels_last and isinstance(bb.model, torch.nn.Module):
                 bb.model.to(memory_format=torch.channels_last)
             encode[bb] = torch.compile(bb.encode_image, dynamic=False) if perf.compile else bb.encode_image
@@ -164,7 +170,7 @@ class Engine:
             out_dir=self.out_dir,
             spec_hash=self.spec_hash,
             total_steps=spec.steps,
-            extra={"backbones": [bb.label for bb in backbones]},
+            extra={"backbones": [bb.label for bb in backbones], "python_objects": python_objects(comps, where)},
             start_step=start_step,
         )
         return RunParts(

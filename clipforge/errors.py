@@ -104,4 +104,8 @@ class UnknownComponentError(PluginError):
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         available = ", ".join(sorted(known)) or "none installed"
+        if name.startswith(("object:", "callable:")):  # a spec.json written by a run made from Python
+            hint += (
+                "; this name stands for a Python object of a run made from Python: run it from Python with the object"
+            )
         super().__init__(f"unknown {kind} {name!r}{hint} (available: {available})")

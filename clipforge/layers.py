@@ -30,9 +30,10 @@ class Layer:
 
 
 def image_tower(backbone: Backbone) -> torch.nn.Module:
-    """The module whose layers have names: the image tower of a backbone that wraps a torch model."""
+    """The module whose layers have names: the image tower of a backbone that wraps a torch model
+    (its ``tower`` where it names one, else the model's ``visual``, else the model)."""
     model = backbone.model
-    tower = getattr(model, "visual", model)
+    tower = getattr(backbone, "tower", None) or getattr(model, "visual", model)
     if not isinstance(tower, torch.nn.Module):
         raise LayerError(f"{backbone.label}: this backbone has no torch model, so no layers to name")
     return tower

@@ -114,6 +114,18 @@ def check_resumable(path: Path) -> None:
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 
 
+def refuse_python_objects(path: Path) -> None:
+    """A run made from Python with objects (a model, a function) cannot go on from a spec file, which
+    cannot name them: refused, saying to resume it from Python with the same objects."""
+    objects = read_run_json(path).get("python_objects") or []
+    if objects:
+        raise NothingToResumeError(
+            f"{str(path)!r} was run from Python with objects that a spec file cannot hold ({'; '.join(objects)}); "
+            "resume it from Python with the same objects: clipforge.invert(spec, out_dir=..., resume=True) or "
+            "clipforge.visualize(..., out=..., resume=True)"
+        )
+
+
 def read_run_json(path: Path) -> dict[str, Any]:
     """A run folder's ``run.json``, refused (naming it) when it is not a run's record."""
     file = path / "run.json"
@@ -226,6 +238,7 @@ class RunRecord:
     threads: int | None = None  # CPU threads (the CLI's --threads, CLIPFORGE_THREADS, ...)
     versions: dict[str, str] | None = None
     backbones: list[str] | None = None
+    python_objects: list[str] | None = None  # components made from Python objects: a spec file cannot name them
     rows: list[dict[str, Any]] | None = None
     started: str | None = None
     status: str = "running"  # one of RUN_STATUSES
@@ -248,6 +261,7 @@ class RunRecord:
             threads=torch.get_num_threads(),
             versions=library_versions(),
             backbones=run.extra.get("backbones", []),
+            python_objects=run.extra.get("python_objects") or None,
             rows=[row.as_dict() for row in run.rows],
             started=_now(),
             **this_process(),

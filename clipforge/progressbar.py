@@ -1,8 +1,12 @@
-"""clipforge's progress bar: rich's on a terminal, plain lines in a log file."""
+"""clipforge's progress bar: rich's on a terminal, plain lines in a log file, one bar that updates
+in place in a Jupyter notebook."""
 
 from __future__ import annotations
 
+import html
 import math
+import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -106,12 +110,56 @@ class LogProgress(Progress):
         )
 
 
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where a terminal bar cannot redraw itself)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class NotebookProgress(LogProgress):
+    """In a notebook: one HTML bar per task in the cell's output, redrawn in place (at most every
+    ``every`` seconds, and at the end) with the same text as a log line; nothing on stderr."""
+
+    def __init__(self, *columns: Any, every: float = 0.25, **kwargs: Any) -> None:
+        super().__init__(*columns, **kwargs)
+        self.plain, self.every = False, every
+        self._handles: dict[TaskID, tuple[Any, float]] = {}
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        for task_id in list(self._handles):
+            self._draw(task_id, force=True)
+
+    def _log(self, task_id: TaskID) -> None:
+        self._draw(task_id)
+
+    def _draw(self, task_id: TaskID, force: bool = False) -> None:
+        if self.disable:
+            return
+        from IPython.display import HTML, display
+
+        task = self._tasks[task_id]
+        handle, last = self._handles.get(task_id, (None, -math.inf))
+        now = time.monotonic()
+        if handle is not None and not force and now - last < self.every and task.completed < (task.total or math.inf):
+            return
+        bar = f"<progress value='{task.completed:g}' max='{task.total or 1:g}' style='width:240px'></progress>"
+        view = HTML(f"<div style='font:12px monospace'>{bar} {html.escape(self._line(task))}</div>")
+        if handle is None:
+            handle = display(view, display_id=True)
+        else:
+            handle.update(view)
+        self._handles[task_id] = (handle, now)
+
+
 def progress_bar(*fields: ProgressColumn, disable: bool = False) -> Progress:
     """clipforge's rich progress bar, on stderr: text, bar, steps done of total, any extra columns
     (``fields``), elapsed time and time left. Used by the ``progress`` callback and by analyses.
     When stderr is no terminal (a log file), it writes a plain line every 10 % or 30 s instead
-    (:class:`LogProgress`)."""
-    return LogProgress(
+    (:class:`LogProgress`); in a Jupyter notebook, a bar that updates in place (:class:`NotebookProgress`)."""
+    return (NotebookProgress if in_notebook() else LogProgress)(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

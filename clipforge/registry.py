@@ -119,6 +119,21 @@ class Registry:
     def all(self) -> list[ComponentEntry]:
         return [e for kind in KINDS for e in sorted(self.entries.get(kind, {}).values(), key=lambda e: e.name)]
 
+    def with_components(self, plugin: str, classes: Iterable[type]) -> Registry:
+        """A copy with ``classes`` added as components of ``plugin`` (a run's Python objects, made into
+        components for it); a name another plugin already gives a different class is refused."""
+        entries = {kind: dict(by_name) for kind, by_name in self.entries.items()}
+        for cls in classes:
+            entry = _make_entry(cls.kind, cls, plugin, None, None)
+            known = entries.setdefault(entry.kind, {}).get(entry.name)
+            if known is not None and known.cls is not cls:
+                raise PluginError(
+                    f"{entry.kind} class {cls.__name__} is named {entry.name!r}, which {known.provider} already "
+                    "gives another class; give it another name"
+                )
+            entries[entry.kind][entry.name] = known or entry
+        return Registry(entries, [*self.plugins, PluginInfo(plugin, None, None)], list(self.failures))
+
     def resolve(self, spec: RunSpec, where: str = "", *, check_goals: bool = True) -> ResolvedSpec:
         """Check a run spec against this registry: find every component and validate its options
         with the component's own model. This is the one place a spec's components are checked.

@@ -7,8 +7,12 @@ clipforge (and a plugin's tests) can read it without importing the rest."""
 #: ``read_image``, ``existing_image``, ``component_option``, ``Backbone.captions``; 1.3: objectives,
 #: ``Objective``, ``ObjectiveOptions``, ``Features``, the ``register_objectives`` hook, a prompt's
 #: ``objectives`` and ``has_target``, ``Analysis.check``, and the layers: ``LayerError``, ``captured``,
-#: ``channel_count``, ``channel_maps``, ``find_layer``, ``image_tower``, ``layer_shape``, ``list_layers``)
-API_VERSION = "1.3"
+#: ``channel_count``, ``channel_maps``, ``find_layer``, ``image_tower``, ``layer_shape``, ``list_layers``; 1.4:
+#: the notebook's API: ``visualize``, ``invert`` taking objects, ``model``, ``ModelError``, ``backbone_of``,
+#: the objective algebra ``Goal``, ``prompt``, ``channel``, ``neuron``, ``direction``, ``diversity``, ``image``,
+#: ``objective``; ``Features.layer`` and ``channels``; ``list_layers`` and ``layer_shape`` take any model;
+#: ``InversionResult.to_pil``, ``grid``, ``final`` and its Jupyter view; ``Registry.with_components``)
+API_VERSION = "1.4"
 
 #: clipforge's own version (the distribution's), readable without importing torch (``clipforge --version``)
 __version__ = "0.1.0"
