@@ -145,8 +145,9 @@ def direction(
     )
 
 
-def diversity(layer: str, backbone: int = 0) -> Goal:
-    """Lucent's diversity among the seeds of one prompt (Gram matrices of a layer)."""
+def diversity(layer: str | None = None, backbone: int = 0) -> Goal:
+    """Lucent's diversity among the seeds of one prompt (Gram matrices of a layer); without a layer,
+    the layer of the goal's first objective that names one (``channel("layer3", 5) + diversity()``)."""
     return objective("diversity", **_options(layer=layer, backbone=backbone or None))
 
 
@@ -172,9 +173,14 @@ def goal_prompt(value: Any, function_name: Callable[[Callable[..., Any]], str], 
     elif texts:  # several texts: one prompt objective over weighted terms (its loss is their weighted sum)
         entry["terms"] = [{"text": t.text, "weight": t.weight} for t in texts]
         objectives.append(_ref("prompt", {}, 1.0))
+    layers = [t.options["layer"] for t in terms if t.options.get("layer")]
     for t in terms:
         if t.name == "prompt" and t.text is not None:
             continue
+        if t.name == "diversity" and "layer" not in t.options:
+            if not layers:
+                raise TypeError(f"{where}: diversity() without a layer takes its goal's, but no objective names one")
+            t = Term(t.name, {**t.options, "layer": layers[0]}, t.weight)
         name = function_name(t.fn) if t.fn is not None else t.name
         objectives.append(_ref(name, t.options, t.weight))
     entry["objectives"] = objectives

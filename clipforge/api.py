@@ -94,7 +94,7 @@ def visualize(
         raise TypeError("visualize() takes the model and the objective as its arguments; use invert() for a whole spec")
     backbone = _backbone_ref(model, pretrained)
     goals = objective if isinstance(objective, list) else [objective]
-    steps = steps or spec.pop("steps", VISUALIZE_DEFAULTS["steps"])
+    steps = steps or VISUALIZE_DEFAULTS["steps"]
     side = size or _input_size(backbone)
     run: dict[str, Any] = {
         **{k: v for k, v in VISUALIZE_DEFAULTS.items() if k != "steps"},
@@ -120,9 +120,8 @@ def with_objects(spec: dict[str, Any], live: LiveComponents) -> dict[str, Any]:
             many = spec[key] if isinstance(spec[key], (list, tuple)) else [spec[key]]
             refs = [live.backbone(v) if _is_model(v) else v for v in many]
             spec[key] = refs if key == "backbones" else refs[0]
-    models = [r for r in live.models]
-    if models and "device" not in spec:  # the run goes where the model is; it is not moved
-        spec["device"] = str(model_device(models[0]))
+    if live.models and "device" not in spec:  # the run goes where the model is; it is not moved
+        spec["device"] = str(model_device(live.models[0]))
     namer = _namer(live, "objective")
     if "objectives" in spec and not _plain(spec["objectives"]):
         spec["objectives"] = spec_objectives(spec["objectives"], namer, "objectives")
@@ -184,6 +183,8 @@ def _prompt(value: Any, namer: Callable[[Any], str], where: str) -> Any:
 
 def _component(live: LiveComponents, kind: str, value: Any) -> Any:
     """A reference to a component given by name, as a dict, as a component class or as a function."""
+    if isinstance(value, dict) and not isinstance(value.get("name", ""), str):  # {"name": fn, "options": {...}}
+        return {**value, "name": _component(live, kind, value["name"])}
     if isinstance(value, (str, dict)):
         return value
     if isinstance(value, type) and issubclass(value, KINDS[kind]):

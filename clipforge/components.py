@@ -23,7 +23,8 @@ from pydantic import Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from clipforge.analysis_spec import AnalysisSpec
-from clipforge.result import InversionResult as InversionResult  # a kind of its own module: what a run returns
+from clipforge.result import InversionResult as InversionResult  # what a run returns, and how it shows itself
+from clipforge.result import Row as Row
 from clipforge.specbase import StrictModel
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -256,10 +257,19 @@ class Features:
 
     def channels(self, name: str) -> torch.Tensor:
         """A captured layer as (N, C, P): every channel at every position, whatever the layer's
-        layout (feature maps, token sequences, vectors; ``clipforge.channel_maps``)."""
-        from clipforge.layers import channel_maps
-
+        layout (feature maps, token sequences, vectors; :func:`channel_maps`)."""
         return channel_maps(self.layer(name))
+
+
+def channel_maps(activations: torch.Tensor) -> torch.Tensor:
+    """A layer's batch-first activations as (N, C, P), every channel at every position, in float32:
+    a feature map (N, C, H, W), a token sequence (N, L, C) or a vector (N, C)."""
+    act = activations.float()
+    if act.dim() == 4:
+        return act.flatten(2)
+    if act.dim() == 3:
+        return act.transpose(1, 2)
+    return act.unsqueeze(-1)
 
 
 class Objective(Component):
@@ -305,26 +315,6 @@ class Objective(Component):
         """Its value for every copy, (N,), to be maximised; or ``(value, similarity)``, both (N,),
         for an objective with a similarity to report in the metrics (the prompt's)."""
         raise NotImplementedError
-
-
-@dataclass
-class Row:
-    """One independent image of a run: a prompt (index into the spec) and a seed."""
-
-    index: int
-    prompt_index: int
-    seed: int
-    label: str  # human-readable prompt text
-    slug: str  # file-name-safe identifier, unique within the run
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "prompt_index": self.prompt_index,
-            "seed": self.seed,
-            "label": self.label,
-            "slug": self.slug,
-        }
 
 
 @dataclass

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from clipforge.components import Backbone
+from clipforge.components import channel_maps as channel_maps  # the layout rule lives beside Features
 
 
 class LayerError(ValueError):
@@ -104,17 +105,6 @@ def layer_shape(backbone: Backbone, name: str) -> tuple[int, ...]:
         )
     known[name] = tuple(out.shape[1:])
     return known[name]
-
-
-def channel_maps(activations: torch.Tensor) -> torch.Tensor:
-    """A layer's batch-first activations as (N, C, P), every channel at every position, in float32:
-    a feature map (N, C, H, W), a token sequence (N, L, C) or a vector (N, C)."""
-    act = activations.float()
-    if act.dim() == 4:
-        return act.flatten(2)
-    if act.dim() == 3:
-        return act.transpose(1, 2)
-    return act.unsqueeze(-1)
 
 
 def channel_count(shape: Sequence[int]) -> int:

@@ -191,7 +191,8 @@ class LiveObjective(Objective):
                 f"{self.label} returned shape {tuple(value.shape)} for {copies} copies; expected one value per copy, "
                 f"shape ({copies},)"
             )
-        if not torch.isfinite(value.detach()).all():
+        if value.device.type == "cpu" and not torch.isfinite(value.detach()).all():  # elsewhere: a sync each
+            # step; a non-finite loss is caught when the metrics are gathered (check_finite), naming the image
             bad = value.detach()[~torch.isfinite(value.detach())][0].item()
             raise ObjectiveValueError(f"{self.label} returned a non-finite value ({bad}) for a copy")
         if torch.is_grad_enabled() and not value.requires_grad:
@@ -283,7 +284,7 @@ class LiveComponents:
         """A function as an objective, augmentation or regulariser: the name of its component."""
         bases = {"objective": LiveObjective, "augmentation": LiveAugmentation, "regularizer": LiveRegularizer}
         if kind not in bases:
-            raise TypeError(f"a function cannot be a {kind}; give a name, a dict or a {kind} class")
+            raise TypeError(f"{kind}: a function cannot be a {kind}; give a name, a dict or a {kind} class")
         base_name = getattr(fn, "__name__", type(fn).__name__).strip("<>") or "function"
 
         def make() -> type[Component]:

@@ -15,11 +15,30 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from clipforge.components import Row
     from clipforge.spec import RunSpec
 
 #: the smallest side an image is shown at inline (toy models' images are 64 px)
 SHOWN_AT_LEAST = 128
+
+
+@dataclass
+class Row:
+    """One independent image of a run: a prompt (index into the spec) and a seed."""
+
+    index: int
+    prompt_index: int
+    seed: int
+    label: str  # human-readable prompt text
+    slug: str  # file-name-safe identifier, unique within the run
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "prompt_index": self.prompt_index,
+            "seed": self.seed,
+            "label": self.label,
+            "slug": self.slug,
+        }
 
 
 @dataclass

@@ -88,6 +88,10 @@ def test_the_algebra_writes_prompt_terms_as_a_prompts_text_and_weights():
     two = goal_prompt(prompt("a red circle") - prompt("a blue square"), str, "x")
     assert two["terms"] == [{"text": "a red circle", "weight": 1.0}, {"text": "a blue square", "weight": -1.0}]
     assert repr(-channel("layer3", 1)) == "-1*channel(layer='layer3', channel=1)"
+    implied = goal_prompt(channel("layer3", 5) + 0.5 * diversity(), str, "x")["objectives"][1]
+    assert implied == {"name": "diversity", "options": {"layer": "layer3", "weight": 0.5}}
+    with pytest.raises(TypeError, match=r"x: diversity\(\) without a layer takes its goal's, but no objective"):
+        goal_prompt(prompt("a red circle") + diversity(), str, "x")
 
 
 # --------------------------------------------------------------------------- the lent model
@@ -163,8 +167,8 @@ def test_no_folder_is_written_unless_asked(tmp_path, monkeypatch):
 def test_a_run_of_names_writes_a_spec_the_command_line_runs_again(tmp_path):
     clipforge.visualize("toyworld-rn", channel("layer3", 5) + 0.5 * channel("layer2", 1), out=tmp_path / "a", **SMALL)
     spec = json.loads((tmp_path / "a" / "spec.json").read_text())
-    assert spec["prompts"][0]["objectives"][1] == {"name": "channel", "options": {"layer": "layer2", "channel": 1,
-                                                                                  "backbone": 0, "weight": 0.5}}  # fmt: skip
+    written = {"layer": "layer2", "channel": 1, "backbone": 0, "weight": 0.5}
+    assert spec["prompts"][0]["objectives"][1] == {"name": "channel", "options": written}
     assert "python_objects" not in json.loads((tmp_path / "a" / "run.json").read_text())
     again = clipforge.invert(tmp_path / "a" / "spec.json")
     first = clipforge.invert(spec)
@@ -192,7 +196,7 @@ def test_a_run_with_objects_says_so_and_resumes_from_python_not_from_the_command
     assert not resumed.interrupted and torch.equal(resumed.images, whole.images)
 
 
-# --------------------------------------------------------------------------- bad input: one clear error, nothing written
+# --------------------------------------------------------------------------- bad input: one error, nothing written
 
 
 class Broken(torch.nn.Module):
@@ -331,3 +335,87 @@ def test_an_analysis_report_shows_its_tables_and_grids_inline(tmp_path, monkeypa
     assert report["analysis"] == "layer" and list(tmp_path.iterdir()) == []
     page = report._repr_html_()
     assert "<table>" in page and "<img" in page and "data:image/png;base64," in page
+
+
+# --------------------------------------------------------------------------- more kinds of object
+
+
+def test_functions_and_component_classes_as_regularisers_and_augmentations():
+    def tv(images):  # the built-in tv's formula (p = 2)
+        x = images
+        maps = (
+            x[:, :, :, 1:] - x[:, :, :, :-1],
+            x[:, :, 1:, :] - x[:, :, :-1, :],
+            x[:, :, 1:, 1:] - x[:, :, :-1, :-1],
+            x[:, :, 1:, :-1] - x[:, :, :-1, 1:],
+        )
+        return sum(m.norm(p=2, dim=(2, 3)).mean(dim=1) for m in maps)
+
+    builtin = clipforge.visualize("toyworld-rn", "layer3:5", **SMALL)
+    function = clipforge.visualize(
+        "toyworld-rn", "layer3:5", regularizers=[{"name": tv, "options": {"weight": 0.02}}], **SMALL
+    )
+    assert torch.equal(builtin.images, function.images)
+
+    class Mirror(clipforge.Augmentation):
+        name = "mirror"
+
+        def __call__(self, copies, ctx):
+            return copies.flip(-1)
+
+    flipped = clipforge.visualize("toyworld-rn", "layer3:5", augmentations=[Mirror], **SMALL)
+    by_function = clipforge.visualize("toyworld-rn", "layer3:5", augmentations=[lambda c, ctx: c.flip(-1)], **SMALL)
+    assert torch.equal(flipped.images, by_function.images) and not torch.equal(flipped.images, builtin.images)
+    with pytest.raises(TypeError, match=r"parameterization: a function cannot be a parameterization"):
+        clipforge.visualize("toyworld-rn", "layer3:5", parameterization=lambda: None, **SMALL)
+
+
+def test_an_open_clip_model_object_with_openai_vocabulary_needs_no_tokenizer():
+    from helpers import tiny_backbone
+
+    backbone = clipforge.backbone_of(tiny_backbone())  # an open_clip CLIP from a config: OpenAI's BPE vocabulary
+    by_name = clipforge.visualize(tiny_backbone(), prompt("a red circle"), **SMALL)
+    as_object = clipforge.visualize(backbone.model, prompt("a red circle"), **SMALL)
+    assert torch.equal(by_name.images, as_object.images)
+
+
+def test_a_timm_tower_brings_its_normalisation_and_input_size():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = timm.create_model("test_resnet", pretrained=False, num_classes=0)
+    ref = clipforge.model(net)
+    mean, std, size, _ = ref.preprocessing()
+    assert (mean, std, size) == (
+        net.pretrained_cfg["mean"],
+        net.pretrained_cfg["std"],
+        net.pretrained_cfg["input_size"][1:],
+    )
+    result = clipforge.visualize(net, "layer1:0", **{**SMALL, "steps": 2})
+    assert result.images.shape == (1, 3, 32, 32)
+
+
+def test_in_a_notebook_the_progress_bar_is_one_view_updated_in_place(monkeypatch):
+    display = pytest.importorskip("IPython.display")
+    from clipforge import progressbar
+
+    shown = []
+
+    class Handle:
+        def update(self, view):
+            shown.append(("update", view.data))
+
+    def show(view, display_id):
+        assert display_id is True
+        shown.append(("new", view.data))
+        return Handle()
+
+    monkeypatch.setattr(display, "display", show)
+    monkeypatch.setattr(progressbar, "in_notebook", lambda: True)
+    bar = progressbar.progress_bar()
+    task = bar.add_task("inverting 1 image", total=10)
+    bar.start()
+    for i in range(10):
+        bar.update(task, completed=i + 1)
+    bar.stop()
+    assert [kind for kind, _ in shown[:1]] == ["new"] and {kind for kind, _ in shown[1:]} == {"update"}
+    assert "10/10 (100%)" in shown[-1][1] and "<progress value='10'" in shown[-1][1]
