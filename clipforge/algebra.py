@@ -100,9 +100,15 @@ def as_goal(value: Any, where: str = "objective") -> Goal:
     )
 
 
-def objective(name: str, **options: Any) -> Goal:
-    """Any registered objective by name, a plugin's too: ``objective("activation_norm", layer="layer3")``."""
+def objective(name: Any, **options: Any) -> Goal:
+    """Any registered objective by name, a plugin's too (``objective("activation_norm", layer="layer3")``),
+    an ``Objective`` class with its options, or a function of the features (``0.5 * objective(fn)``:
+    a plain function cannot be multiplied)."""
     weight = float(options.pop("weight", 1.0))
+    if callable(name) and not isinstance(name, type):
+        if options:
+            raise TypeError(f"objective(): a function takes no options, only a weight (got {', '.join(options)})")
+        return Goal([Term(fn=name, weight=weight)])
     return Goal([Term(name, options, weight)])
 
 

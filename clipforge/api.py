@@ -103,12 +103,12 @@ def visualize(
         "backbones": [backbone],
         "steps": steps,
         "resolution": [{"step": 0, "size": max(1, side // 2)}, {"step": max(1, steps // 2), "size": side}],
-        "callbacks": ["progress"] if progress else [],
+        "callbacks": (["progress"] if progress else []) + list(callbacks),  # names, dicts, classes or objects
         **spec,
     }
     if device is not None:
         run["device"] = device
-    return invert(run, out, registry=registry, callbacks=callbacks, resume=resume)
+    return invert(run, out, registry=registry, resume=resume)
 
 
 def with_objects(spec: dict[str, Any], live: LiveComponents) -> dict[str, Any]:
@@ -120,8 +120,9 @@ def with_objects(spec: dict[str, Any], live: LiveComponents) -> dict[str, Any]:
             many = spec[key] if isinstance(spec[key], (list, tuple)) else [spec[key]]
             refs = [live.backbone(v) if _is_model(v) else v for v in many]
             spec[key] = refs if key == "backbones" else refs[0]
-    if live.models and "device" not in spec:  # the run goes where the model is; it is not moved
-        spec["device"] = str(model_device(live.models[0]))
+    where = model_device(live.models[0]) if live.models else None
+    if where is not None and where.type in ("cpu", "cuda", "mps") and "device" not in spec:
+        spec["device"] = str(where)  # the run goes where the model is; it is not moved
     namer = _namer(live, "objective")
     if "objectives" in spec and not _plain(spec["objectives"]):
         spec["objectives"] = spec_objectives(spec["objectives"], namer, "objectives")

@@ -432,22 +432,3 @@ def _close_callbacks(parts: RunParts | None) -> None:
             cb.on_run_end(parts.run_info, None)
         except Exception:
             pass
-
-
-def invert(
-    spec: RunSpec | dict[str, Any] | str | Path,
-    out_dir: str | Path | None = None,
-    *,
-    registry: Registry | None = None,
-    callbacks: Sequence[Callback] = (),
-    overrides: list[str] | None = None,
-) -> InversionResult:
-    """Run an inversion and return its images and metrics (the notebook entry point).
-
-    ``spec`` may be a path to a JSON file, a dict, or a :class:`RunSpec`; it is never modified.
-    Results are written to ``out_dir`` (or the spec's ``output_dir``) when one is given.
-    """
-    spec = load_spec(spec, overrides)
-    out = out_dir if out_dir is not None else spec.output_dir
-    resolved = (registry or default_registry()).resolve(spec)
-    return Engine(resolved, out_dir=out, callbacks=callbacks).run()

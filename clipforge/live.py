@@ -314,8 +314,9 @@ def python_objects(components: dict[str, list[Any]], where: Callable[[str], str]
     found = []
     for path, resolved in components.items():
         for i, component in enumerate(resolved):
-            what = getattr(component.entry.cls, "python_object", "")
-            if what:
+            cls = component.entry.cls
+            if component.entry.plugin == LIVE_PLUGIN:
+                what = getattr(cls, "python_object", "") or f"the class {cls.__qualname__}"
                 place = where(path if path == "parameterization" else f"{path}[{i}]")
                 found.append(f"{place}: {component.entry.name} ({what})")
     return found

@@ -103,6 +103,11 @@ class ModelRef:
             images = getattr(self.processor, "image_processor", self.processor)
             size = getattr(obj.config.vision_config, "image_size", None)
             if images is None:
+                if self.mean is None or self.std is None:
+                    raise ModelError(
+                        f"{self.label}: its normalisation is not known without its processor; give it, "
+                        "clipforge.model(hf, processor=processor), or mean= and std="
+                    )
                 return None, None, _pair(size)
             return getattr(images, "image_mean", None), getattr(images, "image_std", None), _pair(size)
         cfg = getattr(obj, "pretrained_cfg", None) or getattr(obj, "default_cfg", None) or {}  # timm's

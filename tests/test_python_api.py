@@ -306,6 +306,9 @@ def test_a_hugging_face_clip_model_inverts_a_prompt_and_names_its_vision_layers(
 
 def test_a_hugging_face_model_without_its_tokenizer_is_refused_when_a_prompt_needs_text(tmp_path):
     hf = tiny_hf_clip()
+    with pytest.raises(clipforge.ModelError, match=r"normalisation is not known without its processor; give it"):
+        clipforge.visualize(hf, "encoder.layers.1:3", out=tmp_path / "o", **SMALL)
+    hf = clipforge.model(hf, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     with pytest.raises(
         clipforge.PluginError, match=r"Hugging Face CLIPModel has no text side here.*pass its tokenizer"
     ):
@@ -419,3 +422,26 @@ def test_in_a_notebook_the_progress_bar_is_one_view_updated_in_place(monkeypatch
     bar.stop()
     assert [kind for kind, _ in shown[:1]] == ["new"] and {kind for kind, _ in shown[1:]} == {"update"}
     assert "10/10 (100%)" in shown[-1][1] and "<progress value='10'" in shown[-1][1]
+
+
+def test_a_function_is_weighted_through_objective_and_callbacks_go_by_name(tmp_path):
+    def five(f):
+        return f.channels("layer3")[:, 5].mean(1)
+
+    weighted = clipforge.visualize("toyworld-rn", 2 * clipforge.objective(five), **SMALL)
+    builtin = clipforge.visualize("toyworld-rn", 2 * channel("layer3", 5), **SMALL)
+    assert torch.equal(weighted.images, builtin.images)
+    clipforge.visualize("toyworld-rn", "layer3:5", out=tmp_path / "m", callbacks=["metrics"], **SMALL)
+    assert len((tmp_path / "m" / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_a_component_class_is_listed_among_a_runs_python_objects(tmp_path):
+    class Flat(clipforge.Regularizer):
+        name = "flat_here"
+
+        def __call__(self, images):
+            return images.std(dim=(1, 2, 3))
+
+    clipforge.visualize("toyworld-rn", "layer3:5", regularizers=[Flat], out=tmp_path / "r", **SMALL)
+    listed = json.loads((tmp_path / "r" / "run.json").read_text())["python_objects"]
+    assert listed == [f"regularizers[0]: flat_here (the class {Flat.__qualname__})"]
