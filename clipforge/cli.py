@@ -1,5 +1,5 @@
-"""The ``clipforge`` command: invert, validate, sweep, gallery, models, schema, plugins, and one verb
-per installed analysis.
+"""The ``clipforge`` command: invert, validate, sweep, gallery, models, schema, plugins, spectrum, and
+one verb per installed analysis.
 
 Global flags (``--traceback``, ``--threads N``, the plugin flags) go anywhere on the line. Nothing
 heavy is imported before it is needed: ``--help``, ``--version`` and a verb's help import neither
@@ -31,6 +31,7 @@ from clipforge.commands import (
     cmd_models,
     cmd_plugins,
     cmd_schema,
+    cmd_spectrum,
     cmd_sweep,
     cmd_validate,
     err,
@@ -72,10 +73,10 @@ def _seeds(text: str) -> list[int]:
 
 
 #: the verbs clipforge itself provides; an analysis cannot take one of these names
-COMMANDS = ("invert", "validate", "sweep", "gallery", "models", "layers", "schema", "plugins")
+COMMANDS = ("invert", "validate", "sweep", "gallery", "models", "layers", "schema", "plugins", "spectrum")
 
 #: the verbs that need no plugins (the registry is not built for them)
-NO_REGISTRY = (cmd_gallery, cmd_models)
+NO_REGISTRY = (cmd_gallery, cmd_models, cmd_spectrum)
 
 GLOBAL_FLAGS = (
     "global flags, accepted anywhere on the line: --traceback, --threads N, --block PLUGIN, --plugins A,B, "
@@ -270,7 +271,7 @@ def _sweep_parser(sub: Any) -> None:
 
 
 def _listing_parsers(sub: Any) -> None:
-    """The verbs that show what there is: gallery, models, layers, schema, plugins."""
+    """The verbs that show what there is: gallery, models, layers, schema, plugins; and spectrum."""
     p = _verb_parser(
         sub,
         "gallery",
@@ -328,6 +329,20 @@ def _listing_parsers(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
+
+    p = _verb_parser(
+        sub,
+        "spectrum",
+        "average a folder's images' Fourier magnitudes: a spectrum file for the maco parameterisation",
+        "Write FILE (.npy): the mean Fourier magnitude of every PNG and JPEG image in DIR, each resized to\n"
+        "N x N and its colours decorrelated, as the maco parameterisation's 'spectrum' option reads it\n"
+        "(MACO fixes each image's magnitude to it). Use images like those the model was trained on.",
+        ["clipforge spectrum photos/ --out photos_224.npy --size 224", "clipforge spectrum renders/ --out toy.npy"],
+    )
+    p.add_argument("folder", metavar="DIR", help="a folder of images (.png, .jpg, .jpeg; not its subfolders)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the spectrum file to write (.npy)")
+    p.add_argument("--size", type=int, default=64, metavar="N", help="the images' size, N x N (default: 64)")
+    p.set_defaults(func=cmd_spectrum)
 
 
 def _global_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -305,6 +305,25 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def cmd_spectrum(args: argparse.Namespace, registry: Registry | None) -> int:
+    """A spectrum file from a folder of images (:mod:`clipforge.spectrum`); a bad folder, image or
+    --out is one line naming it, and nothing is written."""
+    from clipforge.spectrum import SpectrumError, check_out_file, folder_spectrum, write_spectrum
+
+    if not args.out.strip():
+        raise SpecError([("--out", "is empty: give the spectrum file to write (.npy)")])
+    try:
+        check_out_file(args.out)  # before the work
+        spectrum = folder_spectrum(args.folder, args.size)
+        digest = write_spectrum(args.out, spectrum)
+    except (SpectrumError, ValueError) as exc:
+        raise SpecError([("", str(exc))]) from None
+    out.print(
+        printable(f"wrote {args.out}: spectrum of {spectrum.shape[1]} x {spectrum.shape[1]} images, sha256 {digest}")
+    )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace, registry: Registry | None) -> int:
     from clipforge.catalog import list_models
 

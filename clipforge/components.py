@@ -169,6 +169,12 @@ class Parameterization(Component):
 
     kind = "parameterization"
     hook = "register_parameterizations"
+    #: the optimiser settings that work for this parameterisation, by the spec's ``optimizer`` field
+    #: names (``{"lr": 0.05}``, ``{"name": "nadam", "lr": 1.0}``): a spec that does not set a field
+    #: gets it from here, and its resolved spec (``spec.json``) shows the value used. Empty: the
+    #: spec's own defaults (the paper's Adam, lr 0.1). Why per parameterisation: a learning rate is
+    #: a step in the parameters' units, and a spectrum's or a ladder's units are not pixels'.
+    default_optimizer: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,

@@ -28,10 +28,11 @@ from clipforge.live import python_objects
 from clipforge.outputs import DamagedCheckpointError, NoFolder, RunFolder
 from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec, default_registry
 from clipforge.resolved import ComponentStartError, goal_components
+from clipforge.result import FLAT_STD
 from clipforge.signals import StopSignals
 from clipforge.spec import RunSpec, load_spec
 from clipforge.step import ComponentFailedError as ComponentFailedError  # raised by the loop: importers find it here
-from clipforge.step import NonFiniteLossError, RunParts, check_finite
+from clipforge.step import NonFiniteLossError, RunParts, check_finite, new_attribution, resize_attribution
 
 
 def goal_labels(resolved: ResolvedSpec) -> dict[int, str]:
@@ -88,6 +89,7 @@ class LoopState:
     pending: list[tuple[int, int, torch.Tensor]] = field(default_factory=list)  # (step, size, metrics) not gathered
     interrupted: bool = False
     failure: BaseException | None = None
+    attribution: torch.Tensor | None = None  # (B, size, size) summed so far, where the spec asks for the maps
 
 
 class Engine:
@@ -248,14 +250,17 @@ class Engine:
                 start_step, size, resizes = self._checkpoint_facts(facts, folder.path)
             parts = self.build(start_step)
             state = LoopState(parts.new_optimizer(), start_step, size, resizes)
+            if spec.output.attribution:
+                state.attribution = new_attribution(len(parts.rows), size, parts.device)
             if self.resume:
                 if size != spec.size_at(0):
                     parts.param.resize((size, size))
                     state.optimizer = parts.new_optimizer()
                 last_resize = self._schedule_at(start_step)[2]
                 adam_step = start_step - (last_resize if spec.optimizer.reset_on_resize else 0)
-                parts.check_checkpoint_tensors(tensors, start_step, adam_step, self._checkpoint_path(folder))
-                parts.restore(tensors, state.optimizer)
+                path = self._checkpoint_path(folder)
+                parts.check_checkpoint_tensors(tensors, start_step, adam_step, path, state.attribution)
+                parts.restore(tensors, state.optimizer, state.attribution)
             else:
                 folder.start(parts.run_info)
             for cb in parts.callbacks:
@@ -314,9 +319,13 @@ class Engine:
                 if spec.size_at(i) != state.size:
                     state.optimizer = parts.resize(spec.size_at(i), state.optimizer)
                     state.size, state.resize_count = spec.size_at(i), state.resize_count + 1
+                    if state.attribution is not None:
+                        state.attribution = resize_attribution(state.attribution, state.size)
                 model_size = tuple(parts.backbones[0].input_size)
                 ctx = AugmentContext(parts.generators, spec.copies, model_size, i, state.resize_count)
-                state.pending.append((i + 1, state.size, parts.step(state.optimizer, ctx)))
+                # the maps only where asked for: a step without them is called as it always was
+                maps = {} if state.attribution is None else {"attribution": state.attribution}
+                state.pending.append((i + 1, state.size, parts.step(state.optimizer, ctx, **maps)))
                 state.step = i + 1
                 if state.step % spec.log_every == 0 or state.step == spec.steps:
                     self._flush(parts, state)
@@ -345,7 +354,8 @@ class Engine:
         self._flush(parts, state)
         with stop.held() as arrived:
             facts = {"step": state.step, "size": state.size, "resize_count": state.resize_count}
-            folder.checkpoint(parts.checkpoint_tensors(state.optimizer), {**facts, "spec_hash": self.spec_hash})
+            tensors = parts.checkpoint_tensors(state.optimizer, state.attribution)
+            folder.checkpoint(tensors, {**facts, "spec_hash": self.spec_hash})
             folder.save(self._result(parts, state, _images(parts, state)), "running")
         if arrived:  # Ctrl-C or SIGTERM came during the checkpoint: stop now
             stop.stop_now(arrived[0])
@@ -363,9 +373,17 @@ class Engine:
             check_finite(records, parts.rows)
 
     def _result(self, parts: RunParts, state: LoopState, images: Screened) -> InversionResult:
+        """The images as they are now, with their attribution maps (a withheld image's zeroed, as its
+        image is: a map shows where its image's content is) and which ones came out flat."""
+        attribution = None
+        if state.attribution is not None:
+            attribution = state.attribution.detach().float().cpu().clone()
+            attribution[images.withheld] = 0.0
         return InversionResult(
             images=images.images,
             withheld=images.withheld.tolist(),
+            attribution=attribution,
+            flat=flat_images(images.images, images.withheld),
             rows=parts.rows,
             metrics=state.metrics,
             spec=self.spec,
@@ -395,6 +413,7 @@ class Engine:
                 warnings.warn(f"the last metrics records were not delivered to every callback: {exc!r}", stacklevel=3)
             try:
                 result = self._result(parts, state, _images(parts, state, final=True))
+                warn_flat(result)
                 error = None if failure is None else f"{type(failure).__name__}: {failure}"
                 folder.save(result, "failed" if failure is not None else None, error)
             except Exception as exc:
@@ -423,6 +442,30 @@ def _images(parts: RunParts, state: LoopState, final: bool = False) -> Screened:
     with torch.no_grad():
         images = parts.param.image().detach().clamp(0, 1).float().cpu()
     return parts.screen(images, state.step, final)
+
+
+def flat_images(images: torch.Tensor, withheld: torch.Tensor) -> list[bool]:
+    """Per image, whether it came out flat: every colour channel's standard deviation over the image
+    (clamped to [0, 1], as the 8-bit PNG holds it before any rescaling) below ``FLAT_STD``. A plain
+    black, white, gray or single-colour image is flat; a withheld image is not judged (its zeros are
+    the screen's, not the run's)."""
+    if images.numel() == 0:
+        return [False] * images.shape[0]
+    spread = images.float().clamp(0, 1).flatten(2).std(dim=2).amax(dim=1)
+    return [bool(s < FLAT_STD) and not bool(w) for s, w in zip(spread, withheld)]
+
+
+def warn_flat(result: InversionResult) -> None:
+    """Say which images came out flat (a collapse, as a dead unit or a saturated squash gives): saved,
+    but not silently."""
+    names = [row.slug for row in result.rows if result.flat and result.flat[row.index]]
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        warnings.warn(
+            f"{len(names)} of {len(result.rows)} image(s) came out flat (every colour's standard deviation below "
+            f"{FLAT_STD}): {shown}; run.json lists them under 'flat'",
+            stacklevel=3,
+        )
 
 
 def _close_callbacks(parts: RunParts | None) -> None:

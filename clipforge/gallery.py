@@ -9,6 +9,12 @@ terms (``seed:1``, ``prompt:red``, ``lr:0.1``, ``similarity:>0.5``), all of whic
 sort by similarity, loss, seed, prompt, status or judge verdict; two grid points go side by side; a
 click enlarges an image with its details. The URL's hash holds the view (``#q=seed:1&sort=loss&
 compare=0,1&open=ID``), so a link reopens it as it was.
+
+A layer report (``clipforge layer``) is shown as its contact sheet on top and one card per channel
+with ``channel``, ``activation`` and ``gray`` (and ``flat``, where the run said) as fields to sort by
+and filter on (``channel:5``, ``activation:>5``); a probe's and a blend's grids are cut into cards,
+each image with what the report says of it. An image with a transparency (attribution) map saved
+beside it (``images/<slug>.attribution.png`` beside ``images/<slug>.png``) gets a toggle that shows it.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from clipforge.files import atomic_path
-from clipforge.gallery_items import report_items, run_items, settings_text, sweep_items
+from clipforge.gallery_items import is_layer_report, layer_items, report_items, run_items, settings_text, sweep_items
 from clipforge.spec import SpecError
 
 __all__ = [
     "PAGE",
     "fill_page",
     "gallery_data",
+    "layer_items",
     "report_items",
     "run_items",
     "script_json",
@@ -45,12 +52,13 @@ def gallery_data(folder: Path) -> dict[str, Any]:
     elif (folder / "run.json").exists():
         kind, view = "run", run_items(folder)
     elif (folder / "report.json").exists():
-        kind, view = "report", report_items(folder)
+        layer = is_layer_report(json.loads((folder / "report.json").read_text(encoding="utf-8")))
+        kind, view = "report", layer_items(folder) if layer else report_items(folder)
     else:
         raise SpecError(
             [("", "no run, sweep or analysis report here (no run.json, sweep.json or report.json)")], str(folder)
         )
-    return {"kind": kind, "title": folder.resolve().name, "report": None, **view}
+    return {"kind": kind, "title": folder.resolve().name, "report": None, "header": None, "sorts": [], **view}
 
 
 #: the page, with __TITLE__, __KIND__ and __DATA__ to fill in (a file beside this one: HTML, CSS and

@@ -28,6 +28,8 @@ GRID_PAD = 2
 #: the report section of the grids report.md does not show
 OTHER = "other images"
 _STEP = re.compile(r"step_(\d+)\.png$")
+#: how an image's transparency (attribution) map is named beside it
+ATTRIBUTION = ".attribution.png"
 
 
 def settings_text(settings: dict[str, Any]) -> str:
@@ -51,6 +53,14 @@ def inside(folder: Path, path: Any) -> str | None:
     if rel.is_absolute() or ".." in rel.parts or ":" in rel.parts[0]:
         return None
     return rel.as_posix() if (folder / rel).is_file() else None
+
+
+def attribution_beside(folder: Path, src: str | None) -> str | None:
+    """The transparency (attribution) map saved beside an image (``images/<slug>.attribution.png``
+    beside ``images/<slug>.png``), when the folder holds one; else None."""
+    if not src or not src.endswith(".png") or src.endswith(ATTRIBUTION):
+        return None
+    return inside(folder, src[: -len(".png")] + ATTRIBUTION)
 
 
 def _step(path: str, default: int) -> int:
@@ -79,6 +89,11 @@ def _item(**fields: Any) -> dict[str, Any]:
         "strip": [],
         "curve": None,
         "key": "",
+        "extra": {},
+        "box": None,
+        "size": None,
+        "attribution": None,
+        "brief": None,
     }
     item.update(fields)
     return item
@@ -148,6 +163,7 @@ def sweep_items(folder: Path) -> dict[str, Any]:
                 verdicts=_verdicts(record.get("verdicts")),
                 spec=f"sweep.json, points[{point}].run",
                 strip=strip,
+                attribution=attribution_beside(folder, inside(folder, record.get("png"))) if status == "done" else None,
                 key=f"{label}|{text}|{seed}",
             )
         )
@@ -255,6 +271,7 @@ def run_items(folder: Path) -> dict[str, Any]:
     rows = [r for r in run.get("rows", []) if isinstance(r, dict)]
     final = run.get("final") or {}
     withheld = set(run.get("withheld") or [])
+    flat = {f for f in run["flat"] if isinstance(f, str)} if isinstance(run.get("flat"), list) else None
     status = str(run.get("status", "?"))
     indices = [r.get("index") for r in rows if isinstance(r.get("index"), int) and r["index"] >= 0]
     curves = run_curves(folder / "metrics.jsonl", max(indices, default=-1) + 1)
@@ -289,6 +306,8 @@ def run_items(folder: Path) -> dict[str, Any]:
                 verdicts=_verdicts(row.get("verdicts")),
                 spec="spec.json" if (folder / "spec.json").is_file() else "",
                 strip=strips[k] if state != "withheld" else [],
+                attribution=attribution_beside(folder, src),
+                extra={"flat": slug in flat} if flat is not None and state == "done" else {},
                 curve=curves[index] if index in indices else None,
                 key=f"{label}|{text}|{row.get('seed')}",
             )
@@ -388,4 +407,205 @@ def report_items(folder: Path) -> dict[str, Any]:
                     caption=caption,
                 )
             )
+    for index, section in enumerate(sections):  # a probe's or a blend's grid: each image its own card
+        for block in [b for b in section["blocks"] if b["type"] == "image"]:
+            cards = grid_cards(folder, report, block["src"])
+            if cards:
+                first = len(items)
+                items += [{**card, "section": index, "setting": section["heading"]} for card in cards]
+                section["blocks"].append(
+                    {"type": "cards", "grid": block["item"], "items": list(range(first, len(items)))}
+                )
     return {"items": items, "groups": [f"{analysis} report"], "notes": [], "report": sections}
+
+
+# --------------------------------------------------------------------------- cards cut from a report's grids
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _cut(folder: Path, src: str, rows: int, columns: int) -> list[dict[str, Any]] | None:
+    """Each image's place in a grid of ``rows`` x ``columns`` (``image_grid``'s layout, row by row),
+    or None when the file does not have that layout (the grid stays whole, without cards)."""
+    try:
+        layout = _grid_boxes(folder / src, rows * columns, columns) if rows and columns else None
+    except OSError:
+        return None
+    if layout is None:
+        return None
+    boxes, size = layout
+    return [{"src": src, "box": box, "size": size} for box in boxes]
+
+
+def _probe_cards(folder: Path, report: dict[str, Any], src: str, p: int) -> list[dict[str, Any]]:
+    """``grid_NN.png`` of a probe: prompt NN's images, one row in seed order, each with the judge's
+    verdict, the analytic judge's colour and each value's score and colour share."""
+    prompts = list(report["prompts"]) if isinstance(report.get("prompts"), dict) else []
+    if not 0 <= p < len(prompts):
+        return []
+    prompt = prompts[p]
+    images = [i for i in _list(report.get("images")) if isinstance(i, dict) and i.get("prompt") == prompt]
+    places = _cut(folder, src, 1, len(images))
+    if places is None:
+        return []
+    cards = []
+    for k, (image, place) in enumerate(zip(images, places, strict=True)):
+        analytic = image.get("analytic_colour") or "none of these" if "analytic_colour" in image else None
+        verdicts = _verdicts({"judge": image.get("value"), "analytic": analytic})
+        extra: dict[str, Any] = {}
+        for name, values in (("score", image.get("scores")), ("share", image.get("analytic_share"))):
+            for value, x in (values if isinstance(values, dict) else {}).items():
+                if number(x) is not None:
+                    extra[f"{name}.{value}"] = round(float(x), 4)
+        seed = image.get("seed", "")
+        cards.append(
+            _item(
+                id=f"{src}#{k}",
+                title=str(prompt),
+                prompt=str(prompt),
+                label=str(prompt),
+                seed=seed if isinstance(seed, int | str) else "",
+                verdicts=verdicts,
+                extra=extra,
+                brief=[],
+                key=f"{src}#{k}",
+                **place,
+            )
+        )
+    return cards
+
+
+def _blend_cards(folder: Path, report: dict[str, Any], src: str, p: int) -> list[dict[str, Any]]:
+    """``pair_NN.png`` of a blend: rows A alone, B alone and the blend, a column per seed. The report
+    records presence per row, not per image: each card shows its row's counts."""
+    pairs = _list(report.get("pairs"))
+    seeds = _list(report.get("seeds"))
+    if not 0 <= p < len(pairs) or not isinstance(pairs[p], dict):
+        return []
+    entry = pairs[p]
+    concepts = [str(c) for c in _list(entry.get("concepts"))][:2]
+    a, b = (concepts + ["A", "B"][len(concepts) :])[:2]
+    places = _cut(folder, src, 3, len(seeds))
+    if places is None:
+        return []
+    cards = []
+    for r, (role, title) in enumerate((("a", a), ("b", b), ("blend", f"{a} + {b}"))):
+        row = entry.get(role) if isinstance(entry.get(role), dict) else {}
+        note = ""
+        if number(row.get("a_present")) is not None and number(row.get("b_present")) is not None:
+            note = f"its row: A {row['a_present']:.2f}, B {row['b_present']:.2f}"
+            note += f", both {row.get('both_present')}/{row.get('images')}"
+        for k, seed in enumerate(seeds):
+            cards.append(
+                _item(
+                    id=f"{src}#{r * len(seeds) + k}",
+                    title=title,
+                    prompt=title,
+                    label=title,
+                    seed=seed if isinstance(seed, int | str) else "",
+                    extra={"role": role},
+                    brief=[],
+                    note=note,
+                    key=f"{src}#{r * len(seeds) + k}",
+                    **places[r * len(seeds) + k],
+                )
+            )
+    return cards
+
+
+def grid_cards(folder: Path, report: dict[str, Any], src: str) -> list[dict[str, Any]]:
+    """The cards of one of a probe's or a blend's grids (each image cut from it, with what the report
+    says of it), or none for any other grid."""
+    analysis = report.get("analysis")
+    match = re.fullmatch(r"(grid|pair)_(\d+)\.png", src)
+    if not match:
+        return []
+    if analysis == "probe" and match.group(1) == "grid":
+        return _probe_cards(folder, report, src, int(match.group(2)))
+    if analysis == "blend" and match.group(1) == "pair":
+        return _blend_cards(folder, report, src, int(match.group(2)))
+    return []
+
+
+# --------------------------------------------------------------------------- a layer's channels
+
+
+#: the sorts a layer report's cards add to the page's own: (field, label, 1 lowest first or -1 highest)
+LAYER_SORTS = [
+    ["activation", "activation (highest first)", -1],
+    ["channel", "channel", 1],
+    ["gray", "gray (highest first)", -1],
+]
+
+
+def is_layer_report(report: Any) -> bool:
+    return isinstance(report, dict) and report.get("analysis") == "layer" and isinstance(report.get("channels"), list)
+
+
+def layer_items(folder: Path) -> dict[str, Any]:
+    """A layer report (``clipforge layer``) as one card per channel with its ``channel``,
+    ``activation``, ``gray`` (and ``flat``, when the run said whether each image collapsed) as fields,
+    its transparency map when one was saved, and above the cards report.md's opening and contact
+    sheet (its table and per-channel sections are what the cards show)."""
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    entries = [e for e in report["channels"] if isinstance(e, dict)]
+    items = []
+    for entry in entries:
+        channel = entry.get("channel")
+        channel = channel if isinstance(channel, int) and not isinstance(channel, bool) else None
+        src = inside(folder, entry.get("image"))
+        extra: dict[str, Any] = {"channel": channel, "activation": number(entry.get("activation"))}
+        extra["gray"] = number(entry.get("gray"))
+        if isinstance(entry.get("flat"), bool):
+            extra["flat"] = entry["flat"]
+        seeds = [s for s in _list(entry.get("seeds")) if isinstance(s, dict)]
+        per_seed = ", ".join(
+            f"seed {s.get('seed')}: {s['activation']:.3f}" + (" (flat)" if s.get("flat") is True else "")
+            for s in seeds
+            if number(s.get("activation")) is not None
+        )
+        title = f"channel {channel}" if channel is not None else "channel ?"
+        items.append(
+            _item(
+                id=f"channel-{channel}",
+                src=src,
+                title=title,
+                prompt=title,
+                label=title,
+                status="done" if src else "missing",
+                extra=extra,
+                caption=per_seed if len(seeds) > 1 else "",
+                attribution=inside(folder, entry.get("attribution")) or attribution_beside(folder, src),
+                key=title,
+                wide=len(seeds) > 1,
+            )
+        )
+    view = report_items(folder)
+    shown = {i["src"] for i in items if i["src"]}
+    header, header_items = [], []
+    for section in view["report"]:
+        images = [b for b in section["blocks"] if b["type"] == "image"]
+        if section["heading"] == "Channels" or (images and all(b["src"] in shown for b in images)):
+            continue  # the table and the channels' own sections: the cards show them
+        blocks = []
+        for block in section["blocks"]:
+            if block["type"] == "image":
+                header_items.append({**view["items"][block["item"]], "id": block["src"]})
+                block = {**block, "item": len(header_items) - 1}
+            blocks.append(block)
+        header.append({**section, "blocks": blocks})
+    flat = [str(i["extra"]["channel"]) for i in items if i["extra"].get("flat") is True]
+    notes = [f"layer {report.get('layer', '?')} of {report.get('model', '?')}: {len(items)} channel(s)"]
+    if "flat" in (items[0]["extra"] if items else {}):
+        notes.append("flat (collapsed): " + (", ".join(flat) if flat else "none"))
+    groups = [f"layer {report.get('layer', '?')}"]
+    return {
+        "items": items,
+        "groups": groups,
+        "notes": notes,
+        "header": header,
+        "header_items": header_items,
+        "sorts": LAYER_SORTS,
+    }

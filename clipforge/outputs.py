@@ -4,7 +4,10 @@
     run.json                 status (running, finished, interrupted, failed with its error), process
                              and host, spec hash, device, library versions, rows (prompt x seed), timings
     images/<row>.png         the images, with prompt, seed, step and spec hash in the PNG metadata
-    images.safetensors       the image tensors (B, 3, H, W) in [0, 1], unscaled
+    images/<row>.attribution.png   where the spec asks (``output.attribution``): the image's attribution
+                             map, gray, each scaled by its own largest value (none for a withheld image)
+    images.safetensors       the image tensors (B, 3, H, W) in [0, 1], unscaled; and the attribution
+                             maps (B, H, W), unscaled, as ``attribution`` where the spec asks
     checkpoint.safetensors   the optimisation state (parameters, optimiser, random generators), for resuming
     metrics.jsonl            per-step metrics (the ``metrics`` callback)
     snapshots/               images every N steps (the ``snapshots`` callback)
@@ -246,6 +249,7 @@ class RunRecord:
     host: str | None = None
     steps_done: int = 0
     withheld: list[str] | None = None
+    flat: list[str] | None = None  # rows whose image came out flat (clipforge.result.FLAT_STD)
     seconds: float | None = None
     final: dict[str, Any] | None = None
     finished: str | None = None
@@ -284,6 +288,8 @@ class RunRecord:
         withheld = result.withheld or [False] * len(result.rows)
         self.status, self.steps_done = status, result.steps_done
         self.withheld = [row.slug for row in result.rows if withheld[row.index]]
+        flat = result.flat or [False] * len(result.rows)
+        self.flat = [row.slug for row in result.rows if flat[row.index]]
         self.seconds = round(result.seconds, 3)
         self.final = {"loss": final.get("loss"), "similarity": final.get("similarity")}
         if status != "running":
@@ -292,32 +298,44 @@ class RunRecord:
             self.error = error
 
 
+def attribution_display(attribution: torch.Tensor) -> torch.Tensor:
+    """Attribution maps (B, H, W) as gray images (B, 3, H, W) in [0, 1], each divided by its own
+    largest value (an all-zero map stays black): where the objective's gradient was largest is white."""
+    peak = attribution.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+    return (attribution / peak).clamp(0, 1).unsqueeze(1).expand(-1, 3, -1, -1)
+
+
 def write_images(out_dir: Path, result: InversionResult) -> None:
-    """The images: PNGs (a withheld one's PNG goes) and ``images.safetensors``."""
+    """The images: PNGs (a withheld one's PNG goes, and its attribution map's), their attribution
+    maps where the spec asks, and ``images.safetensors``."""
     images_dir = out_dir / "images"
     images_dir.mkdir(exist_ok=True)
     shown = to_display(result.images, result.spec.output.rescale)
     version = library_versions().get("clipforge", "unknown")
     withheld = result.withheld or [False] * len(result.rows)
+    maps = attribution_display(result.attribution) if result.attribution is not None else None
     for row in result.rows:
         if withheld[row.index]:  # and its PNG of an earlier checkpoint, when it passed the screen then, goes
             (images_dir / f"{row.slug}.png").unlink(missing_ok=True)
+            (images_dir / f"{row.slug}.attribution.png").unlink(missing_ok=True)
             continue
-        save_png(
-            shown[row.index],
-            images_dir / f"{row.slug}.png",
-            {
-                "prompt": result.spec.prompts[row.prompt_index].described(),
-                "label": row.label,
-                "seed": str(row.seed),
-                "spec_hash": result.spec_hash,
-                "step": str(result.steps_done),
-                "software": f"clipforge {version}",
-            },
-        )
+        text = {
+            "prompt": result.spec.prompts[row.prompt_index].described(),
+            "label": row.label,
+            "seed": str(row.seed),
+            "spec_hash": result.spec_hash,
+            "step": str(result.steps_done),
+            "software": f"clipforge {version}",
+        }
+        save_png(shown[row.index], images_dir / f"{row.slug}.png", text)
+        if maps is not None:
+            save_png(maps[row.index], images_dir / f"{row.slug}.attribution.png", {**text, "kind": "attribution"})
+    tensors = {"images": result.images.contiguous()}
+    if result.attribution is not None:
+        tensors["attribution"] = result.attribution.contiguous()
     with atomic_path(out_dir / "images.safetensors") as tmp:
         save_file(
-            {"images": result.images.contiguous()},
+            tensors,
             str(tmp),
             metadata={
                 "rows": json.dumps([r.as_dict() for r in result.rows]),

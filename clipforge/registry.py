@@ -54,11 +54,13 @@ BUILTIN_DISTRIBUTION = "clipforge"
 BUILTIN_PLUGINS: dict[str, str] = {
     "open_clip": "clipforge_plugins.open_clip_backbone",
     "pixel": "clipforge_plugins.pixel",
+    "maco": "clipforge_plugins.maco",
     "fourier": "clipforge_plugins.fourier",
     "multires": "clipforge_plugins.multires",
     "paper_augmentations": "clipforge_plugins.paper_augmentations",
     "regularizers": "clipforge_plugins.regularizers",
     "objectives": "clipforge_plugins.objectives",
+    "transforms": "clipforge_plugins.transforms",
     "progress": "clipforge_plugins.progress",
     "metrics_log": "clipforge_plugins.metrics_log",
     "snapshots": "clipforge_plugins.snapshots",

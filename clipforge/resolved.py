@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from clipforge.components import COMPONENT_OPTION, Component
 from clipforge.errors import PluginError, SpecError, UnknownComponentError, problems_of
-from clipforge.spec import COMPONENT_FIELDS, ComponentRef, Prompt, RunSpec
+from clipforge.spec import COMPONENT_FIELDS, ComponentRef, OptimizerSpec, Prompt, RunSpec
 
 
 class Finder(Protocol):
@@ -163,8 +163,32 @@ def resolve_spec(registry: Finder, spec: RunSpec, where: str, check_goals: bool 
     for field_name, resolved in components.items():
         refs = [c.ref() for c in resolved]
         update[field_name] = refs if isinstance(getattr(spec, field_name), list) else refs[0]
+    optimizer = with_default_optimizer(spec.optimizer, components["parameterization"][0], where)
+    if optimizer is not spec.optimizer:
+        update["optimizer"] = optimizer
     base = ResolvedSpec(spec.model_copy(update=update), components, where)
     return with_prompts(base, spec.prompts, goals, check=check_goals)
+
+
+def with_default_optimizer(optimizer: OptimizerSpec, parameterization: ResolvedComponent, where: str) -> OptimizerSpec:
+    """``optimizer`` with the fields the spec did not set (pydantic's ``model_fields_set``) taken
+    from the parameterisation's ``default_optimizer``, validated as the spec's own would be; the
+    merged fields count as set from then on, so the resolved spec, written as ``spec.json`` and read
+    again, keeps them whatever the parameterisation's defaults become later."""
+    cls = parameterization.entry.cls
+    defaults = getattr(cls, "default_optimizer", {}) or {}
+    unset = {k: v for k, v in defaults.items() if k not in optimizer.model_fields_set}
+    if not unset:
+        return optimizer
+    given = {k: getattr(optimizer, k) for k in optimizer.model_fields_set}
+    try:
+        return OptimizerSpec.model_validate({**given, **unset})
+    except ValidationError as exc:
+        raise PluginError(
+            f"{_prefixed(where, 'parameterization')}: {parameterization.entry.kind} {parameterization.entry.name!r} "
+            f"from {parameterization.entry.provider} declares a default optimizer that is not valid "
+            f"({'; '.join(f'{path}: {message}' for path, message in problems_of(exc, _prefixed(where, 'optimizer')))})"
+        ) from None
 
 
 def resolve_prompt_goals(

@@ -20,6 +20,11 @@ if TYPE_CHECKING:  # pragma: no cover
 #: the smallest side an image is shown at inline (toy models' images are 64 px)
 SHOWN_AT_LEAST = 128
 
+#: an image whose every colour channel has a standard deviation below this (on [0, 1], about 5 of
+#: the PNG's 255 levels) is flat: a collapse (a plain black, white or single-colour image), reported
+#: per image (``InversionResult.flat``, ``run.json``'s ``flat``) rather than silently saved
+FLAT_STD = 0.02
+
 
 @dataclass
 class Row:
@@ -46,7 +51,13 @@ class InversionResult:
     """What a run produced. ``images`` are (B, 3, H, W) in [0, 1] on the CPU, one per row.
 
     ``interrupted`` is true when the run stopped early (Ctrl-C, a notebook's interrupt, SIGTERM):
-    the images are those of the last step done (``steps_done``)."""
+    the images are those of the last step done (``steps_done``).
+
+    ``attribution``: where the spec asks for it (``output.attribution``), (B, H, W) on the CPU, per
+    image the absolute gradient of its objective (the data term, not the regularisers) with respect
+    to the un-augmented image, summed over colour channels and over every step (maps of earlier,
+    smaller sizes resized as the image grew, their totals kept); zero for a withheld image. None
+    otherwise. ``flat``: per image, whether it came out flat (:data:`FLAT_STD`)."""
 
     images: torch.Tensor
     rows: list[Row]
@@ -60,6 +71,8 @@ class InversionResult:
     out_dir: Path | None = None
     withheld: list[bool] = field(default_factory=list)  # rows a screening callback withheld (zeroed)
     extra: dict[str, Any] = field(default_factory=dict)
+    attribution: torch.Tensor | None = None  # (B, H, W) where the spec asks for it
+    flat: list[bool] = field(default_factory=list)  # rows whose image came out flat
 
     def image(self, prompt: int | str = 0, seed: int | None = None) -> torch.Tensor:
         """The (3, H, W) image of a prompt (index or text) and seed (the first seed by default)."""

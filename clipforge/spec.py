@@ -198,9 +198,15 @@ class ResolutionStep(StrictModel):
 
 
 class OptimizerSpec(StrictModel):
-    name: Literal["adam"] = "adam"
+    """The optimiser. A field the spec does not set takes the parameterisation's default where it
+    declares one (``Parameterization.default_optimizer``: fourier's learning rate, say), else the
+    default here (the paper's Adam, lr 0.1); the resolved spec shows the values used."""
+
+    name: Literal["adam", "nadam"] = Field(
+        "adam", description="'adam' (the paper's) or 'nadam' (Adam with Nesterov momentum, as MACO uses)."
+    )
     lr: float = Field(0.1, gt=0)
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's betas, each in [0, 1).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's (or NAdam's) betas, each in [0, 1).")
     eps: float = Field(1e-8, gt=0)
     grad_clip: float | None = Field(1.0, gt=0, description="Clip each image's gradient norm to this.")
     reset_on_resize: bool = Field(True, description="A fresh optimiser at every resize (the paper's).")
@@ -217,6 +223,12 @@ class OptimizerSpec(StrictModel):
 class OutputSpec(StrictModel):
     rescale: Literal["minmax", "clamp"] = Field(
         "minmax", description="PNGs: 'minmax' rescales each image to [0, 1] (the paper's); 'clamp' clips."
+    )
+    attribution: bool = Field(
+        False,
+        description="Also save each image's attribution map: the absolute gradient of its objective (the data "
+        "term, without the regularisers) with respect to the un-augmented image, summed over colour channels and "
+        "over every step (images/<row>.attribution.png, and 'attribution' in images.safetensors).",
     )
 
 
@@ -372,6 +384,9 @@ class RunSpec(StrictModel):
         data = self.model_dump(mode="json", exclude=exclude)
         if data.get("objectives") in _PAPER_GOALS:
             del data["objectives"]
+        for section, key, default in _LATER_FIELDS:
+            if data.get(section, {}).get(key, default) == default:
+                data.get(section, {}).pop(key, None)
         for prompt in data.get("prompts", []):
             if prompt.get("objectives") is None:
                 prompt.pop("objectives", None)
@@ -401,6 +416,10 @@ class RunSpec(StrictModel):
 
 # the paper's goal as a spec dumps it, before and after its options are filled in
 _PAPER_GOALS = ([{"name": "prompt", "options": {}}], [{"name": "prompt", "options": {"weight": 1.0}}])
+
+# settings added after digests were first recorded (section, key, default): left out of the digest
+# at their default, so that a spec written before them keeps its digest (and its runs still resume)
+_LATER_FIELDS = (("output", "attribution", False),)
 
 # fields of RunSpec that name components, and the kind of component each names (a prompt's own
 # ``objectives`` are objectives too)

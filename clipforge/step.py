@@ -76,6 +76,30 @@ def clip_grad_per_image(params: Sequence[torch.Tensor], max_norm: float) -> torc
     return norms
 
 
+def add_attribution(attribution: torch.Tensor, grad: torch.Tensor, batch: int) -> None:
+    """Add the gradient reaching the un-augmented copies (B * K, 3, h, w) to the maps (B, h, w): the
+    copies' gradients summed per image are the gradient with respect to the image, as
+    ``repeat_interleave``'s backward sums them; then its absolute value, summed over colours."""
+    with torch.no_grad():
+        per_image = grad.detach().float().reshape(batch, -1, *grad.shape[1:]).sum(dim=1)
+        attribution.add_(per_image.abs().sum(dim=1))
+
+
+def new_attribution(batch: int, size: int, device: torch.device) -> torch.Tensor:
+    """The attribution maps of a run before its first step: zero, (B, size, size)."""
+    return torch.zeros((batch, size, size), device=device)
+
+
+def resize_attribution(attribution: torch.Tensor, size: int) -> torch.Tensor:
+    """The maps summed so far, carried to the images' new size: resized bilinearly and scaled by
+    the ratio of the areas, so that each map's total stays what it was. Why the scale: a pixel's
+    gradient shrinks with its area (the model sees the image at its own input size), so without it
+    the steps before a resize would outweigh those after it."""
+    old = attribution.shape[-1]
+    grown = F.interpolate(attribution.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)
+    return grown.squeeze(1) * (old * old) / (size * size)
+
+
 @dataclass(frozen=True)
 class RunParts:
     """A run's components, built once from its resolved spec (:meth:`clipforge.engine.Engine.build`),
@@ -128,7 +152,11 @@ class RunParts:
     # ------------------------------------------------------------------ the optimiser
 
     def new_optimizer(self) -> torch.optim.Optimizer:
+        """The spec's optimiser over the parameterisation's current parameters. Both kinds keep their
+        moments element-wise, so an image's update does not depend on the other images."""
         o = self.spec.optimizer
+        if o.name == "nadam":
+            return torch.optim.NAdam(self.param.parameters(), lr=o.lr, betas=o.betas, eps=o.eps)
         return torch.optim.Adam(self.param.parameters(), lr=o.lr, betas=o.betas, eps=o.eps)
 
     def carry_optimizer(self, old: torch.optim.Optimizer, old_params: list[torch.Tensor]) -> torch.optim.Optimizer:
@@ -181,12 +209,20 @@ class RunParts:
             evaluate(goals, sums, emb, activations, copy_rows, self.blame, self.expect)
         return sums.loss_and_similarity()
 
-    def step(self, optimizer: torch.optim.Optimizer, ctx: AugmentContext) -> torch.Tensor:
+    def step(
+        self, optimizer: torch.optim.Optimizer, ctx: AugmentContext, attribution: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One optimisation step. Returns the step's metrics as a (M, B) tensor on the device.
 
         With ``performance.chunk_copies`` the copies go through the backbones in chunks, each with
         its own backward into the (detached) copies; their gradient then flows back through the
         augmentations in one pass. Same result, a fraction of the activation memory.
+
+        ``attribution`` (B, H, W), when given, gains this step's attribution: the absolute gradient
+        of the data term (the objectives, averaged over the copies; not the regularisers) with
+        respect to the un-augmented image, summed over the colour channels. It is read by a hook
+        on the copies before the augmentations, which sees the gradient without changing it, so
+        the images are the same bit for bit with or without the map.
         """
         spec, step = self.spec, ctx.step + 1
         optimizer.zero_grad(set_to_none=True)
@@ -195,6 +231,8 @@ class RunParts:
             images = self.param.image()
         self.expect(self.param, images, (batch, 3, None, None), "images", f"at step {step}")
         copies = images.repeat_interleave(k, dim=0)
+        if attribution is not None and copies.requires_grad:
+            copies.register_hook(lambda grad: add_attribution(attribution, grad, batch))
         for aug in self.augmentations:
             with self.blame(aug, f"at step {step}"):
                 copies = aug(copies, ctx)
@@ -267,10 +305,15 @@ class RunParts:
             records.append(rec)
         return records
 
-    def checkpoint_tensors(self, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    def checkpoint_tensors(
+        self, optimizer: torch.optim.Optimizer, attribution: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """The optimisation state a resumed run needs: parameters, Adam's moments and step counts,
-        and every image's random generator."""
+        every image's random generator, and the attribution maps summed so far (when the spec asks
+        for them: a resumed run goes on adding to them)."""
         tensors: dict[str, torch.Tensor] = {}
+        if attribution is not None:
+            tensors["attribution"] = attribution
         for i, param in enumerate(self.param.parameters()):
             tensors[f"param.{i}"] = param
             for key, value in optimizer.state.get(param, {}).items():
@@ -280,10 +323,26 @@ class RunParts:
             tensors[f"generator.{b}"] = generator.get_state()
         return tensors
 
-    def check_checkpoint_tensors(self, tensors: dict[str, torch.Tensor], step: int, adam_step: int, path: Path) -> None:
+    def check_checkpoint_tensors(
+        self,
+        tensors: dict[str, torch.Tensor],
+        step: int,
+        adam_step: int,
+        path: Path,
+        attribution: torch.Tensor | None = None,
+    ) -> None:
         """Refuse (naming the file at ``path``) a checkpoint whose tensors are not this run's state at
         ``step``: a parameter of another shape, a missing generator, or Adam's state missing or at
-        another step than ``adam_step`` (a run resumed without it would silently give other images)."""
+        another step than ``adam_step`` (a run resumed without it would silently give other images);
+        and, where the spec asks for attribution maps (``attribution``: the run's, zero so far), a
+        missing or misshapen sum of them."""
+        if attribution is not None:
+            saved = tensors.get("attribution")
+            if saved is None or tuple(saved.shape) != tuple(attribution.shape):
+                got = "none" if saved is None else f"shape {tuple(saved.shape)}"
+                raise DamagedCheckpointError(
+                    path, f"holds no attribution maps of shape {tuple(attribution.shape)} (found {got})"
+                )
         for i, param in enumerate(self.param.parameters()):
             saved = tensors.get(f"param.{i}")
             if saved is None or tuple(saved.shape) != tuple(param.shape):
@@ -310,9 +369,17 @@ class RunParts:
             if saved is None or saved.dtype != torch.uint8 or saved.shape != generator.get_state().shape:
                 raise DamagedCheckpointError(path, f"holds no random generator state for image {b}")
 
-    def restore(self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
-        """Put a checkpoint's parameters, Adam state and random generators back in place."""
+    def restore(
+        self,
+        tensors: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        attribution: torch.Tensor | None = None,
+    ) -> None:
+        """Put a checkpoint's parameters, Adam state, random generators and (into ``attribution``)
+        attribution maps back in place."""
         with torch.no_grad():
+            if attribution is not None:
+                attribution.copy_(tensors["attribution"])
             for i, param in enumerate(self.param.parameters()):
                 param.copy_(tensors[f"param.{i}"])
                 state = {

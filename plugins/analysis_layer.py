@@ -12,7 +12,10 @@ running the backbone on the saved image (the clamped pixels as the PNG holds the
 channel, resized to the backbone's input like the run's ``resize``) with ``clipforge.captured``
 hooks: not the loss of the last step, which saw augmented copies. Beside it, the channel's
 activation on a plain gray image, for scale. A contact sheet shows every channel labelled with its
-number.
+number. When the run says which images collapsed to a flat image (``InversionResult.flat``), each
+channel says so (``flat``: any of its seeds did), and when it kept transparency (attribution) maps,
+each channel's is saved beside its image (``channels/channel_NNNN.attribution.png``). The gallery
+(``clipforge gallery DIR``) shows a card per channel from ``report.json``.
 
 An unknown layer, a channel out of range and a backbone without a torch model are refused before
 anything runs: the spec's check (``clipforge layer SPEC --check`` too) builds the backbone on the
@@ -274,35 +277,48 @@ class LayerAnalysis(Analysis):
         probe = spec.probe()
         seeds = spec.seed_list()
         images, where = [], []  # every image, channel by channel, each channel's seeds in order
-        by_channel: dict[int, list[tuple[int, torch.Tensor]]] = {}
+        by_channel: dict[int, list[tuple[int, torch.Tensor, bool | None, torch.Tensor | None]]] = {}
         for chunk, result in zip(spec.batches(), run.results.values(), strict=True):  # in inversion_specs' order
+            flat, maps = flat_flags(result), attribution_maps(result)
             for row in result.rows:
-                by_channel.setdefault(chunk[row.prompt_index], []).append((row.seed, result.images[row.index]))
+                found = (flat[row.index] if flat else None, maps[row.index] if maps is not None else None)
+                by_channel.setdefault(chunk[row.prompt_index], []).append((row.seed, result.images[row.index], *found))
         self.images: dict[int, torch.Tensor] = {}
+        self.attribution: dict[int, torch.Tensor] = {}
+        flat_seeds: dict[tuple[int, int], bool] = {}
         for channel in probe["channels"]:
-            ordered = sorted(by_channel[channel], key=lambda pair: seeds.index(pair[0]))
-            self.images[channel] = torch.stack([image for _, image in ordered])
-            images += [image for _, image in ordered]
-            where += [(channel, seed) for seed, _ in ordered]
+            ordered = sorted(by_channel[channel], key=lambda found: seeds.index(found[0]))
+            self.images[channel] = torch.stack([found[1] for found in ordered])
+            if all(found[3] is not None for found in ordered):
+                self.attribution[channel] = torch.stack([found[3] for found in ordered])
+            flat_seeds |= {(channel, found[0]): found[2] for found in ordered if found[2] is not None}
+            images += [found[1] for found in ordered]
+            where += [(channel, found[0]) for found in ordered]
         saved = as_saved(torch.stack(images))
         values = measure(run.judge, spec.layer, saved, spec.objective, spec.batch)
         gray = torch.full((1, 3, *run.judge.input_size), 0.5)
         baseline = measure(run.judge, spec.layer, gray, spec.objective, 1)[0]
         measured: dict[int, list[dict[str, Any]]] = {}
         for i, (channel, seed) in enumerate(where):
-            measured.setdefault(channel, []).append({"seed": seed, "activation": float(values[i, channel])})
+            entry = {"seed": seed, "activation": float(values[i, channel])}
+            if (channel, seed) in flat_seeds:
+                entry["flat"] = flat_seeds[channel, seed]
+            measured.setdefault(channel, []).append(entry)
         entries = []
         for channel in sorted(probe["channels"]):
             per_seed = measured[channel]
-            entries.append(
-                {
-                    "channel": channel,
-                    "image": channel_image(channel),
-                    "activation": sum(s["activation"] for s in per_seed) / len(per_seed),
-                    "gray": float(baseline[channel]),
-                    "seeds": per_seed,
-                }
-            )
+            entry = {
+                "channel": channel,
+                "image": channel_image(channel),
+                "activation": sum(s["activation"] for s in per_seed) / len(per_seed),
+                "gray": float(baseline[channel]),
+                "seeds": per_seed,
+            }
+            if all("flat" in s for s in per_seed):  # the run said, for every seed: collapsed to a flat image?
+                entry["flat"] = any(s["flat"] for s in per_seed)
+            if channel in self.attribution:
+                entry["attribution"] = channel_image(channel, ATTRIBUTION)
+            entries.append(entry)
         first = next(iter(run.results.values()))
         return {
             "layer": spec.layer,
@@ -328,6 +344,8 @@ class LayerAnalysis(Analysis):
         (out / "channels").mkdir(exist_ok=True)
         for entry in entries:
             write_grid(out / entry["image"], as_saved(self.images[entry["channel"]]), len(seeds))
+            if "attribution" in entry:
+                write_grid(out / entry["attribution"], self.attribution[entry["channel"]], len(seeds))
         cells = torch.cat([self.images[e["channel"]] for e in entries])
         labels = [str(e["channel"]) if len(seeds) == 1 else f"{e['channel']} s{s}" for e in entries for s in seeds]
         columns = len(seeds) * max(1, SHEET_COLUMNS // len(seeds)) if len(seeds) > 1 else SHEET_COLUMNS
@@ -342,6 +360,7 @@ class LayerAnalysis(Analysis):
             "image (clamped, 8 bits) by the backbone "
             f"{report['measured_on']}; 'gray' is the channel's activation on a plain gray image.",
             "",
+            *((flat_note(entries), "") if any("flat" in e for e in entries) else ()),
             "## Contact sheet",
             "",
             "Every channel, labelled with its number" + (" and seed." if len(seeds) > 1 else "."),
@@ -362,7 +381,8 @@ class LayerAnalysis(Analysis):
                 f"## channel {e['channel']}",
                 "",
                 f"activation {e['activation']:.3f} (gray {e['gray']:.3f})"
-                + (f"; {per_seed}" if len(seeds) > 1 else ""),
+                + (f"; {per_seed}" if len(seeds) > 1 else "")
+                + ("; flat (collapsed)" if e.get("flat") else ""),
                 "",
                 f"![channel {e['channel']}]({e['image']})",
                 "",
@@ -373,14 +393,54 @@ class LayerAnalysis(Analysis):
         table = Table(title=f"layer {report['layer']}: {report['objective']} activations")
         for column in ("channel", "activation", "gray", "image"):
             table.add_column(column, justify="right" if column != "image" else "left")
+        flat = any("flat" in e for e in report["channels"])
+        if flat:
+            table.add_column("flat")
         for e in report["channels"]:
-            table.add_row(str(e["channel"]), f"{e['activation']:.3f}", f"{e['gray']:.3f}", e["image"])
+            cells = [str(e["channel"]), f"{e['activation']:.3f}", f"{e['gray']:.3f}", e["image"]]
+            table.add_row(*cells, *(["flat" if e.get("flat") else ""] if flat else []))
         return table
 
 
-def channel_image(channel: int) -> str:
-    """Where a channel's image goes in the report folder (its seeds side by side)."""
-    return f"channels/channel_{channel:04d}.png"
+#: how a channel's transparency (attribution) map is named beside its image
+ATTRIBUTION = ".attribution.png"
+
+
+def channel_image(channel: int, suffix: str = ".png") -> str:
+    """Where a channel's image goes in the report folder (its seeds side by side); with ``suffix``
+    ``.attribution.png``, its transparency map beside it."""
+    return f"channels/channel_{channel:04d}{suffix}"
+
+
+def flat_flags(result: Any) -> list[bool] | None:
+    """Which of a run's images collapsed to a flat image (``InversionResult.flat``, by row index), or
+    None when the run does not say."""
+    flat = getattr(result, "flat", None)
+    if not isinstance(flat, list | tuple) or len(flat) != len(result.images):
+        return None
+    return [bool(f) for f in flat]
+
+
+def attribution_maps(result: Any) -> torch.Tensor | None:
+    """A run's transparency (attribution) maps as gray images (N, 3, H, W), each scaled by its own
+    largest value as the run's ``images/<row>.attribution.png`` are, when the run kept them
+    (``InversionResult.attribution``, (N, H, W): where the spec asks, ``output.attribution``); else None."""
+    maps = getattr(result, "attribution", None)
+    if not isinstance(maps, torch.Tensor) or len(maps) != len(result.images):
+        return None
+    maps = maps.detach().float().cpu()
+    maps = maps.unsqueeze(1) if maps.dim() == 3 else maps
+    if maps.dim() != 4 or maps.shape[1] not in (1, 3):
+        return None
+    maps = maps.abs().expand(-1, 3, -1, -1)
+    peak = maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return (maps / peak).clamp(0, 1)
+
+
+def flat_note(entries: list[dict[str, Any]]) -> str:
+    """The report's line naming the channels whose image collapsed to a flat image."""
+    flat = [str(e["channel"]) for e in entries if e.get("flat")]
+    return f"Flat (collapsed) images: channel(s) {', '.join(flat)}." if flat else "No channel's image collapsed."
 
 
 @hookimpl

@@ -5,6 +5,13 @@ into pixels with an inverse FFT, mixed through a decorrelated colour basis and s
 [0, 1]. Why: plain pixels let the optimiser build high-frequency patterns that a CLIP model
 responds to but a person does not see; scaling the spectrum like natural images' (1/f) makes every
 frequency equally easy to change, which favours smooth, image-like results.
+
+Its defaults (``init_std`` 0.5, learning rate 0.05 through ``default_optimizer``) are chosen so that
+no channel collapses: with Lucid's near-gray start (``init_std`` 0.01), a quarter of the channels
+of ``toyworld-rn``'s layer2 at the layer example's settings were dead on the start image (a ReLU
+unit at zero everywhere gets no gradient), and the total-variation regulariser, whose value falls
+as the sigmoid saturates, then drove their images to plain black. A start as varied as the pixel
+parameterisation's noise wakes them (measured in ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -41,7 +48,13 @@ class FourierOptions(Options):
     output: Literal["sigmoid", "clamp"] = Field(
         "sigmoid", description="How values become [0, 1]: a sigmoid, or 0.5 + x clamped (no gradient where clamped)."
     )
-    init_std: float = Field(0.01, ge=0, description="Standard deviation of the initial (unscaled) spectrum.")
+    init_std: float = Field(
+        0.5,
+        ge=0,
+        description="Standard deviation of the initial (unscaled) spectrum. The default, 0.5, starts from an image "
+        "about as varied as the pixel parameterisation's uniform noise (std 0.29); Lucid's 0.01 starts from a "
+        "near-uniform gray on which many ReLU units are dead, so their images never move but into black.",
+    )
 
 
 def _half_width(width: int) -> int:
@@ -116,6 +129,9 @@ class Fourier(Parameterization):
 
     name = "fourier"
     Options = FourierOptions
+    # Lucid's and Lucent's rate for a spectrum with Adam; measured on toyworld-rn's layer2 at the layer
+    # example's settings (32 channels): with init_std 0.5, no image flat at 0.05 or 0.1 (RESULTS)
+    default_optimizer = {"lr": 0.05}
 
     def __init__(
         self,

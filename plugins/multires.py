@@ -4,6 +4,17 @@ The image is a sum of components at a ladder of resolutions, from one pixel up t
 each upsampled to the current size, then squashed into [0, 1]. Why: a gradient that reaches the
 coarse components moves large regions together, so the optimiser builds global structure instead
 of only the pixel-level patterns that fool a CLIP model; the fine components still add detail.
+
+Its defaults (the ladder from 8 px, ``init_std`` 0.3, learning rate 0.01 through
+``default_optimizer``) are chosen so that channels do not collapse. Adam moves every element of
+every component by about the learning rate per step, so the coarsest components (1, 2 and 4 px, each
+element covering much of the image) shift the whole image's colour a ladder's worth of learning
+rates per step: at the layer example's settings on ``toyworld-rn``'s layer2, with the ladder from
+1 px, ``init_std`` 0.01 and lr 0.1, half the channels ended as one saturated colour (the squash's
+corner, where its gradient vanishes and the total-variation regulariser is zero), four of them
+with no activation at all. Without the coarsest components, a start as varied as pixel noise, and a
+smaller rate, the flat images left were those the pixel parameterisation draws too (a unit whose
+best image is one colour); measured in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -24,9 +35,15 @@ class MultiresOptions(Options):
     resolutions: list[Annotated[int, Field(gt=0)]] | None = Field(
         None,
         min_length=1,
-        description="Side lengths of the square components. Default: powers of two from 1 below the "
-        "image size, plus the size itself. Resolutions above the current size are added "
+        description="Side lengths of the square components. Default: powers of two from 'coarsest' below "
+        "the image size, plus the size itself. Resolutions above the current size are added "
         "(at zero) when the image grows to them.",
+    )
+    coarsest: int = Field(
+        8,
+        gt=0,
+        description="The default ladder's coarsest side (ignored when 'resolutions' is given); 1 is the Direct "
+        "Ascent Synthesis ladder, whose 1-4 px components drive whole images into one saturated colour.",
     )
     upsample: Literal["bilinear", "bicubic"] = Field(
         "bilinear", description="How components are upsampled to the image size."
@@ -34,12 +51,18 @@ class MultiresOptions(Options):
     squash: Literal["tanh", "sigmoid", "clamp"] = Field(
         "tanh", description="How the sum becomes [0, 1]: 0.5 + 0.5 tanh(x), sigmoid(x), or 0.5 + x clamped."
     )
-    init_std: float = Field(0.01, ge=0, description="Standard deviation of each component's initial values.")
+    init_std: float = Field(
+        0.3,
+        ge=0,
+        description="Standard deviation of each component's initial values (0.3: a start about as varied as "
+        "pixel noise, on which units that are zero on a flat image still respond).",
+    )
 
 
-def default_ladder(size: int) -> list[int]:
-    """Powers of two from 1 below ``size``, then ``size``: [1, 2, 4, 8, 16] for 16, [1, ..., 128, 224] for 224."""
-    ladder, r = [], 1
+def default_ladder(size: int, coarsest: int = 1) -> list[int]:
+    """Powers of two from ``coarsest`` below ``size``, then ``size``: [1, 2, 4, 8, 16] for 16,
+    [1, ..., 128, 224] for 224; [8, 16, 32] for 32 from 8; [4] for 4 from 8."""
+    ladder, r = [], coarsest
     while r < size:
         ladder.append(r)
         r *= 2
@@ -51,6 +74,7 @@ class Multires(Parameterization):
 
     name = "multires"
     Options = MultiresOptions
+    default_optimizer = {"lr": 0.01}  # see the module's docstring: 0.1 saturates the image's colour
 
     def __init__(
         self,
@@ -77,7 +101,7 @@ class Multires(Parameterization):
         """The resolutions in use at ``size``, coarsest first."""
         side = max(size)
         if self.options.resolutions is None:
-            return default_ladder(side)
+            return default_ladder(side, self.options.coarsest)
         return sorted({r for r in self.options.resolutions if r <= side}) or [min(self.options.resolutions)]
 
     def parameters(self) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The paper's regularisers: total variation in four directions, and L1."""
+"""The paper's regularisers (total variation in four directions, and L1), and an L2 after Lucid's."""
 
 from __future__ import annotations
 
@@ -49,7 +49,25 @@ class L1(Regularizer):
         return images.abs().flatten(1).sum(dim=1)
 
 
+class L2Options(RegularizerOptions):
+    weight: float = Field(1.0, ge=0, description="Multiplier in the loss.")
+    constant: float = Field(0.5, description="The value the pixels are pulled towards (0.5: mid-grey, Lucent's).")
+
+
+class L2(Regularizer):
+    """The mean squared distance of each image's pixels from a constant, ``mean((x - constant)^2)``
+    over its 3 x H x W values: it keeps a visualisation from saturating. Lucid's ``L2`` is
+    ``sqrt(1e-6 + sum(...))``; the mean makes a weight mean the same at every image size."""
+
+    name = "l2"
+    Options = L2Options
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.options.constant).square().flatten(1).mean(dim=1)
+
+
 @hookimpl
 def register_regularizers(register):
     register(TotalVariation)
     register(L1)
+    register(L2)

@@ -68,6 +68,14 @@ REQUIRED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("objective", "image"): {
         "image": str(Path(__file__).resolve().parent.parent / "docs" / "images" / "gallery_quickstart.png")
     },
+    ("objective", "layer"): {"layer": "conv1"},
+    ("objective", "activations"): {
+        "layer": "conv1",
+        "image": str(Path(__file__).resolve().parent.parent / "docs" / "images" / "gallery_quickstart.png"),
+    },
+    ("objective", "interpolate"): {"layer": "conv1", "channel": 3, "channel2": 7},
+    # not 'alignment': it compares neighbouring frames, and the contract's run has one prompt (no neighbour)
+    ("augmentation", "pad"): {"pixels": 2},
 }
 # Options that make a component act, for the behaviour tests (defaults otherwise).
 ACTIVE_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -77,7 +85,7 @@ ACTIVE_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("backbone", "open_clip"): {"config": TINY_CONFIG},
 }
 # Augmentations whose output size is not their input's: the size they must produce.
-RESIZING = {"resize": lambda ctx: tuple(ctx.model_size)}
+RESIZING = {"resize": lambda ctx: tuple(ctx.model_size), "pad": lambda ctx: (20, 20)}
 # Known gaps in built-in components (expected failures until the team fixes them).
 UNDESCRIBED_OPTIONS: dict[tuple[str, str], str] = {}
 

@@ -127,7 +127,9 @@ def test_an_image_does_not_depend_on_its_batch(name):
 
 
 def test_resize_keeps_the_image(name):
-    p = fit(make(name))
+    # fourier's default start (init_std 0.5) is noise at every frequency, which no resize keeps; the check
+    # is of the fitted image's content, so from a quiet start
+    p = fit(make(name, **({"init_std": 0.01} if name == "fourier" else {})))
     old = p.image().detach()
     p.resize((32, 32))
     assert tuple(p.size) == (32, 32)
@@ -276,13 +278,14 @@ def test_multires_default_ladder():
     assert default_ladder(1) == [1]
     assert default_ladder(16) == [1, 2, 4, 8, 16]
     assert default_ladder(224) == [1, 2, 4, 8, 16, 32, 64, 128, 224]
-    p = make("multires", size=(16, 16))
+    p = make("multires", size=(16, 16), coarsest=1)
     assert p.resolutions == [1, 2, 4, 8, 16]
+    assert make("multires", size=(16, 16)).resolutions == [8, 16]  # the default ladder starts at 8 px
     assert [tuple(t.shape) for t in p.parameters()] == [(2, 3, r, r) for r in (1, 2, 4, 8, 16)]
 
 
 def test_multires_resize_keeps_old_components_first_and_adds_zero_finer_ones():
-    p = make("multires", size=(16, 16))
+    p = make("multires", size=(16, 16), coarsest=1)
     old = [t.detach().clone() for t in p.parameters()]
     p.resize((48, 48))
     assert p.resolutions == [1, 2, 4, 8, 16, 32, 48]
@@ -393,4 +396,4 @@ def test_inversion_runs_through_a_resize(param, reset, monkeypatch):
     assert all(math.isfinite(v) for m in result.metrics for v in m["loss"])
     assert not torch.equal(result.images[0], result.images[1])
     # the optimiser state went through resize_state only when it was carried (Adam's two moments)
-    assert len(carried) == (0 if reset else 2 * (1 if param == "fourier" else 5))
+    assert len(carried) == (0 if reset else 2 * (1 if param == "fourier" else 2))  # multires at 16 px: 8, 16
