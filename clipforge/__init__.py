@@ -60,7 +60,7 @@ _WHERE = {
         ("PluginError", "Registry", "ResolvedSpec", "build_registry", "default_registry"), "clipforge.registry"
     ),
     **dict.fromkeys(
-        ("ComponentRef", "OutputName", "Prompt", "RunSpec", "existing_image", "load_spec"),
+        ("ComponentRef", "OutputName", "Prompt", "RunSpec", "existing_image", "load_spec", "spec_path"),
         "clipforge.spec",
     ),
     "AnalysisSpec": "clipforge.analysis_spec",
@@ -136,7 +136,7 @@ if TYPE_CHECKING:
     from clipforge.progressbar import progress_bar
     from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
     from clipforge.report import Report, analyse
-    from clipforge.spec import ComponentRef, OutputName, Prompt, RunSpec, existing_image, load_spec
+    from clipforge.spec import ComponentRef, OutputName, Prompt, RunSpec, existing_image, load_spec, spec_path
 
 __all__ = [
     "API_VERSION",
@@ -207,6 +207,7 @@ __all__ = [
     "option_error",
     "read_image",
     "save_png",
+    "spec_path",
     "to_display",
     "Verdicts",
 ]

@@ -83,6 +83,17 @@ class ComponentRef(StrictModel):
         return {"name": value} if isinstance(value, str) else value
 
 
+def spec_path(value: str, info: ValidationInfo) -> Path:
+    """The path a file option names: a relative one is taken relative to the spec file's folder (the
+    working directory for a spec given as a dict), whoever's option it is (a prompt's image, a
+    direction's vector, MACO's spectrum)."""
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return path
+
+
 def existing_image(value: str | None, info: ValidationInfo) -> str | None:
     """A validator for an option that names an image file (a prompt's image, the pixel plugin's
     ``init_image``): a relative path is taken relative to the spec file's folder (the working
@@ -90,10 +101,7 @@ def existing_image(value: str | None, info: ValidationInfo) -> str | None:
     path, so the run records which file it used."""
     if value is None:
         return None
-    path = Path(value).expanduser()
-    base = (info.context or {}).get("base_dir")
-    if not path.is_absolute() and base is not None:
-        path = Path(base) / path
+    path = spec_path(value, info)
     if not path.is_file():
         raise ValueError(f"no such image file: {str(path)!r}")
     from clipforge.images import read_image  # torch: imported only when a spec names an image

@@ -38,7 +38,16 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, model_validator
 
-from clipforge import API_VERSION, Augmentation, AugmentContext, Options, Parameterization, hookimpl, option_error
+from clipforge import (
+    API_VERSION,
+    Augmentation,
+    AugmentContext,
+    Options,
+    Parameterization,
+    hookimpl,
+    option_error,
+    spec_path,
+)
 
 CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
@@ -119,13 +128,7 @@ def resample_spectrum(magnitude: torch.Tensor, size: tuple[int, int]) -> torch.T
 
 
 def _resolve_path(value: str | None, info: ValidationInfo) -> Path:
-    if value is None:
-        return SHIPPED_SPECTRUM
-    path = Path(value).expanduser()
-    base = (info.context or {}).get("base_dir")
-    if not path.is_absolute() and base is not None:
-        path = Path(base) / path
-    return path
+    return SHIPPED_SPECTRUM if value is None else spec_path(value, info)
 
 
 # --------------------------------------------------------------------------- the parameterisation

@@ -51,6 +51,7 @@ from clipforge import (
     image_tower,
     layer_shape,
     read_image,
+    spec_path,
 )
 
 CLIPFORGE_API = API_VERSION
@@ -277,10 +278,7 @@ def resolve_file(value: str | None, info: ValidationInfo, what: str) -> str | No
     """A file option's absolute path: relative to the spec file's folder, as ``existing_image`` does."""
     if value is None:
         return None
-    path = Path(value).expanduser()
-    base = (info.context or {}).get("base_dir")
-    if not path.is_absolute() and base is not None:
-        path = Path(base) / path
+    path = spec_path(value, info)
     if not path.is_file():
         raise ValueError(f"no such {what} file: {str(path)!r}")
     return str(path.resolve())
