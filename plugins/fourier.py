@@ -12,6 +12,15 @@ of ``toyworld-rn``'s layer2 at the layer example's settings were dead on the sta
 unit at zero everywhere gets no gradient), and the total-variation regulariser, whose value falls
 as the sigmoid saturates, then drove their images to plain black. A start as varied as the pixel
 parameterisation's noise wakes them (measured in ``benchmarks/RESULTS.md``).
+
+``shared`` (Lucent's ``channel_interpolate``): every image also gets one low-resolution pixel grid
+common to the whole batch, so that the frames of an interpolation look alike. Image i is
+``squash(MIX(irfft2(own_i * scale) + shared * up(mean_b S_b)))``, with ``S`` a (B, 3, s, s)
+parameter whose rows all start at zero, ``up`` a bilinear upsampling to the image's size and MIX
+the colour mixing. ``S`` is batch first, as the engine's per-image gradient clipping and
+checkpoints want, but only the mean of its rows is used: each row gets 1/B of the shared
+gradient, and Adam, being element-wise and scale-free, moves the rows alike (up to each image's own
+gradient clipping, which the mean absorbs). An image then depends on the batch it is in.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from clipforge import API_VERSION, Options, Parameterization, hookimpl
@@ -54,6 +64,21 @@ class FourierOptions(Options):
         description="Standard deviation of the initial (unscaled) spectrum. The default, 0.5, starts from an image "
         "about as varied as the pixel parameterisation's uniform noise (std 0.29); Lucid's 0.01 starts from a "
         "near-uniform gray on which many ReLU units are dead, so their images never move but into black.",
+    )
+    shared: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of a low-resolution pixel grid shared by every image of the batch (Lucent's "
+        "channel_interpolate): image i is squash(MIX(irfft(own_i) + shared * upsample(mean over rows of S))), "
+        "S a (B, 3, s, s) parameter starting at zero. 0: off (no extra parameter). Above 0 the images are no "
+        "longer independent of their batch: every prompt and seed of the run shares the grid, so a sweep "
+        "that splits the prompts into batches, or another set of seeds, gives other images.",
+    )
+    shared_size: int | None = Field(
+        None,
+        ge=1,
+        description="Side s of the shared grid in its own pixels; null: a quarter of the starting image's "
+        "side (at least 1). The grid keeps this size through resizes (bilinearly upsampled to each size).",
     )
 
 
@@ -125,7 +150,8 @@ def grow_spectrum(spec: torch.Tensor, old: tuple[int, int], new: tuple[int, int]
 
 
 class Fourier(Parameterization):
-    """Per-image spectra, (B, 3, H, W//2+1, 2) (real, imaginary), scaled by 1/f**decay."""
+    """Per-image spectra, (B, 3, H, W//2+1, 2) (real, imaginary), scaled by 1/f**decay; with
+    ``shared`` > 0 also the shared grid, (B, 3, s, s), of which every image uses the rows' mean."""
 
     name = "fourier"
     Options = FourierOptions
@@ -151,18 +177,37 @@ class Fourier(Parameterization):
         self.spectrum = draws.to(device).requires_grad_(True)
         self._set_size(size)
         self._old_size: tuple[int, int] | None = None
+        self.shared_grid: torch.Tensor | None = None
+        if options.shared > 0:
+            # zeros, so the start image is the one without the shared part, and no image's generator
+            # is drawn from (its augmentations stay those of a run without it)
+            side = options.shared_size
+            grid = (side, side) if side is not None else (max(1, size[0] // 4), max(1, size[1] // 4))
+            self.shared_grid = torch.zeros((batch_size, 3, *grid), device=device).requires_grad_(True)
 
     def _set_size(self, size: tuple[int, int]) -> None:
         self.size = tuple(size)
         self.scale = spectrum_scale(self.size, self.options.decay).to(self.device)
 
     def parameters(self) -> list[torch.Tensor]:
-        return [self.spectrum]
+        if self.shared_grid is None:
+            return [self.spectrum]
+        return [self.spectrum, self.shared_grid]
+
+    def shared_image(self) -> torch.Tensor:
+        """The shared part, ``shared * up(mean of S's rows)``, (1, 3, H, W); zero when ``shared`` is 0."""
+        if self.shared_grid is None:
+            return torch.zeros((1, 3, *self.size), device=self.device)
+        mean = self.shared_grid.mean(dim=0, keepdim=True)
+        return self.options.shared * F.interpolate(mean, size=self.size, mode="bilinear", align_corners=False)
 
     def linear_image(self) -> torch.Tensor:
         """The image before the colour mixing and squashing, (B, 3, H, W), about zero-centred."""
         spec = torch.view_as_complex(self.spectrum) * self.scale
-        return torch.fft.irfft2(spec, s=self.size, norm="ortho")
+        x = torch.fft.irfft2(spec, s=self.size, norm="ortho")
+        if self.shared_grid is not None:
+            x = x + self.shared_image()
+        return x
 
     def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
         """Colour mixing (if ``decorrelate``) and squashing into [0, 1]."""
@@ -178,7 +223,8 @@ class Fourier(Parameterization):
     def resize(self, size: tuple[int, int]) -> None:
         """Keep every old coefficient at its frequency (in cycles per image) and start the new, higher
         ones at zero: the grown image is the old one Fourier-interpolated, pixel centres aligned
-        as in ``F.interpolate(align_corners=False)``."""
+        as in ``F.interpolate(align_corners=False)``. The shared grid keeps its size and values (a
+        new leaf): it is upsampled to the new size, so the shared part stays the same picture."""
         old = self.size
         size = tuple(size)
         with torch.no_grad():
@@ -189,18 +235,26 @@ class Fourier(Parameterization):
             self._set_size(size)
             grown = torch.view_as_real(grown / self.scale).contiguous()
         self.spectrum = grown.requires_grad_(True)
+        if self.shared_grid is not None:
+            self.shared_grid = self.shared_grid.detach().clone().requires_grad_(True)
         self._old_size = old
 
     def resize_state(self, tensor: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
         """Adam moments go to the same positions as their coefficients, unscaled: the coefficients
         are rescaled by one common factor for square growth, and Adam's step does not change when
         all gradients are scaled alike. New frequencies start with zero moments; the Nyquist row and
-        column, which split in two, give each half the old moment."""
+        column, which split in two, give each half the old moment. The shared grid's moments (4
+        dimensions, not the spectrum's 5) carry over as they are, as the grid does."""
         if self._old_size is None:
             raise RuntimeError("fourier.resize_state is only meaningful right after resize")
+        shapes = f"{tuple(tensor.shape)} -> {tuple(size)}"
+        if self.shared_grid is not None and tensor.dim() == 4:
+            if tuple(tensor.shape) != tuple(size) or tuple(size) != tuple(self.shared_grid.shape):
+                raise NotImplementedError(f"fourier.resize_state: unexpected shapes {shapes}")
+            return tensor.clone()
         (h, w), (h2, w2) = self._old_size, self.size
         if tuple(tensor.shape[-4:-1]) != (3, h, _half_width(w)) or tuple(size[-4:-1]) != (3, h2, _half_width(w2)):
-            raise NotImplementedError(f"fourier.resize_state: unexpected shapes {tuple(tensor.shape)} -> {tuple(size)}")
+            raise NotImplementedError(f"fourier.resize_state: unexpected shapes {shapes}")
         out = tensor.new_zeros(tuple(size))
         rows = out.dim() - 3
         for src, dst, _, _ in _row_map(h, h2):
