@@ -10,7 +10,8 @@ and each saved image measured three ways:
 
     python -m benchmarks.fv_parameterizations --threads 2 --out runs/fv_parameterizations --json
 
-Prints a table per layer (median activation, channels where it is the highest of the
+A layer report already in ``--out`` (from an earlier run of the same command) is measured again
+rather than run again. Prints a table per layer (median activation, channels where it is the highest of the
 parameterisations, median high-frequency share, collapsed images); ``--json`` writes the rows too.
 """
 
@@ -22,10 +23,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 import clipforge
-from clipforge.images import read_image
 
 #: the layers compared: the bundled ResNet's layer2 and layer3, the bundled ViT's last two blocks
 LAYERS = [
@@ -47,6 +49,15 @@ def high_frequency_share(image: torch.Tensor, cutoff: float = HIGH) -> float:
     radius = (torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.fftfreq(w)[None, :] ** 2).sqrt()
     total = power.sum()
     return float(power[radius > cutoff].sum() / total) if total > 0 else 0.0
+
+
+def saved_image(path: Path, frame: int = 2) -> torch.Tensor:
+    """A channel's image as the layer report saves it, (3, H, W) in [0, 1]: with one seed, a grid of
+    one cell in a ``frame``-pixel white border (``clipforge.image_grid``), which is cut off here, so
+    that neither measure reads the border."""
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB")).copy()
+    return torch.from_numpy(array).permute(2, 0, 1).float()[:, frame:-frame, frame:-frame] / 255
 
 
 def collapsed(image: torch.Tensor, threshold: float = FLAT) -> bool:
@@ -86,10 +97,14 @@ def compare_layer(
     measured: dict[str, dict[int, dict[str, Any]]] = {}
     for name in parameterizations:
         folder = out / f"{model}_{layer}_{name}"
-        report = clipforge.analyse("layer", layer_spec(model, layer, channels, name, steps), folder, progress=False)
+        if (folder / "report.json").is_file():  # made by an earlier run of this command: measured again, not rerun
+            report = json.loads((folder / "report.json").read_text())
+        else:
+            spec = layer_spec(model, layer, channels, name, steps)
+            report = clipforge.analyse("layer", spec, folder, progress=False)
         measured[name] = {}
         for entry in report["channels"]:
-            image = read_image(folder / entry["image"], (64, 64))
+            image = saved_image(folder / entry["image"])
             measured[name][entry["channel"]] = {
                 "activation": entry["activation"],
                 "high_frequency": high_frequency_share(image),

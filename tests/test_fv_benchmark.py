@@ -7,7 +7,14 @@ import math
 
 import torch
 
-from benchmarks.fv_parameterizations import chosen_channels, collapsed, compare_layer, high_frequency_share
+from benchmarks.fv_parameterizations import (
+    chosen_channels,
+    collapsed,
+    compare_layer,
+    high_frequency_share,
+    saved_image,
+)
+from clipforge.images import image_grid, save_png
 
 
 def test_high_frequency_share_is_one_for_a_checkerboard_and_zero_for_a_slow_wave():
@@ -35,3 +42,11 @@ def test_a_tiny_comparison_gives_one_row_per_parameterisation(tmp_path):
     assert [r["parameterization"] for r in rows] == ["pixel", "fourier"]
     assert all(r["channels"] == 2 and 0 <= r["median_high_frequency"] <= 1 for r in rows)
     assert sum(r["highest"] for r in rows) >= 2  # every channel has a highest (ties count for both)
+
+
+def test_a_saved_channel_image_is_read_without_its_white_frame(tmp_path):
+    black = torch.zeros((1, 3, 64, 64))
+    save_png(image_grid(black, 1), tmp_path / "c.png")  # as the layer report writes a channel of one seed
+    image = saved_image(tmp_path / "c.png")
+    assert image.shape == (3, 64, 64) and image.max() == 0  # the frame is gone: a black image reads black
+    assert collapsed(image)
