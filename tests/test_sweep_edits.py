@@ -4,6 +4,7 @@ images, a prompt given twice never finishing, unbounded seeds."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,21 @@ def test_too_many_items_are_refused_before_they_are_made(tmp_path, capsys):
     prompts = [f"prompt {i}" for i in range(1001)]
     assert sweep(tmp_path, {**SWEEP, "prompts": prompts, "seeds": 10_000, "grid": {}}, "--plan") == 2
     assert "1 grid points x 1001 prompts x 10000 seeds = 10010000 items in one sweep" in capsys.readouterr().err
+
+
+def test_a_huge_grid_is_counted_and_refused_before_its_points_are_resolved(tmp_path, capsys, monkeypatch):
+    """Issue 33, point 8: a grid of 1e8 points exhausted the memory resolving its points before the
+    10-million-item limit was checked."""
+    import clipforge.sweep.spec as sweep_spec
+
+    def never(*args, **kwargs):
+        raise AssertionError("the grid's points were resolved before its size was checked")
+
+    monkeypatch.setattr(sweep_spec, "grid_points", never)
+    grid = {"optimizer.lr": [0.1 * (i + 1) for i in range(100)], "copies": list(range(1, 101))}
+    grid |= {"steps": list(range(1, 101)), "optimizer.eps": [1e-8 * (i + 1) for i in range(100)]}
+    assert sweep(tmp_path, {**SWEEP, "grid": grid}, "--plan") == 2
+    assert re.search(
+        r"100000000 grid points x \d+ prompts x \d+ seeds = \d+ items in one sweep", capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()

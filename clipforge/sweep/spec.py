@@ -262,6 +262,7 @@ def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = 
         check_prompts(prompts, "" if isinstance(spec.prompts, list) else f"prompts: {spec.prompts!r}")
         models = [Prompt.model_validate(p) for p in prompts]
         goals = resolve_prompt_goals(registry, models, "", None if base_dir is None else str(base_dir))
+        check_size(spec, math.prod(len(v) for v in spec.grid.values()), prompts)  # counted before any is made
         points = grid_points(spec, base, registry)
         for point in points:  # every prompt fits its goal at every point, before anything runs
             try:
@@ -291,10 +292,12 @@ def grid_points(spec: SweepSpec, base: dict[str, Any], registry: Registry) -> li
     return points
 
 
-def _blocks(spec: SweepSpec, points: int, prompts: list[Any]) -> list[Block]:
+def check_size(spec: SweepSpec, points: int, prompts: list[Any]) -> None:
+    """Refuse a sweep of more than ``LIMITS["images"] * 100`` items from its counts alone: a huge grid
+    or sweep must not fill the memory (or take minutes) before it is refused."""
     seeds = spec.seed_list()
     items = points * len(prompts) * len(seeds)
-    if items > LIMITS["images"] * 100:  # before the items are made: a huge sweep must not fill the memory
+    if items > LIMITS["images"] * 100:
         raise SpecError(
             [
                 (
@@ -304,6 +307,11 @@ def _blocks(spec: SweepSpec, points: int, prompts: list[Any]) -> list[Block]:
                 )
             ]
         )
+
+
+def _blocks(spec: SweepSpec, points: int, prompts: list[Any]) -> list[Block]:
+    seeds = spec.seed_list()
+    check_size(spec, points, prompts)
     per_block = max(1, spec.batch_size // len(seeds))
     blocks = []
     for p in range(points):
