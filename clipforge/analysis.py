@@ -103,7 +103,8 @@ def run_analysis(
     """Run an analysis and return its report; with ``out_dir``, write ``report.json`` and whatever
     the analysis's ``write_report`` writes there. The folder is claimed as a run's is (it must not
     exist or be empty, and no other process may hold it); if the analysis fails before its report
-    is written, the folder is left as it was found."""
+    is written whole (``report.json`` and all that ``write_report`` writes), the folder is left as it
+    was found."""
     registry = registry or default_registry()
     plan = analysis if isinstance(analysis, AnalysisPlan) else plan_analysis(analysis, registry)
     analysis = plan.analysis
@@ -127,10 +128,10 @@ def run_analysis(
             registry=registry,
         )
         report = {"analysis": analysis.name, **analysis.analyse(run)}
-        if out is not None:
+        if out is not None:  # all or nothing: a report cut short (Ctrl-C, a failing write_report) is undone
             write_json(out / "report.json", report)
-            written = True
             analysis.write_report(report, run, out)
+            written = True
     except BaseException:
         if out is not None and not written:
             abandon_out_dir(out, created)
