@@ -113,3 +113,20 @@ def test_a_huge_grid_is_counted_and_refused_before_its_points_are_resolved(tmp_p
         r"100000000 grid points x \d+ prompts x \d+ seeds = \d+ items in one sweep", capsys.readouterr().err
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "callbacks",
+    [
+        [{"name": "safety_screen", "options": {"concepts": ["a red circle"], "action": "withhold"}}],
+        ["metrics", {"name": "snapshots", "options": {"every": 1}}],
+    ],
+)
+def test_a_base_with_callbacks_is_refused_naming_them_not_run_without_them(tmp_path, capsys, callbacks):
+    """Issue 33, point 1: a sweep dropped its base's callbacks in silence, so the images a run's
+    safety screen withholds were written raw, with rc 0."""
+    assert sweep(tmp_path, {**SWEEP, "base": {**SWEEP["base"], "callbacks": callbacks}}) == 2
+    err = capsys.readouterr().err
+    names = [c if isinstance(c, str) else c["name"] for c in callbacks]
+    assert "base.callbacks" in err and all(repr(n) in err for n in names)
+    assert not (tmp_path / "out").exists()

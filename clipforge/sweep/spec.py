@@ -256,6 +256,7 @@ def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = 
         for key in ("prompts", "seeds"):
             if key in base:
                 raise SpecError([(f"base.{key}", "the sweep sets it; leave it out of the base")])
+        refuse_callbacks(base.get("callbacks"))
         prompts = read_prompts(spec.prompts, base_dir)
         if not prompts:
             raise SpecError([("prompts", "no prompts")])
@@ -273,6 +274,25 @@ def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = 
     except SpecError as exc:
         raise exc.within(name) from None
     return Sweep(spec, points, blocks, name, goals)
+
+
+def refuse_callbacks(callbacks: Any) -> None:
+    """A sweep's blocks run without callbacks (the sweep writes their images and index lines itself), so
+    a base that names callbacks is refused, naming them, rather than run without them: a
+    ``safety_screen`` dropped in silence would write the images it withholds in a run."""
+    if not callbacks:
+        return
+    names = [c if isinstance(c, str) else c.get("name", "?") if isinstance(c, dict) else "?" for c in callbacks]
+    raise SpecError(
+        [
+            (
+                "base.callbacks",
+                f"a sweep does not run its base's callbacks, so it would run without {', '.join(map(repr, names))}: "
+                "leave 'callbacks' out of the base (a sweep writes every image, its index and, with "
+                "'snapshots', its snapshots; screen a sweep's images with an analysis such as `clipforge screen`)",
+            )
+        ]
+    )
 
 
 def grid_points(spec: SweepSpec, base: dict[str, Any], registry: Registry) -> list[GridPoint]:
