@@ -16,10 +16,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from clipforge.errors import SpecError
-from clipforge.specbase import LIMITS, Seed, StrictModel
+from clipforge.specbase import LIMITS, Seed, StrictModel, check_seed_values
 from clipforge.specfile import apply_overrides, read_object, validate
 
 #: what a run itself writes in its output folder (see :mod:`clipforge.outputs`): a component's file
@@ -299,7 +307,7 @@ class RunSpec(StrictModel):
         description="Targets; each gives one image per seed (default: one prompt that pursues the spec's "
         "objectives alone).",
     )
-    seeds: list[Seed] = Field(
+    seeds: Annotated[list[Seed], BeforeValidator(check_seed_values)] = Field(
         default_factory=lambda: [0],
         min_length=1,
         max_length=LIMITS["seeds"],

@@ -18,8 +18,11 @@ from pydantic_core import PydanticCustomError
 LIMITS = {"steps": 1_000_000, "copies": 1024, "size": 4096, "prompts": 100_000, "seeds": 10_000, "images": 100_000}
 
 
-#: a seed is any number a random generator takes (``torch.Generator.manual_seed``: -2**63 .. 2**64 - 1)
-Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
+#: the largest seed: torch's CPU generator (a Mersenne twister) keeps the low 32 bits of the seed it
+#: is given, so 0 and 2**32 (or -1 and 2**64 - 1) would give one stream under two labels; every seed
+#: from 0 to SEED_MAX gives its own
+SEED_MAX = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 
 def check_seed_values(value: Any) -> Any:
@@ -27,8 +30,11 @@ def check_seed_values(value: Any) -> Any:
     tries the field's other types and reports both)."""
     if isinstance(value, list):
         for i, seed in enumerate(value):
-            if isinstance(seed, int) and not isinstance(seed, bool) and not -(2**63) <= seed <= 2**64 - 1:
-                raise ValueError(f"seeds[{i}] is {seed}: a seed is a whole number from -2**63 to 2**64 - 1")
+            if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= SEED_MAX:
+                raise ValueError(
+                    f"seeds[{i}] is {seed}: a seed is a whole number from 0 to 2**32 - 1 (the generator keeps 32 "
+                    "bits of a seed, so a larger one would give the image of another seed under its own label)"
+                )
     return value
 
 

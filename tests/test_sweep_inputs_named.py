@@ -102,7 +102,10 @@ def test_a_grid_over_what_the_sweep_sets_is_refused(tmp_path, capsys, key):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("seeds, where", [([2**64], "seeds[0]"), ([0, -(2**63) - 1], "seeds[1]")])
+@pytest.mark.parametrize(
+    "seeds, where",
+    [([2**64], "seeds[0]"), ([0, -(2**63) - 1], "seeds[1]"), ([0, 2**32], "seeds[1]"), ([-1], "seeds[0]")],
+)
 def test_a_seed_no_generator_takes_is_refused_at_validation_with_its_place(tmp_path, capsys, seeds, where):
     err = refused(tmp_path, capsys, {**SWEEP, "seeds": seeds})
     assert where in err, err
@@ -113,8 +116,23 @@ def test_a_seed_no_generator_takes_is_refused_at_validation_with_its_place(tmp_p
 
 
 def test_the_largest_seed_runs(tmp_path):
-    path = write(tmp_path, {**SWEEP, "prompts": ["a cat"], "seeds": [2**64 - 1]})
+    path = write(tmp_path, {**SWEEP, "prompts": ["a cat"], "seeds": [2**32 - 1]})
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+
+
+def test_seeds_equal_modulo_2_to_the_32_are_not_accepted_as_different_images(tmp_path, capsys):
+    """Issue 33, point 5: 0 and 2**32 (and -1 and 2**64 - 1) gave the same image under two labels,
+    since the generator keeps 32 bits of a seed; only the seeds that give their own stream are taken."""
+    import torch
+
+    assert torch.equal(
+        torch.rand(4, generator=torch.Generator().manual_seed(0)),
+        torch.rand(4, generator=torch.Generator().manual_seed(2**32)),
+    )  # why: the generator's own behaviour
+    for seeds in ([0, 2**32], [-1], [2**64 - 1]):
+        (tmp_path / "run.json").write_text(json.dumps({**BASE, "prompts": ["a cat"], "seeds": seeds}))
+        assert main(["validate", str(tmp_path / "run.json")]) == 2
+        assert "a seed is a whole number from 0 to 2**32 - 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content", ["[]", "{}", '{"items": "many"}', '{"items": null}', "7"])
