@@ -4,6 +4,7 @@ option that names another component, as a screen names its judge) checked the sa
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from clipforge.components import COMPONENT_OPTION, Component
 from clipforge.errors import PluginError, SpecError, UnknownComponentError, problems_of
-from clipforge.spec import COMPONENT_FIELDS, ComponentRef, OptimizerSpec, Prompt, RunSpec
+from clipforge.spec import COMPONENT_FIELDS, ComponentRef, OptimizerSpec, Prompt, RunSpec, inside_the_output_folder
 
 
 class Finder(Protocol):
@@ -166,8 +167,45 @@ def resolve_spec(registry: Finder, spec: RunSpec, where: str, check_goals: bool 
     optimizer = with_default_optimizer(spec.optimizer, components["parameterization"][0], where)
     if optimizer is not spec.optimizer:
         update["optimizer"] = optimizer
+    check_output_names(components, where, spec)
     base = ResolvedSpec(spec.model_copy(update=update), components, where)
     return with_prompts(base, spec.prompts, goals, check=check_goals)
+
+
+def output_names(options: BaseModel) -> list[tuple[str, str]]:
+    """The files a component's options name for writing (its ``OutputName`` options), as (option, name)."""
+    found = []
+    for name, info in type(options).model_fields.items():
+        if any(getattr(m, "func", None) is inside_the_output_folder for m in info.metadata):
+            value = getattr(options, name)
+            if isinstance(value, str):
+                found.append((name, value))
+    return found
+
+
+def check_output_names(components: dict[str, list[ResolvedComponent]], where: str, spec: RunSpec) -> None:
+    """Refuse two components that would write one file (a screen's report named ``metrics.jsonl``, two
+    ``metrics`` on one file): each would overwrite or double the other's in silence. Names are compared
+    as a case-insensitive file system would."""
+    seen: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for field_name, resolved in components.items():
+        listed = isinstance(getattr(spec, field_name), list)
+        for i, component in enumerate(resolved):
+            for option, value in output_names(component.options):
+                key = posixpath.normpath(value.replace("\\", "/")).lower()
+                place = _prefixed(where, f"{field_name}[{i}]" if listed else field_name) + f".options.{option}"
+                if key in seen:
+                    problems.append(
+                        (
+                            place,
+                            f"writes {value!r}, which {seen[key]} writes too: give each component's file its own name",
+                        )
+                    )
+                else:
+                    seen[key] = place
+    if problems:
+        raise SpecError(problems)
 
 
 def with_default_optimizer(optimizer: OptimizerSpec, parameterization: ResolvedComponent, where: str) -> OptimizerSpec:

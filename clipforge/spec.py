@@ -44,7 +44,7 @@ RESERVED_OUTPUTS = (
 )
 
 
-def _inside_the_output_folder(value: str) -> str:
+def inside_the_output_folder(value: str) -> str:
     parts = value.replace("\\", "/").split("/")
     if not value.strip() or value.startswith(("/", "~")) or ".." in parts or re.match(r"^[A-Za-z]:", value):
         raise ValueError(
@@ -63,7 +63,7 @@ def _inside_the_output_folder(value: str) -> str:
 
 #: a file name an option gives for writing: relative, inside the run's output folder (a component
 #: writes it through ``RunInfo.output_path``)
-OutputName = Annotated[str, AfterValidator(_inside_the_output_folder)]
+OutputName = Annotated[str, AfterValidator(inside_the_output_folder)]
 
 
 def _not_empty_folder(value: str | None) -> str | None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from helpers import TINY_CONFIG, tiny_spec_dict
 
+import clipforge
 from clipforge.cli import main
 
 ESC = "\x1b"
@@ -206,3 +207,37 @@ def test_the_autoload_switch_reads_yes_and_no(value, loaded, monkeypatch, capsys
     assert main(["plugins", "--json"]) == 0
     names = {p["name"] for p in json.loads(capsys.readouterr().out)["plugins"]}
     assert ("third" in names) == loaded and "open_clip" in names
+
+
+@pytest.mark.parametrize(
+    "callbacks, place, other",
+    [
+        (
+            ["metrics", {"name": "safety_screen", "options": {"concepts": ["a cat"], "report": "metrics.jsonl"}}],
+            "callbacks[1].options.report",
+            "callbacks[0].options.filename",
+        ),
+        (
+            [
+                {"name": "metrics", "options": {"filename": "safety.json"}},
+                {"name": "safety_screen", "options": {"concepts": ["a cat"]}},
+            ],
+            "callbacks[1].options.report",
+            "callbacks[0].options.filename",
+        ),
+        (
+            ["metrics", {"name": "metrics", "options": {"filename": "./METRICS.jsonl"}}],
+            "callbacks[1].options.filename",
+            "callbacks[0]",
+        ),
+    ],
+)
+def test_two_components_writing_one_file_are_refused_at_the_start(tmp_path, callbacks, place, other):
+    """Issue 33, point 3: a screen's report named metrics.jsonl (or metrics named safety.json) overwrote
+    the other in silence, and two metrics on one file wrote every line twice."""
+    spec = tiny(callbacks=callbacks)
+    with pytest.raises(clipforge.SpecError) as caught:
+        clipforge.invert(spec, tmp_path / "out")
+    text = str(caught.value)
+    assert place in text and other in text and "give each component's file its own name" in text
+    assert not (tmp_path / "out").exists()
