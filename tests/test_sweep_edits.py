@@ -130,3 +130,16 @@ def test_a_base_with_callbacks_is_refused_naming_them_not_run_without_them(tmp_p
     names = [c if isinstance(c, str) else c["name"] for c in callbacks]
     assert "base.callbacks" in err and all(repr(n) in err for n in names)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_grid_over_objectives_that_every_prompt_overrides_is_refused(tmp_path, capsys):
+    """Issue 33, point 4: items labelled with different objectives were pixel-identical when every
+    prompt carried its own objectives."""
+    own = [{"objectives": [{"name": "channel", "options": {"layer": "conv1", "channel": c}}]} for c in (1, 2)]
+    grid = {"objectives": [["prompt"], [{"name": "prompt", "options": {"weight": 2.0}}]]}
+    assert sweep(tmp_path, {**SWEEP, "prompts": own, "grid": grid}, "--plan") == 2
+    err = capsys.readouterr().err
+    assert "grid.objectives" in err and "every prompt names its own objectives" in err
+    assert not (tmp_path / "out").exists()
+    # with a prompt that uses the spec's objectives, the grid reaches an item: accepted
+    assert sweep(tmp_path, {**SWEEP, "prompts": [*own, "a red circle"], "grid": grid}, "--plan") == 0

@@ -262,6 +262,7 @@ def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = 
             raise SpecError([("prompts", "no prompts")])
         check_prompts(prompts, "" if isinstance(spec.prompts, list) else f"prompts: {spec.prompts!r}")
         models = [Prompt.model_validate(p) for p in prompts]
+        refuse_unused_grid_keys(spec, models)
         goals = resolve_prompt_goals(registry, models, "", None if base_dir is None else str(base_dir))
         check_size(spec, math.prod(len(v) for v in spec.grid.values()), prompts)  # counted before any is made
         points = grid_points(spec, base, registry)
@@ -274,6 +275,23 @@ def load_sweep(source: str | Path | dict[str, Any], registry: Registry | None = 
     except SpecError as exc:
         raise exc.within(name) from None
     return Sweep(spec, points, blocks, name, goals)
+
+
+def refuse_unused_grid_keys(spec: SweepSpec, prompts: list[Prompt]) -> None:
+    """A grid over the spec's ``objectives`` changes no item when every prompt names its own: its
+    items would be labelled with different objectives and be the same images, so it is refused."""
+    keys = [k for k in spec.grid if re.split(r"[.\[]", k, maxsplit=1)[0] == "objectives"]
+    if keys and all(p.objectives is not None for p in prompts):
+        raise SpecError(
+            [
+                (
+                    f"grid.{keys[0]}",
+                    "every prompt names its own objectives, so the spec's 'objectives' reach no item and this "
+                    "grid key would label identical images differently: grid a prompt without its own objectives, "
+                    "or give the values as prompts",
+                )
+            ]
+        )
 
 
 def refuse_callbacks(callbacks: Any) -> None:
