@@ -52,6 +52,7 @@ _WHERE = {
     ),
     **dict.fromkeys(("ModelError", "model"), "clipforge.models"),
     **dict.fromkeys(("Report", "analyse"), "clipforge.report"),
+    "COLOR_MIX": "clipforge.spectrum",
     "hookimpl": "clipforge.hookspecs",
     **dict.fromkeys(("Judge", "Verdicts", "load_backbone"), "clipforge.judge"),
     **dict.fromkeys(("image_grid", "read_image", "save_png", "to_display"), "clipforge.images"),
@@ -137,9 +138,11 @@ if TYPE_CHECKING:
     from clipforge.registry import PluginError, Registry, ResolvedSpec, build_registry, default_registry
     from clipforge.report import Report, analyse
     from clipforge.spec import ComponentRef, OutputName, Prompt, RunSpec, existing_image, load_spec, spec_path
+    from clipforge.spectrum import COLOR_MIX
 
 __all__ = [
     "API_VERSION",
+    "COLOR_MIX",
     "Goal",
     "ModelError",
     "Report",

@@ -185,6 +185,8 @@ class Parameterization(Component):
         device: torch.device,
     ) -> None:
         super().__init__(options)
+        if len(generators) != batch_size:  # one generator per image: what makes an image its seed's alone
+            raise ValueError(f"{self.name}: {len(generators)} generators for a batch of {batch_size}")
         self.batch_size = batch_size
         self.size = size
         self.device = device

@@ -10,6 +10,7 @@ resumes from Python; a spec file cannot name them, and ``run.json`` lists them
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any, ClassVar
 
 import torch
@@ -161,7 +162,7 @@ class LiveObjective(Objective):
         probe = torch.full((2, 3, *backbone.input_size), 0.5, device=backbone.device, requires_grad=True)
         for _ in range(64):
             tower = image_tower(backbone) if self._layers else None
-            with captured(tower, self._layers) if tower is not None else _nothing() as seen:
+            with captured(tower, self._layers) if tower is not None else nullcontext({}) as seen:
                 embeddings = F.normalize(backbone.encode_image(probe).float(), dim=-1)
             features = Features(embeddings, _Probed(seen), torch.arange(2, device=backbone.device))
             try:
@@ -204,14 +205,6 @@ class LiveObjective(Objective):
         value = type(self).fn(features)
         self.check(value, features.embeddings.shape[0])
         return value
-
-
-class _nothing:
-    def __enter__(self) -> dict:
-        return {}
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 class LiveAugmentation(Augmentation):

@@ -36,8 +36,8 @@ import torch
 from clipforge.files import atomic_path
 
 #: Lucid's square root of ImageNet's colour correlation, normalised by its largest column norm: the
-#: same matrix as ``plugins/fourier.py``'s ``COLOR_MIX`` and ``plugins/maco.py``'s (a test keeps
-#: the three equal). Images are decorrelated with its inverse before their spectrum is taken.
+#: colour mixing of the ``fourier`` and ``maco`` parameterisations (public, ``clipforge.COLOR_MIX``).
+#: Images are decorrelated with its inverse before their spectrum is taken.
 COLOR_MIX = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_MIX = COLOR_MIX / COLOR_MIX.norm(dim=0).max()
 

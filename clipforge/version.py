@@ -11,7 +11,8 @@ clipforge (and a plugin's tests) can read it without importing the rest."""
 #: the notebook's API: ``visualize``, ``invert`` taking objects, ``model``, ``ModelError``, ``backbone_of``,
 #: the objective algebra ``Goal``, ``prompt``, ``channel``, ``neuron``, ``direction``, ``diversity``, ``image``,
 #: ``objective``; ``Features.layer`` and ``channels``; ``list_layers`` and ``layer_shape`` take any model;
-#: ``InversionResult.to_pil``, ``grid``, ``final`` and its Jupyter view; ``Registry.with_components``; ``spec_path``)
+#: ``InversionResult.to_pil``, ``grid``, ``final`` and its Jupyter view; ``Registry.with_components``;
+#: ``spec_path``; ``COLOR_MIX``)
 API_VERSION = "1.4"
 
 #: clipforge's own version (the distribution's), readable without importing torch (``clipforge --version``)

@@ -34,14 +34,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from clipforge import API_VERSION, Options, Parameterization, hookimpl
+from clipforge import API_VERSION, COLOR_MIX, Options, Parameterization, hookimpl
 
 CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
-# Square root of the colour correlation of ImageNet images (from an SVD): mixing three independent
-# channels through it gives colours that co-vary as in natural images.
-COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
-COLOR_MIX = COLOR_CORRELATION_SQRT / COLOR_CORRELATION_SQRT.norm(dim=0).max()
+# COLOR_MIX (clipforge's): the square root of ImageNet's colour correlation, normalised; mixing three
+# independent channels through it gives colours that co-vary as in natural images.
 
 
 class FourierOptions(Options):
@@ -168,8 +166,6 @@ class Fourier(Parameterization):
         device: torch.device,
     ) -> None:
         super().__init__(options, batch_size, size, generators, device)
-        if len(generators) != batch_size:
-            raise ValueError(f"fourier: {len(generators)} generators for a batch of {batch_size}")
         shape = (3, size[0], _half_width(size[1]), 2)
         # drawn on the CPU, where the generators live, one image at a time: a seed gives the same
         # spectrum whatever the batch and the device

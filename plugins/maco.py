@@ -40,6 +40,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from clipforge import (
     API_VERSION,
+    COLOR_MIX,
     Augmentation,
     AugmentContext,
     Options,
@@ -55,10 +56,7 @@ CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clip
 #: averaging, see clipforge/spectrum.py's docstring for the command)
 SHIPPED_SPECTRUM = Path(str(files("clipforge.toyworld") / "spectra" / "toyworld_64.npy"))
 
-# The colour mixing of plugins/fourier.py (Lucid's square root of ImageNet's colour correlation,
-# normalised by its largest column norm); spectrum files are of colours decorrelated with its inverse.
-COLOR_MIX = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
-COLOR_MIX = COLOR_MIX / COLOR_MIX.norm(dim=0).max()
+# COLOR_MIX (clipforge's, as fourier's): spectrum files are of colours decorrelated with its inverse.
 
 
 # --------------------------------------------------------------------------- the spectrum file
@@ -191,8 +189,6 @@ class Maco(Parameterization):
         device: torch.device,
     ) -> None:
         super().__init__(options, batch_size, size, generators, device)
-        if len(generators) != batch_size:
-            raise ValueError(f"maco: {len(generators)} generators for a batch of {batch_size}")
         self.path = options.spectrum or str(SHIPPED_SPECTRUM)
         self.template = torch.from_numpy(read_spectrum(self.path))
         self._set_size(size)

@@ -85,8 +85,6 @@ class Multires(Parameterization):
         device: torch.device,
     ) -> None:
         super().__init__(options, batch_size, size, generators, device)
-        if len(generators) != batch_size:
-            raise ValueError(f"multires: {len(generators)} generators for a batch of {batch_size}")
         self.size = tuple(size)
         self.resolutions: list[int] = []
         self.components: list[torch.Tensor] = []
