@@ -33,7 +33,7 @@ def check_seed_values(value: Any) -> Any:
             if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= SEED_MAX:
                 raise ValueError(
                     f"seeds[{i}] is {seed}: a seed is a whole number from 0 to 2**32 - 1 (the generator keeps 32 "
-                    "bits of a seed, so a larger one would give the image of another seed under its own label)"
+                    "bits of a seed, so one outside that range would give another seed's image under its own label)"
                 )
     return value
 
