@@ -120,12 +120,33 @@ def evaluate(
             acts = {name: activations[name].index_select(0, index) for name in goal.objective.layers()}
         with blame(goal.objective, "evaluating the copies"):
             out = goal.objective(Features(emb, acts, image_index))
+            if isinstance(out, tuple) and len(out) != 2:
+                raise TypeError(f"it returned a tuple of {len(out)}; an objective returns value or (value, similarity)")
         value, similarity = out if isinstance(out, tuple) else (out, None)
         n = emb.shape[0]
         expect(goal.objective, value, (n,), "one value per copy", "evaluating the copies")
         if similarity is not None:
             expect(goal.objective, similarity, (n,), "one similarity per copy", "evaluating the copies")
+        with blame(goal.objective, "evaluating the copies"):
+            check_value(value, emb)
         sums.add(goal, index, value, similarity)
+
+
+def check_value(value: torch.Tensor, embeddings: torch.Tensor) -> None:
+    """Refuse an objective's value that would silently steer nothing: one without a gradient while
+    the images have one, or (on the CPU, where looking costs no sync) a NaN or infinite one from
+    finite embeddings, which would otherwise be found at the next metrics, naming the step but not
+    the objective."""
+    if torch.is_grad_enabled() and embeddings.requires_grad and not value.requires_grad:
+        raise ValueError(
+            "its value does not depend on the images (no gradient: detached, or computed under no_grad), "
+            "so it would do nothing"
+        )
+    if value.device.type == "cpu" and not torch.isfinite(value.detach()).all():
+        if not torch.isfinite(embeddings.detach()).all():  # the images went wrong, not the objective: the
+            return  # metrics will say so, naming the step and the image
+        bad = value.detach()[~torch.isfinite(value.detach())][0].item()
+        raise FloatingPointError(f"its value is not finite ({bad}) for a copy")
 
 
 def capture(goals: list[Goal], backbone_index: int, backbone: object) -> AbstractContextManager:

@@ -63,6 +63,26 @@ class ResolvedComponent:
                 f"{place}{self.entry.kind} {self.entry.name!r} from {self.entry.provider} could not start: {exc}"
             ) from exc
 
+    def describe(self, where: str = "") -> str:
+        """Its own label (an objective's ``describe``), refused as :class:`ComponentStartError` naming
+        ``where`` and the plugin when it fails or is not a string."""
+        place = f"{where}: " if where else ""
+        try:
+            text = self.entry.cls.describe(self.options)
+        except (KeyboardInterrupt, ComponentStartError):
+            raise
+        except Exception as exc:
+            raise ComponentStartError(
+                f"{place}{self.entry.kind} {self.entry.name!r} from {self.entry.provider}: its describe() failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(text, str):
+            raise ComponentStartError(
+                f"{place}{self.entry.kind} {self.entry.name!r} from {self.entry.provider}: its describe() returned "
+                f"{type(text).__name__}, not a string"
+            )
+        return text
+
     def ref(self) -> ComponentRef:
         """The reference with every option filled in (defaults included), as a resolved spec shows it."""
         return ComponentRef(name=self.entry.name, options=self.options.model_dump(mode="json"))

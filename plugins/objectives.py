@@ -21,6 +21,9 @@ for convolutional maps, (N, L, C) for token sequences, (N, C) for vectors.
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,28 +90,29 @@ def embed_terms(backbone: Backbone, keys: Sequence[tuple[str, str]]) -> dict[tup
 
 def embed_targets(backbone: Backbone, prompts: Sequence[Prompt]) -> Targets:
     """Encode every distinct term once, before the loop, and lay the terms out per image (one prompt
-    per image)."""
-    terms = [p.resolved_terms() for p in prompts]
-    embedded = embed_terms(backbone, [t.key for row_terms in terms for t in row_terms])
-    per_row: list[list[tuple[torch.Tensor, float]]] = []
-    for prompt, row_terms in zip(prompts, terms):
-        pairs = [(embedded[t.key], t.weight) for t in row_terms]
+    per image). The similarity is to the positive terms as written, before the prompt's ``weight``
+    scales them: a prompt weighted 0 (or negatively) still reports how close its images are to it."""
+    per_row: list[list[tuple[torch.Tensor, float, float]]] = []  # (embedding, loss weight, similarity weight)
+    written = [p.model_copy(update={"weight": 1.0}).resolved_terms() for p in prompts]
+    embedded = embed_terms(backbone, [t.key for row_terms in written for t in row_terms])
+    for prompt, row_terms in zip(prompts, written):
+        triples = [(embedded[t.key], t.weight * prompt.weight, max(t.weight, 0.0)) for t in row_terms]
         if prompt.combine == "embedding":
-            positive = [(e, w) for e, w in pairs if w > 0]
+            positive = [(e, w) for e, _, w in triples if w > 0]
             mixed = F.normalize(sum(w * e for e, w in positive), dim=-1)
-            pairs = [(mixed, prompt.weight)] + [(e, w) for e, w in pairs if w <= 0]
-        per_row.append(pairs)
+            triples = [(mixed, prompt.weight, 1.0)] + [(e, lw, 0.0) for e, lw, w in triples if w <= 0]
+        per_row.append(triples)
     width = max(len(p) for p in per_row)
     dim = next(iter(embedded.values())).shape[-1]
     device = next(iter(embedded.values())).device
     emb = torch.zeros(len(prompts), width, dim, device=device)
     weights = torch.zeros(len(prompts), width, device=device)
-    for b, pairs in enumerate(per_row):
-        for j, (e, w) in enumerate(pairs):
-            emb[b, j] = e
-            weights[b, j] = w
-    positive = weights.clamp_min(0)
-    sim_w = positive / positive.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    positive = torch.zeros(len(prompts), width, device=device)
+    for b, triples in enumerate(per_row):
+        for j, (e, w, s) in enumerate(triples):
+            emb[b, j], weights[b, j], positive[b, j] = e, w, s
+    total = positive.sum(dim=1, keepdim=True)
+    sim_w = torch.where(total > 0, positive / total.clamp_min(1e-12), math.nan)  # no positive term: no similarity
     return Targets(emb, weights, sim_w)
 
 
@@ -139,6 +143,12 @@ class PromptSimilarity(Objective):
         super().__init__(options, backbone, rows, spec)
         self.targets = embed_targets(backbone, [spec.prompts[row.prompt_index] for row in rows])
         self.distance = spec.data_term
+        for p in sorted({row.prompt_index for row in rows if spec.prompts[row.prompt_index].weight == 0}):
+            warnings.warn(
+                f"prompts[{p}] has weight 0: its goal is zero and its images follow the regularisers alone "
+                "(its similarity is still reported)",
+                stacklevel=2,
+            )
 
     def __call__(self, features: Features) -> tuple[torch.Tensor, torch.Tensor]:
         dim = self.targets.embeddings.shape[-1]
@@ -330,7 +340,23 @@ def read_direction(path: str, key: str | None = None) -> torch.Tensor:
         raise ValueError(f"direction file {path!r} holds an array of shape {shape}: a direction is one vector, (C,)")
     if not torch.isfinite(vector).all():
         raise ValueError(f"direction file {path!r} holds NaN or infinite values")
+    check_not_zero(vector, f"direction file {path!r}")
     return vector
+
+
+SMALLEST_DIRECTION = 1e-6
+
+
+def check_not_zero(vector: torch.Tensor, source: str) -> None:
+    """Refuse a direction too short to point anywhere: a zero vector, or one whose norm is below
+    :data:`SMALLEST_DIRECTION`, where float32 cosines (torch's eps is 1e-8) and dot products give
+    zero and the objective would do nothing. Its length does not matter to the cosine: scale it up."""
+    norm = float(vector.float().double().norm())
+    if not norm >= SMALLEST_DIRECTION:
+        raise ValueError(
+            f"{source} has norm {norm:.3g}: a direction needs a norm of at least {SMALLEST_DIRECTION:g} "
+            "(a zero or vanishing vector points nowhere, and the objective would do nothing)"
+        )
 
 
 class DirectionOptions(ObjectiveOptions):
@@ -373,6 +399,10 @@ class DirectionOptions(ObjectiveOptions):
             raise ValueError("'key' needs 'file'")
         if self.layer is not None and self.text is not None:
             raise ValueError("a direction in a layer is a 'vector' of its channels; texts give embedding directions")
+        if self.minus is not None and self.minus.strip().lower() == (self.text or "").strip().lower():
+            raise ValueError(f"'minus' is 'text' ({self.text!r}): their difference is zero, a direction of nothing")
+        if self.vector is not None:
+            check_not_zero(torch.tensor(self.vector, dtype=torch.float64), "the vector")
         if self.file is not None:
             read_direction(self.file, self.key)  # a damaged or wrong file is refused now, not at the first step
         return self
@@ -410,6 +440,8 @@ class Direction(Objective):
                 texts = [options.text] + ([options.minus] if options.minus else [])
                 emb = F.normalize(backbone.encode_text(texts).float(), dim=-1)
             self.vector = emb[0] - emb[1] if options.minus else emb[0]
+            if options.minus:
+                check_not_zero(self.vector, f"{options.text!r} minus {options.minus!r} in {backbone.label}")
         else:
             assert given is not None
             self.vector = given
@@ -492,6 +524,13 @@ class Diversity(LayerObjective):
         if len(self.shape) < 2:
             raise LayerError(
                 f"layer {options.layer!r} has no positions (its output per image is {self.shape}), so no Gram matrix"
+            )
+        images_of = Counter(row.prompt_index for row in self.rows)
+        alone = sorted(p for p, n in images_of.items() if n < 2)
+        if alone:
+            raise ValueError(
+                f"diversity pushes apart the images of one prompt, and prompts[{alone[0]}] has one image (one seed): "
+                "it would do nothing; give two seeds or more"
             )
         self.prompt_of = torch.tensor([row.prompt_index for row in self.rows], device=backbone.device)
 

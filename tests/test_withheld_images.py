@@ -72,3 +72,38 @@ def test_the_command_line_does_not_count_a_withheld_image_as_written(tmp_path, m
     out = capsys.readouterr().out
     assert "wrote 3 image(s) (1 withheld by a screen)" in out
     assert "00-a-red-circle-seed0: withheld" in out
+
+
+GROWING = tiny_spec_dict(
+    steps=6,
+    checkpoint_every=2,
+    resolution=[{"step": 0, "size": 16}, {"step": 3, "size": 32}],
+    callbacks=[{"name": "snapshots", "options": {"every": 1}}],
+)
+
+
+def cell(path, index: int, columns: int = 2, pad: int = 2) -> np.ndarray:
+    """Image ``index`` of a snapshot grid (laid out as image_grid lays it out)."""
+    with Image.open(path) as image:
+        grid = np.asarray(image.convert("RGB"))
+    lines = -(-4 // columns)
+    h, w = (grid.shape[0] - pad) // lines, (grid.shape[1] - pad) // columns
+    line, column = divmod(index, columns)
+    return grid[pad + line * h : pad + (line + 1) * h - pad, pad + column * w : pad + (column + 1) * w - pad]
+
+
+def test_a_withheld_image_leaves_no_pixels_in_the_snapshot_grids(tmp_path):
+    """Issue 33, bad finding 2: the grids of the steps before the image was withheld showed it raw
+    (and the gallery's strips are cut from them). Its cell is black in every grid, at every size;
+    the other images' cells are those of a run without the screen."""
+    screened = clipforge.invert(GROWING, tmp_path / "screened", callbacks=[LateScreen()])
+    assert screened.withheld == [True, False, False, False]
+    clipforge.invert(GROWING, tmp_path / "plain")
+    grids = sorted((tmp_path / "screened" / "snapshots").glob("step_*.png"))
+    assert [p.name for p in grids] == [f"step_{s:06d}.png" for s in range(1, 7)]
+    for path in grids:
+        plain = tmp_path / "plain" / "snapshots" / path.name
+        assert cell(path, 0).size and cell(path, 0).max() == 0, path.name
+        for i in (1, 2, 3):
+            assert np.array_equal(cell(path, i), cell(plain, i)), (path.name, i)
+            assert cell(path, i).max() > 0
