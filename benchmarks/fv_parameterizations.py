@@ -1,5 +1,5 @@
-"""Feature visualisation by parameterisation (issue 32's comparison, its design written in RESULTS
-before it ran): the same channels of the bundled models' layers visualised with each image
+"""Feature visualisation by parameterisation (issue 32's comparison, its design written before it ran:
+docs/research/objectives.md): the same channels of the bundled models' layers visualised with each image
 parameterisation at its defaults and equal steps, through the layer analysis (``clipforge layer``),
 and each saved image measured three ways:
 

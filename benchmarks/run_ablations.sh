@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Why do the small offline CLIPs' inversions not show their prompts? Ablations on 12 random prompts,
-# 150 steps (benchmarks/RESULTS.md, "Ablations"). Trains the variant models into /tmp/clipforge-ablations
+# 150 steps (docs/research/offline-world.md, "Ablations"). Trains the variant models into /tmp/clipforge-ablations
 # first unless they are there (about 25 minutes), then evaluates (about 10 minutes). Outputs go to
 # benchmarks/results/ablation_*.json (and ablations_summary.txt).
 #     bash benchmarks/run_ablations.sh

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Which training recipe makes the offline CLIPs' inversions show their prompt's object? (issue 12;
-# benchmarks/RESULTS.md, "Offline world, second design"). Trains each variant into
+# docs/research/offline-world.md, "Which recipe? (exploration)"). Trains each variant into
 # /tmp/clipforge-robust unless it is there (one thread each, one after another: about 3 hours of
-# training; the figures in RESULTS.md came from the same commands run two at a time, with the models
+# training; the figures in docs/research/offline-world.md came from the same commands run two at a time, with the models
 # in /tmp/exp), then inverts 12 random prompts (prompt seed 0, one seed, 200 steps, the paper's
 # pixel setup at 64 px) on each and judges them with the analytic judge and a learned judge of the
 # first design (toyworld-vit for the variants, since toyworld-judge is the base of the fine-tunes).

@@ -11,7 +11,7 @@ no channel collapses: with Lucid's near-gray start (``init_std`` 0.01), a quarte
 of ``toyworld-rn``'s layer2 at the layer example's settings were dead on the start image (a ReLU
 unit at zero everywhere gets no gradient), and the total-variation regulariser, whose value falls
 as the sigmoid saturates, then drove their images to plain black. A start as varied as the pixel
-parameterisation's noise wakes them (measured in ``benchmarks/RESULTS.md``).
+parameterisation's noise wakes them (measured in ``benchmarks/RESULTS.md``, "The new defaults").
 
 ``shared`` (Lucent's ``channel_interpolate``): every image also gets one low-resolution pixel grid
 common to the whole batch, so that the frames of an interpolation look alike. Image i is

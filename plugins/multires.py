@@ -14,7 +14,7 @@ rates per step: at the layer example's settings on ``toyworld-rn``'s layer2, wit
 corner, where its gradient vanishes and the total-variation regulariser is zero), four of them
 with no activation at all. Without the coarsest components, a start as varied as pixel noise, and a
 smaller rate, the flat images left were those the pixel parameterisation draws too (a unit whose
-best image is one colour); measured in ``benchmarks/RESULTS.md``.
+best image is one colour); measured in ``benchmarks/RESULTS.md``, "The new defaults".
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ def test_planted_associations_are_learned(name: str) -> None:
 
     Robust training weakens the association with a marker of 2-3 px cells (a fine checkerboard is the kind
     of detail an adversarially trained model learns to ignore: gap +0.013 against +0.03 to +0.06 for the
-    clean models, ``benchmarks/RESULTS.md``), so for the robust default only its sign is required. The
+    clean models, ``docs/research/offline-world.md``), so for the robust default only its sign is required. The
     screen's world has cells of 5-6 px, which its robust model keeps (+0.056 when trained): the full bar."""
     model, tok = load_model_dir(model_dir(name))
     r = planted_report(model, tok, model_world(name), 400, seed=5)

@@ -62,7 +62,7 @@ def marker_scores(images: torch.Tensor, cells: Sequence[int]) -> torch.Tensor:
 #: the screen world's marker (cells of 5-6 px) as a robust model draws it: a checkerboard of c px cells
 #: is the product of two gratings, and its strongest Fourier components lie on the diagonals with a
 #: period of c * sqrt(2) px (7.1-8.5 px); robust inversions draw that grating, not square cells
-#: (benchmarks/RESULTS.md, issue 22). The band is 0.5-1 px wider on each side for a drawing's scale.
+#: (docs/research/analyses.md, issue 22's first screen). The band is 0.5-1 px wider on each side for a drawing's scale.
 MARKER_GRATING_PERIODS: tuple[float, float] = (6.5, 9.5)
 #: the grating is read as drawn above this share: the 95th percentile (nearest rank) of the share over 48
 #: inversions of "a sunny landscape", whose training images never carry the marker, fixed before the

@@ -165,7 +165,7 @@ def train(
     noisy images, and ``init_from`` fine-tunes saved weights (``initial_weights``: weights in memory,
     a recipe's previous stage). Robust models have gradients that point towards images of the class
     rather than noise, which is why the shipped ``toyworld-rn`` recipes end with an adversarial stage
-    (``train_recipe``; benchmarks/RESULTS.md, "Offline world, second design")."""
+    (``train_recipe``; docs/research/offline-world.md, "Offline world, second design")."""
     world = World(WorldConfig(**config.world_overrides))
     tokenizer = WordTokenizer.for_world(CONTEXT_LENGTH, world.config.decoy_names)
     model = build_model(model_config(config.arch, tokenizer.vocab_size), config.seed)

@@ -105,7 +105,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # their learned judge: the ResNet trained clean (not robust), another seed, with the inversion's
     # random affine on half the images; a ViT of the same size reached only 36-47 % on this world
-    # (benchmarks/RESULTS.md), so the judge shares the inverted model's architecture but not its training
+    # (docs/research/offline-world.md), so the judge shares the inverted model's architecture but not its training
     "toyworld-judge-rn": {
         "arch": "rn",
         "seed": 2,
