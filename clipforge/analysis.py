@@ -85,10 +85,11 @@ def plan_analysis(analysis: Analysis, registry: Registry) -> AnalysisPlan:
         except SpecError as exc:
             problems.extend(exc.problems)
     judge = None
-    try:
-        judge = registry.resolve_component("backbone", analysis.options.judge, "judge")
-    except SpecError as exc:
-        problems.extend(exc.problems)
+    if not (problems and analysis.options.judge_follows_the_run()):  # else the same problem, said twice
+        try:
+            judge = registry.resolve_component("backbone", analysis.options.judge, "judge")
+        except SpecError as exc:
+            problems.extend(exc.problems)
     if problems or judge is None:
         raise SpecError(problems)
     return AnalysisPlan(analysis, specs, judge)

@@ -32,6 +32,11 @@ class AnalysisSpec(StrictModel):
     def seed_list(self) -> list[int]:
         return seed_list(self.seeds)
 
+    def judge_follows_the_run(self) -> bool:
+        """Whether the judge was left to default to one of the inverted backbones: then a problem of that
+        backbone is reported once, where it is written, and not again as the judge's."""
+        return False
+
     def run_spec(
         self, prompts: Sequence[Any], backbones: list[dict[str, Any]] | None = None, where: str = "run"
     ) -> RunSpec:

@@ -20,7 +20,7 @@ from clipforge.spec import COMPONENT_FIELDS, RunSpec, load_spec
 from clipforge.specfile import load_model
 
 if TYPE_CHECKING:
-    from clipforge.registry import Registry, ResolvedSpec
+    from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -134,11 +134,80 @@ def final_figure(record: dict[str, Any], index: int) -> str:
 
 
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
-    spec = _resolve(args, registry).spec
+    resolved = _resolve(args, registry)
+    spec = resolved.spec
+    try:
+        unchecked = check_start(resolved)
+    except SpecError as exc:
+        raise exc.within(args.spec) from None
     images = len(spec.prompts) * len(spec.seeds)
     names = ", ".join(b.options.get("model", b.name) if b.options else b.name for b in spec.backbones)
     out.print(printable(f"ok: {args.spec} is valid ({images} image(s), {spec.steps} steps, backbones: {names})", 2000))
+    for note in unchecked:
+        out.print(printable(f"  not checked: {note}", 2000))
     return 0
+
+
+def check_start(resolved: ResolvedSpec) -> list[str]:
+    """What a run's start would refuse, found without running: each backbone built on the CPU, and
+    every objective built against it as the engine builds it (:meth:`Engine.check`), so a wrong
+    layer, a channel or position out of range, a direction of the wrong length or a backbone index
+    beyond the list is refused now, with its JSON path. A backbone whose weights are not on this
+    machine is not built (nothing is downloaded to validate a spec): the objectives on it are left
+    to the run's start, and the returned notes say which. Raises :class:`SpecError`."""
+    import torch
+
+    from clipforge.engine import Engine
+    from clipforge.resolved import ComponentStartError
+
+    backbones: list[Any] = []
+    problems: list[tuple[str, str]] = []
+    unchecked: list[str] = []
+    for i, component in enumerate(resolved.components["backbones"]):
+        where = resolved.path(f"backbones[{i}]")
+        missing = weights_not_here(component)
+        if missing is not None:
+            backbones.append(None)
+            unchecked.append(
+                f"the objectives on {where} ({missing}), whose weights are not on this machine (validate "
+                "downloads nothing): its layers, channels and embedding size are checked when a run starts"
+            )
+            continue
+        try:
+            backbones.append(component.build(torch.device("cpu"), where=where))
+        except ComponentStartError as exc:
+            entry = component.entry
+            problems.append((where, f"{exc.__cause__ or exc} [{entry.kind} {entry.name!r} from {entry.provider}]"))
+            backbones.append(None)
+    problems += Engine(resolved).check(backbones)
+    if problems:
+        raise SpecError(problems)
+    return unchecked
+
+
+def weights_not_here(component: ResolvedComponent) -> str | None:
+    """The model and tag of an ``open_clip`` backbone that would fetch its weights to be built (a
+    pretrained tag or an ``hf-hub:`` model whose files are not in the cache, as ``clipforge models``
+    tells), or None when it can be built here without a network (bundled models, files, configs and
+    ``local-dir:`` folders too). Other backbones are built as they are."""
+    from clipforge.catalog import weights_cached
+    from clipforge.toyworld import bundled_models
+
+    options: Any = component.options
+    if component.entry.name != "open_clip" or getattr(options, "config", None) is not None:
+        return None
+    model, weights = options.model, options.weights()
+    if model.startswith("hf-hub:"):
+        config = {"hf_hub": model.removeprefix("hf-hub:") + "/"}
+    elif ":" in model or model in bundled_models() or weights is None or Path(weights).is_file():
+        return None
+    else:
+        import open_clip
+
+        config = open_clip.get_pretrained_cfg(model.replace("/", "-"), weights) or {}
+    if weights_cached(config, options.cache_dir):
+        return None
+    return model if model.startswith("hf-hub:") else f"{model}, pretrained {weights!r}"
 
 
 def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
@@ -192,8 +261,11 @@ def cmd_sweep(args: argparse.Namespace, registry: Registry) -> int:
         return 0
     sweep = sweeps.load_sweep(args.target, registry)
     if args.plan:
-        for line in sweeps.plan_lines(sweep):
+        problems: list[tuple[str, str]] = []  # grid points whose runs would be refused at their start
+        for line in sweeps.plan_lines(sweep, problems):
             out.print(printable(line, 2000))
+        if problems:
+            raise SpecError(problems, sweep.source)
         return 0
     shard = sweeps.parse_shard(args.shard) if args.shard else sweeps.shard_from_environment()
     folder = args.out or f"runs/{Path(args.target).stem}"

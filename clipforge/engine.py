@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,23 @@ def goal_labels(resolved: ResolvedSpec) -> dict[int, str]:
     for p, prompt in enumerate(resolved.spec.prompts):
         if not prompt.has_target:
             parts = []
-            for c in goal_components(resolved.components, p)[1]:
+            path, goal = goal_components(resolved.components, p)
+            for i, c in enumerate(goal):
                 weight = getattr(c.options, "weight", 1.0)
-                text = c.entry.cls.describe(c.options)
+                text = c.describe(resolved.path(f"{path}[{i}]"))
                 parts.append(text if weight == 1.0 else f"{weight:g}*{text}")
             labels[p] = " + ".join(parts)
     return labels
+
+
+def _backbone_index_problem(component: ResolvedComponent, index: int, count: int) -> str | None:
+    """Why an objective cannot be computed on the spec's backbone ``index`` (of ``count``), or None."""
+    if 0 <= index < count:
+        return None
+    return (
+        f"objective {component.entry.name!r} asks for backbone {index}, but the spec has {count} "
+        f"(backbones[0] to backbones[{count - 1}])"
+    )
 
 
 def pick_device(name: str) -> torch.device:
@@ -183,28 +194,68 @@ class Engine:
     def build_goals(self, backbones: list[Any], rows: list[Row], named: Any) -> list[Goal]:
         """Every objective of every prompt's goal, built once per backbone it is computed on, for the
         rows whose goal names it (prompts that share the spec's ``objectives`` share instances)."""
-        spec, where = self.spec, self.resolved.path
+        goals = []
+        for field_path, component, b, count, row_indices in self._objectives(rows, len(backbones)):
+            where = self.resolved.path(field_path)
+            problem = _backbone_index_problem(component, b, len(backbones))
+            if problem is not None:
+                raise ComponentStartError(f"{where}: {problem}")
+            objective = component.build(backbones[b], [rows[r] for r in row_indices], self.spec, where=where)
+            named(objective, component, field_path)  # built, so checked, even if weighted 0
+            if getattr(component.options, "weight", 1.0) != 0:  # as a regulariser weighted 0: not computed
+                goals.append(make_goal(objective, b, count, row_indices, len(rows)))
+        self._check_goals(goals)
+        return goals
+
+    def _objectives(self, rows: list[Row], count: int) -> Iterator[tuple[str, ResolvedComponent, int, int, list[int]]]:
+        """Each objective of each goal as the run builds it: (its field path, the component, the index
+        of a backbone it is computed on, how many it is computed on, the rows it serves)."""
         serves: dict[str, list[int]] = {}  # a goal's JSON path -> the rows it serves
         for row in rows:
             serves.setdefault(goal_components(self.resolved.components, row.prompt_index)[0], []).append(row.index)
-        goals = []
         for path, row_indices in serves.items():
             for i, component in enumerate(self.resolved.components[path]):
-                indices = component.entry.cls.backbone_indices(component.options, len(backbones))
+                indices = component.entry.cls.backbone_indices(component.options, count)
                 for b in indices:
-                    if not 0 <= b < len(backbones):
-                        raise ComponentStartError(
-                            f"{where(f'{path}[{i}]')}: objective {component.entry.name!r} asks for backbone {b}, "
-                            f"but the spec has {len(backbones)} (backbones[0] to backbones[{len(backbones) - 1}])"
-                        )
-                    objective = component.build(
-                        backbones[b], [rows[r] for r in row_indices], spec, where=where(f"{path}[{i}]")
-                    )
-                    named(objective, component, f"{path}[{i}]")  # built, so checked, even if weighted 0
-                    if getattr(component.options, "weight", 1.0) != 0:  # as a regulariser weighted 0: not computed
-                        goals.append(make_goal(objective, b, len(indices), row_indices, len(rows)))
-        self._check_goals(goals)
-        return goals
+                    yield f"{path}[{i}]", component, b, len(indices), row_indices
+
+    def check(self, backbones: Sequence[Any | None]) -> list[tuple[str, str]]:
+        """What the start of the run would refuse in its goals, found without running it (``clipforge
+        validate``, a sweep's plan): every objective built as :meth:`build_goals` builds it, on
+        ``backbones`` (built by the caller, once, on any device; ``None`` for one that could not be
+        built here, whose objectives are not checked). Returns (JSON path, reason) pairs, one per
+        objective that fails; the objectives' checks against one another only when all were built."""
+        rows = make_rows(self.spec, goal_labels(self.resolved))
+        problems: dict[str, tuple[str, str]] = {}  # by the objective's field path: its first problem
+        goals, unchecked = [], False
+        for field_path, component, b, count, row_indices in self._objectives(rows, len(backbones)):
+            if field_path in problems:
+                continue
+            where, entry = self.resolved.path(field_path), component.entry
+            plugin = f"[{entry.kind} {entry.name!r} from {entry.provider}]"
+            problem = _backbone_index_problem(component, b, len(backbones))
+            if problem is not None:
+                field = ".options.backbone" if "backbone" in type(component.options).model_fields else ""
+                problems[field_path] = (f"{where}{field}", f"{problem} {plugin}")
+                continue
+            if backbones[b] is None:
+                unchecked = True
+                continue
+            try:
+                objective = component.build(backbones[b], [rows[r] for r in row_indices], self.spec, where=where)
+            except ComponentStartError as exc:
+                reason = str(exc.__cause__) if exc.__cause__ is not None else str(exc)
+                problems[field_path] = (where, f"{reason} {plugin}")
+                continue
+            if getattr(component.options, "weight", 1.0) != 0:
+                goals.append(make_goal(objective, b, count, row_indices, len(rows)))
+        if not problems and not unchecked:
+            try:
+                self._check_goals(goals)
+            except ComponentStartError as exc:
+                place, _, reason = str(exc).partition(": ")
+                problems[place] = (place, reason)
+        return list(problems.values())
 
     def _check_goals(self, goals: list[Goal]) -> None:
         perf = self.spec.performance

@@ -93,6 +93,10 @@ class LayerSpec(AnalysisSpec):
     )
 
     _probe: dict[str, Any] | None = PrivateAttr(None)
+    _judge_given: bool = PrivateAttr(True)  # False: the judge is the inverted backbone, by default
+
+    def judge_follows_the_run(self) -> bool:
+        return not self._judge_given
 
     @field_validator("run")
     @classmethod
@@ -104,6 +108,7 @@ class LayerSpec(AnalysisSpec):
     @model_validator(mode="after")
     def _judge_is_the_inverted_backbone(self) -> LayerSpec:
         if self.judge is None:
+            self._judge_given = False
             ref = self.backbone_ref()
             if ref is not None:
                 self.judge = ref
