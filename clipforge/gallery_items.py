@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from clipforge.sweep.index import read_index
+from clipforge.sweep.index import count_records, read_index
 
 #: most points a curve keeps (a long run's metrics are thinned evenly; the last step is always kept),
 #: and most points of all a run's curves together (a run of many images gets shorter curves, down to 20
@@ -50,7 +50,7 @@ def inside(folder: Path, path: Any) -> str | None:
     if not isinstance(path, str) or not path:
         return None
     rel = PurePosixPath(path.replace("\\", "/"))
-    if rel.is_absolute() or ".." in rel.parts or ":" in rel.parts[0]:
+    if not rel.parts or rel.is_absolute() or ".." in rel.parts or ":" in rel.parts[0]:  # "." or "./": no file
         return None
     return rel.as_posix() if (folder / rel).is_file() else None
 
@@ -168,9 +168,13 @@ def sweep_items(folder: Path) -> dict[str, Any]:
             )
         )
     total = info.get("items") if isinstance(info.get("items"), int) else len(items)
-    done = sum(i["status"] == "done" for i in items)
-    failed = sum(i["status"] == "failed" for i in items)
+    # the counts are of the sweep's own items, as --status gives them: not of records of items it no
+    # longer has (a prompt, seed or grid value since dropped from its end), which are still shown
+    done, failed = (len(r) for r in count_records(folder, info))
     notes = [f"{total} items: {done} done, {failed} failed, {max(total - done - failed, 0)} not run yet"]
+    others = sum(i["status"] in ("done", "failed") for i in items) - done - failed
+    if others > 0:
+        notes.append(f"{others} more of an earlier version of the sweep")
     return {"items": items, "groups": groups, "notes": notes}
 
 

@@ -17,7 +17,9 @@ from clipforge.cli import main
 
 def test_only_one_of_several_takes_over_a_dead_lock(tmp_path, monkeypatch):
     """Six claimants that all find the lock of a dead process at the same moment: one takes it over,
-    the others are refused (they see it held by the one that did)."""
+    the others are refused (they see it held by the one that did). Every claimant must report back:
+    one that died of another error (two writing one temporary file, without the folder's lock) is a
+    failure, not one fewer claimant."""
     lock = tmp_path / outputs.LOCK
     dead = {**files.this_process(), "pid": dead_pid()}
     lock.write_text(json.dumps(dead))
@@ -34,23 +36,31 @@ def test_only_one_of_several_takes_over_a_dead_lock(tmp_path, monkeypatch):
         return real(record)
 
     monkeypatch.setattr(files, "process_alive", slow_alive)
-    results: list[str] = []
+    results: dict[int, str] = {}
 
-    def claim() -> None:
+    def claim(k: int) -> None:
         try:
             files.take_lock(lock)
-            results.append("took it")
-        except files.OutputExistsError as exc:
-            results.append(str(exc))
+            results[k] = "took it"
+        except files.FolderInUseError as exc:
+            results[k] = f"refused: {exc}"
+        except BaseException as exc:  # any other end is reported, and fails below
+            results[k] = f"{type(exc).__name__}: {exc}"
 
-    threads = [threading.Thread(target=claim) for _ in range(claimants)]
+    threads = [threading.Thread(target=claim, args=(k,)) for k in range(claimants)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    assert results.count("took it") == 1, results
-    assert all("is in use by process" in r for r in results if r != "took it")
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a claimant never came back"
+    assert sorted(results) == list(range(claimants)), results  # every claimant reported back
+    outcomes = list(results.values())
+    assert outcomes.count("took it") == 1, results
+    refused = [r for r in outcomes if r != "took it"]
+    held = f"{str(tmp_path)!r} already exists and is in use by process {os.getpid()} on {files.this_process()['host']}"
+    assert len(refused) == claimants - 1 and all(r.startswith("refused: ") and held in r for r in refused), results
     assert json.loads(lock.read_text()) == files.this_process()
+    assert not [p.name for p in tmp_path.iterdir() if p.name != outputs.LOCK]  # no temporary file left
 
 
 def test_a_dead_lock_is_still_taken_over_and_a_live_one_is_not(tmp_path):

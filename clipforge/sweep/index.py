@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, TextIO
 
-from clipforge.errors import SpecError
+from clipforge.errors import SpecError, printable
 from clipforge.files import json_safe
 from clipforge.sweep.spec import Sweep, describe_settings
+
+#: an item's id: ``p<point>-<prompt index>-<the prompt's slug>-s<seed>`` (the slug comes from the
+#: prompt's label or text, so the same place with another prompt is another id)
+ITEM_ID = re.compile(r"p(\d+)-(\d+)(?:-.*)?-s(\d+)", re.DOTALL)
 
 
 def read_index(folder: Path) -> dict[str, dict[str, Any]]:
@@ -40,16 +45,23 @@ def check_unchanged(sweep: Sweep, folder: Path, done: dict[str, dict[str, Any]])
         old_runs = {p["hash"]: p["run"] for p in before.get("points", [])}
     except (OSError, ValueError, TypeError, KeyError):
         old_runs = {}
+    # the finished records at each place (grid point, prompt number, seed): an item's id names its
+    # prompt too, so a prompt reordered or replaced gives its place another id, not the same one
+    by_place: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
+    for record in done.values():
+        place = place_of(record)
+        if place is not None and record.get("status") == "done":
+            by_place.setdefault(place, []).append(record)
     for item in sweep.items:
         record = done.get(item.id)
         if not record or record.get("status") != "done":
+            for other in by_place.get((item.point, item.prompt_index, item.seed), []):
+                _refuse_prompt(folder, other, item)
             continue
+        if record.get("prompt") != item.prompt or record.get("seed") != item.seed:
+            _refuse_prompt(folder, record, item)
         point = sweep.points[item.point]
         settings, run = point.settings, point.run
-        if record.get("prompt") != item.prompt or record.get("seed") != item.seed:
-            made = f"prompt {json.dumps(record.get('prompt'))}, seed {record.get('seed')}"
-            now = f"prompt {json.dumps(item.prompt)}, seed {item.seed}"
-            _refuse(folder, f"finished item {item.id} was made for {made}; the sweep now puts {now} there")
         if record.get("settings", settings) != settings:  # even where they come to the same
             _refuse(
                 folder,
@@ -67,15 +79,33 @@ def check_unchanged(sweep: Sweep, folder: Path, done: dict[str, dict[str, Any]])
         )
 
 
-def _refuse(folder: Path, why: str) -> None:
+def place_of(record: dict[str, Any]) -> tuple[int, int, int] | None:
+    """An index record's place in its sweep: (grid point, prompt number, seed), from its id; None
+    for a record whose id is not an item's."""
+    match = ITEM_ID.fullmatch(str(record.get("id", "")))
+    return None if match is None else (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def _refuse_prompt(folder: Path, record: dict[str, Any], item: Any) -> None:
+    """Refuse a sweep that puts another prompt (or seed) where a finished item was made."""
+    made = f"prompt {printable(json.dumps(record.get('prompt')), 120)}, seed {record.get('seed')}"
+    now = f"prompt {printable(json.dumps(item.prompt), 120)}, seed {item.seed}"
+    _refuse(
+        folder,
+        f"finished item {record.get('id')} was made for {made}; the sweep now puts {now} there "
+        "(prompts reordered, edited, replaced or removed before it)",
+        f"prompts[{item.prompt_index}]",
+    )
+
+
+def _refuse(folder: Path, why: str, where: str = "") -> None:
+    """The change named on one line and what to do on the next, so that a long one does not cut it."""
     raise SpecError(
         [
-            (
-                "",
-                f"the sweep changed in a way that alters finished items: {why} in {str(folder)!r}; "
-                "use another --out, or undo the change (new prompts, seeds and grid values go at the end)",
-            )
-        ]
+            (where, f"the sweep changed in a way that alters finished items: {why}"),
+            ("", "use another --out, or undo the change (new prompts, seeds and grid values go at the end)"),
+        ],
+        str(folder),
     )
 
 
@@ -132,13 +162,52 @@ def sweep_status(folder: Path) -> dict[str, Any]:
             [("", f"{str(folder / 'sweep.json')!r} is not a sweep's record (no count of 'items'): edited or damaged?")],
             str(folder),
         )
-    records = read_index(folder)
-    done = sum(r.get("status") == "done" for r in records.values())
-    failed = [r for r in records.values() if r.get("status") == "failed"]
+    done, failed = count_records(folder, info)
     return {
-        "items": info["items"],
-        "done": done,
+        "items": items,
+        "done": len(done),
         "failed": len(failed),
-        "left": info["items"] - done - len(failed),
+        "left": max(0, items - len(done) - len(failed)),
         "errors": [(r["id"], r.get("error", "")) for r in failed],
     }
+
+
+def count_records(folder: Path, info: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The index's records of the sweep's own items (``info``: its ``sweep.json``), done and failed:
+    one for each place (grid point, prompt number, seed), and none of an item the sweep no longer
+    has, so that no count says more than the sweep has, or less than none left."""
+    latest = _latest_by_place(folder, _places(info))
+    done = [r for r in latest.values() if r.get("status") == "done"]
+    failed = [r for r in latest.values() if r.get("status") == "failed"]
+    return done, failed
+
+
+def _places(info: dict[str, Any]) -> tuple[int, int, range | set[int]] | None:
+    """The sweep's places from its ``sweep.json``: (grid points, prompts, seeds), or None where it
+    does not say them (every record then counts, once)."""
+    try:
+        seeds = info["spec"]["seeds"]
+        seeds = range(seeds) if isinstance(seeds, int) and not isinstance(seeds, bool) else set(seeds)
+        points = len(info["points"])
+        prompts, rest = divmod(info["items"], points * len(seeds))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return None if rest else (points, prompts, seeds)
+
+
+def _latest_by_place(folder: Path, places: tuple[int, int, range | set[int]] | None) -> dict[Any, dict[str, Any]]:
+    """One record of each of the sweep's places (grid point, prompt number, seed), a finished one
+    where there is one; a record of an item the sweep no longer has (a prompt, seed or grid value
+    dropped from the end, or a prompt an older version ran as a new item when the prompts were
+    reordered or replaced) is left out, so that no count is of items the sweep does not have."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for record in read_index(folder).values():
+        place = place_of(record)
+        if places is not None:
+            points, prompts, seeds = places
+            if place is None or not (place[0] < points and place[1] < prompts and place[2] in seeds):
+                continue
+        key = place if place is not None else record["id"]
+        if key not in latest or record.get("status") == "done":
+            latest[key] = record
+    return latest
