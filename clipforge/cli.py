@@ -4,7 +4,9 @@ one verb per installed analysis.
 Global flags (``--traceback``, ``--threads N``, the plugin flags) go anywhere on the line. Nothing
 heavy is imported before it is needed: ``--help``, ``--version`` and a verb's help import neither
 torch nor the plugins; the registry is built only for the verbs that use it (and for a verb that is
-not clipforge's own, which may be an analysis).
+not clipforge's own, which may be an analysis). ``--help`` lists the analyses all the same: the
+built-ins from :data:`BUILTIN_ANALYSES` (a test keeps it equal to them), the installed ones from
+their distributions' ``clipforge.analyses`` entry points (metadata: nothing is imported).
 
 What each verb does is :mod:`clipforge.commands`'; this module parses the line. The registry is
 built once per command, from the plugin flags (``--block``, ``--plugins``, ...),
@@ -78,10 +80,37 @@ COMMANDS = ("invert", "validate", "sweep", "gallery", "models", "layers", "schem
 #: the verbs that need no plugins (the registry is not built for them)
 NO_REGISTRY = (cmd_gallery, cmd_models, cmd_spectrum)
 
+#: the built-in analyses' verbs and one-line help (their classes' ``description``), for ``clipforge
+#: --help``, which imports no plugin (the plugins import torch); a test keeps it equal to the registry's
+BUILTIN_ANALYSES: dict[str, str] = {
+    "blend": "do inversions of combined prompts show both concepts?",
+    "compare": "the same prompts and seeds on several backbones, scored by one judge",
+    "layer": "feature visualisation of every channel of a layer, batched: images and final activations",
+    "probe": "attribute (bias) probe: proportions of attribute values in inversions, with 95% intervals",
+    "screen": "safety screen of inversions, with flag rates and the text-side similarity table",
+}
+
+#: the entry-point group in which a distribution declares its analyses' verbs (name: the verb; value:
+#: the plugin module, as in the ``clipforge`` group), so that ``clipforge --help`` lists them from the
+#: distribution's metadata, without importing the plugin
+ANALYSES_ENTRY_POINT_GROUP = "clipforge.analyses"
+
+#: the heading of the analyses in ``clipforge --help``
+ANALYSES_GROUP = "analyses (each writes report.md, report.json and its figures)"
+
 GLOBAL_FLAGS = (
     "global flags, accepted anywhere on the line: --traceback, --threads N, --block PLUGIN, --plugins A,B, "
     "--no-autoload, --strict-plugins"
 )
+
+
+def _schema_kind(text: str) -> str:
+    """``clipforge schema --kind``: run, sweep, analysis or analysis:VERB (the verb is checked
+    against the installed analyses when the schema is made)."""
+    kind, colon, name = text.partition(":")
+    if (kind in ("run", "sweep") and not colon) or (kind == "analysis" and (not colon or name)):
+        return text
+    raise argparse.ArgumentTypeError(f"expected run, sweep, analysis or analysis:VERB, not {text!r}")
 
 
 def _threads_count(text: str) -> int:
@@ -139,24 +168,124 @@ def _analyses(registry: Registry) -> list[Any]:
     return usable
 
 
-def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
+def _env_list(var: str) -> list[str]:
+    return [s.strip() for s in os.environ.get(var, "").split(",") if s.strip()]
+
+
+def _dist_name(ep: Any) -> str | None:
+    return ep.dist.metadata["Name"] if getattr(ep, "dist", None) is not None else None
+
+
+def declared_analyses() -> list[tuple[str, str | None, str | None]]:
+    """The analysis verbs that installed distributions declare in the ``clipforge.analyses``
+    entry-point group, as (verb, distribution, plugin name): read from their metadata, nothing is
+    imported. The plugin is the ``clipforge`` entry point of the same distribution and module (or
+    the distribution's only one; None when it cannot be told)."""
+    from importlib.metadata import entry_points
+
+    plugins = list(entry_points(group="clipforge"))
+    found = []
+    for ep in entry_points(group=ANALYSES_ENTRY_POINT_GROUP):
+        dist = _dist_name(ep)
+        if dist == "clipforge":  # the built-ins are in BUILTIN_ANALYSES
+            continue
+        same = [p for p in plugins if _dist_name(p) == dist]
+        plugin = next((p.name for p in same if getattr(p, "value", None) == getattr(ep, "value", "")), None)
+        if plugin is None and len(same) == 1:
+            plugin = same[0].name
+        found.append((ep.name, dist, plugin))
+    return sorted(set(found), key=lambda x: (x[0], x[1] or "", x[2] or ""))
+
+
+def _listed_analyses(flags: argparse.Namespace | None) -> list[tuple[str, str]]:
+    """The analysis verbs and their one-line help, without a registry: the built-ins from
+    :data:`BUILTIN_ANALYSES`, the third-party ones from the ``clipforge.analyses`` entry points,
+    each unless the plugin flags (or their environment variables) leave its plugin out."""
+    block = {*(getattr(flags, "block", None) or ()), *_env_list("CLIPFORGE_BLOCK_PLUGINS")}
+    only_text = getattr(flags, "plugins", None)
+    only = set(only_text.split(",")) if only_text else (set(_env_list("CLIPFORGE_PLUGINS")) or None)
+    no_autoload = getattr(flags, "no_autoload", False) or os.environ.get(
+        "CLIPFORGE_DISABLE_PLUGIN_AUTOLOAD", ""
+    ).strip().lower() in ("1", "true", "yes", "on")
+    listed = {verb: text for verb, text in BUILTIN_ANALYSES.items() if verb not in block}  # plugin name = verb
+    if not no_autoload:
+        for verb, dist, plugin in declared_analyses():
+            if verb in COMMANDS or verb in listed:  # not a verb (clipforge warns), or the built-in keeps it
+                continue
+            if plugin is not None and (plugin in block or (only is not None and plugin not in only)):
+                continue
+            listed[verb] = f"from {dist}" if dist else "from an installed plugin"
+    return sorted(listed.items())
+
+
+def _analyses_epilog(listed: list[tuple[str, str]]) -> str:
+    """The main help page's group of analyses, and where the others are listed."""
+    import shutil
+    import textwrap
+
+    lines = [f"{ANALYSES_GROUP}:"]
+    width = max((len(verb) for verb, _ in listed), default=0)
+    columns = max(60, shutil.get_terminal_size().columns - 2)  # as argparse wraps
+    for verb, text in listed:
+        lines += textwrap.wrap(
+            text, columns, initial_indent=f"  {verb.ljust(width)}  ", subsequent_indent=" " * (width + 4)
+        )
+    lines += [] if listed else ["  (none)"]
+    note = [  # lines of at most 79 characters, for the phrases tests and users look for not to be cut
+        "An analysis reads a JSON spec (clipforge VERB SPEC.json [--out DIR] [--check]);",
+        "--set KEY=VALUE sets a key of its 'run' block, as invert's --set sets a run",
+        "spec's. Analyses of plugins that do not declare them (in the entry-point group",
+        f"'{ANALYSES_ENTRY_POINT_GROUP}') are verbs too: 'clipforge plugins' lists them;",
+        "'clipforge VERB --help' describes one. Global flags go anywhere on the line.",
+    ]
+    return "\n".join([*lines, "", *note])
+
+
+class _MainParser(argparse.ArgumentParser):
+    """The main parser, whose epilog (the analyses) is made only when its help is shown: finding
+    the installed analyses reads every distribution's metadata, which a command need not do."""
+
+    make_epilog: Any = None
+
+    def format_help(self) -> str:
+        if self.make_epilog is not None:
+            self.epilog = self.make_epilog()
+        return super().format_help()
+
+
+def build_parser(registry: Registry | None = None, flags: argparse.Namespace | None = None) -> argparse.ArgumentParser:
     """The full command line: clipforge's own verbs and one per analysis in ``registry`` (none
-    without one: ``clipforge --help`` loads no plugins)."""
+    without one: ``clipforge --help`` loads no plugins, and lists the analyses from a table and the
+    installed distributions' metadata, as the plugin ``flags`` allow)."""
     from clipforge.version import __version__
 
-    parser = argparse.ArgumentParser(
+    analyses = _analyses(registry) if registry is not None else []
+
+    def listed() -> list[tuple[str, str]]:
+        if registry is None:
+            return _listed_analyses(flags)
+        return [
+            (
+                e.name,
+                (e.cls.description or f"the {e.name} analysis")
+                + ("" if e.distribution == "clipforge" else f" (from {e.distribution or e.provider})"),
+            )
+            for e in analyses
+        ]
+
+    parser = _MainParser(
         prog="clipforge",
         description="Invert CLIP models: optimise images until a frozen CLIP embeds them like a prompt.",
-        epilog="Analyses installed as plugins are verbs too ('clipforge plugins' lists them; "
-        "'clipforge VERB --help' describes one). Global flags go anywhere on the line.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.make_epilog = lambda: _analyses_epilog(listed())
     parser.add_argument("--version", action="version", version=f"clipforge {__version__}")
     _add_plugin_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
 
     _invert_parser(sub)
     _validate_parser(sub)
-    for entry in _analyses(registry) if registry is not None else []:
+    for entry in analyses:
         _analysis_parser(sub, entry)
     _sweep_parser(sub)
     _listing_parsers(sub)
@@ -235,15 +364,25 @@ def _analysis_parser(sub: Any, entry: Any) -> None:
         entry.name,
         help_text.replace("%", "%%"),
         f"{help_text} (the analysis {entry.name!r} from {entry.provider}).\n"
-        "It runs the inversions its spec asks for and writes report.md, report.json and its figures.",
+        "It runs the inversions its spec asks for and writes report.md, report.json and its figures.\n"
+        "--set KEY=VALUE overrides a key of the spec's 'run' block (its inversion settings; keys are\n"
+        "within it, as in a run spec: steps, optimizer.lr, regularizers[0].options.weight).",
         [
             f"clipforge {entry.name} {entry.name}.json --check",
+            f"clipforge {entry.name} {entry.name}.json --set steps=100 --set device=cuda --check",
             f"clipforge {entry.name} {entry.name}.json --out runs/{entry.name}",
         ],
     )
     p.add_argument("spec", help=f"a JSON {entry.name} spec")
     p.add_argument("--out", help="output directory (must not exist or be empty)")
     p.add_argument("--check", action="store_true", help="validate the spec without running it")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a key of the spec's 'run' block, parsed as invert's --set (repeatable): steps=100 "
+        "sets run.steps; 'prompts' and 'seeds' are the analysis's own",
+    )
     p.set_defaults(func=cmd_analysis)
 
 
@@ -313,9 +452,22 @@ def _listing_parsers(sub: Any) -> None:
     p = _verb_parser(
         sub,
         "schema",
-        "print the JSON Schema of run specs, with every installed plugin's options",
-        "Print the JSON Schema of run specs, with the options of every installed component (for editors).",
-        ["clipforge schema > runspec.schema.json"],
+        "print the JSON Schema of run, sweep or analysis specs, with every installed plugin's options",
+        "Print the JSON Schema of run specs (--kind run, the default), sweep specs (--kind sweep) or\n"
+        "analysis specs (--kind analysis: an object of each installed analysis's schema, by verb;\n"
+        "--kind analysis:VERB: that one's), with the options of every installed component (for editors).",
+        [
+            "clipforge schema > runspec.schema.json",
+            "clipforge schema --kind sweep > sweep.schema.json",
+            "clipforge schema --kind analysis:probe > probe.schema.json",
+        ],
+    )
+    p.add_argument(
+        "--kind",
+        type=_schema_kind,
+        default="run",
+        metavar="KIND",
+        help="run (default), sweep, analysis (every analysis's, by verb) or analysis:VERB",
     )
     p.set_defaults(func=cmd_schema)
 
@@ -380,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if verb is not None and verb not in COMMANDS:  # an analysis (or a typo, which argparse names)
             registry = _registry(plugin_args)
-        args = build_parser(registry).parse_args(rest)
+        args = build_parser(registry, plugin_args).parse_args(rest)
         for key, value in vars(plugin_args).items():
             setattr(args, key, value)
         if registry is None and args.func not in NO_REGISTRY:

@@ -7,17 +7,20 @@ Nothing heavy is imported before a verb runs: the verbs import what they need.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from clipforge.errors import SpecError, printable
+from clipforge.errors import SpecError, printable, problems_of
 from clipforge.files import slug
 from clipforge.spec import COMPONENT_FIELDS, RunSpec, load_spec
-from clipforge.specfile import load_model
+from clipforge.specfile import apply_overrides_within, read_object, validate
 
 if TYPE_CHECKING:
     from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec
@@ -210,23 +213,90 @@ def weights_not_here(component: ResolvedComponent) -> str | None:
     return model if model.startswith("hf-hub:") else f"{model}, pretrained {weights!r}"
 
 
+#: the keys of an analysis spec's ``run`` that the analysis sets itself
+ANALYSIS_SETS = ("prompts", "seeds")
+
+
+def _set_keys(overrides: list[str]) -> list[str]:
+    return [item.split("=", 1)[0] for item in overrides]
+
+
+def _top(key: str) -> str:
+    return re.split(r"[.\[]", key, maxsplit=1)[0]
+
+
+def _related(path: str, key: str) -> bool:
+    """Whether the JSON path ``path`` is at, inside or around the ``--set`` key ``key``."""
+    inner, outer = (path, key) if len(path) >= len(key) else (key, path)
+    return bool(outer) and (inner == outer or inner.startswith((outer + ".", outer + "[")))
+
+
+def _check_set_values(run: dict[str, Any], overrides: list[str]) -> None:
+    """Refuse, naming ``--set`` and its key, what the ``--set`` overrides put in an analysis's ``run``
+    block that no run spec takes: a key the analysis sets, an unknown key, a value of the wrong type
+    or out of range (a component's options are checked with the rest of the spec)."""
+    problems: list[tuple[str, str]] = []
+    keys = _set_keys(overrides)
+    for key in keys:
+        if _top(key) in ANALYSIS_SETS:
+            problems.append((f"--set {key}", f"'run' must not set {_top(key)!r}: the analysis sets it"))
+    if problems:
+        raise SpecError(problems)
+    try:
+        RunSpec.model_validate(run, context={"base_dir": None})
+    except ValidationError as exc:
+        for path, msg in problems_of(exc):
+            key = next((k for k in keys if _related(path, k)), None)
+            if key is not None:
+                problems.append((f"--set {key}", f"run.{path}: {msg}"))
+    if problems:
+        raise SpecError(problems)
+
+
+def _blame_set(exc: SpecError, overrides: list[str]) -> SpecError:
+    """``exc`` with each problem in what a ``--set`` key of the ``run`` block set saying so."""
+    keys = _set_keys(overrides)
+    problems = []
+    for path, msg in exc.problems:
+        key = next((k for k in keys if path.startswith(("run.", "run[")) and _related(path, f"run.{k}")), None)
+        problems.append((path, f"{msg} (set by --set {key})" if key is not None else msg))
+    return SpecError(problems, exc.source)
+
+
+def load_analysis_spec(model: type[BaseModel], source: str, overrides: list[str] | None = None) -> Any:
+    """An analysis spec from its JSON file, with ``--set KEY=VALUE`` overrides of its ``run`` block
+    (parsed as invert's ``--set``; a key the block lacks starts from the run spec's default). A bad
+    key or value is refused naming ``--set`` and the key."""
+    data, name = read_object(source)
+    if overrides:
+        try:
+            data = apply_overrides_within(data, "run", overrides, RunSpec)
+            _check_set_values(data["run"], overrides)
+        except SpecError as exc:
+            raise exc.within(name) from None
+    try:
+        return validate(model, data, name)
+    except SpecError as exc:
+        raise _blame_set(exc, overrides or []) from None
+
+
 def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
-    from clipforge.analysis import plan_analysis, run_analysis
+    from clipforge import analysis as analyses
     from clipforge.resolved import ComponentStartError
 
     check_out(args)
     entry = registry.get("analysis", args.command)
-    spec = load_model(entry.cls.Options, args.spec)
+    spec = load_analysis_spec(entry.cls.Options, args.spec, args.set)
     try:
-        plan = plan_analysis(entry.cls(spec), registry)
+        plan = analyses.plan_analysis(entry.cls(spec), registry)
     except SpecError as exc:
-        raise exc.within(args.spec) from None
+        raise _blame_set(exc, args.set or []).within(args.spec) from None
     if args.check:
         out.print(f"ok: {args.spec} is a valid {args.command} spec")
         return 0
     out_dir = args.out or spec.output_dir or f"runs/{Path(args.spec).stem}"
     try:
-        report = run_analysis(plan, out_dir, registry)
+        report = analyses.run_analysis(plan, out_dir, registry)
     except ComponentStartError as exc:
         raise ComponentStartError(f"{args.spec}: {exc}") from exc
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM during the inversions: a report of part of them is no report
@@ -316,8 +386,73 @@ def full_schema(registry: Registry) -> dict[str, Any]:
     return schema
 
 
+def _run_settings(run: dict[str, Any], description: str, leave_out: tuple[str, ...]) -> dict[str, Any]:
+    """The run spec's schema ``run`` (from :func:`full_schema`) as a block of settings: its
+    properties but ``leave_out``, none required."""
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {k: v for k, v in run["properties"].items() if k not in leave_out},
+        "additionalProperties": False,
+    }
+
+
+def sweep_schema(registry: Registry) -> dict[str, Any]:
+    """The sweep spec's JSON Schema; its ``base`` (inline) is a run spec without prompts and seeds,
+    with the options of every installed component."""
+    from clipforge.sweep.spec import SweepSpec
+
+    run = full_schema(registry)
+    schema = SweepSpec.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    defs.update(run["$defs"])
+    defs["RunBase"] = _run_settings(run, "A run spec without its prompts and seeds.", ("prompts", "seeds"))
+    base = schema["properties"]["base"]
+    base["anyOf"] = [{"$ref": "#/$defs/RunBase"} if v.get("type") == "object" else v for v in base.get("anyOf", [base])]
+    return schema
+
+
+def analysis_schemas(registry: Registry) -> dict[str, dict[str, Any]]:
+    """Each installed analysis's spec schema, by name: its ``Options``, with ``run`` the run spec's
+    settings (without prompts and seeds) and ``judge`` a backbone, with every component's options."""
+    run = full_schema(registry)
+    schemas = {}
+    for entry in sorted(registry.entries["analysis"].values(), key=lambda e: e.name):
+        schema = entry.cls.Options.model_json_schema()
+        defs = schema.setdefault("$defs", {})
+        for name, definition in run["$defs"].items():
+            defs.setdefault(name, copy.deepcopy(definition))
+        defs["RunSettings"] = _run_settings(
+            run,
+            "Inversion settings, as in a run spec (without prompts and seeds, which the analysis sets).",
+            ANALYSIS_SETS,
+        )
+        props = schema["properties"]
+        props["run"] = {"$ref": "#/$defs/RunSettings", "description": props["run"].get("description", "")}
+        if "judge" in props:
+            props["judge"] = json.loads(
+                json.dumps(props["judge"]).replace('"#/$defs/ComponentRef"', '"#/$defs/BackboneRef"')
+            )
+        schema["description"] = f"The {entry.name!r} analysis ({entry.provider}): {entry.cls.description}".strip()
+        schemas[entry.name] = schema
+    return schemas
+
+
 def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
-    print(json.dumps(full_schema(registry), indent=2))
+    kind = getattr(args, "kind", "run")
+    if kind == "run":
+        schema: Any = full_schema(registry)
+    elif kind == "sweep":
+        schema = sweep_schema(registry)
+    else:
+        schema = analysis_schemas(registry)
+        name = kind.partition(":")[2]
+        if name:
+            if name not in schema:
+                installed = ", ".join(schema) or "none"
+                raise SpecError([("--kind", f"no analysis is named {name!r}; installed: {installed}")])
+            schema = schema[name]
+    print(json.dumps(schema, indent=2))
     return 0
 
 

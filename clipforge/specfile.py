@@ -93,6 +93,18 @@ def apply_overrides(
     return data
 
 
+def apply_overrides_within(
+    data: dict[str, Any], block: str, overrides: list[str], defaults: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """:func:`apply_overrides` on the object ``data[block]`` (an analysis spec's ``run``): the keys
+    are within it, and one it lacks starts from its default in ``defaults``. A block that is not an
+    object is refused, naming it."""
+    node = data.get(block, {})
+    if not isinstance(node, dict):
+        raise SpecError([(block, f"is {json_type(node)}, not an object, so --set cannot set a key in it")])
+    return {**data, block: apply_overrides(node, overrides, defaults)}
+
+
 def _key_parts(key: str) -> list[str | int]:
     parts: list[str | int] = []
     pos = 0
