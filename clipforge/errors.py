@@ -23,11 +23,17 @@ class SpecError(Exception):
         super().__init__(self.format())
 
     def format(self) -> str:
-        where = f"{printable(self.source)}: " if self.source else ""
-        lines = [
-            f"{where}{printable(path)}: {printable(msg)}" if path else f"{where}{printable(msg)}"
-            for path, msg in self.problems
-        ]
+        """One line per problem. A message is shown whole (its advice usually comes last); only one
+        that quotes a huge value is cut, in its middle, so that its beginning and its end remain."""
+        where = f"{printable(self.source, PATH_LIMIT, keep_end=PATH_LIMIT // 2)}: " if self.source else ""
+        lines = []
+        for path, msg in self.problems:
+            shown = printable(msg, MESSAGE_LIMIT, keep_end=MESSAGE_LIMIT // 2)
+            lines.append(
+                f"{where}{printable(path, PATH_LIMIT, keep_end=PATH_LIMIT // 2)}: {shown}"
+                if path
+                else f"{where}{shown}"
+            )
         return "\n".join(lines)
 
     def within(self, source: str | None = None, prefix: str = "", join: str = ".") -> SpecError:
@@ -52,7 +58,7 @@ def problems_of(error: ValidationError, prefix: str = "") -> list[tuple[str, str
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] not in ("missing", "value_error") and "input" in e and not isinstance(e["input"], (dict, list)):
-            msg = f"{msg} (got {e['input']!r})"
+            msg = f"{msg} (got {printable(repr(e['input']), VALUE_LIMIT)})"  # a megabyte string: its start
         problems.append((format_loc(e["loc"], prefix), msg))
     return problems
 
@@ -84,13 +90,24 @@ def json_type(value: Any) -> str:
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
+#: how much of a problem's message, of its JSON path (or file), and of a value quoted in a message
+#: :class:`SpecError` shows: whole messages, however wordy; only a huge quoted value is cut
+MESSAGE_LIMIT, PATH_LIMIT, VALUE_LIMIT = 2000, 600, 200
 
-def printable(text: Any, limit: int = 300) -> str:
+
+def printable(text: Any, limit: int = 300, keep_end: int = 0) -> str:
     """``text`` safe to print on a terminal: control characters (a spec key can hold escape
-    sequences) shown as ``\\x1b``, and cut to ``limit`` characters with a note of how much was cut."""
+    sequences) shown as ``\\x1b``, and cut to ``limit`` characters with a note of how much was cut.
+    With ``keep_end``, the cut is made in the middle and the last ``keep_end`` characters stay (a
+    message's advice, after a huge value it quotes)."""
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
     if len(text) > limit:
-        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+        keep_end = min(max(keep_end, 0), limit)
+        cut = len(text) - limit
+        if keep_end:
+            text = f"{text[: limit - keep_end]}... ({cut} characters cut) ...{text[-keep_end:]}"
+        else:
+            text = f"{text[:limit]}... ({cut} more characters)"
     return text
 
 

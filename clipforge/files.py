@@ -27,7 +27,11 @@ def this_process() -> dict[str, Any]:
 
 
 def process_alive(record: dict[str, Any]) -> bool | None:
-    """Whether the process a lock or ``run.json`` names still runs: None when it ran on another host."""
+    """Whether the process a lock or ``run.json`` names still runs: None when it ran on another host.
+    A lock file that cannot be read (:func:`lock_holder`) names no process: dead once it is older than
+    :data:`UNREADABLE_LOCK_GRACE`, unknown (None) before."""
+    if UNREADABLE in record:
+        return False if record.get("stale") else None
     if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
         return None
     try:
@@ -37,6 +41,15 @@ def process_alive(record: dict[str, Any]) -> bool | None:
     except PermissionError:
         return True
     return True
+
+
+#: seconds after which a lock file that cannot be read (empty, garbled) counts as left by a process
+#: that died: a lock is created (``O_EXCL``) and then written, so for a moment a live one is empty too,
+#: and one still unreadable this long after was left by a process killed in between
+UNREADABLE_LOCK_GRACE = 2.0
+
+#: the key of :func:`lock_holder`'s record of a lock file that cannot be read (its path)
+UNREADABLE = "lock_unreadable"
 
 
 class OutputExistsError(FileExistsError):
@@ -50,11 +63,20 @@ class OutputExistsError(FileExistsError):
 
 
 class FolderInUseError(OutputExistsError):
-    """A live process holds the lock (``holder``: its pid and host)."""
+    """A live process holds the lock (``holder``: its pid and host), or one whose lock cannot be read
+    yet (``holder`` then names the lock file)."""
 
     def __init__(self, path: Path, holder: dict[str, Any]):
         self.holder = holder
-        super().__init__(path, f"is in use by process {holder.get('pid')} on {holder.get('host')}")
+        if UNREADABLE in holder:
+            why = (
+                f"has a lock file {holder[UNREADABLE]!r} that cannot be read (empty or garbled): a process may be "
+                "claiming the folder right now, or one was killed while it did; if no clipforge process uses "
+                "this folder, remove that file"
+            )
+        else:
+            why = f"is in use by process {holder.get('pid')} on {holder.get('host')}"
+        super().__init__(path, why)
 
 
 class OutputPathError(FileExistsError):
@@ -83,38 +105,64 @@ def make_folder(path: Path) -> None:
 
 def take_lock(lock: Path) -> None:
     """Create the lock file ``lock`` with ``O_EXCL`` (recording this process), or refuse when a live
-    process holds it; a lock left by a process that died on this host is taken over.
+    process holds it; a lock left by a process that died on this host is taken over, and so is one
+    that cannot be read (empty, garbled) once :data:`UNREADABLE_LOCK_GRACE` has passed (waited for
+    here: a lock being written is empty for a moment).
 
     Taking over is one step that cannot race: under an exclusive ``flock`` of the folder (which the
     kernel drops if its holder dies), the lock is read again and, if its process is still dead,
     replaced by this process's with an atomic rename. Two processes that both found the dead lock
     take turns there, and the second finds the first alive (deleting the dead lock and creating a
     new one instead, as before, let both succeed: the second deleted the first's new lock)."""
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        with _folder_guard(lock.parent):
-            holder = lock_holder(lock)
-            if holder is not None and process_alive(holder) is False:  # a killed run's lock: take it over
-                with atomic_path(lock) as tmp:
-                    tmp.write_text(json.dumps(this_process()), encoding="utf-8")
-                return
-        if holder is None:  # released meanwhile: claim it as new (O_EXCL again: one process wins)
-            return take_lock(lock)
-        raise FolderInUseError(lock.parent, holder) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(this_process(), f)
+    waited_out = None  # when an unreadable lock has had its grace, by this process's clock
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            with _folder_guard(lock.parent):
+                holder = lock_holder(lock)
+                unreadable_for_long = (
+                    holder is not None
+                    and UNREADABLE in holder
+                    and waited_out is not None
+                    and time.monotonic() >= waited_out
+                )
+                if holder is not None and (process_alive(holder) is False or unreadable_for_long):
+                    with atomic_path(lock) as tmp:  # a killed run's lock: take it over
+                        tmp.write_text(json.dumps(this_process()), encoding="utf-8")
+                    return
+            if holder is None:  # released meanwhile: claim it as new (O_EXCL again: one process wins)
+                continue
+            if UNREADABLE in holder:  # being written, perhaps: read it again until its grace has passed
+                if waited_out is None:
+                    waited_out = time.monotonic() + UNREADABLE_LOCK_GRACE
+                time.sleep(0.02)
+                continue
+            raise FolderInUseError(lock.parent, holder) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(this_process(), f)
+        return
 
 
 def lock_holder(lock: Path) -> dict[str, Any] | None:
-    """What a lock file records (an empty record when it cannot be read), or None when it is gone."""
+    """What a lock file records, or None when it is gone. One that cannot be read as a JSON object
+    with a ``pid`` and a ``host`` (empty, garbled) gives ``{UNREADABLE: its path, "stale": whether it is older than
+    UNREADABLE_LOCK_GRACE}``, which :func:`process_alive` calls dead once stale."""
     try:
         holder = json.loads(lock.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        return {}
-    return holder if isinstance(holder, dict) else {}
+        holder = None
+    if isinstance(holder, dict) and isinstance(holder.get("pid"), int) and isinstance(holder.get("host"), str):
+        return holder
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError:
+        age = 0.0
+    return {UNREADABLE: str(lock), "stale": age >= UNREADABLE_LOCK_GRACE}
 
 
 @contextmanager
@@ -157,6 +205,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+?)(?:\.(?P<pid>\d+)(?:@(?P<host>[^/@]+))?)?\.tmp$")
+
+
+def is_temporary_file_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`atomic_path` gives a file while it is written (``.NAME...tmp``)."""
+    return _TEMPORARY.match(name) is not None
 
 
 def remove_temporary_files(folder: Path, only_dead: bool = False) -> list[Path]:

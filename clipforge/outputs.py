@@ -13,7 +13,10 @@
     snapshots/               images every N steps (the ``snapshots`` callback)
 
 An output folder is claimed by one process at a time (a lock file made with ``O_EXCL``); an existing,
-non-empty one is never reused, so results already there are not touched. Images, ``run.json`` and the
+non-empty one (a subfolder counts) is never reused, so results already there are not touched. The one
+exception holds no results: a folder where a run was killed after it started and before its first
+checkpoint (its ``run.json`` says running at step 0, its process is dead, no checkpoint or image is
+there) is emptied and taken by a new start, with a warning. Images, ``run.json`` and the
 checkpoint are rewritten every ``checkpoint_every`` steps and every ``checkpoint_seconds`` of wall time
 (5 minutes by default), each file written whole under a temporary name and then renamed, so a killed run
 leaves its last checkpoint's images and never a half file.
@@ -25,6 +28,7 @@ import json
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
@@ -38,6 +42,8 @@ from clipforge.components import InversionResult, RunInfo
 from clipforge.files import (
     OutputExistsError,
     atomic_path,
+    is_temporary_file_name,
+    lock_holder,
     make_folder,
     process_alive,
     readable_like_the_rest,
@@ -80,9 +86,11 @@ def claim_out_dir(path: Path, resume: bool = False) -> Path | None:
     """Claim an output folder for this process: create it (or take an empty one) and make its lock
     file with ``O_EXCL``, so that of two processes given one folder, one is refused at once. With
     ``resume``, the folder must hold a run that stopped (interrupted, failed, or whose process died)
-    with a checkpoint. Returns the topmost folder created here (``path`` or a parent of it; None
-    when ``path`` existed), which :func:`abandon_out_dir` removes again. Release it with
-    :func:`release_out_dir`."""
+    with a checkpoint. Without, a folder that holds only what a run killed before its first
+    checkpoint left (:func:`killed_before_first_checkpoint`) is taken too, emptied, with a warning:
+    that run made nothing to resume or keep, and the same command starts it again there. Returns the
+    topmost folder created here (``path`` or a parent of it; None when ``path`` existed), which
+    :func:`abandon_out_dir` removes again. Release it with :func:`release_out_dir`."""
     if resume:
         check_resumable(path)
     created = None
@@ -92,13 +100,73 @@ def claim_out_dir(path: Path, resume: bool = False) -> Path | None:
             created = created.parent
     if path.exists() and not path.is_dir():
         raise OutputExistsError(path, "is not a folder")
+    killed = None
+    # not empty: anything but the lock, a subfolder too (an earlier run's images/, even emptied of files)
     if not resume and path.is_dir() and any(p.name != LOCK for p in path.iterdir()):
-        raise OutputExistsError(path, describe_folder(path))
+        killed = killed_before_first_checkpoint(path)
+        if killed is None:
+            raise OutputExistsError(path, describe_folder(path))
     make_folder(path)
     take_lock(path / LOCK)
+    if killed is not None:  # looked at again now that no other process can start there
+        if killed_before_first_checkpoint(path, holding_lock=True) is None:
+            release_out_dir(path)
+            raise OutputExistsError(path, describe_folder(path))
+        _empty_folder(path, keep=LOCK)
+        warnings.warn(
+            f"{str(path)!r} held a run whose process ({killed.get('pid')} on {killed.get('host')}) died before its "
+            "first checkpoint, which left nothing to resume or keep: starting in it again (what that run "
+            "wrote there is removed)",
+            stacklevel=2,
+        )
     if resume:  # the folder is this process's now: what a killed write left there goes
         remove_temporary_files(path)
     return created
+
+
+#: what a run that got to its first checkpoint (or ended) has written: results, never thrown away
+RUN_RESULTS = ("checkpoint.safetensors", "images.safetensors", "images")
+
+
+def killed_before_first_checkpoint(path: Path, holding_lock: bool = False) -> dict[str, Any] | None:
+    """The process record (pid, host) of a run that was killed after it started in ``path`` and before
+    its first checkpoint, when that is what the folder holds; else None. Such a run's ``run.json``
+    says ``running`` at step 0 and names a process that is dead on this host, and no checkpoint or
+    image was written; one killed before its ``run.json`` left only its ``spec.json`` and its lock,
+    whose process is dead. ``holding_lock``: this process holds the folder's lock (so its lock says
+    nothing of the run)."""
+    if any((path / name).exists() or (path / name).is_symlink() for name in RUN_RESULTS):
+        return None
+    lock = None if holding_lock else lock_holder(path / LOCK)
+    if lock is not None and process_alive(lock) is not False:
+        return None
+    try:
+        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        run = None
+    except (OSError, ValueError):
+        return None
+    if run is None:  # killed between its spec.json and its run.json: nothing else is there
+        if not holding_lock and lock is None:
+            return None  # no lock: a folder of someone's own, with a spec.json in it
+        started = {LOCK, "spec.json"}
+        if any(p.name not in started and not (is_temporary_file_name(p.name) and p.is_file()) for p in path.iterdir()):
+            return None
+        return lock or {}
+    if not isinstance(run, dict) or run.get("status") != "running":
+        return None
+    steps = run.get("steps_done", 0)
+    if isinstance(steps, bool) or steps != 0 or process_alive(run) is not False:
+        return None
+    return {"pid": run.get("pid"), "host": run.get("host")}
+
+
+def _empty_folder(path: Path, keep: str | None = None) -> None:
+    """Remove what ``path`` holds (files, links, folders), but ``keep``."""
+    for child in path.iterdir():
+        if child.name == keep:
+            continue
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
 def check_resumable(path: Path) -> None:
@@ -109,8 +177,16 @@ def check_resumable(path: Path) -> None:
     if run.get("status") == "running" and process_alive(run) is not False:
         raise OutputExistsError(path, f"holds a run that may still be in progress ({describe_folder(path)})")
     if not (path / "checkpoint.safetensors").is_file():
+        if killed_before_first_checkpoint(path) is not None:
+            again = (
+                "start it again, in the same folder if you like (a folder a run killed before its first checkpoint "
+                f"left is taken again): the command that started it, or clipforge invert {path / 'spec.json'} "
+                f"--out {path}"
+            )
+        else:
+            again = "start it again with another --out, or remove the folder first"
         raise NothingToResumeError(
-            f"the run in {str(path)!r} stopped before its first checkpoint: there is nothing to resume; start it again"
+            f"the run in {str(path)!r} stopped before its first checkpoint: there is nothing to resume; {again}"
         )
 
 
@@ -196,8 +272,7 @@ def abandon_out_dir(path: Path, created: Path | bool | None) -> None:
     """Undo a run that failed before its first step: what it wrote goes (the folder was empty when
     claimed), and the folder too when the run created it, with the parents it created (``created``,
     from :func:`claim_out_dir`), so that a mistyped ``--out a/b/c`` leaves no empty ``a/b``."""
-    for child in path.iterdir():
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    _empty_folder(path)
     if not created:
         return
     path.rmdir()

@@ -76,6 +76,35 @@ def _not_empty_folder(value: str | None) -> str | None:
 OutputFolder = Annotated[str | None, AfterValidator(_not_empty_folder)]
 
 
+def _not_blank_text(value: str | None) -> str | None:
+    """A prompt's text must say something: one of white space only would be encoded as the empty
+    text (its start and end tokens alone) and inverted as if it were a prompt."""
+    if value is not None and not value.strip():
+        raise ValueError(f"is only white space ({value!r}): give the text the images should match, or leave it out")
+    return value
+
+
+#: a prompt's (or a term's) text: at least one character that is not white space
+PromptText = Annotated[str | None, AfterValidator(_not_blank_text)]
+
+
+def distinct_seeds(value: list[int]) -> list[int]:
+    """Each seed once: a seed makes one image per prompt, so a repeated one would make the same image
+    twice under one name (and one file). Refused naming the repeated value and its places."""
+    places: dict[int, list[int]] = {}
+    for i, seed in enumerate(value):
+        places.setdefault(seed, []).append(i)
+    repeated = [(seed, where) for seed, where in places.items() if len(where) > 1]
+    if repeated:
+        said = []
+        for seed, where in repeated:
+            times = "twice" if len(where) == 2 else f"{len(where)} times"
+            listed = ", ".join(f"seeds[{i}]" for i in where[:-1]) + f" and seeds[{where[-1]}]"
+            said.append(f"seed {seed} is given {times} ({listed})")
+        raise ValueError(f"{'; '.join(said)}: each seed makes one image per prompt, so give each seed once")
+    return value
+
+
 # --------------------------------------------------------------------------- parts
 
 
@@ -122,7 +151,7 @@ class PromptTerm(StrictModel):
     """One term of a prompt's objective: a text or an image (encoded by each backbone). A negative
     weight pushes the image away from it."""
 
-    text: str | None = Field(None, min_length=1)
+    text: PromptText = Field(None, min_length=1)
     image: str | None = Field(None, description="An image file used as a target (path relative to the spec).")
     weight: float = 1.0
 
@@ -152,7 +181,7 @@ class Prompt(StrictModel):
     default the spec's ``objectives``, the paper's similarity to the prompt). A prompt of objectives
     alone (a channel, a direction) has no text. Each prompt gives independent images."""
 
-    text: str | None = Field(None, min_length=1, description="The prompt text.")
+    text: PromptText = Field(None, min_length=1, description="The prompt text.")
     image: str | None = Field(None, description="An image file as the target.")
     terms: list[PromptTerm] | None = Field(None, min_length=1, description="Weighted texts or images.")
     weight: float = Field(1.0, description="Multiplier of its terms' weights (what the 'prompt' objective reads).")
@@ -307,11 +336,11 @@ class RunSpec(StrictModel):
         description="Targets; each gives one image per seed (default: one prompt that pursues the spec's "
         "objectives alone).",
     )
-    seeds: Annotated[list[Seed], BeforeValidator(check_seed_values)] = Field(
+    seeds: Annotated[list[Seed], BeforeValidator(check_seed_values), AfterValidator(distinct_seeds)] = Field(
         default_factory=lambda: [0],
         min_length=1,
         max_length=LIMITS["seeds"],
-        description="One image per seed and prompt.",
+        description="One image per seed and prompt; each seed once.",
     )
     backbones: list[ComponentRef] = Field(
         default_factory=_paper_backbone, min_length=1, description="Models to invert; their losses are averaged."

@@ -104,7 +104,7 @@ class OpenClipOptions(Options):
         None,
         description="A pretrained tag (e.g. 'openai', 'laion2b_s34b_b88k'), a checkpoint file, or "
         "'random' for random weights. Default: 'openai' where the model has it (random with 'config'). "
-        "Ignored for local-dir:, hf-hub: and bundled models.",
+        "Ignored for local-dir: and hf-hub: models; refused for the bundled models, which have their own weights.",
     )
     config: dict[str, Any] | None = Field(
         None,
@@ -126,7 +126,16 @@ class OpenClipOptions(Options):
                     self.pretrained,
                 )
             return self
-        if ":" in self.model or self.model in bundled_models():
+        if self.model in bundled_models():
+            if self.pretrained is not None:
+                raise option_error(
+                    "pretrained",
+                    f"{self.model!r} is a model bundled with clipforge, with its own weights: it takes no "
+                    f"'pretrained' (it would not load {self.pretrained!r}); leave 'pretrained' (--pretrained) out",
+                    self.pretrained,
+                )
+            return self
+        if ":" in self.model:
             return self
         name = self.model.replace("/", "-")
         known = _open_clip().list_models()
@@ -221,6 +230,7 @@ class OpenClipBackbone(Backbone):
         model.requires_grad_(False)
         self.model = model
         self._warned_words: set[str] = set()
+        self._warned_long: set[str] = set()
         size = model.visual.image_size
         self.input_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
         mean = options.mean or tuple(preprocess.get("mean", OPENAI_MEAN))
@@ -335,8 +345,40 @@ class OpenClipBackbone(Backbone):
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         self._warn_unknown_words(texts)
+        self._warn_cut_texts(texts)
         tokens = self.tokenizer(texts).to(self.device)
         return self.model.encode_text(tokens)
+
+    def token_count(self, text: str) -> int | None:
+        """How many tokens the model's tokenizer makes of ``text`` with its start and end tokens, before
+        cutting it to the context length; None for a tokenizer that does not say (a Hugging Face one,
+        or one that reduces long texts its own way rather than cutting them)."""
+        tokenizer = self.tokenizer
+        if not callable(getattr(tokenizer, "encode", None)) or getattr(tokenizer, "reduction_fn", None) is not None:
+            return None
+        if not isinstance(getattr(tokenizer, "context_length", None), int):
+            return None
+        return len(tokenizer.encode(text)) + 2
+
+    def _warn_cut_texts(self, texts: list[str]) -> None:
+        """The tokenizer cuts a text longer than the model's context length, and the model then reads
+        only its beginning: said once per text (a prompt's, usually), with how many tokens go."""
+        context = getattr(self.tokenizer, "context_length", None)
+        for text in dict.fromkeys(texts):
+            if text in self._warned_long:
+                continue
+            count = self.token_count(text)
+            if count is None or not isinstance(context, int) or count <= context:
+                continue
+            self._warned_long.add(text)
+            dropped = count - context
+            last = "its last token is" if dropped == 1 else f"its last {dropped} tokens are"
+            warnings.warn(
+                f"{self.label}: the text '{printable(text, 120)}' is {count} tokens long (with its start and end "
+                f"tokens), more than the model's context length of {context}: {last} dropped, and the model "
+                "reads only its beginning; shorten it",
+                stacklevel=3,
+            )
 
     def _warn_unknown_words(self, texts: list[str]) -> None:
         """A word-level tokenizer (the bundled models') reads words outside its vocabulary as one
