@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import warnings
 
+import pydantic
 import pytest
 from helpers import dead_pid, start_cli, tiny_spec_dict, tiny_sweep_base
 
@@ -329,3 +331,22 @@ def test_a_huge_value_in_a_refusal_is_cut_and_its_advice_kept():
         clipforge.load_spec(tiny_spec_dict(steps="z" * 100_000))
     text = caught.value.format()
     assert len(text) < 3000 and text.startswith("steps:")
+
+
+@pytest.mark.parametrize(
+    "grid, says",
+    [
+        ({"optimizer.lr": [0.1, 0.05, 0.1]}, "gives the value 0.1 twice ([0] and [2])"),
+        ({"optimizer.lr": [1, 1.0]}, "gives the value 1.0 twice ([0] and [1])"),
+        ({"parameterization": [{"name": "pixel"}, {"name": "pixel"}]}, 'gives the value {"name": "pixel"} twice'),
+    ],
+)
+def test_a_grid_value_given_twice_is_refused_naming_it(tmp_path, grid, says):
+    """A repeated grid value made two grid points of one run under two labels."""
+    from clipforge.sweep.spec import SweepSpec
+
+    with pytest.raises(pydantic.ValidationError, match=re.escape(says)):
+        SweepSpec.model_validate({"base": tiny_sweep_base(), "prompts": ["a red circle"], "grid": grid})
+    SweepSpec.model_validate(
+        {"base": tiny_sweep_base(), "prompts": ["a red circle"], "grid": {"optimizer.lr": [0.1, 0.2]}}
+    )

@@ -74,6 +74,14 @@ class SweepSpec(StrictModel):
             top = re.split(r"[.\[]", key, maxsplit=1)[0]
             if top in NOT_GRIDDED:
                 raise ValueError(f"grid {key!r}: {NOT_GRIDDED[top]}")
+            seen: dict[str, int] = {}
+            for i, v in enumerate(values):
+                same = seen.setdefault(_value_key(v), i)
+                if same != i:
+                    raise ValueError(
+                        f"grid {key!r} gives the value {json.dumps(v)} twice ([{same}] and [{i}]): its grid points "
+                        "would be the same runs under two labels; give each value once"
+                    )
         return value
 
     def seed_list(self) -> list[int]:
@@ -82,6 +90,14 @@ class SweepSpec(StrictModel):
     def record(self) -> dict[str, Any]:
         """The spec as ``sweep.json`` keeps it (an option left unset is left out)."""
         return self.model_dump(mode="json", exclude={"snapshots"} if self.snapshots is None else set())
+
+
+def _value_key(value: Any) -> str:
+    """A grid value as the run sees it: numbers by value (1 and 1.0 are one learning rate), the rest
+    as canonical JSON."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
+    return json.dumps(value, sort_keys=True)
 
 
 @dataclass(frozen=True)
