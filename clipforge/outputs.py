@@ -328,6 +328,7 @@ class RunRecord:
     seconds: float | None = None
     final: dict[str, Any] | None = None
     finished: str | None = None
+    checkpoint: str | None = None  # why a finished run's checkpoint is gone, when it is
     error: str | None = None
     resumed: list[dict[str, Any]] | None = None
     other: dict[str, Any] = field(default_factory=dict)
@@ -471,6 +472,10 @@ class RunFolder:
         write_images(self.path, result)
         record = RunRecord.read(self.path)
         record.ended(result, status or ("interrupted" if result.interrupted else "finished"), error)
+        if record.status == "finished" and any(result.withheld or []):
+            # a finished run is never resumed, and its checkpoint holds the withheld images' parameters
+            (self.path / "checkpoint.safetensors").unlink(missing_ok=True)
+            record.checkpoint = "removed: it held images a screen withheld"
         record.write(self.path)
 
     def fail(self, error: str) -> None:

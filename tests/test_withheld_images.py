@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from helpers import registry_with, tiny_spec_dict
 from PIL import Image
@@ -107,3 +108,40 @@ def test_a_withheld_image_leaves_no_pixels_in_the_snapshot_grids(tmp_path):
         for i in (1, 2, 3):
             assert np.array_equal(cell(path, i), cell(plain, i)), (path.name, i)
             assert cell(path, i).max() > 0
+
+
+def test_a_finished_run_that_withheld_an_image_keeps_no_checkpoint(tmp_path):
+    """Issue 33, bad finding 2: the checkpoint held the withheld image's parameters. A finished run is
+    never resumed, so its checkpoint goes (run.json says why); a run without a withheld image keeps it."""
+    clipforge.invert(GROWING, tmp_path / "screened", callbacks=[LateScreen()])
+    clipforge.invert(GROWING, tmp_path / "plain")
+    assert not (tmp_path / "screened" / "checkpoint.safetensors").exists()
+    run = json.loads((tmp_path / "screened" / "run.json").read_text())
+    assert run["status"] == "finished" and run["checkpoint"] == "removed: it held images a screen withheld"
+    assert (tmp_path / "plain" / "checkpoint.safetensors").is_file()
+    assert "checkpoint" not in json.loads((tmp_path / "plain" / "run.json").read_text())
+    with pytest.raises(clipforge.outputs.NothingToResumeError, match="has finished"):
+        clipforge.invert(GROWING, tmp_path / "screened", resume=True)
+
+
+class StopAfter(Callback):
+    """Stops the run (as Ctrl-C would) after step 5, once the screen has withheld the first image."""
+
+    name = "stop_after"
+
+    def __init__(self, options=None):
+        super().__init__(options or Options())
+
+    def on_step_end(self, run, state):
+        if state.step == 5:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_keeps_its_checkpoint_to_resume(tmp_path):
+    """A run that may be resumed keeps the optimisation state of every image (the README says so):
+    without it the withheld image could not go on; its grids and PNGs are blanked all the same."""
+    result = clipforge.invert(GROWING, tmp_path / "out", callbacks=[LateScreen(), StopAfter()])
+    assert result.interrupted and result.withheld[0]
+    assert (tmp_path / "out" / "checkpoint.safetensors").is_file()
+    for path in (tmp_path / "out" / "snapshots").glob("step_*.png"):
+        assert cell(path, 0).max() == 0, path.name
