@@ -54,12 +54,10 @@ def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None
 
 
 def image_grid(images: torch.Tensor, columns: int, pad: int = 2) -> torch.Tensor:
-    """Tile (N, 3, H, W) images into one (3, H', W') image with white gaps."""
-    n, c, h, w = images.shape
-    rows = (n + columns - 1) // columns
-    grid = torch.ones(c, rows * (h + pad) + pad, columns * (w + pad) + pad)
-    for i in range(n):
-        r, col = divmod(i, columns)
-        top, left = pad + r * (h + pad), pad + col * (w + pad)
-        grid[:, top : top + h, left : left + w] = images[i]
-    return grid
+    """Tile (N, 3, H, W) images into one (3, H', W') image with white gaps (torchvision's
+    ``make_grid``; one image gets its frame too, as it does in a grid of several)."""
+    from torchvision.utils import make_grid
+
+    if images.shape[0] == 1:
+        return torch.nn.functional.pad(images[0], (pad, pad, pad, pad), value=1.0)
+    return make_grid(images, nrow=columns, padding=pad, pad_value=1.0)
