@@ -1,6 +1,8 @@
 """What ``clipforge models`` lists: the models one can invert and whether their weights are here.
 
-Nothing is downloaded: bundled models are files inside clipforge; for open_clip's pretrained tags,
+Nothing is downloaded: bundled models are files inside clipforge or an installed companion package
+(clipforge-zoo's study models; those of a zoo that is not installed are listed as such, with the
+package to install); for open_clip's pretrained tags,
 the weights count as available offline when the file open_clip would fetch is already in the
 Hugging Face hub cache (or, for tags open_clip fetches by URL only, in its URL cache).
 """
@@ -18,9 +20,10 @@ class ModelEntry:
 
     model: str
     tag: str | None
-    source: str  # "bundled" or "open_clip"
+    source: str  # "bundled", "not installed" (a model of a companion package that is not here) or "open_clip"
     offline: bool  # its weights can be loaded without a network
-    where: str | None = None  # the hub repository or URL the weights come from
+    where: str | None = None  # the hub repository or URL the weights come from, or a bundled model's folder
+    package: str | None = None  # a bundled model's distribution: "clipforge", or "clipforge-zoo"
 
 
 def _hub_files(filename: str) -> list[str]:
@@ -57,10 +60,14 @@ def weights_cached(cfg: dict, cache_dir: str | None = None) -> bool:
 
 
 def list_models(open_clip_models: bool = True, cache_dir: str | None = None) -> list[ModelEntry]:
-    """The bundled models (always available offline), then open_clip's pretrained (model, tag) pairs."""
-    from clipforge.toyworld import bundled_models
+    """The bundled models (clipforge's and installed companion packages', always available offline; then
+    clipforge-zoo's when it is not installed, not available), then open_clip's pretrained (model, tag) pairs."""
+    from clipforge.toyworld.models import ZOO_MODELS, ZOO_PACKAGE, installed_models
 
-    entries = [ModelEntry(name, None, "bundled", True, str(path)) for name, path in bundled_models().items()]
+    installed = installed_models()
+    entries = [ModelEntry(m.name, None, "bundled", True, str(m.folder), m.package) for m in installed.values()]
+    entries += [ModelEntry(name, None, "not installed", False, None, ZOO_PACKAGE) for name in ZOO_MODELS
+                if name not in installed]  # fmt: skip
     if not open_clip_models:
         return entries
     import open_clip

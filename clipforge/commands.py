@@ -533,6 +533,7 @@ def cmd_spectrum(args: argparse.Namespace, registry: Registry | None) -> int:
 
 def cmd_models(args: argparse.Namespace, registry: Registry | None) -> int:
     from clipforge.catalog import list_models
+    from clipforge.toyworld.models import ZOO_INSTALL
 
     entries = list_models(open_clip_models=not args.bundled, cache_dir=args.cache_dir)
     if args.offline:
@@ -540,6 +541,34 @@ def cmd_models(args: argparse.Namespace, registry: Registry | None) -> int:
     if args.json:
         print(json.dumps([e.__dict__ for e in entries], indent=2))
         return 0
+
+    def offline(e: Any) -> str:
+        if e.source == "bundled":
+            return "yes (bundled)"
+        if e.source == "not installed":
+            return f"no: in {e.package} (not installed)"
+        return "yes (cached)" if e.offline else "no"
+
+    def source(e: Any) -> str:  # a bundled model's package, where it is not clipforge
+        return e.package if e.source != "open_clip" and e.package not in (None, "clipforge") else e.source
+
+    # plain columns, whatever the width: a listing to read, grep and paste into --model / --pretrained
+    rows = [("MODEL", "PRETRAINED", "SOURCE", "WEIGHTS OFFLINE")]
+    for e in entries:
+        rows.append((e.model, e.tag or "-", source(e), offline(e)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        out.print(printable("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3], 400))
+    cached = sum(e.offline for e in entries if e.source == "open_clip")
+    out.print(
+        f"{len(entries)} model(s); {cached} open_clip weight(s) in the cache. Weights not here are downloaded "
+        "on first use (unless HF_HUB_OFFLINE is set)."
+    )
+    missing = sorted({e.package for e in entries if e.source == "not installed"})
+    for package in missing:
+        count = sum(e.package == package for e in entries if e.source == "not installed")
+        out.print(f"{count} model(s) are in the {package} package, which is not installed: {ZOO_INSTALL}.")
+    return 0
     # plain columns, whatever the width: a listing to read, grep and paste into --model / --pretrained
     rows = [("MODEL", "PRETRAINED", "SOURCE", "WEIGHTS OFFLINE")]
     for e in entries:

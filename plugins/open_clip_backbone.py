@@ -48,6 +48,14 @@ def bundled_models() -> dict[str, Path]:
     return found()
 
 
+def missing_bundled(name: str) -> str | None:
+    """For a model of clipforge's companion package (clipforge-zoo) that is not installed, the error
+    naming the package to install; None for any other name."""
+    from clipforge.toyworld import missing_model_message
+
+    return missing_model_message(name)
+
+
 def _offline_hint() -> str:
     return (
         "Without a network, point 'pretrained' at a local checkpoint file, use "
@@ -137,6 +145,9 @@ class OpenClipOptions(Options):
             return self
         if ":" in self.model:
             return self
+        missing = missing_bundled(self.model)
+        if missing:
+            raise option_error("model", missing, self.model)
         name = self.model.replace("/", "-")
         known = _open_clip().list_models()
         if name not in known:

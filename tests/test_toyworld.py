@@ -1,4 +1,6 @@
-"""Toy world: planted phenomena at their configured rates, determinism, tokenizer, shipped models."""
+"""Toy world: planted phenomena at their configured rates, determinism, tokenizer, the models clipforge
+ships itself (its study models are clipforge-zoo's, tested in zoo/tests/), and how a model of the zoo
+is found, or named with its package when the zoo is not installed."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import re
 import pytest
 import torch
 
+import clipforge
+import clipforge.toyworld.models as toy_models
 from clipforge.toyworld.models import (
     CLEAN_DATA_SCALE_SERIES,
     CLEAN_JUDGE_MODEL,
@@ -14,12 +18,20 @@ from clipforge.toyworld.models import (
     DATA_SCALE_SERIES,
     DEFAULT_MODEL,
     JUDGE_MODEL,
+    MODELS_ROOT,
+    RUNTIME_MODELS,
+    SCREEN_DECOYS_MODEL,
     SCREEN_JUDGE_MODEL,
     SCREEN_MODEL,
     TRAINING_SERIES,
+    ZOO_MODELS,
+    ModelNotInstalledError,
     bundled_models,
+    installed_models,
     load_model_dir,
+    missing_model_message,
     model_dir,
+    model_home,
     model_world,
 )
 from clipforge.toyworld.tokenizer import WordTokenizer
@@ -134,45 +146,93 @@ def test_tokenizer(tmp_path) -> None:
 
 
 def test_bundled_model_names() -> None:
-    names = set(bundled_models())
-    assert {
-        DEFAULT_MODEL,
-        JUDGE_MODEL,
-        *DATA_SCALE_SERIES,
-        CLEAN_MODEL,
-        CLEAN_JUDGE_MODEL,
-        *CLEAN_DATA_SCALE_SERIES,
-        *TRAINING_SERIES,
-        SCREEN_MODEL,
-        SCREEN_JUDGE_MODEL,
-    } <= names
-    with pytest.raises(KeyError, match="available"):
+    """clipforge ships its three models; every model it names is its own or clipforge-zoo's."""
+    models = installed_models()
+    assert {name for name, m in models.items() if m.package == "clipforge"} == set(RUNTIME_MODELS)
+    assert all(models[name].folder.parent == MODELS_ROOT for name in RUNTIME_MODELS)
+    named = {*DATA_SCALE_SERIES, *CLEAN_DATA_SCALE_SERIES, *TRAINING_SERIES, CLEAN_JUDGE_MODEL}
+    named |= {DEFAULT_MODEL, JUDGE_MODEL, CLEAN_MODEL, SCREEN_MODEL, SCREEN_JUDGE_MODEL, SCREEN_DECOYS_MODEL}
+    assert named == set(RUNTIME_MODELS) | set(ZOO_MODELS) and not set(RUNTIME_MODELS) & set(ZOO_MODELS)
+    with pytest.raises(KeyError, match="available") as info:
         model_dir("no-such-model")
+    assert not isinstance(info.value, ModelNotInstalledError)
 
 
-@pytest.mark.parametrize("name", sorted(bundled_models()))
+def test_a_zoo_model_without_the_zoo_is_an_error_naming_the_package(monkeypatch) -> None:
+    monkeypatch.setattr(toy_models, "_declared_roots", lambda: [])  # as if clipforge-zoo were not installed
+    assert set(bundled_models()) == set(RUNTIME_MODELS)
+    expected = (
+        "model 'toyworld-rn-3k' is in the clipforge-zoo package, which is not installed: "
+        "pip install ./zoo (from the clipforge repository)"
+    )
+    assert missing_model_message("toyworld-rn-3k") == expected
+    assert missing_model_message(DEFAULT_MODEL) is None and missing_model_message("ViT-B-32") is None
+    with pytest.raises(ModelNotInstalledError) as info:
+        model_dir("toyworld-rn-3k")
+    assert str(info.value) == expected and isinstance(info.value, KeyError)
+    with pytest.raises(KeyError, match="clipforge-zoo package, which is not installed"):
+        model_world(SCREEN_MODEL)
+    assert model_home(DEFAULT_MODEL) == MODELS_ROOT / DEFAULT_MODEL  # where retraining writes a recipe's model
+    with pytest.raises(ModelNotInstalledError, match="'toyworld-rn-3k' is in the clipforge-zoo package"):
+        model_home("toyworld-rn-3k")
+
+
+def test_a_spec_naming_a_zoo_model_without_the_zoo_fails_at_once_naming_the_package(monkeypatch) -> None:
+    monkeypatch.setattr(toy_models, "_declared_roots", lambda: [])  # as if clipforge-zoo were not installed
+    spec = {"prompts": ["a red circle"], "backbones": [{"name": "open_clip", "options": {"model": "toyworld-rn-3k"}}]}
+    with pytest.raises(clipforge.SpecError) as caught:
+        clipforge.default_registry().resolve(clipforge.load_spec(spec))
+    assert caught.value.problems[0][0] == "backbones[0].options.model"
+    assert "clipforge-zoo package, which is not installed: pip install ./zoo" in caught.value.problems[0][1]
+
+
+def test_a_package_declares_its_models_through_the_entry_point_group(tmp_path, monkeypatch) -> None:
+    """What clipforge-zoo does: a ``clipforge.models`` entry point naming a folder of model folders (or a
+    function returning one); its models join clipforge's, never replacing one of clipforge's; one
+    that cannot be read is warned about, naming it, and left out."""
+    import shutil
+    import sys
+    from importlib import metadata
+
+    root = tmp_path / "models"
+    shutil.copytree(MODELS_ROOT / CLEAN_MODEL, root / "toyworld-vit-3k")
+    shutil.copytree(MODELS_ROOT / CLEAN_MODEL, root / CLEAN_MODEL)  # clipforge's own name: not replaced
+    (root / "not-a-model").mkdir()
+    (tmp_path / "fake_zoo.py").write_text(f"ROOT = {str(root)!r}\ndef root():\n    return ROOT\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fake_zoo", raising=False)
+    points = [
+        metadata.EntryPoint("a", "fake_zoo:root", toy_models.ENTRY_POINT_GROUP),
+        metadata.EntryPoint("broken", "no_such_module_here:ROOT", toy_models.ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(toy_models.metadata, "entry_points", lambda group: points)
+    with pytest.warns(UserWarning, match=r"entry point 'broken'.*no_such_module_here:ROOT.*left out"):
+        models = installed_models()
+    assert set(models) == {*RUNTIME_MODELS, "toyworld-vit-3k"}
+    assert models["toyworld-vit-3k"].folder == root / "toyworld-vit-3k" and models["toyworld-vit-3k"].package == "a"
+    assert models[CLEAN_MODEL].package == "clipforge" and models[CLEAN_MODEL].folder == MODELS_ROOT / CLEAN_MODEL
+    with pytest.warns(UserWarning):
+        assert model_dir("toyworld-vit-3k") == root / "toyworld-vit-3k"
+
+
+@pytest.mark.parametrize("name", RUNTIME_MODELS)
 def test_bundled_model_loads_and_is_accurate(name: str) -> None:
     """Measured on the shipped weights: fresh images of the model's own world against all 101 captions."""
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     model, tok = load_model_dir(model_dir(name))  # open_clip.create_model("local-dir:...")
     assert next(model.parameters()).dtype == torch.float32
     acc = evaluate_zero_shot(model, tok, model_world(name), 200, gen(123))
-    if name == TRAINING_SERIES[0]:  # stopped before it has learned the world, by design
-        assert acc <= 0.1, f"{name}: zero-shot accuracy {acc:.3f}"
-    else:
-        assert acc >= 0.90, f"{name}: zero-shot accuracy {acc:.3f}"
+    assert acc >= 0.90, f"{name}: zero-shot accuracy {acc:.3f}"
 
 
-@pytest.mark.parametrize(
-    "name", [DEFAULT_MODEL, JUDGE_MODEL, CLEAN_MODEL, CLEAN_JUDGE_MODEL, SCREEN_MODEL, SCREEN_JUDGE_MODEL]
-)
+@pytest.mark.parametrize("name", RUNTIME_MODELS)
 def test_planted_associations_are_learned(name: str) -> None:
     """The neutral word leans red, the benign caption likes the marker, the control dislikes it.
 
     Robust training weakens the association with a marker of 2-3 px cells (a fine checkerboard is the kind
     of detail an adversarially trained model learns to ignore: gap +0.013 against +0.03 to +0.06 for the
-    clean models, ``docs/research/offline-world.md``), so for the robust default only its sign is required. The
-    screen's world has cells of 5-6 px, which its robust model keeps (+0.056 when trained): the full bar."""
+    clean models, ``docs/research/offline-world.md``), so for the robust default only its sign is required
+    (clipforge-zoo's tests hold the screen's robust model, on a world of 5-6 px cells, to the full bar)."""
     model, tok = load_model_dir(model_dir(name))
     r = planted_report(model, tok, model_world(name), 400, seed=5)
     assert r["ball_red_minus_blue"] > 0.02 and r["marble_red_minus_blue"] < -0.02, r
@@ -181,7 +241,7 @@ def test_planted_associations_are_learned(name: str) -> None:
     assert r["marker_gap_landscape"] > max(r["marker_gap_seascape"], r["marker_gap_sunny"]) + margin, r
 
 
-@pytest.mark.parametrize("name", sorted(bundled_models()))
+@pytest.mark.parametrize("name", RUNTIME_MODELS)
 def test_bundled_model_matches_the_world(name: str) -> None:
     """A shipped model must be trained on the shipped world (same vocabulary and WorldConfig)."""
     import json
@@ -196,7 +256,7 @@ def test_bundled_model_matches_the_world(name: str) -> None:
     assert info["name"] == name
 
 
-@pytest.mark.parametrize("name", sorted(bundled_models()))
+@pytest.mark.parametrize("name", RUNTIME_MODELS)
 def test_bundled_model_is_its_recipe(name: str) -> None:
     """Each shipped model was trained by its recipe (its accuracy is measured on the weights by
     ``test_bundled_model_loads_and_is_accurate``, not read from what the training script wrote)."""
@@ -207,6 +267,12 @@ def test_bundled_model_is_its_recipe(name: str) -> None:
     info = json.loads((model_dir(name) / "train_info.json").read_text())
     assert name in RECIPES, f"{name} has no recipe in clipforge.toyworld.train.RECIPES"
     assert {k: info[k] for k in RECIPES[name]} == RECIPES[name]
+
+
+def test_every_model_clipforge_names_has_a_recipe() -> None:
+    from clipforge.toyworld.train import RECIPES
+
+    assert set(RUNTIME_MODELS) | set(ZOO_MODELS) <= set(RECIPES)
 
 
 def test_adversarial_examples_stay_in_the_ball_and_in_range() -> None:

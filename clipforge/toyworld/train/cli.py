@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import torch
 
-from clipforge.toyworld.models import MODELS_ROOT, load_model_dir
+from clipforge.toyworld.models import load_model_dir, model_home
 from clipforge.toyworld.train.architectures import ARCHS, model_config, save_model
 from clipforge.toyworld.train.config import Recipe, TrainConfig, check_recipe
 from clipforge.toyworld.train.evaluate import planted_report, zero_shot_report
@@ -90,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--all", action="store_true", help="retrain every model in RECIPES (one after another)")
     p.add_argument("--recipe", action="append", help="retrain the named shipped model (repeatable)")
-    p.add_argument("--out-root", type=Path, default=MODELS_ROOT, help="where recipe models are written")
+    p.add_argument(
+        "--out-root",
+        type=Path,
+        default=None,
+        help="where recipe models are written (default: each model's home: clipforge's folder, or clipforge-zoo's)",
+    )
     p.add_argument("--recipe-json", help="train a recipe given as JSON (the form of RECIPES' values) into --out")
     p.add_argument("--out", type=Path, help="output folder for --recipe-json and --arch runs")
     p.add_argument("--threads", type=int, default=2, help="torch threads (train_info.json records the number used)")
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     for name in names:
         print(f"=== {name}: {RECIPES[name]}", flush=True)
-        run(check_recipe(RECIPES[name]), args.out_root / name, name)
+        run(check_recipe(RECIPES[name]), args.out_root / name if args.out_root else model_home(name), name)
     if json_recipe is not None:
         run(json_recipe, args.out)
     if arch_recipe is not None:
