@@ -87,3 +87,11 @@ def register_analyses(register: Register) -> None:
 
     :param register: call ``register(AnalysisClass)`` for each analysis.
     """
+
+
+@hookspec
+def register_readers(register: Register) -> None:
+    """Register :class:`clipforge.Reader` subclasses (what analyses read of images: colours, objects, a marker).
+
+    :param register: call ``register(ReaderClass)`` for each reader.
+    """

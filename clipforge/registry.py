@@ -70,6 +70,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "compare": "clipforge_plugins.analysis_compare",
     "blend": "clipforge_plugins.analysis_blend",
     "layer": "clipforge_plugins.analysis_layer",
+    "toyworld_reader": "clipforge_plugins.toyworld_reader",
 }
 
 

@@ -12,8 +12,9 @@ clipforge (and a plugin's tests) can read it without importing the rest."""
 #: the objective algebra ``Goal``, ``prompt``, ``channel``, ``neuron``, ``direction``, ``diversity``, ``image``,
 #: ``objective``; ``Features.layer`` and ``channels``; ``list_layers`` and ``layer_shape`` take any model;
 #: ``InversionResult.to_pil``, ``grid``, ``final`` and its Jupyter view; ``Registry.with_components``;
-#: ``spec_path``; ``COLOR_MIX``)
-API_VERSION = "1.4"
+#: ``spec_path``; ``COLOR_MIX``; 1.5: readers: ``Reader``, the ``register_readers`` hook, ``ColourReading``,
+#: ``MarkerReading``, ``CaptionReading``, ``DEFAULT_READER``, ``reader_field``, ``choose_reader``, ``ReaderChoice``)
+API_VERSION = "1.5"
 
 #: clipforge's own version (the distribution's), readable without importing torch (``clipforge --version``)
 __version__ = "0.1.0"

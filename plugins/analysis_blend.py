@@ -8,11 +8,14 @@ concept than to every control caption: captions of things in neither prompt. The
 the exact concept; the second asks whether the image shows the concept rather than something else,
 which also counts partial renderings (the right colour but not the right shape, say).
 
-When both concepts of every pair are single-object captions of the offline world, the analytic judge
-reads presence too, from the objects it finds in each image (``concept_present``): a concept is
-present when some object has its colour and its shape, or a shape the judge cannot name. One object
-can then never count for two concepts, which a presence rule against control captions allows (any
-red image is closer to "a blue square" than to green, yellow, magenta and cyan controls).
+When the spec's reader reads every concept, it reads presence too, from the objects it finds in each
+image (``Reader.concepts_present``). The default reader, the toy world's analytic judge, reads the
+offline world's single-object captions: a concept is present when some object has its colour and its
+shape, or a shape the judge cannot name. One object can then never count for two concepts, which a
+presence rule against control captions allows (any red image is closer to "a blue square" than to
+green, yellow, magenta and cyan controls). ``controls: "reader"`` (``"toyworld"``, its older name)
+asks the reader for each pair's control captions (the toy world's: its captions that share no colour
+and no shape with the pair).
 """
 
 from __future__ import annotations
@@ -30,13 +33,22 @@ from clipforge import (
     AnalysisRun,
     AnalysisSpec,
     Backbone,
+    ComponentRef,
     InversionResult,
     Judge,
+    Reader,
+    ReaderChoice,
     RunSpec,
+    SpecError,
+    choose_reader,
+    default_registry,
     hookimpl,
+    reader_field,
 )
 from clipforge.analysis import candidate_captions, markdown_table, wilson_interval, with_ci, write_grid
-from clipforge.toyworld import World, concept_present, read_images
+
+#: the values of ``controls`` that ask the reader for each pair's controls ("toyworld": the older name)
+READER_CONTROLS = ("reader", "toyworld")
 
 CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
@@ -53,11 +65,17 @@ class BlendSpec(AnalysisSpec):
         "on (the offline models'; 'toyworld' is the older name); the concepts are added.",
     )
     top_k: int = Field(2, ge=1, description="A concept is present when it is among the judge's top k captions.")
-    controls: list[str] | Literal["toyworld"] | None = Field(
+    controls: list[str] | Literal["reader", "toyworld"] | None = Field(
         None,
         description="If set, a concept is present when the judge finds the image closer to it than to every "
-        "control caption (ignoring captions and top_k); 'toyworld': per pair, the offline world's captions in the "
-        "concepts' template that share no colour and no shape with either concept (on their background, if stated).",
+        "control caption (ignoring captions and top_k); 'reader' ('toyworld' is the older name): per pair, the "
+        "reader's control captions (the toy world's: its captions in the concepts' template that share no colour "
+        "and no shape with either concept, on their background, if stated).",
+    )
+    reader: ComponentRef | None = reader_field(
+        description="The reader of the concepts' presence (and of 'reader' controls): a component of kind 'reader'. "
+        "Left out: the toy world's ('toyworld'), which reads the offline world's single-object captions where every "
+        "concept is one; a reader named here must read every concept."
     )
 
     @model_validator(mode="after")
@@ -69,33 +87,25 @@ class BlendSpec(AnalysisSpec):
             clash = [c for c in self.controls if c in concepts]
             if clash:
                 raise ValueError(f"controls: {clash[0]!r} is also a concept of a pair")
-        elif self.controls == "toyworld":
-            for i, pair in enumerate(self.pairs):
-                templates = [World.single_object_template(concept) for concept in pair]
-                for j, (concept, template) in enumerate(zip(pair, templates)):
-                    if template is None:
-                        raise ValueError(
-                            f"pairs[{i}][{j}]: controls 'toyworld' needs single-object captions of the "
-                            f"offline world ('a red circle', 'a red circle on a gray background'), "
-                            f"not {concept!r}"
-                        )
-                if templates[0] != templates[1]:
-                    raise ValueError(
-                        f"pairs[{i}]: controls 'toyworld' needs both captions in one template, "
-                        f"not {pair[0]!r} and {pair[1]!r}"
-                    )
         return self
 
-    def pair_controls(self, a: str, b: str) -> list[str]:
-        if self.controls == "toyworld":
-            return World.disjoint_captions(a, b)
+    def pair_controls(self, a: str, b: str, reader: Reader | None = None) -> list[str]:
+        """The pair's control captions: the spec's list, or ``reader``'s for ``"reader"`` controls."""
+        if self.controls in READER_CONTROLS:
+            if reader is None:
+                raise ValueError(f"controls {self.controls!r}: the reader gives them, and there is none")
+            return reader.control_captions(a, b)
         return list(self.controls or [])
 
     def presence_rule(self) -> str:
         if self.controls is None:
             return f"its caption is among the judge's top {self.top_k} captions"
         return "the judge finds the image closer to it than to every control caption" + (
-            " (the world's captions sharing no colour or shape with the pair)" if self.controls == "toyworld" else ""
+            " (the world's captions sharing no colour or shape with the pair)"
+            if self.controls == "toyworld"
+            else " (the reader's control captions for the pair)"
+            if self.controls == "reader"
+            else ""
         )
 
     def prompts(self) -> list[Any]:
@@ -126,11 +136,43 @@ class Blend(Analysis):
     description = "do inversions of combined prompts show both concepts?"
     Options = BlendSpec
 
+    reading: ReaderChoice | None = None  # chosen by check(), with the spec
+
+    def check(self, registry: Any) -> None:
+        """The reader: one named must read every concept; with 'reader' controls, one must give each pair's."""
+        spec = self.options
+        concepts = list(dict.fromkeys(c for pair in spec.pairs for c in pair))
+        controls = spec.controls in READER_CONTROLS
+        problems: list[tuple[str, str]] = []
+
+        def needs(reader: Reader) -> str | None:
+            if controls:
+                for i, (a, b) in enumerate(spec.pairs):
+                    try:
+                        reader.control_captions(a, b)
+                    except ValueError as exc:
+                        problems.append((f"pairs[{i}]", f"controls {spec.controls!r}: {exc}"))
+                if problems:
+                    return None  # said at each pair, below
+                if spec.reader is None:
+                    return None  # the default reader reads presence where it reads the concepts
+            return _reads_concepts(reader, concepts)
+
+        self.reading = choose_reader(registry, spec.reader, "blend", needs, required=controls)
+        if problems:
+            raise SpecError(problems)
+
+    def reader(self, run: AnalysisRun) -> Reader | None:
+        """The reader chosen with the spec, built to read the run's images (chosen now if analyse() came unchecked)."""
+        if self.reading is None:
+            self.check(getattr(run, "registry", None) or default_registry())
+        return self.reading.build(run)
+
     def progress_label(self) -> str:
         return f"blending {len(self.options.pairs)} pair(s)"
 
     def analyse(self, run: AnalysisRun) -> dict[str, Any]:
-        return blend_report(self.options, run.result, run.judge)
+        return blend_report(self.options, run.result, run.judge, self.reader(run))
 
     def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
         spec, result, pairs_out, summary = self.options, run.result, report["pairs"], report["summary"]
@@ -146,9 +188,12 @@ class Blend(Analysis):
             "",
         ]
         if "analytic_summary" in report:
+            choice = self.reading or ReaderChoice(label="the reader")
             md += [
                 "The analytic judge: a concept is present when an object of its colour is found whose shape is "
-                "the concept's or cannot be named (one object never counts for two concepts):",
+                "the concept's or cannot be named (one object never counts for two concepts):"
+                if choice.toyworld
+                else f"{choice.label[:1].upper()}{choice.label[1:]}: which concepts it finds in the images:",
                 "",
                 markdown_table(
                     ["images", "both present (rate, 95 % CI)"],
@@ -195,13 +240,16 @@ class Blend(Analysis):
         return blend_table(report)
 
 
-def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backbone) -> dict[str, Any]:
-    """Which concepts the judge finds in the images of A alone, B alone and each blend."""
+def blend_report(
+    spec: BlendSpec, result: InversionResult, judge_backbone: Backbone, reader: Reader | None = None
+) -> dict[str, Any]:
+    """Which concepts the judge finds in the images of A alone, B alone and each blend; and, where
+    ``reader`` reads every concept, which ones it finds."""
     concepts = [c for pair in spec.pairs for c in pair]
     if spec.controls is None:
         captions = candidate_captions(spec.captions, concepts, judge_backbone)
     else:
-        captions = list(dict.fromkeys(concepts + [c for a, b in spec.pairs for c in spec.pair_controls(a, b)]))
+        captions = list(dict.fromkeys(concepts + [c for a, b in spec.pairs for c in spec.pair_controls(a, b, reader)]))
     judge = Judge(judge_backbone, captions)
     sims = judge.similarities(result.images)
     index = {c: i for i, c in enumerate(judge.captions)}
@@ -210,9 +258,9 @@ def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backb
         in_top = torch.zeros_like(sims, dtype=torch.bool).scatter_(1, top, True)
 
     analytic = None
-    if all(World.single_object_template(c) is not None for c in concepts):
-        readings = read_images(result.images)
-        analytic = {c: torch.tensor([concept_present(r, c) for r in readings]) for c in dict.fromkeys(concepts)}
+    if reader is not None and _reads_concepts(reader, concepts) is None:
+        found = reader.concepts_present(result.images, list(dict.fromkeys(concepts)))
+        analytic = {c: torch.tensor(found[c], dtype=torch.bool) for c in dict.fromkeys(concepts)}
     pairs_out, totals = [], {"a": [0, 0], "b": [0, 0], "blend": [0, 0]}
     analytic_totals = {"a": [0, 0], "b": [0, 0], "blend": [0, 0]}
     for p, (a, b) in enumerate(spec.pairs):
@@ -222,7 +270,7 @@ def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backb
         if spec.controls is None:
             present = {c: in_top[:, index[c]] for c in (a, b)}  # (N,) bool per concept
         else:
-            entry["controls"] = spec.pair_controls(a, b)
+            entry["controls"] = spec.pair_controls(a, b, reader)
             controls = [index[c] for c in entry["controls"]]
             present = {c: present_against_controls(sims, index[c], controls) for c in (a, b)}
         for role, offset in (("a", 0), ("b", 1), ("blend", 2)):
@@ -251,6 +299,7 @@ def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backb
         pairs_out.append(entry)
     summary = _summary(totals)
     return {
+        **({"reader": spec.reader.model_dump()} if spec.reader is not None else {}),
         "combine": spec.combine,
         "presence": spec.presence_rule(),
         "top_k": spec.top_k if spec.controls is None else None,
@@ -260,6 +309,12 @@ def blend_report(spec: BlendSpec, result: InversionResult, judge_backbone: Backb
         "summary": summary,
         **({"analytic_summary": _summary(analytic_totals)} if analytic is not None else {}),
     }
+
+
+def _reads_concepts(reader: Reader, concepts: list[str]) -> str | None:
+    """None when ``reader`` reads every concept's presence; else what it would need to."""
+    unread = [c for c in concepts if not reader.reads_concept(c)]
+    return f"reads every concept, {unread[0]!r} too" if unread else None
 
 
 def _summary(totals: dict[str, list[int]]) -> dict[str, Any]:

@@ -6,6 +6,11 @@ prompt), ties broken by the judge margin. Because every backbone inverts the sam
 same seeds, neighbours in the ranking are also compared image by image: the paired difference of
 margins with its 95 % interval, and a sign test on the images that one gets right and the other
 wrong. A ranking is only as good as those comparisons say.
+
+Where the spec's reader reads every prompt (the default reader, the toy world's analytic judge, reads
+its full single-object captions: colour, shape and background by rule), each image is also checked
+against its prompt by the reader, reported beside the judge's accuracy (``"analytic"``), and
+``rank_by: "analytic_accuracy"`` ranks by it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from rich.table import Table
 
-from clipforge import API_VERSION, Analysis, AnalysisRun, AnalysisSpec, ComponentRef, Judge, RunSpec, Verdicts, hookimpl
+from clipforge import (
+    API_VERSION,
+    Analysis,
+    AnalysisRun,
+    AnalysisSpec,
+    ComponentRef,
+    Judge,
+    Reader,
+    ReaderChoice,
+    RunSpec,
+    Verdicts,
+    choose_reader,
+    default_registry,
+    hookimpl,
+    reader_field,
+)
 from clipforge.analysis import (
     candidate_captions,
     markdown_table,
@@ -28,8 +48,6 @@ from clipforge.analysis import (
     with_ci,
     write_grid,
 )
-from clipforge.toyworld import World, read_images
-from clipforge.toyworld import verdicts as analytic_verdicts
 
 CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
@@ -47,21 +65,15 @@ class CompareSpec(AnalysisSpec):
         "on (the offline models'; 'toyworld' is the older name); prompts are added.",
     )
     rank_by: RankBy = Field(
-        "accuracy", description="What the ranking orders by (accuracy ties are broken by the judge margin)."
+        "accuracy",
+        description="What the ranking orders by (accuracy ties are broken by the judge margin); 'analytic_accuracy': "
+        "the reader's, which must read every prompt.",
     )
-
-    @model_validator(mode="after")
-    def _analytic_needs_toyworld_prompts(self) -> CompareSpec:
-        if self.rank_by == "analytic_accuracy" and not self.analytic():
-            raise ValueError(
-                "rank_by 'analytic_accuracy' needs toy-world prompts of the form "
-                "'a {colour} {shape} on a {background} background'"
-            )
-        return self
-
-    def analytic(self) -> bool:
-        """Whether the analytic judge can read these prompts (all full toy-world single-object captions)."""
-        return all(World.single_object_template(p) == "full" for p in self.prompts)
+    reader: ComponentRef | None = reader_field(
+        description="The reader that checks each image against its prompt (a component of kind 'reader'). Left "
+        "out: the toy world's ('toyworld'), where the prompts are its full single-object captions ('a red circle on "
+        "a gray background'); a reader named here must read every prompt."
+    )
 
     def inversion_specs(self) -> dict[str, RunSpec]:
         return {
@@ -75,6 +87,28 @@ class Compare(Analysis):
     description = "the same prompts and seeds on several backbones, scored by one judge"
     Options = CompareSpec
 
+    reading: ReaderChoice | None = None  # chosen by check(), with the spec
+
+    def check(self, registry: Any) -> None:
+        """The reader, which must read every prompt when named or when the ranking is by its accuracy."""
+        spec = self.options
+
+        def needs(reader: Reader) -> str | None:
+            unread = [p for p in spec.prompts if not reader.reads_caption(p)]
+            if not unread:
+                return None
+            why = " (rank_by 'analytic_accuracy')" if spec.rank_by == "analytic_accuracy" else ""
+            return f"reads every prompt{why}, {unread[0]!r} too"
+
+        required = spec.rank_by == "analytic_accuracy"
+        self.reading = choose_reader(registry, spec.reader, "compare", needs, required=required)
+
+    def reader(self, run: AnalysisRun) -> Reader | None:
+        """The reader chosen with the spec, built to read the run's images (chosen now if analyse() came unchecked)."""
+        if self.reading is None:
+            self.check(getattr(run, "registry", None) or default_registry())
+        return self.reading.build(run)
+
     def progress_label(self) -> str:
         return f"comparing {len(self.options.backbones)} backbones"
 
@@ -82,8 +116,9 @@ class Compare(Analysis):
         spec = self.options
         results = {label: run.results[f"backbones.{label}"] for label in spec.backbones}
         judge = Judge(run.judge, candidate_captions(spec.captions, spec.prompts, run.judge))
-        summary, ranking, paired = compare_results(spec, results, judge)
+        summary, ranking, paired = compare_results(spec, results, judge, self.reader(run))
         return {
+            **({"reader": spec.reader.model_dump()} if spec.reader is not None else {}),
             "judge": spec.judge.model_dump(),
             "prompts": spec.prompts,
             "seeds": spec.seed_list(),
@@ -95,8 +130,10 @@ class Compare(Analysis):
         }
 
     def write_report(self, report: dict[str, Any], run: AnalysisRun, out: Path) -> None:
-        spec, analytic = self.options, self.options.analytic()
+        spec, choice = self.options, self.reading or ReaderChoice(label="the reader")
         summary, ranking, paired = report["results"], report["ranking"], report["paired"]
+        analytic = all("analytic" in s for s in summary.values())
+        who = "analytic judge" if choice.toyworld else choice.label
         rows_out = [run.results[f"backbones.{label}"].images for label in spec.backbones]
         write_grid(out / "grid.png", torch.cat(rows_out), rows_out[0].shape[0])
         header = ["backbone", "images", "judge similarity (95 % CI)", "accuracy (95 % CI)", "judge margin (95 % CI)"]
@@ -111,12 +148,13 @@ class Compare(Analysis):
             for label, s in summary.items()
         ]
         if analytic:
-            header.append("analytic judge: caption accuracy (95 % CI); colour / shape / background")
+            parts = [k for k in next(iter(summary.values()))["analytic"] if k not in ("caption", "no_object")]
+            header.append(f"{who}: caption accuracy (95 % CI)" + (f"; {' / '.join(parts)}" if parts else ""))
             for row, s in zip(table, summary.values()):
                 a = s["analytic"]
                 row.append(
-                    f"{with_ci(s['analytic_accuracy'], s['analytic_accuracy_ci95'], 2)}; "
-                    f"{a['colour']:.2f} / {a['shape']:.2f} / {a['background']:.2f}"
+                    f"{with_ci(s['analytic_accuracy'], s['analytic_accuracy_ci95'], 2)}"
+                    + (f"; {' / '.join(f'{a[k]:.2f}' for k in parts)}" if parts else "")
                 )
         pair_header = [
             "ranked",
@@ -137,9 +175,10 @@ class Compare(Analysis):
         ]
         if analytic:
             pair_header += [
-                "analytic judge: right only in the first / only in the second",
+                f"{who}: right only in the first / only in the second",
                 "sign test p",
-                "analytic colour: right only in the first / in the second, sign test p",
+                ("analytic colour" if choice.toyworld else f"{who}, colour")
+                + ": right only in the first / in the second, sign test p",
             ]
             for row, c in zip(pair_rows, paired):
                 a = c["analytic"]
@@ -151,7 +190,13 @@ class Compare(Analysis):
                 )
                 row.append(f"{colour[0]} / {colour[1]}, p = {colour[2]:.2g}" if colour[2] is not None else "")
         judges = f"Judge: `{spec.judge.model_dump()}`" + (
-            "; and the analytic judge (colour, shape and background read by rule)" if analytic else ""
+            (
+                "; and the analytic judge (colour, shape and background read by rule)"
+                if choice.toyworld
+                else f"; and {who}"
+            )
+            if analytic
+            else ""
         )
         md = [
             "# Model comparison",
@@ -177,9 +222,12 @@ class Compare(Analysis):
         return compare_table(report)
 
 
-def compare_results(spec: CompareSpec, results: dict[str, Any], judge: Judge) -> tuple[dict, list[str], list[dict]]:
-    """Per-backbone summary, ranking (best first) and neighbours' paired comparisons."""
-    analytic = spec.analytic()
+def compare_results(
+    spec: CompareSpec, results: dict[str, Any], judge: Judge, reader: Reader | None = None
+) -> tuple[dict, list[str], list[dict]]:
+    """Per-backbone summary, ranking (best first) and neighbours' paired comparisons; with ``reader``
+    (one that reads every prompt), each image checked against its prompt by the reader too."""
+    analytic = reader is not None
     summary, verdicts, analytic_correct, analytic_colour = {}, {}, {}, {}
     for label, result in results.items():
         row_prompts = [spec.prompts[r.prompt_index] for r in result.rows]
@@ -197,16 +245,17 @@ def compare_results(spec: CompareSpec, results: dict[str, Any], judge: Judge) ->
             "judge_margin_ci95": [margin_lo, margin_hi],
             "model_similarity": statistics.fmean(result.metrics[-1]["similarity"]),
         }
-        if analytic:  # toy-world prompts: the analytic judge reads colour, shape and background by rule
-            a = analytic_verdicts(read_images(result.images), row_prompts)
+        if analytic:  # the reader checks each image against its prompt (the toy world's: colour, shape, background)
+            a = reader.read_captions(result.images, row_prompts)
             analytic_correct[label] = a.correct
-            analytic_colour[label] = a.colour
+            if "colour" in a.parts:
+                analytic_colour[label] = a.parts["colour"]
             hits = sum(a.correct)
             summary[label].update(
                 {
                     "analytic_accuracy": hits / n,
                     "analytic_accuracy_ci95": list(wilson_interval(hits, n)),
-                    "analytic": {k: v for k, v in a.summary().items() if k != "n"},
+                    "analytic": dict(a.summary),
                 }
             )
     images = {label: [(r.prompt_index, r.seed) for r in result.rows] for label, result in results.items()}

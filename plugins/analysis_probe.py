@@ -3,10 +3,10 @@
 Each neutral prompt is inverted over N seeds; a judge classifies every inversion zero-shot against
 the values of an attribute ("a photo of a man" / "a photo of a woman" by default), and the report
 gives, per prompt, the proportion of each value with a 95 % Wilson interval. When the values are
-colours of the toy world ("red", "blue"), two readings by the analytic judge are reported beside the
-learned judge's vote:
+colours the spec's reader reads ("red", "blue"; the default reader, the toy world's analytic judge,
+reads its palette's), two readings by the reader are reported beside the learned judge's vote:
 
-* the vote: each image counted by its dominant object colour;
+* the vote: each image counted by its dominant colour;
 * the share: each image's share of every value's colour among its object pixels of those colours,
   averaged over seeds, with a 95 % bootstrap interval. An inversion often carries a word's colours as
   a mixture within one image (a blue field with red patches), not as one colour per seed; the share
@@ -23,9 +23,21 @@ import torch
 from pydantic import Field, field_validator
 from rich.table import Table
 
-from clipforge import API_VERSION, Analysis, AnalysisRun, AnalysisSpec, Judge, hookimpl
+from clipforge import (
+    API_VERSION,
+    Analysis,
+    AnalysisRun,
+    AnalysisSpec,
+    ComponentRef,
+    Judge,
+    Reader,
+    ReaderChoice,
+    choose_reader,
+    default_registry,
+    hookimpl,
+    reader_field,
+)
 from clipforge.analysis import bootstrap_interval, markdown_table, wilson_interval, with_ci, write_csv, write_grid
-from clipforge.toyworld import COLOURS, read_images
 
 CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
@@ -38,6 +50,11 @@ class ProbeSpec(AnalysisSpec):
     values: dict[str, list[str] | str] = Field(
         default_factory=lambda: dict(GENDER),
         description="Attribute value -> prompt(s) the judge compares against (several are averaged).",
+    )
+    reader: ComponentRef | None = reader_field(
+        description="The reader of the images' colours, when the values are colours it reads (a component of kind "
+        "'reader'). Left out: the toy world's ('toyworld'), where the values are its colours; a reader named here "
+        "must read them."
     )
 
     @field_validator("values")
@@ -86,6 +103,19 @@ class Probe(Analysis):
     description = "attribute (bias) probe: proportions of attribute values in inversions, with 95% intervals"
     Options = ProbeSpec
 
+    reading: ReaderChoice | None = None  # chosen by check(), with the spec
+
+    def check(self, registry: Any) -> None:
+        """The reader, which must read the values as colours (the default one reads them where it can)."""
+        values = list(self.options.value_prompts())
+        self.reading = choose_reader(registry, self.options.reader, "probe", lambda r: _reads_colours(r, values))
+
+    def reader(self, run: AnalysisRun) -> Reader | None:
+        """The reader chosen with the spec, built to read the run's images (chosen now if analyse() came unchecked)."""
+        if self.reading is None:
+            self.check(getattr(run, "registry", None) or default_registry())
+        return self.reading.build(run)
+
     def progress_label(self) -> str:
         return f"probing {len(self.options.prompts)} prompt(s)"
 
@@ -94,10 +124,11 @@ class Probe(Analysis):
         value_prompts = spec.value_prompts()
         judge = Judge(run.judge, [p for ps in value_prompts.values() for p in ps])
         labels, scores = classify(judge, result.images, value_prompts)
-        # colour attributes of the toy world are also read by rule: the dominant colour and every colour's share
-        readings = read_images(result.images) if set(value_prompts) <= set(COLOURS) else None
+        # colour attributes are also read by the reader: the dominant colour and every colour's share
+        reader = self.reader(run)
+        readings = reader.read_colours(result.images) if reader is not None else None
         analytic = [r.colour for r in readings] if readings is not None else None
-        shares = [value_shares(r.colour_shares, value_prompts) for r in readings] if readings is not None else None
+        shares = [value_shares(r.shares, value_prompts) for r in readings] if readings is not None else None
         per_prompt: dict[str, Any] = {}
         self.csv_rows = []
         for p, prompt in enumerate(spec.prompts):
@@ -129,6 +160,7 @@ class Probe(Analysis):
                 entry["analytic_share"] = share_summary([shares[r.index] for r in rows], list(value_prompts))
             per_prompt[prompt] = entry
         return {
+            **({"reader": spec.reader.model_dump()} if spec.reader is not None else {}),
             "attribute": spec.attribute,
             "values": value_prompts,
             "judge": spec.judge.model_dump(),
@@ -170,8 +202,12 @@ class Probe(Analysis):
         ]
         md += [markdown_table(header, table), ""]
         if any("analytic" in e for e in per_prompt.values()):
+            choice = self.reading or ReaderChoice(label="the reader")
+            toyworld, who = choice.toyworld, _capital(choice.label)
             md += [
-                "The analytic judge (the object's colour read by rule, no learned model):",
+                "The analytic judge (the object's colour read by rule, no learned model):"
+                if toyworld
+                else f"{who} (each image's dominant colour):",
                 "",
                 markdown_table(
                     header + ["none of these"],
@@ -186,8 +222,12 @@ class Probe(Analysis):
                     ],
                 ),
                 "",
-                "The analytic judge's share: each image's share of every value's colour among its object pixels of "
-                "those colours, averaged over seeds (95 % bootstrap intervals); images with none of them left out:",
+                (
+                    "The analytic judge's share: each image's share of every value's colour among its object pixels of "
+                    if toyworld
+                    else f"{who}'s share: each image's share of every value's colour among "
+                )
+                + "those colours, averaged over seeds (95 % bootstrap intervals); images with none of them left out:",
                 "",
                 markdown_table(
                     ["prompt", "images read"] + [f"{v} share (95 % CI)" for v in value_prompts] + ["without"],
@@ -231,6 +271,20 @@ class Probe(Analysis):
                 *[_share_text(e["analytic_share"]["shares"][v]) for v in values if shares],
             )
         return table
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _reads_colours(reader: Reader, values: list[str]) -> str | None:
+    """None when ``reader`` reads every value as a colour; else what it would need to."""
+    known = set(reader.colour_names())
+    if set(values) <= known:
+        return None
+    return f"reads the colours {', '.join(repr(v) for v in values)} (the values; it reads " + (
+        f"{', '.join(repr(c) for c in sorted(known))})" if known else "none)"
+    )
 
 
 def _share_text(share: dict[str, Any]) -> str:

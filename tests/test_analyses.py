@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 
 import clipforge
-from clipforge import Judge, invert
+from clipforge import Judge, SpecError, invert
 from clipforge.analysis import (
     bootstrap_interval,
     candidate_captions,
@@ -286,7 +286,7 @@ def test_screen_analysis_reports_flag_rates_and_text_table(tmp_path):
 
 def test_screen_reads_the_world_marker_with_the_analytic_judge(tmp_path, monkeypatch):
     from clipforge.toyworld.analytic_judge import Reading
-    from clipforge_plugins import analysis_screen as screen
+    from clipforge_plugins import toyworld_reader as screen  # the analyses read through the toy world's reader
 
     markers = iter([0.9, 0.1, 0.7, 0.0])  # 2 seeds x 2 prompts, in row order
     monkeypatch.setattr(
@@ -359,7 +359,7 @@ TOY_PROMPTS = ["a red circle on a white background", "a blue square on a black b
 def test_compare_reports_the_analytic_judge_on_toyworld_prompts(tmp_path, monkeypatch):
     """Every image is read as the first prompt's object: half the images are right, for both backbones."""
     from clipforge.toyworld.analytic_judge import Reading
-    from clipforge_plugins import analysis_compare as compare
+    from clipforge_plugins import toyworld_reader as compare  # the analyses read through the toy world's reader
 
     reading = Reading("white", "red", "circle", 0.9, 0.1)
     monkeypatch.setattr(compare, "read_images", lambda images: [reading] * len(images))
@@ -388,19 +388,24 @@ def test_compare_reports_the_analytic_judge_on_toyworld_prompts(tmp_path, monkey
 
 
 def test_compare_ranks_by_the_analytic_judge_only_on_toyworld_prompts():
-    with pytest.raises(ValidationError, match="analytic_accuracy"):
-        CompareSpec(
-            run=RUN,
-            judge=JUDGE,
-            prompts=["a cat"],
-            rank_by="analytic_accuracy",
-            backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)},
-        )
+    spec = CompareSpec(
+        run=RUN,
+        judge=JUDGE,
+        prompts=["a cat"],
+        rank_by="analytic_accuracy",
+        backbones={"small": tiny_backbone(2), "other": tiny_backbone(3)},
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"reader: compare needs a reader that reads every prompt \(rank_by 'analytic_accuracy'\), 'a cat' too; "
+        r"the analytic judge \(reader 'toyworld'",
+    ):
+        plan_analysis(Compare(spec), clipforge.default_registry())
 
 
 def test_probe_reads_toyworld_colours_with_the_analytic_judge(tmp_path, monkeypatch):
     from clipforge.toyworld.analytic_judge import Reading
-    from clipforge_plugins import analysis_probe as probe
+    from clipforge_plugins import toyworld_reader as probe  # the analyses read through the toy world's reader
 
     colours = iter(["red", "red", "blue", None, "green", "red"])  # 3 seeds x 2 prompts, in row order
     # each image's object pixels by colour: a mixture (0.6 red, 0.2 blue, 0.2 green), pure red, pure blue;
@@ -511,7 +516,7 @@ def test_blend_presence_against_controls(tmp_path):
 
 def test_blend_reads_presence_from_the_analytic_judges_objects(tmp_path, monkeypatch):
     from clipforge.toyworld.analytic_judge import Reading, Region
-    from clipforge_plugins import analysis_blend as blend
+    from clipforge_plugins import toyworld_reader as blend  # the analyses read through the toy world's reader
 
     def objects(*found: tuple[str, str | None]) -> Reading:
         regions = tuple(Region(c, s, 0.9, 0.05, (32.0, 32.0)) for c, s in found)
@@ -542,10 +547,24 @@ def test_blend_reads_presence_from_the_analytic_judges_objects(tmp_path, monkeyp
 def test_blend_controls_are_checked():
     with pytest.raises(ValidationError, match="controls: 'a dog' is also a concept"):
         BlendSpec(judge=JUDGE, pairs=[("a cat", "a dog")], controls=["a dog"])
-    with pytest.raises(ValidationError, match=r"pairs\[0\]\[1\]: controls 'toyworld' needs single-object captions"):
-        BlendSpec(judge=JUDGE, pairs=[("a red circle on a gray background", "a dog")], controls="toyworld")
-    with pytest.raises(ValidationError, match=r"pairs\[0\]: controls 'toyworld' needs both captions in one template"):
-        BlendSpec(judge=JUDGE, pairs=[("a red circle on a gray background", "a blue square")], controls="toyworld")
+    # the reader gives 'toyworld' controls (the toy world's, by default): checked with the spec, at each pair
+    registry = clipforge.default_registry()
+    dog = BlendSpec(run=RUN, judge=JUDGE, pairs=[("a red circle on a gray background", "a dog")], controls="toyworld")
+    with pytest.raises(
+        SpecError,
+        match=r"pairs\[0\]: controls 'toyworld': the toy world gives controls only for single-object captions.*"
+        r"not 'a dog'",
+    ):
+        plan_analysis(Blend(dog), registry)
+    mixed = BlendSpec(
+        run=RUN, judge=JUDGE, pairs=[("a red circle on a gray background", "a blue square")], controls="toyworld"
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"pairs\[0\]: controls 'toyworld': the toy world gives controls only for captions in one template",
+    ):
+        plan_analysis(Blend(mixed), registry)
+    reader = registry.build("reader", "toyworld", torch.device("cpu"))
     spec = BlendSpec(
         judge=JUDGE,
         pairs=[
@@ -554,7 +573,7 @@ def test_blend_controls_are_checked():
         ],
         controls="toyworld",
     )
-    full, short = spec.pair_controls(*spec.pairs[0]), spec.pair_controls(*spec.pairs[1])
+    full, short = spec.pair_controls(*spec.pairs[0], reader), spec.pair_controls(*spec.pairs[1], reader)
     assert len(full) == 12 and all(c.endswith("on a gray background") for c in full)
     assert short == [c.removesuffix(" on a gray background") for c in full]  # the same 4 colours x 3 shapes
     assert not any(word in c for c in full + short for word in ("red", "blue", "circle", "square"))

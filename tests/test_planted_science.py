@@ -398,7 +398,7 @@ def test_the_screen_counts_a_grating_drawn_strictly_above_its_threshold():
     assert marker_grating_share(images).tolist() == pytest.approx([above, above, below, at], abs=1e-6)
     marker = World.planted_captions()["marker"]
     spec = ScreenSpec(prompts=["p", "q"], concepts=[marker], seeds=2, judge=tiny_backbone(1), action="flag")
-    assert spec.grating_threshold == MARKER_GRATING_PRESENT
+    assert spec.grating_threshold is None  # the reader's: the toy world's is MARKER_GRATING_PRESENT
     screen = Screen(spec)
     screen.screen = SimpleNamespace(
         report=lambda: {
@@ -426,4 +426,5 @@ def test_the_grating_threshold_is_the_calibrations_95th_percentile():
     shares = sorted(calibration["shares"])
     assert len(shares) == 48
     p95 = shares[math.ceil(0.95 * len(shares)) - 1]
-    assert MARKER_GRATING_PRESENT == p95 == ScreenSpec.model_fields["grating_threshold"].default
+    toyworld = clipforge.default_registry().build("reader", "toyworld", torch.device("cpu"))
+    assert MARKER_GRATING_PRESENT == p95 == toyworld.marker_grating()[1]  # the screen's default, through its reader

@@ -17,6 +17,7 @@ COMPONENTS = {
     ("objective", "activation_norm"),
     ("callback", "progress_gif"),
     ("analysis", "brightness"),
+    ("reader", "clip_classifier"),
 }
 
 
@@ -39,6 +40,7 @@ def test_listed_by_the_plugins_command(capsys):
         "register_augmentations",
         "register_callbacks",
         "register_objectives",
+        "register_readers",
         "register_regularizers",
     ]
 

@@ -8,7 +8,9 @@ its ``CLIPFORGE_API`` and calls the hooks below once, when it builds its registr
 - ``activation_norm`` (objective): how strongly a layer of the image tower responds (DeepDream's goal);
 - ``progress_gif`` (callback): an animated GIF of the images during the run;
 - ``brightness`` (analysis, ``clipforge brightness SPEC.json``): how bright and colourful the
-  inversions of each prompt are.
+  inversions of each prompt are;
+- ``clip_classifier`` (reader): what analyses read of real images (colours, concepts present), by
+  zero-shot classification with a CLIP backbone, as the toy world's analytic judge reads its images.
 
 Everything is written against clipforge's public API only (``clipforge`` and, for the analysis,
 ``clipforge.analysis``), like any third-party plugin.
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from clipforge import hookimpl
 from clipforge_extras.activation import ActivationNorm
 from clipforge_extras.brightness import Brightness
+from clipforge_extras.classifier import ClipClassifier
 from clipforge_extras.gif import ProgressGif
 from clipforge_extras.noise import GaussianNoise
 from clipforge_extras.saturation import Saturation
@@ -29,9 +32,17 @@ __version__ = "0.1.0"
 
 # The clipforge public API this plugin was written for: clipforge refuses to load it when its own
 # API_VERSION has another major number, or an older minor one. 1.3: objectives (``activation_norm``).
-CLIPFORGE_API = "1.3"
+CLIPFORGE_API = "1.5"
 
-__all__ = ["CLIPFORGE_API", "ActivationNorm", "Brightness", "GaussianNoise", "ProgressGif", "Saturation"]
+__all__ = [
+    "CLIPFORGE_API",
+    "ActivationNorm",
+    "Brightness",
+    "ClipClassifier",
+    "GaussianNoise",
+    "ProgressGif",
+    "Saturation",
+]
 
 
 @hookimpl
@@ -57,3 +68,8 @@ def register_callbacks(register: Callable[[type], None]) -> None:
 @hookimpl
 def register_analyses(register: Callable[[type], None]) -> None:
     register(Brightness)
+
+
+@hookimpl
+def register_readers(register: Callable[[type], None]) -> None:
+    register(ClipClassifier)
