@@ -23,7 +23,7 @@ from clipforge.components import Analysis, AnalysisRun, Backbone, Callback, Inve
 from clipforge.engine import Engine
 from clipforge.files import write_json
 from clipforge.images import image_grid, save_png, to_display
-from clipforge.outputs import abandon_out_dir, claim_out_dir, release_out_dir
+from clipforge.outputs import Folder
 from clipforge.progressbar import progress_bar
 from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec, default_registry
 from clipforge.spec import SpecError
@@ -109,8 +109,7 @@ def run_analysis(
     registry = registry or default_registry()
     plan = analysis if isinstance(analysis, AnalysisPlan) else plan_analysis(analysis, registry)
     analysis = plan.analysis
-    out = Path(out_dir) if out_dir is not None else None
-    created = claim_out_dir(out) if out is not None else False
+    folder = Folder(Path(out_dir)) if out_dir is not None else None
     written = False
     try:
         callbacks = analysis.callbacks(registry)
@@ -129,17 +128,17 @@ def run_analysis(
             registry=registry,
         )
         report = {"analysis": analysis.name, **analysis.analyse(run)}
-        if out is not None:  # all or nothing: a report cut short (Ctrl-C, a failing write_report) is undone
-            write_json(out / "report.json", report)
-            analysis.write_report(report, run, out)
+        if folder is not None:  # all or nothing: a report cut short (Ctrl-C, a failing write_report) is undone
+            write_json(folder.path / "report.json", report)
+            analysis.write_report(report, run, folder.path)
             written = True
     except BaseException:
-        if out is not None and not written:
-            abandon_out_dir(out, created)
+        if folder is not None and not written:
+            folder.abandon()
         raise
     finally:
-        if out is not None and out.exists():
-            release_out_dir(out)
+        if folder is not None and folder.path.exists():
+            folder.release()
     return report
 
 

@@ -21,33 +21,22 @@ from typing import Any
 
 import torch
 
+from clipforge.checkpoint import CHECKPOINT, check_facts, check_state, restore_state, schedule_at, state_tensors
+from clipforge.compat import resolve_for_engine
 from clipforge.components import AugmentContext, Callback, InversionResult, Row, RunInfo, Screened, StepState
-from clipforge.files import slug
 from clipforge.goals import Goal, make_goal
 from clipforge.live import python_objects
-from clipforge.outputs import DamagedCheckpointError, NoFolder, RunFolder
-from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec, default_registry
-from clipforge.resolved import ComponentStartError, goal_components
-from clipforge.result import FLAT_STD
+from clipforge.outputs import NoFolder, RunFolder
+from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec
+from clipforge.resolved import ComponentStartError, GoalPath
+from clipforge.rows import flat_images as flat_images  # importers find these here
+from clipforge.rows import goal_labels as goal_labels
+from clipforge.rows import make_rows as make_rows
+from clipforge.rows import pick_device as pick_device
+from clipforge.rows import warn_flat
 from clipforge.signals import StopSignals
-from clipforge.spec import RunSpec, load_spec
 from clipforge.step import ComponentFailedError as ComponentFailedError  # raised by the loop: importers find it here
 from clipforge.step import NonFiniteLossError, RunParts, check_finite, new_attribution, resize_attribution
-
-
-def goal_labels(resolved: ResolvedSpec) -> dict[int, str]:
-    """The label of each prompt without a target: its objectives as they describe themselves."""
-    labels = {}
-    for p, prompt in enumerate(resolved.spec.prompts):
-        if not prompt.has_target:
-            parts = []
-            path, goal = goal_components(resolved.components, p)
-            for i, c in enumerate(goal):
-                weight = getattr(c.options, "weight", 1.0)
-                text = c.describe(resolved.path(f"{path}[{i}]"))
-                parts.append(text if weight == 1.0 else f"{weight:g}*{text}")
-            labels[p] = " + ".join(parts)
-    return labels
 
 
 def _backbone_index_problem(component: ResolvedComponent, index: int, count: int) -> str | None:
@@ -58,33 +47,6 @@ def _backbone_index_problem(component: ResolvedComponent, index: int, count: int
         f"objective {component.entry.name!r} asks for backbone {index}, but the spec has {count} "
         f"(backbones[0] to backbones[{count - 1}])"
     )
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for, but CUDA is not available here; use 'auto' or 'cpu'")
-    return device
-
-
-def make_rows(spec: RunSpec, goal_labels: dict[int, str] | None = None) -> list[Row]:
-    """One row per prompt and seed. ``goal_labels``: the label of a prompt without text, image or
-    terms (what its objectives say), by its index; without one it is named by its objectives."""
-    rows, used = [], set()
-    for p, prompt in enumerate(spec.prompts):
-        text = prompt.display()
-        if not prompt.label and not prompt.has_target:
-            text = (goal_labels or {}).get(p) or " + ".join(ref.name for ref in spec.goal(p))
-        base = slug(text, 48) or "prompt"
-        for seed in spec.seeds:
-            name = f"{p:02d}-{base}-seed{seed}"
-            while name in used:
-                name += "x"
-            used.add(name)
-            rows.append(Row(index=len(rows), prompt_index=p, seed=seed, label=text, slug=name))
-    return rows
 
 
 @dataclass
@@ -110,7 +72,8 @@ class Engine:
     :param out_dir: where results are written; ``None`` keeps everything in memory.
     :param callbacks: extra callback objects (for notebooks and tests), besides the spec's.
     :param resume: continue the run in ``out_dir`` from its checkpoint (see :meth:`run`).
-    :param registry: only to resolve a spec given unresolved (a path, a dict, a :class:`RunSpec`).
+    :param registry: only for the deprecated shim that resolves a spec given unresolved (a path, a
+        dict, a :class:`RunSpec`; :func:`clipforge.compat.resolve_for_engine`, goes in 0.3).
     """
 
     def __init__(
@@ -122,8 +85,8 @@ class Engine:
         *,
         registry: Registry | None = None,
     ) -> None:
-        if not isinstance(spec, ResolvedSpec):  # the Python API's convenience: a path, a dict or a RunSpec
-            spec = (registry or default_registry()).resolve(load_spec(spec))
+        if not isinstance(spec, ResolvedSpec):  # a path, a dict or a RunSpec: a shim that warns (clipforge.compat)
+            spec = resolve_for_engine(spec, registry)
         self.resolved = spec
         self.spec = spec.spec
         self.spec_hash = self.spec.hash()
@@ -140,14 +103,14 @@ class Engine:
         rows = make_rows(spec, goal_labels(self.resolved))
         names: dict[int, str] = {}
 
-        def named(component: Any, resolved: ResolvedComponent, field_path: str) -> Any:
+        def named(component: Any, resolved: ResolvedComponent, place: str) -> Any:
             entry = resolved.entry
-            names[id(component)] = f"{where(field_path)}: {entry.kind} {entry.name!r} from {entry.provider}"
+            names[id(component)] = f"{place}: {entry.kind} {entry.name!r} from {entry.provider}"
             return component
 
         def build_all(field_name: str, *args: Any) -> list[Any]:
             return [
-                named(c.build(*args, where=where(f"{field_name}[{i}]")), c, f"{field_name}[{i}]")
+                named(c.build(*args, where=where(field_name, i)), c, where(field_name, i))
                 for i, c in enumerate(comps[field_name])
             ]
 
@@ -168,7 +131,7 @@ class Engine:
         (param,) = comps["parameterization"]
         size = spec.size_at(0)
         built = param.build(len(rows), (size, size), generators, device, where=where("parameterization"))
-        parameterization = named(built, param, "parameterization")
+        parameterization = named(built, param, where("parameterization"))
         augmentations = build_all("augmentations")
         regularizers = [r for r in build_all("regularizers") if getattr(r.options, "weight", 1.0) != 0]
         regularizer_names: list[str] = []
@@ -183,7 +146,7 @@ class Engine:
             out_dir=self.out_dir,
             spec_hash=self.spec_hash,
             total_steps=spec.steps,
-            extra={"backbones": [bb.label for bb in backbones], "python_objects": python_objects(comps, where)},
+            extra={"backbones": [bb.label for bb in backbones], "python_objects": self._python_objects()},
             start_step=start_step,
         )
         return RunParts(
@@ -195,29 +158,28 @@ class Engine:
         """Every objective of every prompt's goal, built once per backbone it is computed on, for the
         rows whose goal names it (prompts that share the spec's ``objectives`` share instances)."""
         goals = []
-        for field_path, component, b, count, row_indices in self._objectives(rows, len(backbones)):
-            where = self.resolved.path(field_path)
+        for where, component, b, count, row_indices in self._objectives(rows, len(backbones)):
             problem = _backbone_index_problem(component, b, len(backbones))
             if problem is not None:
                 raise ComponentStartError(f"{where}: {problem}")
             objective = component.build(backbones[b], [rows[r] for r in row_indices], self.spec, where=where)
-            named(objective, component, field_path)  # built, so checked, even if weighted 0
+            named(objective, component, where)  # built, so checked, even if weighted 0
             if getattr(component.options, "weight", 1.0) != 0:  # as a regulariser weighted 0: not computed
                 goals.append(make_goal(objective, b, count, row_indices, len(rows)))
         self._check_goals(goals)
         return goals
 
     def _objectives(self, rows: list[Row], count: int) -> Iterator[tuple[str, ResolvedComponent, int, int, list[int]]]:
-        """Each objective of each goal as the run builds it: (its field path, the component, the index
-        of a backbone it is computed on, how many it is computed on, the rows it serves)."""
-        serves: dict[str, list[int]] = {}  # a goal's JSON path -> the rows it serves
+        """Each objective of each goal as the run builds it: (its JSON path as the user wrote it, the
+        component, the index of a backbone it is computed on, how many it is computed on, the rows it serves)."""
+        serves: dict[GoalPath, list[int]] = {}  # a goal's place -> the rows it serves
         for row in rows:
-            serves.setdefault(goal_components(self.resolved.components, row.prompt_index)[0], []).append(row.index)
+            serves.setdefault(self.resolved.goal(row.prompt_index)[0], []).append(row.index)
         for path, row_indices in serves.items():
-            for i, component in enumerate(self.resolved.components[path]):
+            for i, component in enumerate(self.resolved.goal_at(path)):
                 indices = component.entry.cls.backbone_indices(component.options, count)
                 for b in indices:
-                    yield f"{path}[{i}]", component, b, len(indices), row_indices
+                    yield self.resolved.path(path, i), component, b, len(indices), row_indices
 
     def check(self, backbones: Sequence[Any | None]) -> list[tuple[str, str]]:
         """What the start of the run would refuse in its goals, found without running it (``clipforge
@@ -228,15 +190,15 @@ class Engine:
         rows = make_rows(self.spec, goal_labels(self.resolved))
         problems: dict[str, tuple[str, str]] = {}  # by the objective's field path: its first problem
         goals, unchecked = [], False
-        for field_path, component, b, count, row_indices in self._objectives(rows, len(backbones)):
-            if field_path in problems:
+        for where, component, b, count, row_indices in self._objectives(rows, len(backbones)):
+            if where in problems:
                 continue
-            where, entry = self.resolved.path(field_path), component.entry
+            entry = component.entry
             plugin = f"[{entry.kind} {entry.name!r} from {entry.provider}]"
             problem = _backbone_index_problem(component, b, len(backbones))
             if problem is not None:
                 field = ".options.backbone" if "backbone" in type(component.options).model_fields else ""
-                problems[field_path] = (f"{where}{field}", f"{problem} {plugin}")
+                problems[where] = (f"{where}{field}", f"{problem} {plugin}")
                 continue
             if backbones[b] is None:
                 unchecked = True
@@ -245,7 +207,7 @@ class Engine:
                 objective = component.build(backbones[b], [rows[r] for r in row_indices], self.spec, where=where)
             except ComponentStartError as exc:
                 reason = str(exc.__cause__) if exc.__cause__ is not None else str(exc)
-                problems[field_path] = (where, f"{reason} {plugin}")
+                problems[where] = (where, f"{reason} {plugin}")
                 continue
             if getattr(component.options, "weight", 1.0) != 0:
                 goals.append(make_goal(objective, b, count, row_indices, len(rows)))
@@ -256,6 +218,12 @@ class Engine:
                 place, _, reason = str(exc).partition(": ")
                 problems[place] = (place, reason)
         return list(problems.values())
+
+    def _python_objects(self) -> list[str]:
+        """What ``run.json`` lists of the components made from Python objects, each key rendered as
+        the user wrote it (a goal's path typed, never parsed back)."""
+        rendered = {self.resolved.path(key): value for key, value in self.resolved.components.items()}
+        return python_objects(rendered, lambda place: place)
 
     def _check_goals(self, goals: list[Goal]) -> None:
         perf = self.spec.performance
@@ -298,7 +266,7 @@ class Engine:
             start_step, size, resizes = 0, spec.size_at(0), 0
             if self.resume:
                 tensors, facts = folder.read_checkpoint(self.spec_hash)
-                start_step, size, resizes = self._checkpoint_facts(facts, folder.path)
+                start_step, size, resizes = check_facts(spec, facts, folder.path / CHECKPOINT)
             parts = self.build(start_step)
             state = LoopState(parts.new_optimizer(), start_step, size, resizes)
             if spec.output.attribution:
@@ -307,11 +275,12 @@ class Engine:
                 if size != spec.size_at(0):
                     parts.param.resize((size, size))
                     state.optimizer = parts.new_optimizer()
-                last_resize = self._schedule_at(start_step)[2]
+                last_resize = schedule_at(spec, start_step)[2]
                 adam_step = start_step - (last_resize if spec.optimizer.reset_on_resize else 0)
-                path = self._checkpoint_path(folder)
-                parts.check_checkpoint_tensors(tensors, start_step, adam_step, path, state.attribution)
-                parts.restore(tensors, state.optimizer, state.attribution)
+                params = list(parts.param.parameters())
+                path = folder.path / CHECKPOINT
+                check_state(tensors, params, parts.generators, start_step, adam_step, path, state.attribution)
+                restore_state(tensors, params, state.optimizer, parts.generators, state.attribution)
             else:
                 folder.start(parts.run_info)
             for cb in parts.callbacks:
@@ -323,37 +292,6 @@ class Engine:
             folder.abandon(lambda: _close_callbacks(parts))
             raise
         return parts, state
-
-    @staticmethod
-    def _checkpoint_path(folder: RunFolder | NoFolder) -> Path:
-        return Path(folder.path or ".") / "checkpoint.safetensors"
-
-    def _checkpoint_facts(self, meta: dict[str, Any], folder: Path) -> tuple[int, int, int]:
-        """The step, image size and resize count a checkpoint records, refused (naming the file)
-        unless they are ones this spec's run passes through: a step edited to 999 of 100 must not
-        mark the run finished, nor one edited to another step resume other images."""
-        spec, step, path = self.spec, meta["step"], folder / "checkpoint.safetensors"
-        if not 1 <= step < spec.steps:
-            raise DamagedCheckpointError(
-                path, f"says step {step}, which a run of {spec.steps} steps never checkpoints at"
-            )
-        size, resizes, _ = self._schedule_at(step)
-        if (meta["size"], meta["resize_count"]) != (size, resizes):
-            raise DamagedCheckpointError(
-                path,
-                f"says size {meta['size']} after {meta['resize_count']} resize(s) at step {step}; this spec's run "
-                f"is at size {size} after {resizes} there",
-            )
-        return step, size, resizes
-
-    def _schedule_at(self, step: int) -> tuple[int, int, int]:
-        """The image size after ``step`` steps, the resizes up to then, and the step of the last
-        one (0 if none): the loop resizes at step ``i`` when ``size_at(i)`` differs."""
-        size, resizes, last = self.spec.size_at(0), 0, 0
-        for entry in self.spec.resolution[1:]:
-            if entry.step < step and entry.size != size:
-                size, resizes, last = entry.size, resizes + 1, entry.step
-        return size, resizes, last
 
     # ------------------------------------------------------------------ the loop
 
@@ -405,7 +343,8 @@ class Engine:
         self._flush(parts, state)
         with stop.held() as arrived:
             facts = {"step": state.step, "size": state.size, "resize_count": state.resize_count}
-            tensors = parts.checkpoint_tensors(state.optimizer, state.attribution)
+            params = list(parts.param.parameters())
+            tensors = state_tensors(params, state.optimizer, parts.generators, state.attribution)
             folder.checkpoint(tensors, {**facts, "spec_hash": self.spec_hash})
             folder.save(self._result(parts, state, _images(parts, state)), "running")
         if arrived:  # Ctrl-C or SIGTERM came during the checkpoint: stop now
@@ -495,34 +434,13 @@ def _images(parts: RunParts, state: LoopState, final: bool = False) -> Screened:
     return parts.screen(images, state.step, final)
 
 
-def flat_images(images: torch.Tensor, withheld: torch.Tensor) -> list[bool]:
-    """Per image, whether it came out flat: every colour channel's standard deviation over the image
-    (clamped to [0, 1], as the 8-bit PNG holds it before any rescaling) below ``FLAT_STD``. A plain
-    black, white, gray or single-colour image is flat; a withheld image is not judged (its zeros are
-    the screen's, not the run's)."""
-    if images.numel() == 0:
-        return [False] * images.shape[0]
-    spread = images.float().clamp(0, 1).flatten(2).std(dim=2).amax(dim=1)
-    return [bool(s < FLAT_STD) and not bool(w) for s, w in zip(spread, withheld)]
-
-
-def warn_flat(result: InversionResult) -> None:
-    """Say which images came out flat (a collapse, as a dead unit or a saturated squash gives): saved,
-    but not silently."""
-    names = [row.slug for row in result.rows if result.flat and result.flat[row.index]]
-    if names:
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        warnings.warn(
-            f"{len(names)} of {len(result.rows)} image(s) came out flat (every colour's standard deviation below "
-            f"{FLAT_STD}): {shown}; run.json lists them under 'flat'",
-            stacklevel=3,
-        )
-
-
 def _close_callbacks(parts: RunParts | None) -> None:
     """After a failed start: callbacks that opened files close them (their folder goes)."""
     for cb in parts.callbacks if parts is not None else []:
         try:
             cb.on_run_end(parts.run_info, None)
-        except Exception:
-            pass
+        except Exception as exc:  # the start's own failure is what is raised; this one is said, not lost
+            warnings.warn(
+                f"after the failed start, {parts.name_of(cb)} failed to end too: {type(exc).__name__}: {exc}",
+                stacklevel=3,
+            )

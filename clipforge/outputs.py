@@ -25,34 +25,36 @@ leaves its last checkpoint's images and never a half file.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
-import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
+from clipforge.checkpoint import CHECKPOINT, read_checkpoint
+from clipforge.checkpoint import DamagedCheckpointError as DamagedCheckpointError  # importers find these here
+from clipforge.checkpoint import NothingToResumeError as NothingToResumeError
+from clipforge.checkpoint import printable_error as printable_error
+from clipforge.checkpoint import write_checkpoint as write_checkpoint  # looked up here: tests spy on it
 from clipforge.components import InversionResult, RunInfo
+from clipforge.files import OutputExistsError as OutputExistsError
+from clipforge.files import atomic_path as atomic_path
 from clipforge.files import (
-    OutputExistsError,
-    atomic_path,
     is_temporary_file_name,
     lock_holder,
     make_folder,
-    process_alive,
     readable_like_the_rest,
     remove_temporary_files,
     take_lock,
-    this_process,
     write_json,
 )
-from clipforge.images import save_png, to_display
+from clipforge.files import process_alive as process_alive
+from clipforge.images import save_png as save_png
+from clipforge.images import to_display
+from clipforge.runrecord import RunRecord, library_versions
 from clipforge.signals import signals_held
 
 LOCK = ".clipforge.lock"
@@ -61,25 +63,19 @@ LOCK = ".clipforge.lock"
 def describe_folder(path: Path) -> str:
     """What an existing output folder holds, from its ``run.json`` (for error messages)."""
     try:
-        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        run = RunRecord.read(path)
     except (OSError, ValueError):
         return "it is not empty"
-    if not isinstance(run, dict):
-        return "it is not empty"
-    status, where = run.get("status"), f"process {run.get('pid')} on {run.get('host')}"
+    status, where = run.status, f"process {run.pid} on {run.host}"
     if status == "running":
-        alive = process_alive(run)
+        alive = process_alive(run.process())
         if alive is False:
             return (
-                f"it holds a run whose process died ({where}) after step {run.get('steps_done', 0)}; "
+                f"it holds a run whose process died ({where}) after step {run.steps_done}; "
                 "its images and checkpoint are as of then"
             )
         return f"it holds a run still in progress ({where})" if alive else f"it holds a run started by {where}"
-    return f"it holds a run that {status or 'ended'}" + (f": {run['error']}" if run.get("error") else "")
-
-
-class NothingToResumeError(FileNotFoundError):
-    """``--resume`` was given a folder that holds no run to continue."""
+    return f"it holds a run that {status or 'ended'}" + (f": {run.error}" if run.error else "")
 
 
 def claim_out_dir(path: Path, resume: bool = False) -> Path | None:
@@ -125,7 +121,7 @@ def claim_out_dir(path: Path, resume: bool = False) -> Path | None:
 
 
 #: what a run that got to its first checkpoint (or ended) has written: results, never thrown away
-RUN_RESULTS = ("checkpoint.safetensors", "images.safetensors", "images")
+RUN_RESULTS = (CHECKPOINT, "images.safetensors", "images")
 
 
 def killed_before_first_checkpoint(path: Path, holding_lock: bool = False) -> dict[str, Any] | None:
@@ -141,7 +137,7 @@ def killed_before_first_checkpoint(path: Path, holding_lock: bool = False) -> di
     if lock is not None and process_alive(lock) is not False:
         return None
     try:
-        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        run = RunRecord.read(path)
     except FileNotFoundError:
         run = None
     except (OSError, ValueError):
@@ -153,12 +149,12 @@ def killed_before_first_checkpoint(path: Path, holding_lock: bool = False) -> di
         if any(p.name not in started and not (is_temporary_file_name(p.name) and p.is_file()) for p in path.iterdir()):
             return None
         return lock or {}
-    if not isinstance(run, dict) or run.get("status") != "running":
+    if run.status != "running":
         return None
-    steps = run.get("steps_done", 0)
-    if isinstance(steps, bool) or steps != 0 or process_alive(run) is not False:
+    steps = run.steps_done
+    if isinstance(steps, bool) or steps != 0 or process_alive(run.process()) is not False:
         return None
-    return {"pid": run.get("pid"), "host": run.get("host")}
+    return run.process()
 
 
 def _empty_folder(path: Path, keep: str | None = None) -> None:
@@ -171,12 +167,12 @@ def _empty_folder(path: Path, keep: str | None = None) -> None:
 
 def check_resumable(path: Path) -> None:
     """Refuse a folder that holds no stopped run with a checkpoint (:class:`NothingToResumeError`)."""
-    run = read_run_json(path)
-    if run.get("status") == "finished":
+    run = RunRecord.for_resume(path)
+    if run.status == "finished":
         raise NothingToResumeError(f"the run in {str(path)!r} has finished: there is nothing to resume")
-    if run.get("status") == "running" and process_alive(run) is not False:
+    if run.status == "running" and process_alive(run.process()) is not False:
         raise OutputExistsError(path, f"holds a run that may still be in progress ({describe_folder(path)})")
-    if not (path / "checkpoint.safetensors").is_file():
+    if not (path / CHECKPOINT).is_file():
         if killed_before_first_checkpoint(path) is not None:
             again = (
                 "start it again, in the same folder if you like (a folder a run killed before its first checkpoint "
@@ -190,77 +186,16 @@ def check_resumable(path: Path) -> None:
         )
 
 
-RUN_STATUSES = ("running", "finished", "interrupted", "failed")
-
-
 def refuse_python_objects(path: Path) -> None:
     """A run made from Python with objects (a model, a function) cannot go on from a spec file, which
     cannot name them: refused, saying to resume it from Python with the same objects."""
-    objects = read_run_json(path).get("python_objects") or []
+    objects = RunRecord.for_resume(path).python_objects or []
     if objects:
         raise NothingToResumeError(
             f"{str(path)!r} was run from Python with objects that a spec file cannot hold ({'; '.join(objects)}); "
             "resume it from Python with the same objects: clipforge.invert(spec, out_dir=..., resume=True) or "
             "clipforge.visualize(..., out=..., resume=True)"
         )
-
-
-def read_run_json(path: Path) -> dict[str, Any]:
-    """A run folder's ``run.json``, refused (naming it) when it is not a run's record."""
-    file = path / "run.json"
-    try:
-        run = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise NothingToResumeError(f"{str(path)!r} holds no run to resume (no readable run.json)") from None
-    if not isinstance(run, dict) or run.get("status") not in RUN_STATUSES or not isinstance(run.get("rows"), list):
-        raise NothingToResumeError(
-            f"{str(file)!r} is not a run's record (a JSON object with a 'status' of {', '.join(RUN_STATUSES)} "
-            "and its 'rows'): it was edited or damaged; clipforge does not resume from it"
-        )
-    return run
-
-
-class DamagedCheckpointError(NothingToResumeError):
-    """A checkpoint that cannot be read, or does not hold what this run's state needs."""
-
-    def __init__(self, path: Path, why: str):
-        super().__init__(f"checkpoint {str(path)!r} {why}; it cannot be resumed from (start the run again)")
-
-
-def read_checkpoint(out_dir: Path, spec_hash: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors and facts of ``checkpoint.safetensors``; refused when it belongs to another spec,
-    and, naming it, when it is not a whole safetensors file with clipforge's facts."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = out_dir / "checkpoint.safetensors"
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-        tensors = load_file(str(path))
-    except Exception as exc:  # truncated, garbage: safetensors' own errors name no file
-        raise DamagedCheckpointError(path, f"is not a readable safetensors file ({printable_error(exc)})") from None
-    try:
-        meta = json.loads((metadata or {})["clipforge"])
-    except (KeyError, TypeError, ValueError):
-        raise DamagedCheckpointError(path, "has no clipforge facts (step, size, spec hash) in its metadata") from None
-    if not isinstance(meta, dict):
-        raise DamagedCheckpointError(path, "has no clipforge facts (step, size, spec hash) in its metadata")
-    if meta.get("spec_hash") != spec_hash:
-        raise NothingToResumeError(
-            f"{str(path)!r} was written by a run of another spec (hash {meta.get('spec_hash')}, not {spec_hash}); "
-            "was spec.json edited?"
-        )
-    for key in ("step", "size", "resize_count"):
-        if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool):
-            raise DamagedCheckpointError(path, f"has no whole number {key!r} in its facts")
-    return tensors, meta
-
-
-def printable_error(exc: BaseException) -> str:
-    """An exception's first line, cut short, with its type when it says nothing."""
-    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def release_out_dir(path: Path) -> None:
@@ -284,94 +219,6 @@ def abandon_out_dir(path: Path, created: Path | bool | None) -> None:
                 break
             if parent == created:
                 break
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in ("clipforge", "torch", "open_clip_torch", "timm", "pydantic", "pluggy"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-@dataclass
-class RunRecord:
-    """What ``run.json`` says of a run: where and how it runs, and how far it got. Written at the
-    start, at every checkpoint and at the end; a key this version does not know is kept as it is."""
-
-    spec_hash: str | None = None
-    device: str | None = None
-    threads: int | None = None  # CPU threads (the CLI's --threads, CLIPFORGE_THREADS, ...)
-    versions: dict[str, str] | None = None
-    backbones: list[str] | None = None
-    python_objects: list[str] | None = None  # components made from Python objects: a spec file cannot name them
-    rows: list[dict[str, Any]] | None = None
-    started: str | None = None
-    status: str = "running"  # one of RUN_STATUSES
-    pid: int | None = None
-    host: str | None = None
-    steps_done: int = 0
-    withheld: list[str] | None = None
-    flat: list[str] | None = None  # rows whose image came out flat (clipforge.result.FLAT_STD)
-    seconds: float | None = None
-    final: dict[str, Any] | None = None
-    finished: str | None = None
-    checkpoint: str | None = None  # why a finished run's checkpoint is gone, when it is
-    error: str | None = None
-    resumed: list[dict[str, Any]] | None = None
-    other: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def starting(cls, run: RunInfo) -> RunRecord:
-        return cls(
-            spec_hash=run.spec_hash,
-            device=_device_name(run.device),
-            threads=torch.get_num_threads(),
-            versions=library_versions(),
-            backbones=run.extra.get("backbones", []),
-            python_objects=run.extra.get("python_objects") or None,
-            rows=[row.as_dict() for row in run.rows],
-            started=_now(),
-            **this_process(),
-        )
-
-    @classmethod
-    def read(cls, folder: Path) -> RunRecord:
-        data = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        known = {f.name for f in fields(cls)} - {"other"}
-        other = {k: v for k, v in data.items() if k not in known}
-        return cls(**{k: v for k, v in data.items() if k in known}, other=other)
-
-    def write(self, folder: Path) -> None:
-        data = {k: v for k, v in asdict(self).items() if v is not None and k != "other"}
-        write_json(folder / "run.json", {**data, **self.other})
-
-    def ended(self, result: InversionResult, status: str, error: str | None) -> None:
-        """Take a result's facts: ``status`` ``running`` at a checkpoint, else how the run ended."""
-        final = result.metrics[-1] if result.metrics else {}
-        withheld = result.withheld or [False] * len(result.rows)
-        self.status, self.steps_done = status, result.steps_done
-        self.withheld = [row.slug for row in result.rows if withheld[row.index]]
-        flat = result.flat or [False] * len(result.rows)
-        self.flat = [row.slug for row in result.rows if flat[row.index]]
-        self.seconds = round(result.seconds, 3)
-        self.final = {"loss": final.get("loss"), "similarity": final.get("similarity")}
-        if status != "running":
-            self.finished = _now()
-        if error is not None:
-            self.error = error
 
 
 def attribution_display(attribution: torch.Tensor) -> torch.Tensor:
@@ -422,28 +269,60 @@ def write_images(out_dir: Path, result: InversionResult) -> None:
         readable_like_the_rest(tmp)
 
 
-def write_checkpoint(out_dir: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """The optimisation state (``checkpoint.safetensors``, its facts as JSON in the metadata), in
-    one atomic write: a kill leaves the previous checkpoint or this one, never half of one."""
-    with atomic_path(out_dir / "checkpoint.safetensors") as tmp:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-            str(tmp),
-            metadata={"clipforge": json.dumps(meta)},
-        )
-        readable_like_the_rest(tmp)
+class Folder:
+    """A folder this process holds, from its claim to its release: the one code path by which a
+    run's, an analysis's and a sweep shard's folders are claimed (:func:`claim_out_dir`: made or
+    taken empty, or a stopped run's to ``resume``; a lock made with ``O_EXCL``, one a dead process
+    left taken over), undone after a failed start (:meth:`abandon`) and released (:meth:`release`)."""
+
+    def __init__(self, path: Path, resume: bool = False) -> None:
+        self.path, self.resume = path, resume
+        self.lock = path / LOCK
+        self.created = claim_out_dir(path, resume=resume)
+
+    def abandon(self, first: Callable[[], None] = lambda: None) -> None:
+        """Undo what made nothing, after ``first`` (the callbacks close their files), with the
+        signals held (a second one must not stop the clean-up half way): a fresh folder goes (with
+        the parents it made), a resumed or shared one is left as it was, released."""
+        with signals_held():
+            first()
+            if self.resume:
+                self.release()
+            else:
+                abandon_out_dir(self.path, self.created)
+
+    def release(self) -> None:
+        """Give the folder's claim up (its results stay)."""
+        self.lock.unlink(missing_ok=True)
 
 
-class RunFolder:
+class SharedFolder(Folder):
+    """A folder several processes write in together, each under a lock of its own (``lock``: a sweep
+    shard's), never emptied: claimed (made where missing, the lock taken, ``check`` run holding it),
+    the temporary files of writers that died removed, and released."""
+
+    def __init__(self, path: Path, lock: str, check: Callable[[], None] = lambda: None) -> None:
+        self.path, self.resume, self.created = path, True, None
+        self.lock = path / lock
+        make_folder(path)
+        take_lock(self.lock)
+        try:
+            check()
+            remove_temporary_files(path, only_dead=True)  # what killed writes of this host left
+        except BaseException:
+            self.release()
+            raise
+
+
+class RunFolder(Folder):
     """A run's output folder from its claim to its release: claimed (fresh, or a stopped run's to
     resume), started (``spec.json``, ``run.json``), checkpointed, finished or failed, and released;
     a run that fails before its first step is undone (:meth:`abandon`)."""
 
     def __init__(self, path: Path, resume: bool = False) -> None:
         """Claim ``path`` (:func:`claim_out_dir`)."""
-        self.path, self.resume = path, resume
+        super().__init__(path, resume)
         self.fresh = not resume  # what this run wrote is all there is: a run that made nothing leaves nothing
-        self.created = claim_out_dir(path, resume=resume)
 
     def read_checkpoint(self, spec_hash: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         return read_checkpoint(self.path, spec_hash)
@@ -456,10 +335,7 @@ class RunFolder:
     def resumed(self, step: int) -> None:
         """``run.json`` of a resumed run: running again, in this process, from ``step``."""
         record = RunRecord.read(self.path)
-        record.error = None
-        record.status, record.steps_done = "running", step
-        record.pid, record.host = this_process()["pid"], this_process()["host"]
-        record.resumed = [*(record.resumed or []), {"from_step": step, "at": _now()}]
+        record.resumed_at(step)
         record.write(self.path)
 
     def checkpoint(self, tensors: dict[str, torch.Tensor], facts: dict[str, Any]) -> None:
@@ -474,33 +350,23 @@ class RunFolder:
         record.ended(result, status or ("interrupted" if result.interrupted else "finished"), error)
         if record.status == "finished" and any(result.withheld or []):
             # a finished run is never resumed, and its checkpoint holds the withheld images' parameters
-            (self.path / "checkpoint.safetensors").unlink(missing_ok=True)
+            (self.path / CHECKPOINT).unlink(missing_ok=True)
             record.checkpoint = "removed: it held images a screen withheld"
         record.write(self.path)
 
     def fail(self, error: str) -> None:
-        """Say in ``run.json`` that the run failed, when even saving its results failed (best effort:
-        with a full disk this may fail too, and then ``run.json`` keeps the last checkpoint's state)."""
+        """Say in ``run.json`` that the run failed, when even saving its results failed: with a full
+        disk this may fail too, which is warned of, and then ``run.json`` keeps the last checkpoint's state."""
         try:
             record = RunRecord.read(self.path)
-            record.status, record.error, record.finished = "failed", error, _now()
+            record.failed(error)
             record.write(self.path)
-        except Exception:
-            pass
-
-    def abandon(self, first: Callable[[], None]) -> None:
-        """Undo a run that made nothing, after ``first`` (the callbacks close their files), with the
-        signals held (a second one must not stop the clean-up half way): a fresh run's folder goes
-        (with the parents it made), a resumed run's is left as it was."""
-        with signals_held():
-            first()
-            if self.resume:
-                release_out_dir(self.path)
-            else:
-                abandon_out_dir(self.path, self.created)
-
-    def release(self) -> None:
-        release_out_dir(self.path)
+        except (OSError, ValueError, TypeError) as exc:  # a full disk, a run.json damaged meanwhile
+            warnings.warn(
+                f"run.json in {str(self.path)!r} could not be marked failed ({printable_error(exc)}); it keeps the "
+                "last checkpoint's state",
+                stacklevel=3,
+            )
 
 
 class NoFolder:
@@ -522,7 +388,9 @@ class NoFolder:
         pass
 
     def abandon(self, first: Callable[[], None]) -> None:
-        pass
+        """No folder to undo, but ``first`` still runs: the callbacks end as a folder run's do."""
+        with signals_held():
+            first()
 
     def release(self) -> None:
         pass

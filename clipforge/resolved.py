@@ -5,7 +5,6 @@ option that names another component, as a screen names its judge) checked the sa
 from __future__ import annotations
 
 import posixpath
-import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -89,23 +88,53 @@ class ResolvedComponent:
 
 
 @dataclass(frozen=True)
+class GoalPath:
+    """Where a goal's objectives are in a run spec: a prompt's own (``prompt``: its index), or the
+    spec's ``objectives`` (``prompt`` None). A resolved spec keys a prompt's own objectives by it;
+    ``str()`` gives its JSON path (``prompts[3].objectives``)."""
+
+    prompt: int | None = None
+
+    def __str__(self) -> str:
+        return "objectives" if self.prompt is None else f"prompts[{self.prompt}].objectives"
+
+    def numbered(self, numbers: tuple[int, ...] | None) -> GoalPath:
+        """The path where the user wrote the prompt (``numbers``: each prompt's index there)."""
+        if self.prompt is None or numbers is None:
+            return self
+        return GoalPath(numbers[self.prompt])
+
+
+#: the spec's own objectives' place (a key of ``ResolvedSpec.components`` as every component field's is)
+SPEC_GOAL = GoalPath(None)
+
+
+@dataclass(frozen=True)
 class ResolvedSpec:
     """A run spec checked against a registry, made by :meth:`Registry.resolve`: every component was
     found and its options validated once. ``spec`` shows every option with its default filled in;
-    ``components`` holds, per component field of the spec, the components ready to build."""
+    ``components`` holds, per component field of the spec (and per :class:`GoalPath` of a prompt with
+    objectives of its own), the components ready to build."""
 
     spec: RunSpec
-    components: dict[str, list[ResolvedComponent]]
+    components: dict[str | GoalPath, list[ResolvedComponent]]
     where: str = ""  # its JSON path inside a larger spec (an analysis's), for errors
     prompt_numbers: tuple[int, ...] | None = None  # each prompt's index where the user wrote it (a sweep's)
 
-    def path(self, field_path: str) -> str:
-        """The JSON path of ``field_path`` (``backbones[0]``) as the user wrote it (a sweep block's
-        ``prompts[0]`` is the sweep's ``prompts[7]``)."""
-        match = re.match(r"prompts\[(\d+)\]", field_path)
-        if match and self.prompt_numbers is not None:
-            field_path = f"prompts[{self.prompt_numbers[int(match[1])]}]" + field_path[match.end() :]
-        return _prefixed(self.where, field_path)
+    def path(self, field: str | GoalPath, index: int | None = None) -> str:
+        """The JSON path of a component field (``backbones``) or a goal, and of its ``index``-th
+        component, as the user wrote it (a sweep block's ``prompts[0]`` is the sweep's ``prompts[7]``)."""
+        if isinstance(field, GoalPath):
+            field = str(field.numbered(self.prompt_numbers))
+        return _prefixed(self.where, field if index is None else f"{field}[{index}]")
+
+    def goal(self, prompt_index: int) -> tuple[GoalPath, list[ResolvedComponent]]:
+        """A prompt's objectives, resolved, and their place: its own, else the spec's."""
+        return goal_components(self.components, prompt_index)
+
+    def goal_at(self, path: GoalPath) -> list[ResolvedComponent]:
+        """The objectives at ``path`` (:meth:`goal` gives it)."""
+        return self.components[path if path.prompt is not None else "objectives"]
 
 
 def _prefixed(where: str, path: str) -> str:
@@ -260,7 +289,7 @@ def resolve_prompt_goals(
             continue
         goals[p] = []
         for i, ref in enumerate(prompt.objectives):
-            path = _prefixed(where, f"prompts[{p}].objectives[{i}]")
+            path = _prefixed(where, f"{GoalPath(p)}[{i}]")
             try:
                 goals[p].append(resolve_component(registry, "objective", ref, path, base_dir))
             except SpecError as exc:
@@ -281,9 +310,9 @@ def with_prompts(
     """``resolved`` with other prompts (``goals``: their own objectives, resolved, by index) and other
     settings (``update``), each prompt checked against its goal (``check``); ``numbers``: each
     prompt's index where the user wrote it, for errors (a sweep block's prompts are some of the sweep's)."""
-    components = {k: v for k, v in resolved.components.items() if not k.startswith("prompts[")}
+    components = {k: v for k, v in resolved.components.items() if not isinstance(k, GoalPath)}
     for p, goal in goals.items():
-        components[f"prompts[{p}].objectives"] = goal
+        components[GoalPath(p)] = goal
     given = prompts is not resolved.spec.prompts or "prompts" in resolved.spec.model_fields_set
     prompts = [
         prompt.model_copy(update={"objectives": [c.ref() for c in goals[p]]}) if p in goals else prompt
@@ -295,14 +324,16 @@ def with_prompts(
     return ResolvedSpec(spec, components, resolved.where, tuple(numbers) if numbers is not None else None)
 
 
-def goal_components(components: dict[str, list[ResolvedComponent]], prompt_index: int) -> tuple[str, list]:
-    """A prompt's objectives, resolved, and the JSON path of their list: its own, else the spec's."""
-    own = f"prompts[{prompt_index}].objectives"
-    return (own, components[own]) if own in components else ("objectives", components["objectives"])
+def goal_components(
+    components: dict[str | GoalPath, list[ResolvedComponent]], prompt_index: int
+) -> tuple[GoalPath, list[ResolvedComponent]]:
+    """A prompt's objectives, resolved, and their place: its own, else the spec's."""
+    own = GoalPath(prompt_index)
+    return (own, components[own]) if own in components else (SPEC_GOAL, components["objectives"])
 
 
 def check_goals(
-    spec: RunSpec, components: dict[str, list[ResolvedComponent]], where: str, prompts_given: bool = True
+    spec: RunSpec, components: dict[str | GoalPath, list[ResolvedComponent]], where: str, prompts_given: bool = True
 ) -> None:
     """Every prompt's target is read by its goal, and every objective that reads a target has one
     (``prompts_given``: whether the spec gave its prompts, or has the default one)."""

@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,7 +36,6 @@ from clipforge.components import (
     Screened,
 )
 from clipforge.goals import Goal, GoalSums, capture, evaluate
-from clipforge.outputs import DamagedCheckpointError
 from clipforge.spec import RunSpec
 
 
@@ -304,90 +302,3 @@ class RunParts:
             rec["regularizers"] = {name: v[3 + i] for i, name in enumerate(names)}
             records.append(rec)
         return records
-
-    def checkpoint_tensors(
-        self, optimizer: torch.optim.Optimizer, attribution: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """The optimisation state a resumed run needs: parameters, Adam's moments and step counts,
-        every image's random generator, and the attribution maps summed so far (when the spec asks
-        for them: a resumed run goes on adding to them)."""
-        tensors: dict[str, torch.Tensor] = {}
-        if attribution is not None:
-            tensors["attribution"] = attribution
-        for i, param in enumerate(self.param.parameters()):
-            tensors[f"param.{i}"] = param
-            for key, value in optimizer.state.get(param, {}).items():
-                if torch.is_tensor(value):
-                    tensors[f"adam.{i}.{key}"] = value
-        for b, generator in enumerate(self.generators):
-            tensors[f"generator.{b}"] = generator.get_state()
-        return tensors
-
-    def check_checkpoint_tensors(
-        self,
-        tensors: dict[str, torch.Tensor],
-        step: int,
-        adam_step: int,
-        path: Path,
-        attribution: torch.Tensor | None = None,
-    ) -> None:
-        """Refuse (naming the file at ``path``) a checkpoint whose tensors are not this run's state at
-        ``step``: a parameter of another shape, a missing generator, or Adam's state missing or at
-        another step than ``adam_step`` (a run resumed without it would silently give other images);
-        and, where the spec asks for attribution maps (``attribution``: the run's, zero so far), a
-        missing or misshapen sum of them."""
-        if attribution is not None:
-            saved = tensors.get("attribution")
-            if saved is None or tuple(saved.shape) != tuple(attribution.shape):
-                got = "none" if saved is None else f"shape {tuple(saved.shape)}"
-                raise DamagedCheckpointError(
-                    path, f"holds no attribution maps of shape {tuple(attribution.shape)} (found {got})"
-                )
-        for i, param in enumerate(self.param.parameters()):
-            saved = tensors.get(f"param.{i}")
-            if saved is None or tuple(saved.shape) != tuple(param.shape):
-                got = "none" if saved is None else f"shape {tuple(saved.shape)}"
-                raise DamagedCheckpointError(
-                    path, f"holds no parameter {i} of shape {tuple(param.shape)} (found {got})"
-                )
-            for key in ("exp_avg", "exp_avg_sq"):
-                moment = tensors.get(f"adam.{i}.{key}")
-                if moment is None or tuple(moment.shape) != tuple(param.shape):
-                    raise DamagedCheckpointError(
-                        path,
-                        f"holds no optimiser state ({key}) for parameter {i}: resuming without it gives other images",
-                    )
-            counted = tensors.get(f"adam.{i}.step")
-            if counted is None or counted.numel() != 1 or int(counted.item()) != adam_step:
-                found = "none" if counted is None else str(counted.flatten()[0].item())
-                raise DamagedCheckpointError(
-                    path,
-                    f"holds an optimiser step count of {found} for parameter {i} where step {step} means {adam_step}",
-                )
-        for b, generator in enumerate(self.generators):
-            saved = tensors.get(f"generator.{b}")
-            if saved is None or saved.dtype != torch.uint8 or saved.shape != generator.get_state().shape:
-                raise DamagedCheckpointError(path, f"holds no random generator state for image {b}")
-
-    def restore(
-        self,
-        tensors: dict[str, torch.Tensor],
-        optimizer: torch.optim.Optimizer,
-        attribution: torch.Tensor | None = None,
-    ) -> None:
-        """Put a checkpoint's parameters, Adam state, random generators and (into ``attribution``)
-        attribution maps back in place."""
-        with torch.no_grad():
-            if attribution is not None:
-                attribution.copy_(tensors["attribution"])
-            for i, param in enumerate(self.param.parameters()):
-                param.copy_(tensors[f"param.{i}"])
-                state = {
-                    k.split(".", 2)[2]: v.to(param.device) if v.dim() else v
-                    for k, v in tensors.items()
-                    if k.startswith(f"adam.{i}.")
-                }
-                if state:
-                    optimizer.state[param] = state
-        for b, generator in enumerate(self.generators):
-            generator.set_state(tensors[f"generator.{b}"])

@@ -19,23 +19,17 @@ from typing import Any, TextIO
 
 import torch
 
+from clipforge.checkpoint import CHECKPOINT
 from clipforge.components import Callback, Options, RunInfo, StepState
 from clipforge.engine import Engine
 from clipforge.errors import SpecError, printable
-from clipforge.files import (
-    FolderInUseError,
-    OutputExistsError,
-    lock_holder,
-    make_folder,
-    process_alive,
-    remove_temporary_files,
-    take_lock,
-    write_json,
-)
+from clipforge.files import FolderInUseError, OutputExistsError, lock_holder, process_alive, write_json
 from clipforge.images import save_png, to_display
+from clipforge.outputs import LOCK, SharedFolder
 from clipforge.progressbar import progress_bar
 from clipforge.registry import ResolvedSpec
 from clipforge.resolved import ResolvedComponent, with_prompts
+from clipforge.runrecord import RUN_JSON
 from clipforge.spec import Prompt
 from clipforge.sweep.index import DoneCounter, append_record, check_unchanged, read_index, status_counts
 from clipforge.sweep.spec import Block, GridPoint, Sweep
@@ -95,15 +89,11 @@ def run_sweep(
     if not 0 <= rank < world:
         raise SpecError([("--shard", f"expected I/N with 0 <= I < N, not {rank}/{world}")])
     refuse_other_outputs(folder)
-    make_folder(folder)
-    lock = folder / f".lock.shard-{rank}-of-{world}"
-    try:
-        take_lock(lock)  # two processes never run one shard
+    try:  # two processes never run one shard, nor two splits one sweep
+        claim = SharedFolder(folder, f".lock.shard-{rank}-of-{world}", lambda: refuse_other_shardings(folder, world))
     except FolderInUseError as exc:
         raise ShardRunningError(folder, shard, exc.holder) from None
     try:
-        refuse_other_shardings(folder, world)
-        remove_temporary_files(folder, only_dead=True)  # what killed writes of this host left
         done = read_index(folder)
         check_unchanged(sweep, folder, done)
         if rank == 0:
@@ -128,12 +118,12 @@ def run_sweep(
                 runner.run(block)
                 bar.update(items_task, completed=finished())
     finally:
-        lock.unlink(missing_ok=True)
+        claim.release()
     return status_counts(sweep, read_index(folder))
 
 
 #: what a run, an analysis or a gallery leaves in its folder: a sweep does not go there
-FOREIGN_OUTPUTS = ("run.json", "spec.json", "checkpoint.safetensors", "report.json", "report.md", ".clipforge.lock")
+FOREIGN_OUTPUTS = (RUN_JSON, "spec.json", CHECKPOINT, "report.json", "report.md", LOCK)
 
 
 def refuse_other_outputs(folder: Path) -> None:
