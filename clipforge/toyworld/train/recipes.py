@@ -115,3 +115,30 @@ RECIPES: dict[str, dict[str, Any]] = {
         "affine_p": 0.5,
     },
 }
+
+
+def artefact_problems(name: str) -> list[str]:
+    """How a shipped model's files disagree with its recipe (empty when they agree): its tokenizer's
+    vocabulary and its world are those of its recipe's world, its name is its own, and the recipe its
+    ``train_info.json`` records is the one written here. The tests of the runtime's models and of the
+    zoo's ask it of each model."""
+    import json
+
+    from clipforge.toyworld.models import model_dir
+    from clipforge.toyworld.tokenizer import WordTokenizer
+
+    if name not in RECIPES:
+        return [f"{name} has no recipe in clipforge.toyworld.train.RECIPES"]
+    folder = model_dir(name)
+    info = json.loads((folder / "train_info.json").read_text())
+    recipe, problems = RECIPES[name], []
+    decoys = info["world_config"].get("decoy_names", [])
+    if WordTokenizer.load(folder / "tokenizer.json").itos != WordTokenizer.for_world(12, decoys).itos:
+        problems.append(f"{name}: its tokenizer is not its world's vocabulary")
+    if WorldConfig(**info["world_config"]) != WorldConfig(**recipe.get("world_overrides", {})):
+        problems.append(f"{name}: trained on another world than its recipe's")
+    if info["name"] != name:
+        problems.append(f"{name}: its train_info.json names {info['name']!r}")
+    if {k: info.get(k) for k in recipe} != recipe:
+        problems.append(f"{name}: its train_info.json records another recipe than RECIPES[{name!r}]")
+    return problems
