@@ -134,16 +134,8 @@ def test_validate_checks_what_it_can_and_says_what_it_could_not(tmp_path, capsys
 # --------------------------------------------------------------------------- sweep --plan
 
 
-def test_the_plan_refuses_a_grid_point_that_would_fail_naming_it(tmp_path, capsys, monkeypatch):
-    built: list[str] = []
-    real = ResolvedComponent.build
-
-    def counting(self, *args, **kwargs):
-        if self.entry.kind == "backbone":
-            built.append(json.dumps(self.options.model_dump(mode="json"), sort_keys=True))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(ResolvedComponent, "build", counting)
+def test_the_plan_refuses_a_grid_point_that_would_fail_naming_it(tmp_path, capsys, backbones_built):
+    built = backbones_built
     sweep = {
         "base": {
             "backbones": [TOY],

@@ -8,21 +8,12 @@ import json
 from helpers import tiny_backbone
 
 from clipforge.cli import main
-from clipforge.registry import ResolvedComponent
 
 BASE = {"backbones": [tiny_backbone()], "steps": 2, "copies": 1, "resolution": [{"step": 0, "size": 16}]}
 
 
-def test_the_plan_of_a_large_grid_builds_each_distinct_backbone_once(tmp_path, capsys, monkeypatch):
-    built: list[str] = []
-    real = ResolvedComponent.build
-
-    def counting(self, *args, **kwargs):
-        if self.entry.kind == "backbone":
-            built.append(json.dumps(self.options.model_dump(mode="json"), sort_keys=True))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(ResolvedComponent, "build", counting)
+def test_the_plan_of_a_large_grid_builds_each_distinct_backbone_once(tmp_path, capsys, backbones_built):
+    built = backbones_built
     grid = {
         "optimizer.lr": [0.01 * (i + 1) for i in range(20)],
         "copies": list(range(1, 11)),
