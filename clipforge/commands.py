@@ -1,5 +1,7 @@
 """The verbs of the ``clipforge`` command: each parses nothing (the arguments come from
-:mod:`clipforge.cli`), asks the library and prints.
+:mod:`clipforge.cli`), asks the library and prints. Here are the verbs that check or run a spec
+(invert, validate, sweep, the analyses); those that show what there is (gallery, models, layers,
+schema, plugins, spectrum) are in :mod:`clipforge.listing`, and importable from here too.
 
 Nothing heavy is imported before a verb runs: the verbs import what they need.
 """
@@ -7,26 +9,34 @@ Nothing heavy is imported before a verb runs: the verbs import what they need.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
-from rich.table import Table
 
+from clipforge.console import err, out
 from clipforge.errors import SpecError, printable, problems_of
 from clipforge.files import slug
-from clipforge.spec import COMPONENT_FIELDS, RunSpec, load_spec
+from clipforge.listing import (  # noqa: F401  (re-exported, those unused here: these verbs lived here)
+    ANALYSIS_SETS,
+    _run_settings,
+    analysis_schemas,
+    cmd_gallery,
+    cmd_layers,
+    cmd_models,
+    cmd_plugins,
+    cmd_schema,
+    cmd_spectrum,
+    full_schema,
+    sweep_schema,
+)
+from clipforge.spec import COMPONENT_FIELDS, RunSpec, load_spec  # noqa: F401  (COMPONENT_FIELDS: re-exported)
 from clipforge.specfile import apply_overrides_within, read_object, validate
 
 if TYPE_CHECKING:
     from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec
-
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-out = Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def _resolve(args: argparse.Namespace, registry: Registry) -> ResolvedSpec:
@@ -213,10 +223,6 @@ def weights_not_here(component: ResolvedComponent) -> str | None:
     return model if model.startswith("hf-hub:") else f"{model}, pretrained {weights!r}"
 
 
-#: the keys of an analysis spec's ``run`` that the analysis sets itself
-ANALYSIS_SETS = ("prompts", "seeds")
-
-
 def _set_keys(overrides: list[str]) -> list[str]:
     return [item.split("=", 1)[0] for item in overrides]
 
@@ -309,13 +315,6 @@ def cmd_analysis(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
-def cmd_gallery(args: argparse.Namespace, registry: Registry) -> int:
-    from clipforge.gallery import write_gallery
-
-    out.print(f"gallery: {write_gallery(args.folder)}")
-    return 0
-
-
 def cmd_sweep(args: argparse.Namespace, registry: Registry) -> int:
     from clipforge import sweep as sweeps
 
@@ -348,238 +347,3 @@ def cmd_sweep(args: argparse.Namespace, registry: Registry) -> int:
         f"{counts['items']} items" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else "")
     )
     return 1 if counts["failed"] else 0
-
-
-def full_schema(registry: Registry) -> dict[str, Any]:
-    """The run spec's JSON Schema, with the options of every installed component."""
-    schema = RunSpec.model_json_schema()
-    defs = schema.setdefault("$defs", {})
-    for field, kind in COMPONENT_FIELDS.items():
-        variants: list[dict[str, Any]] = []
-        for entry in sorted(registry.entries[kind].values(), key=lambda e: e.name):
-            options = entry.cls.Options.model_json_schema()
-            defs.update(options.pop("$defs", {}))
-            variants.append(
-                {
-                    "type": "object",
-                    "description": f"{kind} {entry.name!r} from {entry.provider}",
-                    "properties": {"name": {"const": entry.name}, "options": options},
-                    "required": ["name"],
-                    "additionalProperties": False,
-                }
-            )
-        names = registry.names(kind)
-        variants.append({"type": "string", "enum": names, "description": f"a {kind} with default options"})
-        ref_name = f"{kind.title()}Ref"
-        defs[ref_name] = {"anyOf": variants}
-        prop = schema["properties"][field]
-        if prop.get("type") == "array":
-            prop["items"] = {"$ref": f"#/$defs/{ref_name}"}
-        else:
-            prop.pop("$ref", None)
-            prop.pop("allOf", None)
-            prop["$ref"] = f"#/$defs/{ref_name}"
-    # a prompt's own goal is a list of objectives too, with the same options as the spec's
-    for variant in defs.get("Prompt", {}).get("properties", {}).get("objectives", {}).get("anyOf", []):
-        if variant.get("type") == "array":
-            variant["items"] = {"$ref": "#/$defs/ObjectiveRef"}
-    return schema
-
-
-def _run_settings(run: dict[str, Any], description: str, leave_out: tuple[str, ...]) -> dict[str, Any]:
-    """The run spec's schema ``run`` (from :func:`full_schema`) as a block of settings: its
-    properties but ``leave_out``, none required."""
-    return {
-        "type": "object",
-        "description": description,
-        "properties": {k: v for k, v in run["properties"].items() if k not in leave_out},
-        "additionalProperties": False,
-    }
-
-
-def sweep_schema(registry: Registry) -> dict[str, Any]:
-    """The sweep spec's JSON Schema; its ``base`` (inline) is a run spec without prompts and seeds,
-    with the options of every installed component."""
-    from clipforge.sweep.spec import SweepSpec
-
-    run = full_schema(registry)
-    schema = SweepSpec.model_json_schema()
-    defs = schema.setdefault("$defs", {})
-    defs.update(run["$defs"])
-    defs["RunBase"] = _run_settings(run, "A run spec without its prompts and seeds.", ("prompts", "seeds"))
-    base = schema["properties"]["base"]
-    base["anyOf"] = [{"$ref": "#/$defs/RunBase"} if v.get("type") == "object" else v for v in base.get("anyOf", [base])]
-    return schema
-
-
-def analysis_schemas(registry: Registry) -> dict[str, dict[str, Any]]:
-    """Each installed analysis's spec schema, by name: its ``Options``, with ``run`` the run spec's
-    settings (without prompts and seeds) and ``judge`` a backbone, with every component's options."""
-    run = full_schema(registry)
-    schemas = {}
-    for entry in sorted(registry.entries["analysis"].values(), key=lambda e: e.name):
-        schema = entry.cls.Options.model_json_schema()
-        defs = schema.setdefault("$defs", {})
-        for name, definition in run["$defs"].items():
-            defs.setdefault(name, copy.deepcopy(definition))
-        defs["RunSettings"] = _run_settings(
-            run,
-            "Inversion settings, as in a run spec (without prompts and seeds, which the analysis sets).",
-            ANALYSIS_SETS,
-        )
-        props = schema["properties"]
-        props["run"] = {"$ref": "#/$defs/RunSettings", "description": props["run"].get("description", "")}
-        if "judge" in props:
-            props["judge"] = json.loads(
-                json.dumps(props["judge"]).replace('"#/$defs/ComponentRef"', '"#/$defs/BackboneRef"')
-            )
-        schema["description"] = f"The {entry.name!r} analysis ({entry.provider}): {entry.cls.description}".strip()
-        schemas[entry.name] = schema
-    return schemas
-
-
-def cmd_schema(args: argparse.Namespace, registry: Registry) -> int:
-    kind = getattr(args, "kind", "run")
-    if kind == "run":
-        schema: Any = full_schema(registry)
-    elif kind == "sweep":
-        schema = sweep_schema(registry)
-    else:
-        schema = analysis_schemas(registry)
-        name = kind.partition(":")[2]
-        if name:
-            if name not in schema:
-                installed = ", ".join(schema) or "none"
-                raise SpecError([("--kind", f"no analysis is named {name!r}; installed: {installed}")])
-            schema = schema[name]
-    print(json.dumps(schema, indent=2))
-    return 0
-
-
-def cmd_layers(args: argparse.Namespace, registry: Registry) -> int:
-    import torch
-
-    from clipforge.judge import load_backbone
-    from clipforge.layers import list_layers
-
-    options = {"model": args.model, **({"pretrained": args.pretrained} if args.pretrained else {})}
-    backbone = load_backbone({"name": "open_clip", "options": options}, torch.device("cpu"))
-    layers = list_layers(backbone)
-    if args.json:
-        print(json.dumps([{"name": x.name, "kind": x.kind, "shape": list(x.shape)} for x in layers], indent=2))
-        return 0
-    rows = [("LAYER", "CLASS", "OUTPUT SHAPE")] + [(x.name, x.kind, " x ".join(map(str, x.shape))) for x in layers]
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    for row in rows:
-        out.print(printable(f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}", 400))
-    out.print(f"{len(layers)} layer(s) of {backbone.label}'s image tower")
-    return 0
-
-
-def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "plugins": [
-                        {
-                            "name": p.name,
-                            "distribution": p.distribution,
-                            "version": p.version,
-                            "hooks": p.hooks,
-                            "components": [
-                                {"kind": e.kind, "name": e.name} for e in registry.all() if e.plugin == p.name
-                            ],
-                        }
-                        for p in registry.plugins
-                    ],
-                    "failures": [
-                        {"plugin": f.plugin, "distribution": f.distribution, "error": f.error}
-                        for f in registry.failures
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return 0
-    table = Table(title="clipforge components")
-    for column in ("kind", "name", "plugin", "distribution"):
-        table.add_column(column)
-    for e in registry.all():
-        dist = f"{e.distribution} {e.version}" if e.distribution else "-"
-        table.add_row(e.kind, e.name, e.plugin, dist)
-    out.print(table)
-    return 0
-
-
-def cmd_spectrum(args: argparse.Namespace, registry: Registry | None) -> int:
-    """A spectrum file from a folder of images (:mod:`clipforge.spectrum`); a bad folder, image or
-    --out is one line naming it, and nothing is written."""
-    from clipforge.spectrum import SpectrumError, check_out_file, folder_spectrum, write_spectrum
-
-    if not args.out.strip():
-        raise SpecError([("--out", "is empty: give the spectrum file to write (.npy)")])
-    try:
-        check_out_file(args.out)  # before the work
-        spectrum = folder_spectrum(args.folder, args.size)
-        digest = write_spectrum(args.out, spectrum)
-    except (SpectrumError, ValueError) as exc:
-        raise SpecError([("", str(exc))]) from None
-    out.print(
-        printable(f"wrote {args.out}: spectrum of {spectrum.shape[1]} x {spectrum.shape[1]} images, sha256 {digest}")
-    )
-    return 0
-
-
-def cmd_models(args: argparse.Namespace, registry: Registry | None) -> int:
-    from clipforge.catalog import list_models
-    from clipforge.toyworld.models import ZOO_INSTALL
-
-    entries = list_models(open_clip_models=not args.bundled, cache_dir=args.cache_dir)
-    if args.offline:
-        entries = [e for e in entries if e.offline]
-    if args.json:
-        print(json.dumps([e.__dict__ for e in entries], indent=2))
-        return 0
-
-    def offline(e: Any) -> str:
-        if e.source == "bundled":
-            return "yes (bundled)"
-        if e.source == "not installed":
-            return f"no: in {e.package} (not installed)"
-        return "yes (cached)" if e.offline else "no"
-
-    def source(e: Any) -> str:  # a bundled model's package, where it is not clipforge
-        return e.package if e.source != "open_clip" and e.package not in (None, "clipforge") else e.source
-
-    # plain columns, whatever the width: a listing to read, grep and paste into --model / --pretrained
-    rows = [("MODEL", "PRETRAINED", "SOURCE", "WEIGHTS OFFLINE")]
-    for e in entries:
-        rows.append((e.model, e.tag or "-", source(e), offline(e)))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        out.print(printable("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3], 400))
-    cached = sum(e.offline for e in entries if e.source == "open_clip")
-    out.print(
-        f"{len(entries)} model(s); {cached} open_clip weight(s) in the cache. Weights not here are downloaded "
-        "on first use (unless HF_HUB_OFFLINE is set)."
-    )
-    missing = sorted({e.package for e in entries if e.source == "not installed"})
-    for package in missing:
-        count = sum(e.package == package for e in entries if e.source == "not installed")
-        out.print(f"{count} model(s) are in the {package} package, which is not installed: {ZOO_INSTALL}.")
-    return 0
-    # plain columns, whatever the width: a listing to read, grep and paste into --model / --pretrained
-    rows = [("MODEL", "PRETRAINED", "SOURCE", "WEIGHTS OFFLINE")]
-    for e in entries:
-        offline = "yes (bundled)" if e.source == "bundled" else ("yes (cached)" if e.offline else "no")
-        rows.append((e.model, e.tag or "-", e.source, offline))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        out.print(printable("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3], 400))
-    cached = sum(e.offline for e in entries if e.source != "bundled")
-    out.print(
-        f"{len(entries)} model(s); {cached} open_clip weight(s) in the cache. Weights not here are downloaded "
-        "on first use (unless HF_HUB_OFFLINE is set)."
-    )
-    return 0

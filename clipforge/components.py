@@ -9,114 +9,53 @@ step, ``B * K`` augmented copies are processed, laid out image-major (the K copi
 then the K copies of image 1, ...). Every random draw goes through the per-image
 ``torch.Generator`` objects handed to the component, so a seed reproduces a run and an image's
 result does not depend on which other images share its batch.
+
+What every component shares is in :mod:`clipforge.componentbase`, the values a run hands its
+components in :mod:`clipforge.contexts`, the readers (a kind for analyses) in
+:mod:`clipforge.readers`; every one of their names is importable from here as well.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import Field, ValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import Field
 
 from clipforge.analysis_spec import AnalysisSpec
+
+# what every component shares (Options, Component), apart so that the readers' kind can be too
+from clipforge.componentbase import COMPONENT_OPTION as COMPONENT_OPTION
+from clipforge.componentbase import Component as Component
+from clipforge.componentbase import Options as Options
+from clipforge.componentbase import component_option as component_option
+from clipforge.componentbase import option_error as option_error
+
+# the values a run hands its components (and a screen hands back)
+from clipforge.contexts import AugmentContext as AugmentContext
+from clipforge.contexts import Features as Features
+from clipforge.contexts import RunInfo as RunInfo
+from clipforge.contexts import Screened as Screened
+from clipforge.contexts import StepState as StepState
+from clipforge.contexts import channel_maps as channel_maps
+from clipforge.contexts import draw_per_image as draw_per_image
 from clipforge.errors import SpecError
+
+# the readers (a kind of their own, for analyses)
+from clipforge.readers import DEFAULT_READER as DEFAULT_READER
+from clipforge.readers import CaptionReading as CaptionReading
+from clipforge.readers import ColourReading as ColourReading
+from clipforge.readers import MarkerReading as MarkerReading
+from clipforge.readers import Reader as Reader
+from clipforge.readers import reader_field as reader_field
 from clipforge.result import InversionResult as InversionResult  # what a run returns, and how it shows itself
 from clipforge.result import Row as Row
-from clipforge.specbase import StrictModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from clipforge.spec import RunSpec
-
-
-class Options(StrictModel):
-    """Base for component options: unknown keys are an error, not silently ignored, and so are NaN,
-    infinities, and true/false where a number is expected."""
-
-
-def option_error(field: str, message: str, value: Any = None) -> ValidationError:
-    """An error about one option, for an ``Options`` model validator to raise: unlike a plain
-    ``ValueError`` it carries the field's name, so the message names the option's full JSON path."""
-    detail = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=(field,), input=value)
-    return ValidationError.from_exception_data("Options", [detail])
-
-
-#: the key of an option's ``json_schema_extra`` that says it names a component of that kind
-COMPONENT_OPTION = "clipforge_component"
-
-
-def component_option(kind: str, default: Any = None, **field: Any) -> Any:
-    """An option that names another component of ``kind`` (``{"name": ..., "options": ...}``, as a
-    screen names its judge backbone): :meth:`clipforge.Registry.resolve` checks it against the
-    registry, with its options, as it checks the spec's own components. ``field``: pydantic
-    ``Field``'s other arguments (``description``, ...)."""
-    return Field(default, json_schema_extra={COMPONENT_OPTION: kind}, **field)
-
-
-class Component:
-    """Common base: a name, an options model, and the validated options."""
-
-    kind: ClassVar[str] = ""
-    hook: ClassVar[str] = ""  # the hook that registers components of this kind
-    name: ClassVar[str] = ""
-    Options: ClassVar[type[Options]] = Options
-
-    def __init__(self, options: Options) -> None:
-        self.options = options
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.options!r})"
-
-
-# --------------------------------------------------------------------------- random draws
-
-
-def draw_per_image(
-    generators: Sequence[torch.Generator],
-    shape: Sequence[int],
-    device: torch.device,
-    low: float = 0.0,
-    high: float = 1.0,
-) -> torch.Tensor:
-    """Uniform draws of ``shape`` for each image from its own generator: returns (B, *shape).
-
-    Draws are made on the CPU (where the generators live) and moved to ``device``, so results do
-    not depend on the device either.
-    """
-    draws = [torch.rand(tuple(shape), generator=g) for g in generators]
-    out = torch.stack(draws) * (high - low) + low
-    if device.type == "cuda":  # pinned memory: the copy does not wait for the GPU to catch up
-        return out.pin_memory().to(device, non_blocking=True)
-    return out.to(device)
-
-
-@dataclass
-class AugmentContext:
-    """What an augmentation may need to know about the current step."""
-
-    generators: Sequence[torch.Generator]  # one per image
-    copies: int  # K copies of each image
-    model_size: tuple[int, int]  # input size of the (first) backbone
-    step: int
-    resize_count: int  # how many resolution increases have happened so far
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.generators)
-
-    def per_copy(self, shape: Sequence[int], device: torch.device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-        """Uniform draws for every copy: (B * K, *shape), each image's copies from its generator."""
-        out = draw_per_image(self.generators, (self.copies, *shape), device, low, high)
-        return out.reshape(self.batch_size * self.copies, *shape)
-
-    def per_image(
-        self, shape: Sequence[int], device: torch.device, low: float = 0.0, high: float = 1.0
-    ) -> torch.Tensor:
-        """Uniform draws shared by all copies of an image: (B, *shape)."""
-        return draw_per_image(self.generators, shape, device, low, high)
 
 
 # --------------------------------------------------------------------------- kinds
@@ -251,36 +190,6 @@ class ObjectiveOptions(Options):
     )
 
 
-@dataclass
-class Features:
-    """What one backbone made of a batch of copies, as an objective sees it: only the copies of the
-    images the objective serves, image-major (the copies of its first image, then its second ...)."""
-
-    embeddings: torch.Tensor  # (N, D), normalised, float32
-    activations: dict[str, torch.Tensor]  # layer name -> its output for these copies, batch first (N, ...)
-    image_index: torch.Tensor  # (N,): each copy's image, as an index into the objective's ``rows``
-
-    def layer(self, name: str) -> torch.Tensor:
-        """A captured layer's output for these copies, batch first, as the layer gives it."""
-        return self.activations[name]
-
-    def channels(self, name: str) -> torch.Tensor:
-        """A captured layer as (N, C, P): every channel at every position, whatever the layer's
-        layout (feature maps, token sequences, vectors; :func:`channel_maps`)."""
-        return channel_maps(self.layer(name))
-
-
-def channel_maps(activations: torch.Tensor) -> torch.Tensor:
-    """A layer's batch-first activations as (N, C, P), every channel at every position, in float32:
-    a feature map (N, C, H, W), a token sequence (N, L, C) or a vector (N, C)."""
-    act = activations.float()
-    if act.dim() == 4:
-        return act.flatten(2)
-    if act.dim() == 3:
-        return act.transpose(1, 2)
-    return act.unsqueeze(-1)
-
-
 class Objective(Component):
     """A quantity of the images' copies that a run maximises: the similarity to a prompt, the
     activation of a channel, a direction in a layer or in the embedding space, ...
@@ -324,56 +233,6 @@ class Objective(Component):
         """Its value for every copy, (N,), to be maximised; or ``(value, similarity)``, both (N,),
         for an objective with a similarity to report in the metrics (the prompt's)."""
         raise NotImplementedError
-
-
-@dataclass
-class RunInfo:
-    """What callbacks can see of a run."""
-
-    spec: RunSpec
-    rows: list[Row]
-    device: torch.device
-    out_dir: Path | None
-    spec_hash: str
-    total_steps: int
-    extra: dict[str, Any] = field(default_factory=dict)
-    start_step: int = 0  # a resumed run starts after this step (its checkpoint's)
-
-    def output_path(self, name: str) -> Path:
-        """Where a component writes the file ``name`` (an ``OutputName`` option): inside the output
-        folder, never outside it, whatever ``name`` says."""
-        if self.out_dir is None:
-            raise ValueError("this run writes no files (it has no output folder)")
-        root = self.out_dir.resolve()
-        path = (root / name).resolve()
-        if path == root or root not in path.parents:
-            raise ValueError(f"{name!r} is not a file name inside the output folder {str(self.out_dir)!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
-
-@dataclass
-class StepState:
-    """The state of the loop after an optimiser step; ``images()`` is computed only when asked."""
-
-    step: int  # steps completed so far (1-based)
-    size: tuple[int, int]
-    _images: Any = None
-    _cached: torch.Tensor | None = None
-
-    def images(self) -> torch.Tensor:
-        """The current images, detached, clamped to [0, 1], screened, on the CPU (computed once per step)."""
-        if self._cached is None:
-            self._cached = self._images()
-        return self._cached
-
-
-@dataclass
-class Screened:
-    """What a screening callback lets through: (possibly altered) images and rows to withhold."""
-
-    images: torch.Tensor  # (N, 3, H, W)
-    withheld: torch.Tensor  # (N,) bool: these rows are not written or shown at all
 
 
 class Callback(Component):
@@ -465,137 +324,6 @@ class Analysis(Component):
     def table(self, report: dict[str, Any]) -> Any:
         """A short summary for the terminal (a string or a rich renderable), or None."""
         return None
-
-
-# --------------------------------------------------------------------------- readers
-
-
-@dataclass(frozen=True)
-class ColourReading:
-    """What a reader reads of one image's colours: its dominant colour (None: no colour stands out)
-    and each colour's share of the image's coloured pixels (summing to 1, or empty: nothing coloured)."""
-
-    colour: str | None
-    shares: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MarkerReading:
-    """How strongly a marker (a concept a reader reads as a drawn pattern) shows in one image: a score
-    in [0, 1], whether it counts as drawn, and, where the reader measures it, the share of the image's
-    brightness power at the marker's fundamental grating (None: not measured)."""
-
-    score: float
-    present: bool
-    grating_share: float | None = None
-
-
-@dataclass(frozen=True)
-class CaptionReading:
-    """A reader's check of N images against their prompts: ``correct`` per image (everything the
-    prompt states is read as stated), ``parts`` per stated part (``"colour"``, ``"shape"``, ...: per
-    image, read as stated) and ``summary``, the shares a report shows (each part's, ``"caption"``'s,
-    and any more the reader measures, e.g. ``"no_object"``)."""
-
-    correct: list[bool]
-    parts: dict[str, list[bool]] = field(default_factory=dict)
-    summary: dict[str, float] = field(default_factory=dict)
-
-
-#: the reader an analysis spec's ``reader`` names when it is left out: found by name in the registry
-#: (the toy world's, a built-in plugin), used only where it can read what the spec asks
-DEFAULT_READER = "toyworld"
-
-
-class Reader(Component):
-    """Reads what analyses ask of images, beside the judge's zero-shot verdicts: colours, objects
-    (concepts present), a prompt's parts, a drawn marker. An analysis spec chooses one by name
-    (``"reader"``; left out: ``"toyworld"``, the toy world's analytic judge).
-
-    Every question is optional: a reader answers the ones it can, and says which through the
-    ``reads_*`` / ``*_names`` methods (looked at when a spec is checked, so they only read the options:
-    build models lazily, on the first reading). An analysis whose spec names a reader that cannot
-    answer what it needs refuses the spec, naming both. Images are (N, 3, H, W) in [0, 1], on any
-    device; answers are plain Python, one per image.
-
-    ``registry`` and ``judge`` (the analysis's judge backbone, built) are given when the reader is
-    built to read; when it is built to check a spec they are None.
-    """
-
-    kind = "reader"
-    hook = "register_readers"
-    #: how a report names the reader's readings ("the analytic judge"); default: "reader NAME"
-    label: ClassVar[str] = ""
-
-    def __init__(self, options: Options, device: torch.device, registry: Any = None, judge: Any = None) -> None:
-        super().__init__(options)
-        self.device = device
-        self.registry = registry
-        self.judge = judge
-
-    def describe(self) -> str:
-        """How reports name this reader's readings."""
-        return self.label or f"reader {self.name!r}"
-
-    # colours (the probe's colour attributes)
-    def colour_names(self) -> Sequence[str]:
-        """The colour names :meth:`read_colours` reads (empty: it reads no colour)."""
-        return ()
-
-    def read_colours(self, images: torch.Tensor) -> list[ColourReading]:
-        """Each image's dominant colour and every colour's share (of :meth:`colour_names`)."""
-        raise NotImplementedError
-
-    # objects (the blend's concepts)
-    def reads_concept(self, concept: str) -> bool:
-        """Whether :meth:`concepts_present` can tell if ``concept`` ("a red circle") is in an image."""
-        return False
-
-    def concepts_present(self, images: torch.Tensor, concepts: Sequence[str]) -> dict[str, list[bool]]:
-        """Per concept, per image: is it there? One object must not count for two concepts."""
-        raise NotImplementedError
-
-    def control_captions(self, *concepts: str) -> list[str]:
-        """Captions of things that share nothing with ``concepts`` (a blend's controls); ValueError,
-        with the reason, for concepts it cannot give controls for."""
-        raise ValueError(f"{self.describe()} gives no control captions")
-
-    # captions (the compare's prompts)
-    def reads_caption(self, caption: str) -> bool:
-        """Whether :meth:`read_captions` can check an image against ``caption``."""
-        return False
-
-    def read_captions(self, images: torch.Tensor, prompts: Sequence[str]) -> CaptionReading:
-        """Each image (row i) checked against its prompt (``prompts[i]``)."""
-        raise NotImplementedError
-
-    # markers (the screen's concepts)
-    def marker_names(self) -> Sequence[str]:
-        """The concept captions :meth:`read_markers` reads as a drawn marker (empty: none)."""
-        return ()
-
-    def marker_grating(self) -> tuple[tuple[float, float], float] | None:
-        """The default periods (px) of a marker's fundamental grating and the share above which it is
-        read as drawn, where :meth:`read_markers` measures it (None: it does not)."""
-        return None
-
-    def read_markers(
-        self, images: torch.Tensor, concept: str, grating_periods: tuple[float, float] | None = None
-    ) -> list[MarkerReading]:
-        """How strongly ``concept`` (one of :meth:`marker_names`) is drawn in each image; with
-        ``grating_periods``, the share at that grating too."""
-        raise NotImplementedError
-
-
-def reader_field(**extra: Any) -> Any:
-    """An analysis spec's ``reader`` field: a component reference (``{"name": ..., "options": ...}``
-    or a bare name) to the reader of kind ``reader``; None: :data:`DEFAULT_READER`."""
-    extra.setdefault(
-        "description",
-        "The reader that reads the images beside the judge (colours, objects, a marker): a component of kind "
-        f"'reader'. Left out: the toy world's ('{DEFAULT_READER}'), where it can read the spec.",
-    )
-    return Field(None, **extra)
 
 
 @dataclass(frozen=True)

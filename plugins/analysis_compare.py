@@ -136,59 +136,8 @@ class Compare(Analysis):
         who = "analytic judge" if choice.toyworld else choice.label
         rows_out = [run.results[f"backbones.{label}"].images for label in spec.backbones]
         write_grid(out / "grid.png", torch.cat(rows_out), rows_out[0].shape[0])
-        header = ["backbone", "images", "judge similarity (95 % CI)", "accuracy (95 % CI)", "judge margin (95 % CI)"]
-        table = [
-            [
-                label,
-                s["images"],
-                with_ci(s["judge_similarity"], s["judge_similarity_ci95"], 3),
-                with_ci(s["accuracy"], s["accuracy_ci95"], 2),
-                with_ci(s["judge_margin"], s["judge_margin_ci95"], 3),
-            ]
-            for label, s in summary.items()
-        ]
-        if analytic:
-            parts = [k for k in next(iter(summary.values()))["analytic"] if k not in ("caption", "no_object")]
-            header.append(f"{who}: caption accuracy (95 % CI)" + (f"; {' / '.join(parts)}" if parts else ""))
-            for row, s in zip(table, summary.values()):
-                a = s["analytic"]
-                row.append(
-                    f"{with_ci(s['analytic_accuracy'], s['analytic_accuracy_ci95'], 2)}"
-                    + (f"; {' / '.join(f'{a[k]:.2f}' for k in parts)}" if parts else "")
-                )
-        pair_header = [
-            "ranked",
-            "paired margin difference (95 % CI)",
-            "larger margin in the first / in the second, sign test p",
-            "right only in the first / only in the second",
-            "sign test p",
-        ]
-        pair_rows = [
-            [
-                f"{c['higher']} > {c['lower']}",
-                with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
-                f"{c['margin_larger_in_higher']} / {c['margin_larger_in_lower']}, p = {c['margin_sign_test_p']:.2g}",
-                f"{c['only_higher_right']} / {c['only_lower_right']}",
-                f"{c['sign_test_p']:.3f}",
-            ]
-            for c in paired
-        ]
-        if analytic:
-            pair_header += [
-                f"{who}: right only in the first / only in the second",
-                "sign test p",
-                ("analytic colour" if choice.toyworld else f"{who}, colour")
-                + ": right only in the first / in the second, sign test p",
-            ]
-            for row, c in zip(pair_rows, paired):
-                a = c["analytic"]
-                row += [f"{a['only_higher_right']} / {a['only_lower_right']}", f"{a['sign_test_p']:.3f}"]
-                colour = (
-                    a.get("colour_only_higher_right"),
-                    a.get("colour_only_lower_right"),
-                    a.get("colour_sign_test_p"),
-                )
-                row.append(f"{colour[0]} / {colour[1]}, p = {colour[2]:.2g}" if colour[2] is not None else "")
+        header, table = results_table(summary, analytic, who)
+        pair_header, pair_rows = pairs_table(paired, analytic, who, choice.toyworld)
         judges = f"Judge: `{spec.judge.model_dump()}`" + (
             (
                 "; and the analytic judge (colour, shape and background read by rule)"
@@ -220,6 +169,74 @@ class Compare(Analysis):
 
     def table(self, report: dict[str, Any]) -> Table:
         return compare_table(report)
+
+
+def results_table(summary: dict[str, Any], analytic: bool, who: str) -> tuple[list[str], list[list[Any]]]:
+    """report.md's first table: a row per backbone (the judge's similarity, accuracy and margin, each
+    with its interval), with ``analytic`` a column of ``who``'s (the reader's) caption accuracy and parts."""
+    header = ["backbone", "images", "judge similarity (95 % CI)", "accuracy (95 % CI)", "judge margin (95 % CI)"]
+    table = [
+        [
+            label,
+            s["images"],
+            with_ci(s["judge_similarity"], s["judge_similarity_ci95"], 3),
+            with_ci(s["accuracy"], s["accuracy_ci95"], 2),
+            with_ci(s["judge_margin"], s["judge_margin_ci95"], 3),
+        ]
+        for label, s in summary.items()
+    ]
+    if analytic:
+        parts = [k for k in next(iter(summary.values()))["analytic"] if k not in ("caption", "no_object")]
+        header.append(f"{who}: caption accuracy (95 % CI)" + (f"; {' / '.join(parts)}" if parts else ""))
+        for row, s in zip(table, summary.values()):
+            a = s["analytic"]
+            row.append(
+                f"{with_ci(s['analytic_accuracy'], s['analytic_accuracy_ci95'], 2)}"
+                + (f"; {' / '.join(f'{a[k]:.2f}' for k in parts)}" if parts else "")
+            )
+    return header, table
+
+
+def pairs_table(
+    paired: list[dict[str, Any]], analytic: bool, who: str, toyworld: bool
+) -> tuple[list[str], list[list[Any]]]:
+    """report.md's second table: a row per pair of neighbours in the ranking (their paired margin
+    difference and sign tests), with ``analytic`` the same of ``who``'s (the reader's) readings;
+    ``toyworld``: the reader is the toy world's, whose colour column is named as before."""
+    pair_header = [
+        "ranked",
+        "paired margin difference (95 % CI)",
+        "larger margin in the first / in the second, sign test p",
+        "right only in the first / only in the second",
+        "sign test p",
+    ]
+    pair_rows = [
+        [
+            f"{c['higher']} > {c['lower']}",
+            with_ci(c["margin_difference"], c["margin_difference_ci95"], 3),
+            f"{c['margin_larger_in_higher']} / {c['margin_larger_in_lower']}, p = {c['margin_sign_test_p']:.2g}",
+            f"{c['only_higher_right']} / {c['only_lower_right']}",
+            f"{c['sign_test_p']:.3f}",
+        ]
+        for c in paired
+    ]
+    if analytic:
+        pair_header += [
+            f"{who}: right only in the first / only in the second",
+            "sign test p",
+            ("analytic colour" if toyworld else f"{who}, colour")
+            + ": right only in the first / in the second, sign test p",
+        ]
+        for row, c in zip(pair_rows, paired):
+            a = c["analytic"]
+            row += [f"{a['only_higher_right']} / {a['only_lower_right']}", f"{a['sign_test_p']:.3f}"]
+            colour = (
+                a.get("colour_only_higher_right"),
+                a.get("colour_only_lower_right"),
+                a.get("colour_sign_test_p"),
+            )
+            row.append(f"{colour[0]} / {colour[1]}, p = {colour[2]:.2g}" if colour[2] is not None else "")
+    return pair_header, pair_rows
 
 
 def compare_results(

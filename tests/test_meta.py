@@ -39,7 +39,8 @@ def test_the_kinds_of_component_are_listed_once():
     from clipforge.spec import COMPONENT_FIELDS
 
     assert sorted(HOOK_KINDS.values()) == sorted(KINDS)
-    assert set(COMPONENT_FIELDS.values()) == set(KINDS) - {"analysis", "reader"}  # analyses and their readers are not part of a run
+    # analyses and their readers are not part of a run
+    assert set(COMPONENT_FIELDS.values()) == set(KINDS) - {"analysis", "reader"}
 
 
 @pytest.mark.parametrize("hook", sorted(HOOK_KINDS))
