@@ -13,7 +13,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clipforge import Callback, Options, StepState
+from clipforge import Callback, Options, ResolvedSpec, StepState, default_registry, load_spec
+
+# --------------------------------------------------------------------------- specs
+
+
+def resolved(spec: Any) -> ResolvedSpec:
+    """``spec`` (a dict, a path or a RunSpec) resolved with the installed plugins: what
+    :class:`clipforge.engine.Engine` takes."""
+    return default_registry().resolve(load_spec(spec))
+
 
 # --------------------------------------------------------------------------- timing and memory
 

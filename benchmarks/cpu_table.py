@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import RunClock
+from benchmarks.common import RunClock, resolved
 from clipforge import Options
 from clipforge.engine import Engine
 from clipforge.judge import load_backbone
@@ -101,7 +101,7 @@ def seconds_per_step(model: str, performance: dict[str, Any], warmup: int, steps
     times = []
     for n in (warmup, warmup + steps):
         clock = RunClock(Options())
-        Engine(spec(model, n, performance, augment), callbacks=[clock]).run()
+        Engine(resolved(spec(model, n, performance, augment)), callbacks=[clock]).run()
         times.append(clock.seconds)
     return max(times[1] - times[0], 1e-9) / steps
 

@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import RunClock, paper_affine, tv_four_directions
+from benchmarks.common import RunClock, paper_affine, resolved, tv_four_directions
 from clipforge import Options, default_registry
 from clipforge.engine import Engine
 
@@ -46,7 +46,7 @@ def spec(steps: int, batch: int, copies: int) -> dict:
 
 def engine_seconds(steps: int, batch: int, copies: int) -> float:
     clock = RunClock(Options())
-    Engine(spec(steps, batch, copies), callbacks=[clock]).run()
+    Engine(resolved(spec(steps, batch, copies)), callbacks=[clock]).run()
     return clock.seconds
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 import clipforge
-from benchmarks.common import PeakMemory, sync
+from benchmarks.common import PeakMemory, resolved, sync
 from clipforge import Callback, Options, StepState
 from clipforge.engine import Engine
 
@@ -98,7 +98,7 @@ def timed_run(spec: dict, warmup: int) -> dict[str, Any]:
     clock = StepClock(device, warmup)
     start = time.perf_counter()
     with PeakMemory(device) as memory:
-        Engine(spec, callbacks=[clock]).run()
+        Engine(resolved(spec), callbacks=[clock]).run()
     timed = spec["steps"] - warmup
     return {
         "seconds_per_step": clock.seconds / timed,

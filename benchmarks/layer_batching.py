@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import RunClock
+from benchmarks.common import RunClock, resolved
 from clipforge import Options
 from clipforge.engine import Engine
 
@@ -53,7 +53,7 @@ def timed(spec: dict[str, Any]) -> tuple[float, float, torch.Tensor]:
     """(seconds whole, seconds in the loop, images) of one engine run."""
     clock = RunClock(Options())
     start = time.perf_counter()
-    result = Engine(spec, callbacks=[clock]).run()
+    result = Engine(resolved(spec), callbacks=[clock]).run()
     return time.perf_counter() - start, clock.seconds, result.images
 
 

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.common import resolved
 from clipforge import Backbone, channel_count, image_tower, layer_shape
 from clipforge.engine import Engine
 from clipforge.judge import load_backbone
@@ -128,7 +129,7 @@ def run_clipforge(spec: LayerSpec) -> tuple[torch.Tensor, Clock]:
     clock = Clock()
     for chunk, run in zip(spec.batches(), spec.inversion_specs().values()):
         with clock.timing():
-            result = Engine(run).run()
+            result = Engine(resolved(run)).run()
         images += [result.image(i) for i in range(len(chunk))]  # one seed: prompt i is the chunk's channel i
     return torch.stack(images), clock
 

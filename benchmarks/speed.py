@@ -36,7 +36,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import PeakMemory, PhaseClock, paper_affine, sync, tv_four_directions
+from benchmarks.common import PeakMemory, PhaseClock, paper_affine, resolved, sync, tv_four_directions
 from clipforge import Backbone
 from clipforge.engine import Engine
 from clipforge.judge import load_backbone
@@ -134,7 +134,7 @@ def batched_inversion(
         },
     }
     clock = PhaseClock(device, steps_per_phase)
-    Engine(spec, callbacks=[clock]).run()
+    Engine(resolved(spec), callbacks=[clock]).run()
     return clock.times
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from clipforge.compat import world_captions_name
 from clipforge.components import Analysis, AnalysisRun, Backbone, Callback, InversionResult, Options, RunInfo, StepState
 from clipforge.engine import Engine
 from clipforge.files import write_json
@@ -29,8 +30,9 @@ from clipforge.registry import Registry, ResolvedComponent, ResolvedSpec, defaul
 from clipforge.spec import SpecError
 from clipforge.specfile import load_model as load_analysis_spec
 
-#: the values of an analysis spec's ``captions`` that ask the judge for its world's captions
-WORLD_CAPTIONS = ("world", "toyworld")
+#: the values of an analysis spec's ``captions`` that ask the judge for its world's captions ("toyworld",
+#: the older name of "world", is read as "world" and warned of: :func:`clipforge.compat.world_captions_name`)
+WORLD_CAPTIONS = ("world",)
 
 __all__ = [
     "WORLD_CAPTIONS",
@@ -231,9 +233,10 @@ def sign_test(wins: int, losses: int) -> float:
 
 
 def candidate_captions(value: list[str] | str | None, prompts: list[str], judge: Backbone | None = None) -> list[str]:
-    """A judge's candidate captions: a list; ``"world"`` (``"toyworld"`` in older specs): the
+    """A judge's candidate captions: a list; ``"world"`` (``"toyworld"`` in older specs, warned of): the
     captions of the world the judge's model was trained on, which the judge backbone knows
     (:meth:`Backbone.captions`); or none. The prompts are added."""
+    value = world_captions_name(value)
     if value in WORLD_CAPTIONS:
         captions = judge.captions() if judge is not None else None
         if captions is None:

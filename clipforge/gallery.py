@@ -27,6 +27,7 @@ from typing import Any
 
 from clipforge.files import atomic_path
 from clipforge.gallery_items import is_layer_report, layer_items, report_items, run_items, settings_text, sweep_items
+from clipforge.runrecord import RUN_JSON
 from clipforge.spec import SpecError
 
 __all__ = [
@@ -49,7 +50,7 @@ def gallery_data(folder: Path) -> dict[str, Any]:
     which has no server to ask for more."""
     if (folder / "sweep.json").exists():
         kind, view = "sweep", sweep_items(folder)
-    elif (folder / "run.json").exists():
+    elif (folder / RUN_JSON).exists():
         kind, view = "run", run_items(folder)
     elif (folder / "report.json").exists():
         layer = is_layer_report(json.loads((folder / "report.json").read_text(encoding="utf-8")))

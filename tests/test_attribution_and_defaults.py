@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import StopAt, registry_with, tiny_spec_dict
+from helpers import StopAt, registry_with, resolved, tiny_spec_dict
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -91,9 +91,9 @@ def test_a_resumed_run_gives_the_same_maps_bit_for_bit(tmp_path, optimizer):
     spec = {**attribution_spec(steps=12, checkpoint_every=4), "optimizer": {"name": optimizer}}
     spec["resolution"] = [{"step": 0, "size": 16}, {"step": 6, "size": 32}]
     whole = clipforge.invert(spec, tmp_path / "whole")
-    stopped = clipforge.Engine(spec, out_dir=tmp_path / "b", callbacks=[StopAt(7)]).run()
+    stopped = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", callbacks=[StopAt(7)]).run()
     assert stopped.interrupted and stopped.attribution.shape == (4, 32, 32)
-    resumed = clipforge.Engine(spec, out_dir=tmp_path / "b", resume=True).run()
+    resumed = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", resume=True).run()
     assert torch.equal(resumed.images, whole.images)
     assert torch.equal(resumed.attribution, whole.attribution)
     assert torch.equal(load_file(tmp_path / "b" / "images.safetensors")["attribution"], whole.attribution)
@@ -103,7 +103,7 @@ def test_a_checkpoint_without_maps_is_refused_when_the_spec_asks_for_them(tmp_pa
     from clipforge.outputs import DamagedCheckpointError
 
     spec = attribution_spec(steps=12, checkpoint_every=4)
-    clipforge.Engine(spec, out_dir=tmp_path / "b", callbacks=[StopAt(5)]).run()
+    clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", callbacks=[StopAt(5)]).run()
     path = tmp_path / "b" / "checkpoint.safetensors"
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -113,7 +113,7 @@ def test_a_checkpoint_without_maps_is_refused_when_the_spec_asks_for_them(tmp_pa
     tensors = {k: v for k, v in load_file(path).items() if k != "attribution"}
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(DamagedCheckpointError, match="attribution"):
-        clipforge.Engine(spec, out_dir=tmp_path / "b", resume=True).run()
+        clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", resume=True).run()
 
 
 class WithholdFirst(Callback):
@@ -129,7 +129,7 @@ class WithholdFirst(Callback):
 
 
 def test_a_withheld_image_gets_no_map(tmp_path):
-    result = clipforge.Engine(attribution_spec(), out_dir=tmp_path / "run", callbacks=[WithholdFirst()]).run()
+    result = clipforge.Engine(resolved(attribution_spec()), out_dir=tmp_path / "run", callbacks=[WithholdFirst()]).run()
     first, second = result.rows[0].slug, result.rows[1].slug
     assert not (tmp_path / "run" / "images" / f"{first}.attribution.png").exists()
     assert (tmp_path / "run" / "images" / f"{second}.attribution.png").exists()

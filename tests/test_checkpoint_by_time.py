@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from helpers import start_cli, tiny_spec_dict
+from helpers import resolved, start_cli, tiny_spec_dict
 from safetensors.torch import load_file
 
 import clipforge
@@ -64,7 +64,9 @@ def test_checkpoints_by_time_do_not_change_the_images(tmp_path, monkeypatch):
     monkeypatch.setattr(outputs_module, "write_checkpoint", spy)
     plain = clipforge.invert({**SPEC, "checkpoint_seconds": None}, tmp_path / "plain")
     assert written == []  # neither by steps nor by time
-    timed = clipforge.Engine({**SPEC, "checkpoint_seconds": 0.01}, out_dir=tmp_path / "timed", callbacks=[Slow(0.02)])
+    timed = clipforge.Engine(
+        resolved({**SPEC, "checkpoint_seconds": 0.01}), out_dir=tmp_path / "timed", callbacks=[Slow(0.02)]
+    )
     result = timed.run()
     assert written == [1, 2, 3, 4, 5]  # every step took longer than 0.01 s; none at the end (the results are)
     assert torch.equal(result.images, plain.images)
@@ -74,11 +76,11 @@ def test_checkpoints_by_time_do_not_change_the_images(tmp_path, monkeypatch):
 def test_a_run_resumed_from_a_checkpoint_by_time_is_bit_identical(tmp_path, stop):
     spec = {**SPEC, "checkpoint_seconds": 0.01}
     whole = clipforge.invert({**spec, "checkpoint_seconds": None}, tmp_path / "whole")
-    stopped = clipforge.Engine(spec, out_dir=tmp_path / "b", callbacks=[Slow(0.02, stop=stop)]).run()
+    stopped = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", callbacks=[Slow(0.02, stop=stop)]).run()
     assert stopped.interrupted and stopped.steps_done == stop
     run = json.loads((tmp_path / "b" / "run.json").read_text())
     assert run["status"] == "interrupted"
-    resumed = clipforge.Engine(spec, out_dir=tmp_path / "b", resume=True).run()
+    resumed = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", resume=True).run()
     assert resumed.metrics[0]["step"] == stop  # from the checkpoint of the step before the Ctrl-C
     assert resumed.metrics[0]["size"] == 32
     assert torch.equal(resumed.images, whole.images) and resumed.steps_done == 6

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import StopAt, tiny_spec_dict
+from helpers import StopAt, resolved, tiny_spec_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -32,7 +32,7 @@ SPEC = tiny_spec_dict(
 def stopped_run(tmp_path: Path) -> Path:
     """A run interrupted at step 5, with its checkpoint of step 4."""
     out = tmp_path / "run"
-    assert clipforge.Engine(SPEC, out_dir=out, callbacks=[StopAt(5)]).run().interrupted
+    assert clipforge.Engine(resolved(SPEC), out_dir=out, callbacks=[StopAt(5)]).run().interrupted
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import registry_with, tiny_spec_dict
+from helpers import registry_with, resolved, tiny_spec_dict
 
 import clipforge
 from clipforge import outputs
@@ -71,7 +71,7 @@ PLUGIN = "from plugin 'extra'"
 
 def run(tmp_path: Path, **overrides):
     spec = tiny_spec_dict(**{"callbacks": [], **overrides})
-    return clipforge.Engine(spec, registry=REGISTRY, out_dir=tmp_path / "out").run()
+    return clipforge.Engine(resolved(spec, REGISTRY), out_dir=tmp_path / "out").run()
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_a_component_failing_in_the_loop_is_named_with_its_plugin(tmp_path, over
     spec = tiny_spec_dict(callbacks=[])
     spec.update(overrides)
     with pytest.raises(ComponentFailedError) as caught:
-        clipforge.Engine(spec, registry=REGISTRY, out_dir=tmp_path / "out").run()
+        clipforge.Engine(resolved(spec, REGISTRY), out_dir=tmp_path / "out").run()
     assert named in str(caught.value) and why in str(caught.value), str(caught.value)
     out = tmp_path / "out"
     if out.exists():  # failed after its first step: run.json says who failed
@@ -137,7 +137,7 @@ def test_a_backbone_returning_the_wrong_shape_is_named(tmp_path):
     registry = registry_with(WrongWidth)
     spec = tiny_spec_dict(callbacks=[], backbones=["wrong_width"])
     with pytest.raises(ComponentFailedError, match=r"objective 'prompt'.*backbone 'wrong_width' embeds images in"):
-        clipforge.Engine(spec, registry=registry, out_dir=tmp_path / "out").run()
+        clipforge.Engine(resolved(spec, registry), out_dir=tmp_path / "out").run()
 
 
 def test_a_callback_failing_at_the_end_leaves_no_lock_and_no_finished_run(tmp_path):
@@ -155,11 +155,11 @@ def test_a_failed_start_leaves_no_empty_parent_folders(tmp_path):
     bad["backbones"][0]["options"]["pretrained"] = "random"
     bad["backbones"][0]["options"]["config"]["vision_cfg"]["layers"] = "many"  # cannot be built
     with pytest.raises(ComponentStartError):
-        clipforge.Engine(bad, registry=REGISTRY, out_dir=tmp_path / "a" / "b" / "c").run()
+        clipforge.Engine(resolved(bad, REGISTRY), out_dir=tmp_path / "a" / "b" / "c").run()
     assert not (tmp_path / "a").exists()
     (tmp_path / "kept").mkdir()  # a parent that was there stays
     with pytest.raises(ComponentStartError):
-        clipforge.Engine(bad, registry=REGISTRY, out_dir=tmp_path / "kept" / "b" / "c").run()
+        clipforge.Engine(resolved(bad, REGISTRY), out_dir=tmp_path / "kept" / "b" / "c").run()
     assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "b").exists()
 
 
@@ -168,7 +168,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 import clipforge
-from helpers import tiny_spec_dict
+from helpers import resolved, tiny_spec_dict
 
 class SlowStart(clipforge.Callback):
     name = "slow_start"
@@ -177,7 +177,7 @@ class SlowStart(clipforge.Callback):
         time.sleep(60)
 
 spec = tiny_spec_dict(callbacks=[], steps=2)
-result = clipforge.Engine(spec, out_dir=sys.argv[1], callbacks=[SlowStart(clipforge.Options())]).run()
+result = clipforge.Engine(resolved(spec), out_dir=sys.argv[1], callbacks=[SlowStart(clipforge.Options())]).run()
 """
 
 

@@ -11,7 +11,7 @@ import socket
 
 import pytest
 import torch
-from helpers import StopAt, registry_with, tiny_spec_dict
+from helpers import StopAt, registry_with, resolved, tiny_spec_dict
 
 import clipforge
 from clipforge import SpecError, outputs
@@ -83,7 +83,7 @@ def test_an_infinite_loss_stops_the_run_as_nan_does(tmp_path):
     registry = registry_with(InfiniteFromStep3)
     spec = tiny_spec_dict(steps=6, callbacks=["metrics"], regularizers=["infinite_from_step_3"])
     with pytest.raises(FloatingPointError, match=r"loss became inf at step 3 \(image 00-a-red-circle-seed0\)"):
-        clipforge.Engine(spec, registry=registry, out_dir=tmp_path / "out").run()
+        clipforge.Engine(resolved(spec, registry), out_dir=tmp_path / "out").run()
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["status"] == "failed" and run["steps_done"] == 3
 
@@ -102,14 +102,14 @@ def test_a_resume_from_a_checkpoint_after_a_resize_is_bit_identical(tmp_path, re
         optimizer={"reset_on_resize": reset_on_resize},
     )
     whole = clipforge.invert(spec, tmp_path / "whole")
-    stopped = clipforge.Engine(spec, out_dir=tmp_path / "b", callbacks=[StopAt(5)]).run()
+    stopped = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", callbacks=[StopAt(5)]).run()
     assert stopped.interrupted and stopped.steps_done == 5
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "b" / "checkpoint.safetensors"), framework="pt") as f:
         meta = json.loads(f.metadata()["clipforge"])
     assert (meta["step"], meta["size"], meta["resize_count"]) == (4, 24, 1)
-    resumed = clipforge.Engine(spec, out_dir=tmp_path / "b", resume=True).run()
+    resumed = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", resume=True).run()
     assert torch.equal(resumed.images, whole.images)
 
 
@@ -138,7 +138,7 @@ def test_a_running_run_from_another_host_is_not_resumed(tmp_path, capsys):
 
     out = tmp_path / "out"
     spec = tiny_spec_dict(steps=8, checkpoint_every=4, callbacks=[])
-    clipforge.Engine(spec, out_dir=out, callbacks=[StopAt(5)]).run()
+    clipforge.Engine(resolved(spec), out_dir=out, callbacks=[StopAt(5)]).run()
     run = json.loads((out / "run.json").read_text())
     (out / "run.json").write_text(json.dumps({**run, "status": "running", "pid": dead_pid(), "host": "another-host"}))
     from clipforge.cli import main

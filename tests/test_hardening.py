@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import capture_parts, default_signals, start_cli, tiny_spec_dict
+from helpers import capture_parts, default_signals, resolved, start_cli, tiny_spec_dict
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -204,7 +204,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_naming_the_step(tmp_path, monkeyp
 
     poison = Poison(Options())
     engine = clipforge.Engine(
-        tiny_spec_dict(steps=6, callbacks=["metrics"]), out_dir=tmp_path / "out", callbacks=[poison]
+        resolved(tiny_spec_dict(steps=6, callbacks=["metrics"])), out_dir=tmp_path / "out", callbacks=[poison]
     )
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 3 \(image 00-a-red-circle-seed0"):
         engine.run()

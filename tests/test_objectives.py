@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY_CONFIG, registry_with, tiny_backbone, tiny_spec_dict
+from helpers import TINY_CONFIG, registry_with, resolved, tiny_backbone, tiny_spec_dict
 from safetensors import safe_open
 
 import clipforge
@@ -73,7 +73,7 @@ def test_a_spec_without_objectives_keeps_its_hash_and_one_naming_the_papers_goal
 
 
 def built_parts(spec: dict):
-    engine = Engine(quiet(spec))
+    engine = Engine(resolved(quiet(spec)))
     return engine.build()
 
 
@@ -212,7 +212,7 @@ def resolve_error(spec: dict) -> str:
 
 def start_error(spec: dict, registry=None) -> str:
     with pytest.raises(ComponentStartError) as info:
-        Engine(quiet(spec), registry=registry).build()
+        Engine(resolved(quiet(spec), registry)).build()
     return str(info.value)
 
 
@@ -290,7 +290,7 @@ def test_the_hooks_are_gone_after_a_failing_run():
     with pytest.raises(
         clipforge.engine.ComponentFailedError, match=r"prompts\[0\]\.objectives\[0\]: objective 'boom'.*boom"
     ):
-        Engine(spec, registry=registry).run()
+        Engine(resolved(spec, registry)).run()
     assert seen and not any(m._forward_hooks for m in image_tower(seen[0]).modules())
 
 
@@ -335,9 +335,9 @@ def test_a_run_of_objectives_resumes_bit_for_bit(tmp_path):
         prompts=["a red circle", {"objectives": goal}], steps=8, checkpoint_every=3, callbacks=["metrics"]
     )
     whole = clipforge.invert(spec, tmp_path / "whole")
-    stopped = Engine(spec, out_dir=tmp_path / "b", callbacks=[StopAt(5)]).run()
+    stopped = Engine(resolved(spec), out_dir=tmp_path / "b", callbacks=[StopAt(5)]).run()
     assert stopped.interrupted
-    resumed = Engine(spec, out_dir=tmp_path / "b", resume=True).run()
+    resumed = Engine(resolved(spec), out_dir=tmp_path / "b", resume=True).run()
     assert torch.equal(resumed.images, whole.images) and resumed.steps_done == 8
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["similarity"][2] for line in lines] == [None] * 8  # no similarity: JSON null

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import capture_parts, tiny_spec_dict
+from helpers import capture_parts, resolved, tiny_spec_dict
 from pydantic import ValidationError
 
 import clipforge
@@ -355,7 +355,7 @@ def test_optimisation_goes_on_after_every_resize(param, reset, monkeypatch):
     )
     seen = ImagesPerStep()
     built = capture_parts(monkeypatch)
-    clipforge.Engine(spec, callbacks=[seen]).run()
+    clipforge.Engine(resolved(spec), callbacks=[seen]).run()
     # every parameter tensor moved, including those a resize added at zero (multires' finer levels)
     assert all(p.detach().abs().max() > 0 for p in built[-1].param.parameters())
     for step in (3, 5, 6):  # consecutive steps at the same size, after each resize

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import torch
-from helpers import StopAt, start_cli, tiny_spec_dict
+from helpers import StopAt, resolved, start_cli, tiny_spec_dict
 from safetensors.torch import load_file
 
 import clipforge
@@ -27,9 +27,9 @@ SPEC = tiny_spec_dict(
 def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, every, stop, reset_on_resize):
     spec = {**SPEC, "checkpoint_every": every, "optimizer": {"reset_on_resize": reset_on_resize}}
     whole = clipforge.invert(spec, tmp_path / "whole")
-    stopped = clipforge.Engine(spec, out_dir=tmp_path / "b", callbacks=[StopAt(stop)]).run()
+    stopped = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", callbacks=[StopAt(stop)]).run()
     assert stopped.interrupted and stopped.steps_done == stop
-    resumed = clipforge.Engine(spec, out_dir=tmp_path / "b", resume=True).run()
+    resumed = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", resume=True).run()
     assert torch.equal(resumed.images, whole.images) and resumed.steps_done == 12
     checkpoint = stop // every * every
     assert resumed.metrics[0]["step"] == checkpoint + 1
@@ -73,11 +73,11 @@ def test_what_cannot_be_resumed_is_refused(tmp_path, capsys):
     assert main(["invert", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "holds no run to resume" in capsys.readouterr().err
 
-    clipforge.Engine(spec, out_dir=tmp_path / "early", callbacks=[StopAt(2)]).run()  # before any checkpoint
+    clipforge.Engine(resolved(spec), out_dir=tmp_path / "early", callbacks=[StopAt(2)]).run()  # before any checkpoint
     assert main(["invert", "--resume", str(tmp_path / "early")]) == 2
     assert "stopped before its first checkpoint" in capsys.readouterr().err
 
-    clipforge.Engine(spec, out_dir=tmp_path / "edited", callbacks=[StopAt(5)]).run()
+    clipforge.Engine(resolved(spec), out_dir=tmp_path / "edited", callbacks=[StopAt(5)]).run()
     saved = json.loads((tmp_path / "edited" / "spec.json").read_text())
     (tmp_path / "edited" / "spec.json").write_text(json.dumps({**saved, "steps": 13}))
     assert main(["invert", "--resume", str(tmp_path / "edited")]) == 2
@@ -97,7 +97,7 @@ def test_the_pixel_parameterisation_can_start_from_an_image(tmp_path, capsys):
         "steps": 1,
         "parameterization": {"name": "pixel", "options": {"init_image": str(tmp_path / "red.png")}},
     }
-    start = clipforge.Engine(clipforge.default_registry().resolve(clipforge.load_spec(spec))).build().param.image()
+    start = clipforge.Engine(resolved(spec)).build().param.image()
     assert start.shape == (4, 3, 16, 16)
     assert torch.allclose(start[:, 0], torch.ones(4, 16, 16)) and torch.allclose(
         start[:, 1:], torch.zeros(4, 2, 16, 16)

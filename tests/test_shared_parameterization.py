@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import StopAt, tiny_spec_dict
+from helpers import StopAt, resolved, tiny_spec_dict
 from safetensors.torch import load_file
 from test_toolbox import edge_channels, edge_run
 
@@ -90,13 +90,13 @@ def test_a_shared_run_resumes_bit_for_bit_from_its_checkpoint(tmp_path, reset_on
     spec = {**SPEC, "optimizer": {"reset_on_resize": reset_on_resize}}
     whole = clipforge.invert(spec, tmp_path / "whole")
     assert whole.steps_done == 12 and torch.isfinite(whole.images).all()
-    stopped = clipforge.Engine(spec, out_dir=tmp_path / "b", callbacks=[StopAt(7)]).run()
+    stopped = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", callbacks=[StopAt(7)]).run()
     assert stopped.interrupted
     saved = load_file(tmp_path / "b" / "checkpoint.safetensors")
     grid = (len(whole.images), 3, 4, 4)  # a row per image (prompts x seeds), a quarter of 16 px
     assert saved["param.1"].shape == grid and saved["param.1"].abs().max() > 0  # the grid, moved
     assert saved["adam.1.exp_avg"].shape == grid
-    resumed = clipforge.Engine(spec, out_dir=tmp_path / "b", resume=True).run()
+    resumed = clipforge.Engine(resolved(spec), out_dir=tmp_path / "b", resume=True).run()
     assert resumed.steps_done == 12 and torch.equal(resumed.images, whole.images)
 
 
@@ -105,7 +105,7 @@ def test_shared_0_keeps_a_runs_images_and_checkpoint_layout(tmp_path):
     off = {**SPEC, "parameterization": {"name": "fourier", "options": {"shared": 0.0}}}
     layouts = []
     for name, spec in (("plain", plain), ("off", off)):
-        clipforge.Engine(spec, out_dir=tmp_path / name, callbacks=[StopAt(5)]).run()
+        clipforge.Engine(resolved(spec), out_dir=tmp_path / name, callbacks=[StopAt(5)]).run()
         saved = load_file(tmp_path / name / "checkpoint.safetensors")
         layouts.append({k: tuple(v.shape) for k, v in saved.items()})
     assert layouts[0] == layouts[1] and "param.1" not in layouts[0]

@@ -8,7 +8,7 @@ import os
 import signal
 
 import pytest
-from helpers import tiny_spec_dict
+from helpers import resolved, tiny_spec_dict
 
 import clipforge
 from clipforge import outputs, signals
@@ -61,7 +61,7 @@ class CtrlCTwice(clipforge.Callback):
 
 def test_a_run_stopped_by_ctrl_c_saves_through_a_second_one(tmp_path):
     result = clipforge.Engine(
-        tiny_spec_dict(steps=50), out_dir=tmp_path / "out", callbacks=[CtrlCTwice(clipforge.Options())]
+        resolved(tiny_spec_dict(steps=50)), out_dir=tmp_path / "out", callbacks=[CtrlCTwice(clipforge.Options())]
     ).run()
     assert result.interrupted and result.steps_done == 2
     assert not (tmp_path / "out" / outputs.LOCK).exists()

@@ -14,7 +14,7 @@ import pytest
 import test_contracts as contracts
 import torch
 import torch.nn.functional as F
-from helpers import tiny_backbone, tiny_spec_dict
+from helpers import resolved, tiny_backbone, tiny_spec_dict
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
@@ -368,7 +368,7 @@ def test_a_bad_direction_file_is_refused_with_its_name_and_why(tmp_path):
     # the length is the layer's business: checked when the objective is built, before the first step
     np.save(tmp_path / "short.npy", np.ones(7, dtype=np.float32))
     with pytest.raises(ComponentStartError) as info:
-        Engine(spec_with_direction(tmp_path, {"file": "short.npy"})).build()
+        Engine(resolved(spec_with_direction(tmp_path, {"file": "short.npy"}))).build()
     assert str(info.value).startswith("prompts[0].objectives[0]: objective 'direction'")
     assert f"the direction in '{d}/short.npy' has 7 values, but layer 'conv1' of " in str(info.value)
     assert "has 32 channels" in str(info.value)
@@ -431,7 +431,7 @@ def test_interpolate_is_the_convex_blend_of_two_channels_and_refuses_two_layers(
     )
     goal["options"] = {"layer": "conv1", "channel": 1, "channel2": 40}
     with pytest.raises(ComponentStartError, match="channel 40 is out of range: layer 'conv1'"):
-        Engine(quiet(tiny_spec_dict(prompts=[{"objectives": [goal]}]))).build()
+        Engine(resolved(quiet(tiny_spec_dict(prompts=[{"objectives": [goal]}])))).build()
     lucent = interpolation("conv1", 1, 2, frames=5, alignment=0.5)
     assert lucent["objectives"] == [
         {"name": "interpolate", "options": {"layer": "conv1", "channel": 1, "channel2": 2}},
