@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -58,41 +58,58 @@ Blame = Callable[[object, str], AbstractContextManager]
 
 @dataclass
 class GoalSums:
-    """Running sums over backbones and objectives for the copies of one chunk."""
+    """Running sums over backbones and objectives for the copies of one chunk. Nothing is made until
+    something is added, and nothing is added to zeros or divided by one: the paper's single objective
+    costs no tensor operation beyond its own (the engine's overhead per step, issue 35)."""
 
-    by_count: dict[int, torch.Tensor]  # weighted values, by how many backbones they are averaged over
-    similarity: torch.Tensor
-    similarity_count: torch.Tensor
+    n: int
+    device: torch.device
+    by_count: dict[int, torch.Tensor] = field(default_factory=dict)  # weighted values, by backbones averaged over
+    similarity: torch.Tensor | None = None  # the sum of the similarities reported
+    similarity_count: torch.Tensor | int = 0  # how many were summed: an int while each one covered every copy
 
     @classmethod
     def zeros(cls, n: int, device: torch.device) -> GoalSums:
-        return cls({}, torch.zeros(n, device=device), torch.zeros(n, device=device))
+        return cls(n, device)
 
     def add(self, goal: Goal, index: torch.Tensor | None, value: torch.Tensor, similarity: torch.Tensor | None):
-        n = self.similarity.shape[0]
         weighted = value if goal.weight == 1.0 else goal.weight * value
         total = self.by_count.get(goal.averaged_over)
-        if total is None:
-            total = torch.zeros(n, device=value.device, dtype=value.dtype)
-        self.by_count[goal.averaged_over] = total + weighted if index is None else total.index_add(0, index, weighted)
-        if similarity is not None:
-            s = similarity.detach().float()
-            if index is None:
-                self.similarity = self.similarity + s
-                self.similarity_count = self.similarity_count + 1
-            else:
-                self.similarity = self.similarity.index_add(0, index, s)
-                self.similarity_count = self.similarity_count.index_add(0, index, torch.ones_like(s))
+        if index is None:
+            total = weighted if total is None else total + weighted
+        else:
+            base = torch.zeros(self.n, device=value.device, dtype=value.dtype) if total is None else total
+            total = base.index_add(0, index, weighted)
+        self.by_count[goal.averaged_over] = total
+        if similarity is None:
+            return
+        s = similarity.detach().float()
+        if index is None:
+            self.similarity = s if self.similarity is None else self.similarity + s
+            self.similarity_count = self.similarity_count + 1
+        else:
+            base = torch.zeros(self.n, device=s.device) if self.similarity is None else self.similarity
+            self.similarity = base.index_add(0, index, s)
+            count = self.similarity_count
+            if not torch.is_tensor(count):
+                count = torch.full((self.n,), float(count), device=s.device)
+            self.similarity_count = count.index_add(0, index, torch.ones_like(s))
 
     def loss_and_similarity(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per copy: minus the goal (the loss), and the mean similarity (NaN where none was reported)."""
-        goal = torch.zeros_like(self.similarity)  # every objective weighted 0: no goal, the regularisers alone
-        for i, count in enumerate(sorted(self.by_count)):
-            part = self.by_count[count] / count
-            goal = part if i == 0 else goal + part
-        similarity = torch.where(
-            self.similarity_count > 0, self.similarity / self.similarity_count.clamp_min(1), math.nan
-        )
+        goal = None
+        for count in sorted(self.by_count):
+            part = self.by_count[count] if count == 1 else self.by_count[count] / count
+            goal = part if goal is None else goal + part
+        if goal is None:  # every objective weighted 0: no goal, the regularisers alone
+            goal = torch.zeros(self.n, device=self.device)
+        count = self.similarity_count
+        if self.similarity is None:
+            similarity = torch.full((self.n,), math.nan, device=self.device)
+        elif torch.is_tensor(count):
+            similarity = torch.where(count > 0, self.similarity / count.clamp_min(1), math.nan)
+        else:
+            similarity = self.similarity if count == 1 else self.similarity / count
         return -goal, similarity
 
 
@@ -142,7 +159,7 @@ def check_value(value: torch.Tensor, embeddings: torch.Tensor) -> None:
             "its value does not depend on the images (no gradient: detached, or computed under no_grad), "
             "so it would do nothing"
         )
-    if value.device.type == "cpu" and not torch.isfinite(value.detach()).all():
+    if value.device.type == "cpu" and not torch.isfinite(value.detach().sum()) and not torch.isfinite(value).all():
         if not torch.isfinite(embeddings.detach()).all():  # the images went wrong, not the objective: the
             return  # metrics will say so, naming the step and the image
         bad = value.detach()[~torch.isfinite(value.detach())][0].item()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -93,6 +93,24 @@ class Targets:
     embeddings: torch.Tensor
     weights: torch.Tensor
     similarity_weights: torch.Tensor  # positive weights, normalised per image: the "similarity" metric
+    kept: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict, repr=False, compare=False)
+
+    def per_copy(self, image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The embeddings, weights and similarity weights of each copy's image, (N, T, D), (N, T), (N, T);
+        kept for an index tensor the engine hands in again at every step (its copies' rows), so that the
+        paper's objective gathers them once per run rather than once per step."""
+        kept = self.kept.get(id(image_index))
+        if kept is None or kept[0] is not image_index:
+            if len(self.kept) > 16:  # indices made anew each call (another caller): keep only the last ones
+                self.kept.clear()
+            kept = (
+                image_index,
+                self.embeddings[image_index],
+                self.weights[image_index],
+                self.similarity_weights[image_index],
+            )
+            self.kept[id(image_index)] = kept
+        return kept[1], kept[2], kept[3]
 
 
 def embed_terms(backbone: Backbone, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], torch.Tensor]:
@@ -144,14 +162,14 @@ def copy_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Data term and similarity of each copy. ``embeddings`` are normalised, (N, D); copy ``n``
     belongs to image ``image_index[n]``. Returns two (N,) tensors."""
-    target = targets.embeddings[image_index]  # (N, T, D)
+    target, weights, similarity_weights = targets.per_copy(image_index)  # (N, T, D), (N, T), (N, T)
     cos = torch.einsum("nd,ntd->nt", embeddings, target)
     if kind == "l2":
         dist = (embeddings[:, None, :] - target).norm(dim=-1)
     else:
         dist = 1.0 - cos
-    loss = (dist * targets.weights[image_index]).sum(dim=-1)
-    similarity = (cos * targets.similarity_weights[image_index]).sum(dim=-1)
+    loss = (dist * weights).sum(dim=-1)
+    similarity = (cos * similarity_weights).sum(dim=-1)
     return loss, similarity
 
 
