@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -128,7 +129,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "runs": runs,
                 }
             )
-            print(f"  {model} {name}: {s * STEPS_PER_INVERSION:.2f} s per inversion", flush=True)
+            print(f"  {model} {name}: {s * STEPS_PER_INVERSION:.2f} s per inversion", file=sys.stderr, flush=True)
         base = next((r for r in rows if r["model"] == model and r["config"] == "fp32"), None)
         if args.augmentation_share and base is not None:
             bare = statistics.median(
