@@ -45,6 +45,24 @@ class RunClock(Callback):
         self.seconds = time.perf_counter() - self.start
 
 
+class StepClock(Callback):
+    """Seconds of the steps after the first ``warmup`` (the device synchronised at both ends)."""
+
+    name = "step_clock"
+
+    def __init__(self, device: torch.device, warmup: int) -> None:
+        super().__init__(Options())
+        self.device, self.warmup, self.started, self.seconds = device, warmup, 0.0, 0.0
+
+    def on_step_end(self, run: Any, state: StepState) -> None:
+        if state.step == self.warmup:
+            sync(self.device)
+            self.started = time.perf_counter()
+        elif state.step == run.spec.steps:
+            sync(self.device)
+            self.seconds = time.perf_counter() - self.started
+
+
 class PhaseClock(Callback):
     """Times each resolution phase of an engine run (every ``steps_per_phase`` steps)."""
 

@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import RunClock, resolved
-from clipforge import Options
+from benchmarks.common import StepClock, resolved
 from clipforge.engine import Engine
 from clipforge.judge import load_backbone
 
@@ -97,14 +96,11 @@ def spec(model: str, steps: int, performance: dict[str, Any], augment: bool = Tr
 
 
 def seconds_per_step(model: str, performance: dict[str, Any], warmup: int, steps: int, augment: bool = True) -> float:
-    """Seconds per step, timed over a run of ``warmup + steps`` minus a run of ``warmup`` (so the start,
-    the model's loading and compilation are not counted)."""
-    times = []
-    for n in (warmup, warmup + steps):
-        clock = RunClock(Options())
-        Engine(resolved(spec(model, n, performance, augment)), callbacks=[clock]).run()
-        times.append(clock.seconds)
-    return max(times[1] - times[0], 1e-9) / steps
+    """Seconds per step of the ``steps`` after ``warmup`` of one run (the start, the model's loading
+    and compilation are not counted)."""
+    clock = StepClock(torch.device("cpu"), warmup)
+    Engine(resolved(spec(model, warmup + steps, performance, augment)), callbacks=[clock]).run()
+    return clock.seconds / steps
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:

@@ -31,8 +31,7 @@ from typing import Any
 import torch
 
 import clipforge
-from benchmarks.common import PeakMemory, resolved, sync
-from clipforge import Callback, Options, StepState
+from benchmarks.common import PeakMemory, StepClock, resolved
 from clipforge.engine import Engine
 
 PAPER_STEPS = 3400
@@ -48,24 +47,6 @@ TINY = {
         }
     },
 }
-
-
-class StepClock(Callback):
-    """Seconds of the steps after the first ``warmup`` (the device synchronised at both ends)."""
-
-    name = "step_clock"
-
-    def __init__(self, device: torch.device, warmup: int) -> None:
-        super().__init__(Options())
-        self.device, self.warmup, self.started, self.seconds = device, warmup, 0.0, 0.0
-
-    def on_step_end(self, run: Any, state: StepState) -> None:
-        if state.step == self.warmup:
-            sync(self.device)
-            self.started = time.perf_counter()
-        elif state.step == run.spec.steps:
-            sync(self.device)
-            self.seconds = time.perf_counter() - self.started
 
 
 def paper_spec(backbone: dict, size: int, batch: int, steps: int, device: str, precision: str, compile: bool) -> dict:

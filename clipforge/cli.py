@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -271,8 +272,14 @@ def _user_error(exc: BaseException) -> bool:
     )
 
 
+#: clipforge's own deprecations (each says the version it goes in): shown on the command line, where
+#: Python hides a DeprecationWarning raised outside ``__main__``, so a spec using an old name says so
+OWN_DEPRECATIONS = r".* goes in \d"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.filterwarnings("default", message=OWN_DEPRECATIONS, category=DeprecationWarning)
     plugin_args, rest = _global_flags(argv)
     try:
         threads = choose_threads(os.environ, available_cpus(), plugin_args.threads)

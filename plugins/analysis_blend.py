@@ -50,7 +50,7 @@ from clipforge.analysis import candidate_captions, markdown_table, wilson_interv
 
 #: the values of ``controls`` that ask the reader for each pair's controls ("toyworld": the older name, which
 #: is still read as "reader" and warned of when a spec is read; it goes in clipforge 0.3)
-READER_CONTROLS = ("reader", "toyworld")
+READER_CONTROLS = ("reader",)
 
 CLIPFORGE_API = API_VERSION  # a built-in is written against the API of the clipforge it comes with
 
@@ -83,10 +83,11 @@ class BlendSpec(AnalysisSpec):
     @field_validator("controls", mode="before")
     @classmethod
     def _controls_old_name(cls, value: Any) -> Any:
-        """``"toyworld"``, the older name of ``"reader"``: still read, as before, and warned of."""
+        """``"toyworld"``, the older name of ``"reader"``: read as ``"reader"``, and warned of."""
         if value == "toyworld":
             # clipforge.compat's wording; a built-in imports only public names, so it warns itself
             warnings.warn("blend's controls: 'toyworld' goes in 0.3: write 'reader'", DeprecationWarning, stacklevel=3)
+            return "reader"
         return value
 
     @model_validator(mode="after")
@@ -112,11 +113,7 @@ class BlendSpec(AnalysisSpec):
         if self.controls is None:
             return f"its caption is among the judge's top {self.top_k} captions"
         return "the judge finds the image closer to it than to every control caption" + (
-            " (the world's captions sharing no colour or shape with the pair)"
-            if self.controls == "toyworld"
-            else " (the reader's control captions for the pair)"
-            if self.controls == "reader"
-            else ""
+            " (the reader's control captions for the pair)" if self.controls == "reader" else ""
         )
 
     def prompts(self) -> list[Any]:

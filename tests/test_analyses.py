@@ -508,7 +508,7 @@ def test_blend_presence_against_controls(tmp_path):
         assert entry["a_present"] == pytest.approx(float(has_a[rows].float().mean()))
         assert entry["b_present"] == pytest.approx(float(has_b[rows].float().mean()))
         assert entry["both_present"] == int((has_a[rows] & has_b[rows]).sum())
-    world = BlendSpec(run=RUN, seeds=1, judge=JUDGE, pairs=[("a red circle", "a blue square")], controls="toyworld")
+    world = BlendSpec(run=RUN, seeds=1, judge=JUDGE, pairs=[("a red circle", "a blue square")], controls="reader")
     report = run_analysis(Blend(world), None, show_progress=False)
     assert len(report["pairs"][0]["controls"]) == 12 and "a green triangle" in report["pairs"][0]["controls"]
     assert report["summary"]["blend"]["images"] == 1
@@ -530,7 +530,7 @@ def test_blend_reads_presence_from_the_analytic_judges_objects(tmp_path, monkeyp
         objects(("red", "circle"), ("blue", None)), objects(("red", "square"), ("blue", "square")),
     ]  # fmt: skip
     monkeypatch.setattr(blend, "read_images", lambda images: readings[: len(images)])
-    spec = BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a red circle", "a blue square")], controls="toyworld")
+    spec = BlendSpec(run=RUN, seeds=2, judge=JUDGE, pairs=[("a red circle", "a blue square")], controls="reader")
     report = run_analysis(Blend(spec), tmp_path / "blend", show_progress=False)
     pair = report["pairs"][0]
     assert pair["a"]["analytic"] == {"both_present": 0, "a_present": 1.0, "b_present": 0.0}
@@ -549,19 +549,19 @@ def test_blend_controls_are_checked():
         BlendSpec(judge=JUDGE, pairs=[("a cat", "a dog")], controls=["a dog"])
     # the reader gives 'toyworld' controls (the toy world's, by default): checked with the spec, at each pair
     registry = clipforge.default_registry()
-    dog = BlendSpec(run=RUN, judge=JUDGE, pairs=[("a red circle on a gray background", "a dog")], controls="toyworld")
+    dog = BlendSpec(run=RUN, judge=JUDGE, pairs=[("a red circle on a gray background", "a dog")], controls="reader")
     with pytest.raises(
         SpecError,
-        match=r"pairs\[0\]: controls 'toyworld': the toy world gives controls only for single-object captions.*"
+        match=r"pairs\[0\]: controls 'reader': the toy world gives controls only for single-object captions.*"
         r"not 'a dog'",
     ):
         plan_analysis(Blend(dog), registry)
     mixed = BlendSpec(
-        run=RUN, judge=JUDGE, pairs=[("a red circle on a gray background", "a blue square")], controls="toyworld"
+        run=RUN, judge=JUDGE, pairs=[("a red circle on a gray background", "a blue square")], controls="reader"
     )
     with pytest.raises(
         SpecError,
-        match=r"pairs\[0\]: controls 'toyworld': the toy world gives controls only for captions in one template",
+        match=r"pairs\[0\]: controls 'reader': the toy world gives controls only for captions in one template",
     ):
         plan_analysis(Blend(mixed), registry)
     reader = registry.build("reader", "toyworld", torch.device("cpu"))
@@ -571,7 +571,7 @@ def test_blend_controls_are_checked():
             ("a red circle on a gray background", "a blue square on a gray background"),
             ("a red circle", "a blue square"),
         ],
-        controls="toyworld",
+        controls="reader",
     )
     full, short = spec.pair_controls(*spec.pairs[0], reader), spec.pair_controls(*spec.pairs[1], reader)
     assert len(full) == 12 and all(c.endswith("on a gray background") for c in full)

@@ -141,3 +141,24 @@ def test_what_the_shims_return():
         warnings.simplefilter("error", DeprecationWarning)
         for value in ("world", ["toyworld"], None):  # only the old name itself is old
             assert compat.world_captions_name(value) == value
+
+
+def test_the_command_line_shows_a_deprecated_name_in_a_spec(tmp_path):
+    """Python hides a DeprecationWarning raised outside __main__; the command shows clipforge's own, so
+    a spec file using an old name says so (here blend's 'toyworld' controls)."""
+    from pathlib import Path
+
+    from helpers import start_cli
+
+    spec = json.loads((Path(__file__).parents[1] / "examples" / "toyworld" / "blend.json").read_text())
+    spec["controls"] = "toyworld"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(spec))
+    process = start_cli("blend", str(path), "--check")
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "DeprecationWarning: blend's controls: 'toyworld' goes in 0.3: write 'reader'" in err
+    spec["controls"] = "reader"
+    path.write_text(json.dumps(spec))
+    process = start_cli("blend", str(path), "--check")
+    assert "DeprecationWarning" not in process.communicate(timeout=300)[1]

@@ -198,7 +198,7 @@ def test_the_default_reader_reads_only_where_it_can_and_a_named_one_must(registr
     colours = ProbeSpec(judge=JUDGE, run=RUN, prompts=["a ball"], values={"red": "a red ball", "blue": "a blue ball"})
     report = run_analysis(Probe(colours), None, blocked, show_progress=False)
     assert "analytic" not in report["prompts"]["a ball"]
-    world = BlendSpec(judge=JUDGE, run=RUN, pairs=[("a red circle", "a blue square")], controls="toyworld")
+    world = BlendSpec(judge=JUDGE, run=RUN, pairs=[("a red circle", "a blue square")], controls="reader")
     with pytest.raises(SpecError, match="blend needs a reader, and the default 'toyworld' is not installed"):
         plan_analysis(Blend(world), blocked)
 
