@@ -39,6 +39,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "channels_last": {"channels_last": True},
     "bf16+channels_last": {"precision": "bf16", "channels_last": True},
     "compile": {"compile": True},
+    "bf16+channels_last+compile": {"precision": "bf16", "channels_last": True, "compile": True},
 }
 STEPS_PER_INVERSION = 200
 COPIES = 13
