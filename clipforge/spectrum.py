@@ -16,12 +16,13 @@ channels) is accepted by the ``maco`` plugin too. The format is that of Xplique'
 
 The spectrum shipped for the bundled models, ``clipforge/toyworld/spectra/toyworld_64.npy``
 (sha256 ``c60333d5fe96d50d0ae3cef224800dc80c59d896eb45be6ac5c753e1721cfc9f``), was made from 512
-images of toyworld-rn's world (seed 0) at 64 px by :func:`toyworld_spectrum`, which averages them
+images of toyworld-rn's world (seed 0) at 64 px by :func:`clipforge.toyworld.spectrum.toyworld_spectrum`, which
+averages them
 exactly as ``clipforge spectrum`` averages a folder's (without the round trip through 8-bit
 files)::
 
     rm clipforge/toyworld/spectra/toyworld_64.npy   # a spectrum file is never overwritten
-    python -c "from clipforge.spectrum import toyworld_spectrum; print(toyworld_spectrum())"
+    python -c "from clipforge.toyworld.spectrum import toyworld_spectrum; print(toyworld_spectrum())"
 """
 
 from __future__ import annotations
@@ -121,13 +122,3 @@ def write_spectrum(path: str | Path, spectrum: np.ndarray) -> str:
 
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def toyworld_spectrum(out: str | Path = TOYWORLD_SPECTRUM, count: int = 512, seed: int = 0) -> str:
-    """Make the toy world's spectrum: ``count`` images of the world the bundled ``toyworld-rn`` was
-    trained on, drawn with ``seed``, at its 64 px, averaged as :func:`folder_spectrum` averages a
-    folder's (without the round trip through 8-bit PNG files). Returns the file's sha256."""
-    from clipforge.toyworld import model_world
-
-    sample = model_world("toyworld-rn").sample(count, torch.Generator().manual_seed(seed))
-    return write_spectrum(out, mean_spectrum(sample.images.split(64)))
