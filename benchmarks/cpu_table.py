@@ -23,6 +23,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -151,6 +152,60 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+#: the judges' readings compared: (label, where in a toyworld_eval result)
+READINGS = (
+    ("learned: transfer accuracy", ("transfer_accuracy",)),
+    ("learned: colour", ("attribute_accuracy", "colour")),
+    ("learned: shape", ("attribute_accuracy", "shape")),
+    ("learned: background", ("attribute_accuracy", "background")),
+    ("analytic: colour", ("analytic", "colour")),
+    ("analytic: shape", ("analytic", "shape")),
+    ("analytic: background", ("analytic", "background")),
+    ("analytic: caption", ("analytic", "caption")),
+)
+
+
+def reading(result: dict[str, Any], path: tuple[str, ...]) -> float:
+    value: Any = result
+    for key in path:
+        value = value[key]
+    return float(value)
+
+
+def quality(fp32: dict[str, Any], others: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each judge reading of fp32's inversions (``benchmarks.toyworld_eval`` output) with its 95 %
+    Wilson interval, and whether each other configuration's reading of the same prompts and seeds
+    lies in it: what "keeps the images' quality" means here."""
+    from clipforge.analysis import wilson_interval
+
+    base = fp32["results"][0]
+    n = base["inversions"]
+    rows = []
+    for label, path in READINGS:
+        value = reading(base, path)
+        low, high = wilson_interval(round(value * n), n)
+        row = {"reading": label, "fp32": value, "low": low, "high": high}
+        for name, other in others.items():
+            got = reading(other["results"][0], path)
+            row[name] = got
+            row[f"{name} inside"] = low - 1e-9 <= got <= high + 1e-9
+        rows.append(row)
+    return rows
+
+
+def quality_table(rows: list[dict[str, Any]], names: list[str]) -> str:
+    lines = [
+        "| reading | fp32 (95 % interval) | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for r in rows:
+        cells = [f"{r[n]:.2f}" + ("" if r[f"{n} inside"] else " (outside)") for n in names]
+        lines.append(
+            f"| {r['reading']} | {r['fp32']:.2f} [{r['low']:.2f}, {r['high']:.2f}] | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
 def table(report: dict[str, Any]) -> str:
     peaks = report["matmul_peak_gflops"]
     lines = [
@@ -181,7 +236,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-augmentation-share", dest="augmentation_share", action="store_false")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--quality",
+        nargs="+",
+        metavar="NAME=FILE",
+        help="instead of timing: compare toyworld_eval outputs, the first fp32's (fp32=FILE), the others against it",
+    )
     args = parser.parse_args(argv)
+    if args.quality:
+        files = dict(item.split("=", 1) for item in args.quality)
+        loaded = {name: json.loads(Path(path).read_text()) for name, path in files.items()}
+        fp32 = loaded.pop("fp32")
+        rows = quality(fp32, loaded)
+        print(json.dumps(rows) if args.json else quality_table(rows, list(loaded)))
+        return {"quality": rows}
     unknown = [c for c in args.configs if c not in CONFIGS]
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; known: {', '.join(CONFIGS)}")

@@ -30,3 +30,24 @@ def test_the_cpu_table_reports_consistent_figures(capsys):
 def test_an_unknown_configuration_is_refused():
     with pytest.raises(SystemExit):
         cpu_table.main(["--configs", "fp32,fp8"])
+
+
+def eval_output(transfer: float, colour: float) -> dict:
+    """A toyworld_eval output of 48 inversions with these two readings (the others 0.5)."""
+    analytic = {"colour": colour, "shape": 0.5, "background": 0.5, "caption": 0.5}
+    result = {
+        "inversions": 48,
+        "transfer_accuracy": transfer,
+        "attribute_accuracy": {"colour": 0.5, "shape": 0.5, "background": 0.5},
+        "analytic": analytic,
+    }
+    return {"results": [result]}
+
+
+def test_a_reading_outside_fp32s_interval_is_marked():
+    rows = cpu_table.quality(eval_output(0.5, 0.5), {"near": eval_output(0.55, 0.5), "far": eval_output(0.5, 0.9)})
+    by = {r["reading"]: r for r in rows}
+    transfer, colour = by["learned: transfer accuracy"], by["analytic: colour"]
+    assert transfer["low"] < 0.5 < transfer["high"] and transfer["near inside"] and transfer["far inside"]
+    assert colour["near inside"] and not colour["far inside"]  # 0.9 is outside 0.5's interval at n = 48
+    assert "0.90 (outside)" in cpu_table.quality_table(rows, ["near", "far"])
