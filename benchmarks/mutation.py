@@ -28,6 +28,7 @@ MODULES: dict[str, list[str]] = {
     "clipforge/judge.py": ["tests/test_analyses.py"],
     "clipforge/analysis.py": ["tests/test_analyses.py"],
     "clipforge/spec.py": ["tests/test_spec.py", "tests/test_engine.py"],
+    "clipforge/specparts.py": ["tests/test_spec.py", "tests/test_bad_input.py"],
     "clipforge/registry.py": ["tests/test_plugins.py", "tests/test_contracts.py", "tests/test_spec.py"],
     "clipforge/engine.py": ["tests/test_engine.py", "tests/test_parameterizations.py", "tests/test_paper_setup.py"],
 }
