@@ -75,11 +75,16 @@ class _EdgePlugin:
         register(EdgeBackbone)
 
 
-def edge_images(objective: dict[str, Any], registry: clipforge.Registry | None = None, steps: int = 60) -> torch.Tensor:
-    """Two seeds of ``objective`` on the edge network: no augmentations, no regularisers, 16 px."""
-    spec = {
-        "prompts": [{"objectives": [objective]}],
-        "seeds": [0, 1],
+def edge_registry() -> clipforge.Registry:
+    """The installed plugins and the edge network, as the backbone ``edge_net``."""
+    return clipforge.build_registry(extra_plugins=[("edge_net", _EdgePlugin)])
+
+
+def edge_spec(prompts: list, seeds: list[int], steps: int, **more: Any) -> dict[str, Any]:
+    """A run of ``prompts`` on the edge network: no augmentations, no regularisers, one copy, 16 px."""
+    return {
+        "prompts": prompts,
+        "seeds": seeds,
         "backbones": ["edge_net"],
         "augmentations": [],
         "regularizers": [],
@@ -88,9 +93,14 @@ def edge_images(objective: dict[str, Any], registry: clipforge.Registry | None =
         "resolution": [{"step": 0, "size": 16}],
         "device": "cpu",
         "callbacks": [],
+        **more,
     }
-    registry = registry or clipforge.build_registry(extra_plugins=[("edge_net", _EdgePlugin)])
-    return clipforge.invert(spec, registry=registry).images
+
+
+def edge_images(objective: dict[str, Any], registry: clipforge.Registry | None = None, steps: int = 60) -> torch.Tensor:
+    """Two seeds of ``objective`` on the edge network: no augmentations, no regularisers, 16 px."""
+    spec = edge_spec([{"objectives": [objective]}], [0, 1], steps)
+    return clipforge.invert(spec, registry=registry or edge_registry()).images
 
 
 def neuron_correlations(images: torch.Tensor) -> list[float]:

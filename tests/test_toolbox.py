@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from safetensors.torch import save_file
 
 import clipforge
-from benchmarks.objective_truth import EdgeBackbone
+from benchmarks.objective_truth import EdgeBackbone, edge_registry, edge_spec
 from clipforge import AugmentContext, Features, SpecError
 from clipforge.engine import ComponentStartError, Engine, make_rows
 from clipforge_plugins.objectives import interpolation
@@ -467,35 +467,11 @@ def test_alignment_is_minus_lucents_penalty_between_neighbouring_frames_of_one_s
     assert (pixels.grad.flatten(1).abs().sum(dim=1) > 0).all()
 
 
-EDGE = clipforge.build_registry(
-    extra_plugins=[
-        (
-            "edge_net",
-            type(
-                "EdgePlugin",
-                (),
-                {"register_backbones": staticmethod(clipforge.hookimpl(lambda register: register(EdgeBackbone)))},
-            ),
-        )
-    ]
-)
+EDGE = edge_registry()
 
 
 def edge_run(prompts: list, steps: int = 40, **more) -> torch.Tensor:
-    spec = {
-        "prompts": prompts,
-        "seeds": [0],
-        "backbones": ["edge_net"],
-        "augmentations": [],
-        "regularizers": [],
-        "copies": 1,
-        "steps": steps,
-        "resolution": [{"step": 0, "size": 16}],
-        "device": "cpu",
-        "callbacks": [],
-        **more,
-    }
-    return clipforge.invert(spec, registry=EDGE).images
+    return clipforge.invert(edge_spec(prompts, [0], steps, **more), registry=EDGE).images
 
 
 def edge_channels(images: torch.Tensor) -> torch.Tensor:
