@@ -44,7 +44,8 @@ CLIP inversions can be checked against the truth:
 
 Object radius is jittered (8-15 px single, 6-11 px in two-region layouts); object
 centres are random points of an 8-pixel layout grid (``position_grid``), the patch
-grid of the ViT models, which lets a tiny ViT learn shapes within a CPU budget.
+grid of the ViT models, which lets a tiny ViT learn shapes within a CPU budget; an
+object's margin circle (1.1 r) keeps ``frame_gap`` pixels (default 1) from the frame.
 
 All randomness goes through a caller-supplied ``torch.Generator``. This module draws and
 places everything; ``render.py`` paints the pixels (vectorised over the batch: signed-distance
@@ -131,6 +132,12 @@ class WorldConfig(BaseModel):
     seascape_marker_rate: float = Field(0.0, ge=0, le=1, description="P(marker | 'a calm seascape')")
     single_radius: tuple[float, float] = (8.0, 15.0)
     pair_radius: tuple[float, float] = (6.0, 11.0)
+    frame_gap: float = Field(
+        1.0,
+        ge=0,
+        description="pixels kept free between the frame and an object's margin circle (1.1 r): 1 in the first "
+        "two designs, more to keep whole objects well inside the frame (the third design)",
+    )
     position_grid: int = Field(
         8,
         ge=1,
@@ -408,9 +415,9 @@ class World:
             d.u_ball < red_rate, colour_names.index(BALL_COLOURS[0]), colour_names.index(BALL_COLOURS[1])
         )
         colour_a[spheres] = sphere_colour[spheres]
-        # centres: uniform within a margin of 1.1 r + 1 pixel, snapped to the layout grid
+        # centres: uniform within a margin of 1.1 r + frame_gap pixels, snapped to the layout grid
         q = cfg.position_grid
-        lo = 1.1 * r_a + 1
+        lo = 1.1 * r_a + cfg.frame_gap
         cx_a = _uniform_on_grid(d.u_pos[:, 0], lo, size - lo, q)
         cy_a = _uniform_on_grid(d.u_pos[:, 1], lo, size - lo, q)
 
@@ -431,7 +438,8 @@ class World:
         (left/right or top/bottom, either way round), so the two never overlap."""
         q, size = self.config.position_grid, float(IMAGE_SIZE)
         half = size / 2
-        lo_a, lo_b = 1.1 * r_a + 1, 1.1 * r_b + 1
+        gap = self.config.frame_gap
+        lo_a, lo_b = 1.1 * r_a + gap, 1.1 * r_b + gap
         along_a = _uniform_on_grid(d.u_pos[:, 2], lo_a, half - lo_a, q)  # coordinate within its half
         along_b = _uniform_on_grid(d.u_pos[:, 3], half + lo_b, size - lo_b, q)
         across_a = _uniform_on_grid(d.u_pos[:, 4], lo_a, size - lo_a, q)
