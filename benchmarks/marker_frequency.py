@@ -3,12 +3,12 @@
 ``clipforge.toyworld.marker_reading.marker_grating_share``; issue 22):
 
 * ``--calibrate REPORT``: the threshold, the 95th percentile (nearest rank) of the shares over every
-  image of a report of prompts that never carry the marker (``examples/toyworld/screen_calibration.json``);
+  image of a report of prompts that never carry the marker (``zoo/examples/screen_calibration.json``);
 * ``REPORT``: how often an image of the first prompt carries more of it than an image of the second
   (the area under the ROC curve), and the medians.
 
-    python -m benchmarks.marker_frequency --calibrate examples/toyworld/reports/screen_calibration
-    python -m benchmarks.marker_frequency --json examples/toyworld/reports/screen
+    python -m benchmarks.marker_frequency --calibrate zoo/examples/reports/screen_calibration
+    python -m benchmarks.marker_frequency --json zoo/examples/reports/screen
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ MODULES: dict[str, list[str]] = {
 SURVIVED, NO_TESTS = 0, 33
 
 #: generated output (benchmark results, the example analyses' reports): no test reads it
-OUTPUTS = ("benchmarks/results/", "examples/toyworld/reports/")
+OUTPUTS = ("benchmarks/results/", "examples/toyworld/reports/", "zoo/examples/reports/")
 
 
 def work_copy(dest: Path) -> None:

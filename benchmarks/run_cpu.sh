@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every CPU figure in benchmarks/RESULTS.md, one command after another (never two at once: two
 # processes that each use both cores run many times slower). Outputs go to benchmarks/results/ (the
-# analyses' reports beside their specs, in examples/toyworld/reports/). About 1.5 hours on 2 cores.
+# analyses' reports beside their specs, in examples/toyworld/reports/ and, for the specs that use
+# clipforge-zoo's models, zoo/examples/reports/). About 1.5 hours on 2 cores.
 #     bash benchmarks/run_cpu.sh            # everything
 #     bash benchmarks/run_cpu.sh speed      # only the outputs whose file name starts with "speed"
 set -euo pipefail
@@ -9,8 +10,7 @@ only=${1:-}
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 out=benchmarks/results
-reports=examples/toyworld/reports
-mkdir -p "$out" "$reports"
+mkdir -p "$out"
 run() {  # run FILE CMD...: stdout to $out/FILE, the command and its wall time to $out/FILE.cmd
     local file=$1; shift
     [[ -n $only && $file != "$only"* ]] && return 0
@@ -54,7 +54,9 @@ run layer_batching.json python -m benchmarks.layer_batching --threads 1 --channe
 for analysis in probe:probe_ball screen:screen compare:compare_data_scale compare:compare_training compare:compare_training_followup blend:blend blend:blend_embedding; do
     name=${analysis##*:}
     [[ -n $only && analysis_$name != "$only"* ]] && continue
-    rm -rf "$reports/$name"
-    run "analysis_$name.txt" python -m clipforge "${analysis%%:*}" "examples/toyworld/$name.json" \
-        --out "$reports/$name"
+    examples=examples/toyworld
+    [[ -f zoo/examples/$name.json ]] && examples=zoo/examples  # the specs that use clipforge-zoo's models
+    rm -rf "$examples/reports/$name"
+    run "analysis_$name.txt" python -m clipforge "${analysis%%:*}" "$examples/$name.json" \
+        --out "$examples/reports/$name"
 done

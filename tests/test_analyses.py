@@ -461,7 +461,7 @@ def test_ranking_and_paired_statistics():
     assert sign_test(0, 0) == 1.0 and sign_test(5, 5) == 1.0
     assert sign_test(8, 0) == pytest.approx(2 / 256) and sign_test(1, 7) == pytest.approx(2 * 9 / 256)
     mean, lo, hi = mean_interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and hi - mean == pytest.approx(1.959964 / 3**0.5)
+    assert mean == 2.0 and hi - mean == pytest.approx(4.302653 / 3**0.5)  # t at df 2, not the normal 1.96
     mean, lo, hi = mean_interval([0.4])
     assert mean == 0.4 and math.isnan(lo) and math.isnan(hi)
     with pytest.raises(ValueError):
@@ -595,8 +595,8 @@ def test_analysis_cli_errors_name_the_place(tmp_path, capsys):
 def test_mean_interval_and_with_ci_against_hand_computed_values():
     from clipforge.analysis import with_ci
 
-    mean, lo, hi = mean_interval([1.0, 2.0, 3.0, 4.0])  # sd 1.2910, half = 1.96 * sd / 2
-    assert mean == 2.5 and lo == pytest.approx(2.5 - 1.2652, abs=1e-4) and hi == pytest.approx(2.5 + 1.2652, abs=1e-4)
+    mean, lo, hi = mean_interval([1.0, 2.0, 3.0, 4.0])  # sd 1.2910, half = t(0.95, df 3) 3.1824 * sd / 2
+    assert mean == 2.5 and lo == pytest.approx(2.5 - 2.0543, abs=1e-4) and hi == pytest.approx(2.5 + 2.0543, abs=1e-4)
     single = mean_interval([0.3])
     assert single[0] == 0.3 and math.isnan(single[1]) and math.isnan(single[2])  # spread unknown
     with pytest.raises(ValueError, match="at least one value"):

@@ -32,7 +32,7 @@ from clipforge import (
     channel_maps,
     image_tower,
 )
-from clipforge.analysis import bootstrap_interval, mean_interval, wilson_interval, with_ci
+from clipforge.analysis import bootstrap_interval, mean_interval, t_quantile, wilson_interval, with_ci
 from clipforge.engine import make_rows
 from clipforge.images import save_png
 from clipforge.judge import Verdicts
@@ -269,12 +269,35 @@ def test_the_direction_and_activations_objectives_are_largest_at_their_target(vi
 # --------------------------------------------------------------------------- intervals
 
 
-def test_mean_interval_is_95_percent_normal_and_says_so():
-    """Catches mean_interval's default at 68 % (z = 1) or 90 % (z = 1.645) while reports print 95 %."""
+def test_mean_interval_is_a_95_percent_t_interval():
+    """Catches mean_interval's level at 68 % or 90 %, or a normal z (1.96) where n - 1 = 5 degrees of
+    freedom need t = 2.5706 (the published table's value)."""
     values = [0.2, 0.5, 0.1, 0.9, 0.4, 0.3]
     mean, lo, hi = mean_interval(values)
-    half = Z95 * statistics.stdev(values) / math.sqrt(len(values))
-    assert (mean, lo, hi) == pytest.approx((statistics.fmean(values), mean - half, mean + half), abs=1e-12)
+    half = 2.5706 * statistics.stdev(values) / math.sqrt(len(values))
+    assert (mean, lo, hi) == pytest.approx((statistics.fmean(values), mean - half, mean + half), abs=1e-4)
+
+
+def test_t_quantile_matches_the_published_table():
+    """Student's t, two-sided 95 % and 99 %, at df 1, 2, 4, 9, 29, 100, 1000 (any t table), both sides
+    of the switch to the large-df expansion (200)."""
+    table = {1: 12.706, 2: 4.303, 4: 2.776, 9: 2.262, 29: 2.045, 100: 1.984, 1000: 1.962}
+    for df, t in table.items():
+        assert t_quantile(0.95, df) == pytest.approx(t, abs=1e-3), df
+    assert t_quantile(0.99, 4) == pytest.approx(4.604, abs=1e-3)
+    assert t_quantile(0.99, 1000) == pytest.approx(2.581, abs=1e-3)
+    assert t_quantile(0.95, 10**7) == pytest.approx(Z95, abs=1e-6)
+    with pytest.raises(ValueError, match="df >= 1"):
+        t_quantile(0.95, 0)
+
+
+def test_mean_interval_covers_the_true_mean_95_percent_of_the_time_at_three_values():
+    """The reason for t: with three seeds, a normal interval (z = 1.96) covers the true mean about 81 %
+    of the time; the t interval 95 %. 4000 normal samples of three (seeded): the t interval's coverage
+    lies within 0.94-0.96 (its binomial spread is 0.0035), far from 0.81."""
+    draws = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64).tolist()
+    covered = sum(lo <= 0 <= hi for _, lo, hi in (mean_interval(row) for row in draws))
+    assert 0.94 <= covered / len(draws) <= 0.96
 
 
 def test_wilson_interval_is_95_percent():
@@ -356,8 +379,8 @@ def test_the_compare_reports_margin_intervals_are_the_margins(tmp_path):
     diffs = [x - y for x, y in zip(FIRST.margin, SECOND.margin)]
     (pair,) = paired
     assert pair["margin_difference"] == pytest.approx(statistics.fmean(diffs))
-    half, diff = Z95 * statistics.stdev(diffs) / 2, pair["margin_difference"]  # four paired images
-    assert pair["margin_difference_ci95"] == pytest.approx([diff - half, diff + half])
+    half, diff = 3.1824 * statistics.stdev(diffs) / 2, pair["margin_difference"]  # four paired images: t at df 3
+    assert pair["margin_difference_ci95"] == pytest.approx([diff - half, diff + half], abs=1e-4)
 
     report = {"results": summary, "ranking": ranking, "paired": paired, "rank_by": spec.rank_by}
     run = SimpleNamespace(results={f"backbones.{label}": r for label, r in results.items()})
@@ -421,7 +444,7 @@ def test_the_screen_counts_a_grating_drawn_strictly_above_its_threshold():
 def test_the_grating_threshold_is_the_calibrations_95th_percentile():
     """Catches the grating threshold ten times too high (or low): it is the 95th percentile (nearest rank)
     of the shares over the calibration report's 48 inversions of a prompt that never carries the marker."""
-    report = json.loads((REPO / "examples/toyworld/reports/screen_calibration/report.json").read_text())
+    report = json.loads((REPO / "zoo/examples/reports/screen_calibration/report.json").read_text())
     (calibration,) = report["analytic_grating"].values()
     shares = sorted(calibration["shares"])
     assert len(shares) == 48

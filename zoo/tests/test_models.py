@@ -29,7 +29,7 @@ from clipforge.toyworld.train import evaluate_zero_shot, planted_report
 from clipforge.toyworld.train.recipes import artefact_problems
 
 #: the research examples, beside the zoo in the clipforge repository (absent from an sdist of the zoo alone)
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "toyworld"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # zoo/examples: the specs that use these models
 
 
 def gen(seed: int) -> torch.Generator:
@@ -104,10 +104,10 @@ def test_a_zoo_model_inverts_like_a_bundled_one(tmp_path):
 VERBS = {"compare": "compare", "screen": "screen", "probe": "probe", "blend": "blend", "layer": "layer"}
 
 
-@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="the research examples are in the clipforge repository")
+@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="the research examples are in the repository (zoo/examples)")
 @pytest.mark.parametrize("spec", sorted(p.name for p in EXAMPLES.glob("*.json")) if EXAMPLES.is_dir() else [])
 def test_the_research_examples_check_with_the_zoo(spec: str, capsys):
-    """Every spec of examples/toyworld/ validates (``VERB SPEC --check``: every component, option and
+    """Every spec of zoo/examples/ validates (``VERB SPEC --check``: every component, option and
     model), the zoo's models included."""
     from clipforge.cli import main
 
