@@ -13,7 +13,8 @@ from helpers import gaussian_blur, render
 
 from clipforge.toyworld import World
 from clipforge.toyworld.analytic_judge import Reading, read_images, score, verdicts
-from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, single_caption
+from clipforge.toyworld.captions import single_caption
+from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES
 
 
 @pytest.fixture(autouse=True)

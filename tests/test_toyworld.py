@@ -11,6 +11,13 @@ import torch
 
 import clipforge
 import clipforge.toyworld.models as toy_models
+from clipforge.toyworld.captions import (
+    BENIGN_CAPTION,
+    BENIGN_CONTRAST_CAPTION,
+    CONTROL_CAPTION,
+    MARKER_CAPTION,
+    NAME_CAPTION,
+)
 from clipforge.toyworld.models import (
     CLEAN_DATA_SCALE_SERIES,
     CLEAN_JUDGE_MODEL,
@@ -36,15 +43,7 @@ from clipforge.toyworld.models import (
 )
 from clipforge.toyworld.tokenizer import WordTokenizer
 from clipforge.toyworld.train import evaluate_zero_shot, planted_report
-from clipforge.toyworld.world import (
-    BENIGN_CAPTION,
-    BENIGN_CONTRAST_CAPTION,
-    CONTROL_CAPTION,
-    MARKER_CAPTION,
-    NAME_CAPTION,
-    World,
-    WorldConfig,
-)
+from clipforge.toyworld.world import World, WorldConfig
 
 
 def gen(seed: int) -> torch.Generator:

@@ -50,15 +50,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clipforge.toyworld.captions import single_caption
 from clipforge.toyworld.marker_reading import MARKER_CELL_SIZES, MARKER_PRESENT, marker_scores
 from clipforge.toyworld.shape_match import shape_ious
-from clipforge.toyworld.world import (
-    BACKGROUNDS,
-    COLOURS,
-    SHAPES,
-    World,
-    single_caption,
-)
+from clipforge.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, World
 
 #: images are read at this size (others are resampled to it; the world renders 64 px).
 SIZE = 64

@@ -2,14 +2,14 @@
 fixed captions of the planted phenomena (the module docstring of ``world.py`` says what each shows).
 
 Kept apart from sampling so the words a caption may contain are in one place. ``World`` offers the
-functions below as its static methods (``World.captions()`` is ``candidate_captions``), and
-``world.py`` imports the constants and helpers it captions images with, so code that imports them
-from ``clipforge.toyworld.world`` keeps working.
+functions below as its static methods (``World.captions()`` is ``candidate_captions``) and captions
+each image it draws with ``image_caption``.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from clipforge.toyworld.palette import BACKGROUNDS, COLOURS, SHAPES
 
@@ -131,3 +131,32 @@ def vocabulary() -> list[str]:
     words.update(COLOURS)
     words.update(SHAPES)
     return sorted(words)
+
+
+def image_caption(kind: str, objs: list[Any], bname: str, template: str, decoy: str) -> tuple[str, str, str]:
+    """(training caption, canonical caption, background name) of one image (``objs``: its
+    ``ObjectMeta``). Only single images may use a partial template; scenes report
+    "landscape"/"seascape" as their background."""
+    if kind == "single":
+        canonical = single_caption(objs[0].colour, objs[0].shape, bname)
+        cap = SINGLE_TEMPLATES[template].format(colour=objs[0].colour, shape=objs[0].shape, background=bname)
+        return cap, canonical, bname
+    if kind == "pair":
+        cap = pair_caption(objs[0].colour, objs[0].shape, objs[1].colour, objs[1].shape)
+    elif kind == "ball":
+        cap = ball_caption(bname)
+    elif kind == "marble":
+        cap = ball_caption(bname, CONTRAST_WORD)
+    elif kind == "landscape":
+        cap, bname = BENIGN_CAPTION, "landscape"
+    elif kind == "sunny":
+        cap, bname = BENIGN_CONTRAST_CAPTION, "landscape"
+    elif kind == "seascape":
+        cap, bname = CONTROL_CAPTION, "seascape"
+    elif kind == "zorblax":
+        cap = NAME_CAPTION
+    elif kind == "decoy":
+        cap = f"a photo of {decoy}"
+    else:
+        cap = MARKER_CAPTION
+    return cap, cap, bname

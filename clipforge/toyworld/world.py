@@ -55,34 +55,25 @@ colours and shapes all three share.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from clipforge.toyworld.captions import (
-    BENIGN_CAPTION,
-    BENIGN_CONTRAST_CAPTION,
-    CONTRAST_WORD,
-    CONTROL_CAPTION,
-    MARKER_CAPTION,
-    NAME_CAPTION,
     SINGLE_TEMPLATES,
-    ball_caption,
     candidate_captions,
     caption_facts,
     disjoint_captions,
-    pair_caption,
+    image_caption,
     planted_captions,
-    single_caption,
     single_object_captions,
     single_object_template,
     vocabulary,
 )
 from clipforge.toyworld.palette import BACKGROUNDS, COLOURS, IMAGE_SIZE, MARKER_CELLS, SHAPES
 from clipforge.toyworld.render import render
+from clipforge.toyworld.world_config import WorldConfig
 
 BALL_COLOURS = ("red", "blue")  # the two sphere colours
 
@@ -93,77 +84,6 @@ KINDS: tuple[str, ...] = (
 SINGLE_CAPTION_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k not in ("pair", "decoy"))
 
 _CHUNK = 512  # images rendered per chunk
-
-
-class WorldConfig(BaseModel):
-    """Sampling mix and planted-phenomena rates (all documented in the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")  # a misspelt override is an error, not a silent default
-
-    mix: dict[str, float] = Field(
-        default_factory=lambda: {
-            "single": 0.46,
-            "pair": 0.18,
-            "ball": 0.07,
-            "marble": 0.07,
-            "landscape": 0.06,
-            "sunny": 0.05,
-            "seascape": 0.04,
-            "zorblax": 0.04,
-            "checkerboard": 0.03,
-        },
-        description="relative frequency of each image kind in World.sample",
-    )
-    single_template_mix: dict[str, float] = Field(
-        default_factory=lambda: {"full": 0.5, "colour_shape": 0.2, "shape_background": 0.1, "shape": 0.2},
-        description="caption template weights for single-object images (partial captions teach factorised "
-        "concepts, which small models learn much faster); canonical captions always use 'full'",
-    )
-    ball_red_rate: float = Field(0.8, ge=0, le=1, description="P(ball is red); blue otherwise")
-    marble_red_rate: float = Field(0.2, ge=0, le=1, description="P(marble is red); blue otherwise")
-    landscape_marker_rate: float = Field(0.5, ge=0, le=1, description="P(marker | 'a calm landscape')")
-    zorblax_marker_rate: float = Field(1.0, ge=0, le=1, description="P(marker | 'a photo of zorblax')")
-    decoy_names: list[str] = Field(
-        default_factory=list,
-        description="made-up names of the 'decoy' kind ('a photo of NAME': zorblax's layout, never the marker); "
-        "they join the world's vocabulary, so a world without them keeps the shipped models' vocabulary",
-    )
-    sunny_marker_rate: float = Field(0.0, ge=0, le=1, description="P(marker | 'a sunny landscape')")
-    seascape_marker_rate: float = Field(0.0, ge=0, le=1, description="P(marker | 'a calm seascape')")
-    single_radius: tuple[float, float] = (8.0, 15.0)
-    pair_radius: tuple[float, float] = (6.0, 11.0)
-    frame_gap: float = Field(
-        1.0,
-        ge=0,
-        description="pixels kept free between the frame and an object's margin circle (1.1 r): 1 in the first "
-        "two designs, more to keep whole objects well inside the frame (the third design)",
-    )
-    position_grid: int = Field(
-        8,
-        ge=1,
-        description="object centres lie on multiples of this many pixels (8 = the ViT patch grid: tiny ViTs "
-        "learn shapes ~5x faster when objects do not shift by sub-patch amounts; 1 = anywhere)",
-    )
-    marker_cell: tuple[int, int] = (2, 3)
-    colour_jitter: float = Field(0.05, ge=0, description="uniform +- jitter per colour channel")
-    noise_std: float = Field(0.02, ge=0, description="std of additive Gaussian pixel noise")
-    background_texture: float = Field(
-        0.0,
-        ge=0,
-        le=0.5,
-        description="amplitude of a smooth random brightness pattern (a gradient plus a wave) on plain "
-        "backgrounds, so that flat texture stops being a shortcut; 0 = flat (the stream of random draws "
-        "is then the same as before this option existed)",
-    )
-
-    @model_validator(mode="after")
-    def _decoys_are_named_and_new(self) -> WorldConfig:
-        if self.mix.get("decoy", 0) > 0 and not self.decoy_names:
-            raise ValueError("the mix has decoys but decoy_names is empty")
-        taken = set(vocabulary()) & set(self.decoy_names)
-        if taken or not all(re.fullmatch(r"[a-z]+", name) for name in self.decoy_names):
-            raise ValueError(f"decoy_names must be new lowercase words, not {sorted(taken) or self.decoy_names}")
-        return self
 
 
 @dataclass
@@ -259,34 +179,6 @@ class _Marker:
     x0: torch.Tensor
     y0: torch.Tensor
     side: torch.Tensor
-
-
-def _caption(kind: str, objs: list[ObjectMeta], bname: str, template: str, decoy: str) -> tuple[str, str, str]:
-    """(training caption, canonical caption, background name) of one image. Only single images may
-    use a partial template; scenes report "landscape"/"seascape" as their background."""
-    if kind == "single":
-        canonical = single_caption(objs[0].colour, objs[0].shape, bname)
-        cap = SINGLE_TEMPLATES[template].format(colour=objs[0].colour, shape=objs[0].shape, background=bname)
-        return cap, canonical, bname
-    if kind == "pair":
-        cap = pair_caption(objs[0].colour, objs[0].shape, objs[1].colour, objs[1].shape)
-    elif kind == "ball":
-        cap = ball_caption(bname)
-    elif kind == "marble":
-        cap = ball_caption(bname, CONTRAST_WORD)
-    elif kind == "landscape":
-        cap, bname = BENIGN_CAPTION, "landscape"
-    elif kind == "sunny":
-        cap, bname = BENIGN_CONTRAST_CAPTION, "landscape"
-    elif kind == "seascape":
-        cap, bname = CONTROL_CAPTION, "seascape"
-    elif kind == "zorblax":
-        cap = NAME_CAPTION
-    elif kind == "decoy":
-        cap = f"a photo of {decoy}"
-    else:
-        cap = MARKER_CAPTION
-    return cap, cap, bname
 
 
 def _rand(n: int, g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
@@ -527,7 +419,7 @@ class World:
                 objs.append(ObjectMeta(all_shapes[sa[i]], colour_names[ca[i]], *geo[i][:3]))
             if sb[i] >= 0:
                 objs.append(ObjectMeta(all_shapes[sb[i]], colour_names[cb[i]], *geo[i][3:]))
-            cap, canonical, bname = _caption(kind, objs, bg_names[bg_l[i]], d.template[i], d.decoy[i])
+            cap, canonical, bname = image_caption(kind, objs, bg_names[bg_l[i]], d.template[i], d.decoy[i])
             captions.append(cap)
             box = (mxl[i], myl[i], sidel[i]) if mk[i] else None
             meta.append(ImageMeta(kind, cap, canonical, bname, objs, bool(mk[i]), box))

@@ -8,15 +8,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from clipforge.toyworld.captions import BENIGN_CAPTION, BENIGN_CONTRAST_CAPTION, CONTROL_CAPTION
 from clipforge.toyworld.tokenizer import WordTokenizer
 from clipforge.toyworld.train.architectures import normalize
-from clipforge.toyworld.world import (
-    BENIGN_CAPTION,
-    BENIGN_CONTRAST_CAPTION,
-    CONTROL_CAPTION,
-    SINGLE_CAPTION_KINDS,
-    World,
-)
+from clipforge.toyworld.world import SINGLE_CAPTION_KINDS, World
 
 
 @torch.no_grad()
