@@ -509,3 +509,60 @@ def test_decoy_names_are_made_up_names_without_the_marker():
         World(WorldConfig(mix={"decoy": 1}))
     with pytest.raises(ValueError, match="new lowercase words"):
         World(WorldConfig(decoy_names=["zorblax"]))
+
+
+def _fingerprint(config: WorldConfig) -> tuple[str, float]:
+    """64 images of seed 0: a digest of their captions, markers and objects (shape, colour, centre and
+    radius to 3 decimals: exact draws and simple arithmetic), and the images' mean (to a tolerance: the
+    pixels go through sin, exp and noise, whose last bits may differ between CPUs)."""
+    import hashlib
+    import json
+
+    s = World(config).sample(64, torch.Generator().manual_seed(0))
+    text = json.dumps(
+        [
+            [
+                m.caption,
+                m.marker,
+                m.marker_box,
+                [[o.shape, o.colour, round(o.cx, 3), round(o.cy, 3), round(o.r, 3)] for o in m.objects],
+            ]
+            for m in s.meta
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16], float(s.images.double().mean())
+
+
+@pytest.mark.parametrize(
+    "world, digest, mean",
+    [
+        ("default", "7ba28876c018a69a", 0.490188),
+        ("ROBUST_WORLD", "2923453214bb1c2e", 0.486039),
+        ("MARKER_WORLD", "feb586022126f260", 0.485653),
+        ("DECOY_WORLD", "9fb2f68439aced31", 0.491835),
+    ],
+)
+def test_the_shipped_worlds_streams_are_the_ones_their_models_were_trained_on(world: str, digest: str, mean: float):
+    """Catches a change to the world (a new option, a reordered draw) that moves the stream of a world a
+    shipped model was trained on. The figures were taken on the code before issue 36 added frame_gap."""
+    from clipforge.toyworld.train import recipes
+
+    overrides = {} if world == "default" else getattr(recipes, world)
+    got_digest, got_mean = _fingerprint(WorldConfig(**overrides))
+    assert got_digest == digest and got_mean == pytest.approx(mean, abs=1e-5)
+
+
+def test_the_third_designs_objects_are_small_and_well_inside_the_frame():
+    """FRAMED_WORLD (issue 36): single objects of radius 7-12 px, pairs 6-9 px, every object's margin
+    circle (1.1 r) at least 4 px from the frame; the default world keeps its 1 px."""
+    from clipforge.toyworld.train.recipes import FRAMED_WORLD
+
+    def gaps(config: WorldConfig) -> tuple[list[float], list[float], list[float]]:
+        s = World(config).sample(600, torch.Generator().manual_seed(4), mix={"single": 1, "pair": 1})
+        objs = [(m.kind, o) for m in s.meta for o in m.objects]
+        edge = [min(o.cx, o.cy, 64 - o.cx, 64 - o.cy) - 1.1 * o.r for _, o in objs]
+        return edge, [o.r for k, o in objs if k == "single"], [o.r for k, o in objs if k == "pair"]
+
+    edge, single, pair = gaps(WorldConfig(**FRAMED_WORLD))
+    assert min(edge) >= 4 - 1e-4 and 7 <= min(single) and max(single) <= 12 and 6 <= min(pair) and max(pair) <= 9
+    assert min(gaps(WorldConfig(**{**FRAMED_WORLD, "frame_gap": 1}))[0]) < 2  # the gap is what keeps them in
