@@ -37,7 +37,9 @@ def draw_per_image(
     not depend on the device either.
     """
     draws = [torch.rand(tuple(shape), generator=g) for g in generators]
-    out = torch.stack(draws) * (high - low) + low
+    out = torch.stack(draws)
+    if (low, high) != (0.0, 1.0):  # the usual [0, 1) costs no arithmetic (a step draws several times)
+        out = out * (high - low) + low
     if device.type == "cuda":  # pinned memory: the copy does not wait for the GPU to catch up
         return out.pin_memory().to(device, non_blocking=True)
     return out.to(device)
