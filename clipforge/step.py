@@ -165,7 +165,11 @@ class RunParts:
     def expect(self, component: Any, value: Any, shape: tuple[int | None, ...], what: str, when: str) -> None:
         """Refuse a component's result that is not a tensor of ``shape`` (None: any size there)."""
         ok = torch.is_tensor(value) and value.dim() == len(shape)
-        ok = ok and all(want is None or got == want for got, want in zip(value.shape, shape))
+        if ok:  # a loop, not all() over a generator: this runs several times a step
+            for got, want in zip(value.shape, shape):
+                if want is not None and got != want:
+                    ok = False
+                    break
         if not ok:
             got = f"shape {tuple(value.shape)}" if torch.is_tensor(value) else type(value).__name__
             want = "(" + ", ".join("*" if n is None else str(n) for n in shape) + ")"
@@ -226,7 +230,10 @@ class RunParts:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.blame(backbone, "encoding the images"):
                 with capture(goals, b, backbone) as activations:
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=perf.precision == "bf16"):
+                    if perf.precision == "bf16":
+                        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                            features = self.encode[backbone](x)
+                    else:  # fp32: no autocast context to enter and leave at every step
                         features = self.encode[backbone](x)
             self.expect(backbone, features, (x.shape[0], None), "one embedding per copy", "encoding the images")
             emb = F.normalize(features.float(), dim=-1)

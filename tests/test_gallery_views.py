@@ -23,6 +23,7 @@ from clipforge.gallery_items import CURVE_POINTS, run_curves
 
 browser = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (.ci/run installs Debian's)")
 REPORTS = Path(__file__).resolve().parents[1] / "examples" / "toyworld" / "reports"
+ZOO_REPORTS = Path(__file__).resolve().parents[1] / "zoo" / "examples" / "reports"  # the comparisons' and screens'
 PROMPTS = ["a red circle", {"text": "a blue square", "label": "blue"}, "<!--<script> a & b"]
 SEEDS = range(12)
 POINTS = [{"optimizer.lr": 0.1}, {"optimizer.lr": 0.05}]
@@ -254,7 +255,8 @@ def test_strips_show_every_snapshot_and_curves_are_drawn(runs, name):
 def reports(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("reports")
     for name in ("probe_ball", "blend", "compare_training_followup"):
-        shutil.copytree(REPORTS / name, tmp / name, ignore=shutil.ignore_patterns("index.html"))
+        folder = REPORTS / name if (REPORTS / name).is_dir() else ZOO_REPORTS / name
+        shutil.copytree(folder, tmp / name, ignore=shutil.ignore_patterns("index.html"))
         write_gallery(tmp / name)
     (tmp / "bare").mkdir()
     (tmp / "bare" / "report.json").write_text(json.dumps({"analysis": "probe", "attribute": "colour", "seeds": 30}))
