@@ -14,6 +14,15 @@ import clipforge
 from clipforge import outputs, signals
 
 
+@pytest.fixture(autouse=True)
+def live_ctrl_c():
+    """Ctrl-C as a terminal gives it, whatever this process inherited: a job started in the background
+    (``cmd &`` in a script) inherits SIGINT ignored, and clipforge rightly keeps an ignored Ctrl-C ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_the_first_signal_stops_and_later_ones_are_held_wherever_they_come():
     with signals.StopSignals() as stop:
         with pytest.raises(KeyboardInterrupt):
