@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,6 +215,12 @@ class RunParts:
 
     # ------------------------------------------------------------------ the step
 
+    def precision(self) -> AbstractContextManager:
+        """bf16 autocast for the backbones' forward passes, or (fp32) nothing to enter at every step."""
+        if self.spec.performance.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
     def embed_losses(self, copies: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Data term (minus the goal) and similarity of the flat copies ``start ...``, (N,) each."""
         perf = self.spec.performance
@@ -229,12 +236,8 @@ class RunParts:
             if perf.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.blame(backbone, "encoding the images"):
-                with capture(goals, b, backbone) as activations:
-                    if perf.precision == "bf16":
-                        with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                            features = self.encode[backbone](x)
-                    else:  # fp32: no autocast context to enter and leave at every step
-                        features = self.encode[backbone](x)
+                with capture(goals, b, backbone) as activations, self.precision():
+                    features = self.encode[backbone](x)
             self.expect(backbone, features, (x.shape[0], None), "one embedding per copy", "encoding the images")
             emb = F.normalize(features.float(), dim=-1)
             evaluate(goals, sums, emb, activations, copy_rows, self.blame, self.expect)

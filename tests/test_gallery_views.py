@@ -254,8 +254,8 @@ def test_strips_show_every_snapshot_and_curves_are_drawn(runs, name):
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("reports")
-    for name in ("probe_ball", "blend", "compare_training_followup"):
-        folder = REPORTS / name if (REPORTS / name).is_dir() else ZOO_REPORTS / name
+    for folder in (REPORTS / "probe_ball", REPORTS / "blend", ZOO_REPORTS / "compare_training_followup"):
+        name = folder.name
         shutil.copytree(folder, tmp / name, ignore=shutil.ignore_patterns("index.html"))
         write_gallery(tmp / name)
     (tmp / "bare").mkdir()
